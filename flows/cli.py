@@ -1,0 +1,99 @@
+"""`saven`: the command line behind the Makefile targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas.settings import settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="SAVEn-Vid: data pipeline, model and AVBench.")
+models_app = typer.Typer(no_args_is_help=True, help="The embedded model cache.")
+llm_app = typer.Typer(no_args_is_help=True, help="The local vLLM OpenAI-compatible server.")
+prefect_app = typer.Typer(no_args_is_help=True, help="The local Prefect API server.")
+app.add_typer(models_app, name="models")
+app.add_typer(llm_app, name="llm-server")
+app.add_typer(prefect_app, name="prefect-server")
+console = Console()
+
+
+@models_app.command("install")
+def models_install(qwen: bool = typer.Option(False, help="also the optional Qwen2.5-0.5B model"),
+                   force: bool = typer.Option(False, help="reinstall even when verified")) -> None:
+    """Install (or verify) the embedded models; quick when already done."""
+    from tasks import model_cache
+
+    names = model_cache.OPTIONAL if qwen else None
+    for name, path in model_cache.install(names, force=force).items():
+        console.print(f"[green]ok[/] {name}: {path}")
+
+
+@models_app.command("status")
+def models_status() -> None:
+    """Which embedded models are installed, and where."""
+    from tasks import model_cache
+
+    table = Table("model", "status")
+    for name, state in model_cache.status().items():
+        table.add_row(name, "[green]ok[/]" if state == "ok" else f"[red]{state}[/]")
+    console.print(f"model cache: {model_cache.cache_dir()}")
+    console.print(table)
+
+
+@llm_app.command("start")
+def llm_start() -> None:
+    from flows import servers
+
+    cfg = settings()
+    srv = servers.start_llm_server(cfg)
+    console.print(f"[green]LLM server up[/] pid {srv.pid}: {cfg.llm.resolved_base_url} "
+                  f"(model {cfg.llm.resolved_model}; log {srv.log})")
+
+
+@llm_app.command("stop")
+def llm_stop() -> None:
+    from flows import servers
+
+    console.print("LLM server stopped" if servers.stop_llm_server() else "no LLM server of ours was running")
+
+
+@prefect_app.command("start")
+def prefect_start() -> None:
+    from flows import servers
+
+    cfg = settings()
+    srv = servers.start_prefect_server(cfg)
+    console.print(f"[green]Prefect server up[/] pid {srv.pid}: {cfg.prefect.api_url} (log {srv.log})")
+    console.print(f"export PREFECT_API_URL={cfg.prefect.api_url} PREFECT_HOME={cfg.paths.run_dir / 'prefect'}")
+
+
+@prefect_app.command("stop")
+def prefect_stop() -> None:
+    from flows import servers
+
+    console.print("Prefect server stopped" if servers.stop_prefect_server() else "no Prefect server of ours was running")
+
+
+@app.command("make-samples")
+def make_samples(out: Optional[Path] = typer.Option(None, help="default: <output_dir>/samples"),
+                 seed: int = 0, count: int = 3) -> None:
+    """Synthetic sample videos (known cuts, text, sounds, narration) with a truth file each."""
+    from tasks.samples import make_samples_cli
+
+    make_samples_cli(out or settings().paths.output_dir / "samples", seed=seed, count=count)
+
+
+@app.command("demo")
+def demo(out: Optional[Path] = typer.Option(None, help="default: <output_dir>/demo")) -> None:
+    """The main job end to end on the embedded default."""
+    from flows.demo import run_demo
+
+    run_demo(out or settings().paths.output_dir / "demo")
+
+
+if __name__ == "__main__":
+    app()

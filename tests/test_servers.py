@@ -1,0 +1,80 @@
+"""The real local servers: vLLM answers JSON-schema requests; Prefect is healthy; stop ends exactly our pid."""
+
+import os
+import subprocess
+import sys
+
+from typing import Annotated
+
+import httpx
+import pytest
+from openai import OpenAI
+from pydantic import BaseModel, Field
+
+from flows import servers
+from schemas.settings import load_settings
+
+
+class SceneFacts(BaseModel):
+    colour_of_ball: str = Field(max_length=30)
+    number_of_cats: int = Field(ge=0, le=10)
+    # Bounded lengths keep a 135M model from rambling inside a string until max_tokens cuts the JSON.
+    heard: list[Annotated[str, Field(max_length=20)]] = Field(min_length=1, max_length=3)
+
+
+@pytest.mark.llm
+def test_vllm_json_schema_reply_validates(llm_server):
+    client = OpenAI(base_url=llm_server.base_url, api_key="EMPTY")
+    reply = client.chat.completions.create(
+        model=llm_server.model,
+        messages=[{"role": "user", "content": "A red ball rolls past two cats while a dog barks. "
+                                              "Describe it as JSON."}],
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "SceneFacts", "schema": SceneFacts.model_json_schema(),
+                                         "strict": True}},
+        max_tokens=200, temperature=0.0)
+    facts = SceneFacts.model_validate_json(reply.choices[0].message.content)
+    assert facts.number_of_cats >= 0
+    assert reply.usage.completion_tokens > 0
+    models = httpx.get(llm_server.base_url + "/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == [llm_server.model]
+
+
+@pytest.mark.prefect
+def test_prefect_server_is_ours_and_healthy(prefect_server):
+    assert prefect_server.startswith("http://127.0.0.1:")
+    assert httpx.get(prefect_server + "/health", timeout=5).json() is True
+
+
+def test_stop_ends_exactly_the_recorded_process_group(tmp_path):
+    spec = servers.ServerSpec("sleeper", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "0"], {},
+                              "http://127.0.0.1:9/unused", 5.0)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        proc = subprocess.Popen(spec.argv, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        spec.pid_file(tmp_path).write_text(f'{{"pid": {proc.pid}}}')
+        assert servers.stop(spec, tmp_path) is True
+        assert proc.wait(timeout=10) is not None
+        assert bystander.poll() is None  # untouched
+        assert not spec.pid_file(tmp_path).exists()
+        assert servers.stop(spec, tmp_path) is False  # nothing left to stop
+    finally:
+        bystander.kill()
+
+
+def test_embedded_llm_server_refuses_public_bind(monkeypatch):
+    monkeypatch.setenv("SAVEN_LLM__SERVER__HOST", "0.0.0.0")
+    with pytest.raises(servers.ServerError, match="127.0.0.1"):
+        servers.llm_server_spec(load_settings("local-cpu"))
+
+
+def test_server_commands_are_argument_lists_bound_to_loopback():
+    cfg = load_settings("local-cpu")
+    llm = servers.llm_server_spec(cfg)
+    assert llm.argv[llm.argv.index("--host") + 1] == "127.0.0.1"
+    assert llm.env["HF_HUB_OFFLINE"] == "1"
+    pf = servers.prefect_server_spec(cfg)
+    assert pf.argv[pf.argv.index("--host") + 1] == "127.0.0.1"
+    assert pf.env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert pf.env["PREFECT_HOME"].startswith(os.fspath(cfg.paths.run_dir))
