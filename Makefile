@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup apt models models-qwen llm-server llm-server-stop prefect-server prefect-server-stop \
+.PHONY: help setup apt models models-qwen llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
         samples demo test test-fast clean-run
 
 help:  ## list the targets
@@ -60,17 +60,25 @@ prefect-server: setup  ## start the Prefect API server on 127.0.0.1 (state in .r
 prefect-server-stop:  ## stop exactly the Prefect server that prefect-server started
 	@test -x $(SAVEN) && $(SAVEN) prefect-server stop || true
 
+serve: prefect-server llm-server  ## serve the build-dataset/local deployment (background; pid/log under .run/)
+	$(SAVEN) serve start
+
+serve-stop:  ## stop the deployment server
+	@test -x $(SAVEN) && $(SAVEN) serve stop || true
+
 samples: setup  ## synthetic sample videos with truth files into out/samples
 	$(SAVEN) make-samples
 
 demo: setup  ## the main job end to end on the embedded default; prints where its output is
 	$(SAVEN) demo
 
+# Two passes: the vLLM server (which holds a core while it runs) lives only through the second.
 test: setup  ## the test suite (starts and stops its own servers)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not llm"
+	$(PY) -m pytest -m llm
 
 test-fast: setup  ## tests that need no LLM server
 	$(PY) -m pytest -m "not llm and not slow"
 
-clean-run: llm-server-stop prefect-server-stop  ## stop servers and remove .run/ and out/
+clean-run: serve-stop llm-server-stop prefect-server-stop  ## stop servers and remove .run/ and out/
 	rm -rf .run out

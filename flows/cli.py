@@ -18,6 +18,8 @@ prefect_app = typer.Typer(no_args_is_help=True, help="The local Prefect API serv
 app.add_typer(models_app, name="models")
 app.add_typer(llm_app, name="llm-server")
 app.add_typer(prefect_app, name="prefect-server")
+serve_app = typer.Typer(no_args_is_help=True, help="The build-dataset deployment, served against the Prefect server.")
+app.add_typer(serve_app, name="serve")
 console = Console()
 
 
@@ -76,6 +78,43 @@ def prefect_stop() -> None:
     from flows import servers
 
     console.print("Prefect server stopped" if servers.stop_prefect_server() else "no Prefect server of ours was running")
+
+
+@serve_app.command("start")
+def serve_start() -> None:
+    """Register and serve build-dataset/local (needs the Prefect server; runs in the background)."""
+    from flows import servers
+
+    cfg = settings()
+    srv = servers.start_deployment_server(cfg)
+    console.print(f"[green]serving build-dataset/local[/] pid {srv.pid} (log {srv.log}). Run it with:\n"
+                  f"  PREFECT_API_URL={cfg.prefect.api_url} prefect deployment run build-dataset/local "
+                  "-p sources=<sources.yaml> -p output=<dataset folder>")
+
+
+@serve_app.command("stop")
+def serve_stop() -> None:
+    from flows import servers
+
+    console.print("deployment server stopped" if servers.stop_deployment_server() else "no deployment server of ours was running")
+
+
+@app.command("build")
+def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="YAML/CSV/JSONL of URLs or paths"),
+          output: Path = typer.Option(Path("out/dataset")), profile: str = typer.Option(None),
+          max_videos: Optional[int] = None, batch_size: int = 4, questions_per_type: int = 1,
+          llm_cache: Optional[Path] = typer.Option(None, help="default: <output>/_cache/llm.sqlite")) -> None:
+    """Run the build-dataset flow in this process (needs the Prefect and LLM servers of the profile)."""
+    import os
+
+    from flows import servers
+    from flows.build_dataset import build_dataset
+
+    cfg = settings()
+    os.environ.update(servers.prefect_env(cfg))
+    build_dataset(sources=str(sources), output=str(output), profile=profile or cfg.profile, max_videos=max_videos,
+                  batch_size=batch_size, questions_per_type=questions_per_type,
+                  llm_cache=str(llm_cache) if llm_cache else None)
 
 
 @app.command("make-samples")

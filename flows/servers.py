@@ -99,6 +99,14 @@ def prefect_server_spec(cfg: Settings) -> ServerSpec:
                       cfg.prefect.startup_timeout_s)
 
 
+def deployment_server_spec(cfg: Settings, name: str = "local") -> ServerSpec:
+    """The process that serves the build-dataset deployment; healthy once the deployment is registered."""
+    argv = [sys.executable, "-m", "flows.serve", name]
+    env = {**prefect_env(cfg), "PYTHONPATH": str(PROJECT_ROOT), "SAVEN_PROFILE": cfg.profile}
+    return ServerSpec("deployment-server", argv, env, f"{cfg.prefect.api_url}/deployments/name/build-dataset/{name}",
+                      cfg.prefect.startup_timeout_s)
+
+
 def _read_pid(pid_file: Path) -> int | None:
     try:
         return json.loads(pid_file.read_text())["pid"]
@@ -119,6 +127,12 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return True
+
+
+def is_running(spec: ServerSpec, run_dir: Path) -> bool:
+    """Whether the process our pid file names is alive (it may still be starting)."""
+    pid = _read_pid(spec.pid_file(run_dir))
+    return bool(pid and _alive(pid))
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
@@ -142,7 +156,7 @@ def start(spec: ServerSpec, run_dir: Path) -> RunningServer:
     env = {**os.environ, **spec.env}
     with open(log, "ab") as log_f:
         proc = subprocess.Popen(spec.argv, stdout=log_f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=run_dir, start_new_session=True)
+                                env=env, cwd=PROJECT_ROOT, start_new_session=True)
     pid_file.write_text(json.dumps({"pid": proc.pid, "argv": spec.argv, "url": spec.health_url}))
     if not _wait_healthy(spec, proc.pid, log, timeout=spec.startup_timeout_s):
         stop(spec, run_dir)
@@ -213,6 +227,16 @@ def start_prefect_server(cfg: Settings | None = None) -> RunningServer:
 def stop_prefect_server(cfg: Settings | None = None) -> bool:
     cfg = cfg or settings()
     return stop(_spec_for_stop("prefect-server", cfg), cfg.paths.run_dir)
+
+
+def start_deployment_server(cfg: Settings | None = None) -> RunningServer:
+    cfg = cfg or settings()
+    return start(deployment_server_spec(cfg), cfg.paths.run_dir)
+
+
+def stop_deployment_server(cfg: Settings | None = None) -> bool:
+    cfg = cfg or settings()
+    return stop(_spec_for_stop("deployment-server", cfg), cfg.paths.run_dir)
 
 
 def _spec_for_stop(name: str, cfg: Settings) -> ServerSpec:

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: DeadLetter.transient
 
 # Ids are safe as file names by construction: they come from extractor ids or hashes, never from titles.
 VIDEO_ID_PATTERN = r"^[a-z0-9]{1,24}-[A-Za-z0-9_-]{1,64}$"
@@ -356,6 +356,7 @@ class DeadLetter(Record):
     attempts: Annotated[int, Field(ge=1)] = 1
     failed_at: UtcDatetime
     detail: str = ""  # e.g. the offending row as JSON
+    transient: bool = False  # e.g. the LLM server was unreachable: a rerun tries this source again
 
 
 ALL_RECORDS: dict[str, type[Record]] = {

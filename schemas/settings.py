@@ -34,6 +34,7 @@ class Resources(Section):
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     memory_gb: float | None = None
+    replicas: int = 1  # actors of a model-holding stage (each loads the model once)
 
 
 class LLMServer(Section):
@@ -61,6 +62,7 @@ class LLM(Section):
     timeout_s: float = 120.0
     max_retries: int = 4
     temperature: float = 0.2
+    frequency_penalty: float = 0.0  # small models loop ("The dog is playing. The dog is playing."); this curbs it
     max_tokens: int = 768
     seed: int = 0
     server: LLMServer = Field(default_factory=LLMServer)
@@ -100,6 +102,7 @@ class Acquire(Section):
     sleep_interval_s: float = 0.0
     proxy: str | None = None
     retries: int = 3
+    backoff_s: float = 2.0  # first wait between retries of a transient failure; grows exponentially
     socket_timeout_s: float = 30.0
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.5))
 

@@ -274,7 +274,8 @@ def _remove_temp_files(folder: Path, table: str, key: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _remove_key(dataset_dir: Path, table: str, key: str) -> None:
+def remove_key(dataset_dir: Path, table: str, key: str) -> None:
+    """Delete every shard of ``key`` in ``table`` (e.g. a video whose run did not commit)."""
     folder = Path(dataset_dir) / table
     for path in _key_parts(dataset_dir, table, key):
         path.unlink()
@@ -318,7 +319,7 @@ def _write(dataset_dir: Path, table: str, key: str, records: Iterable[Any], mode
         if dead:
             _write(dataset_dir, DEAD_LETTER_TABLE, dead_key, dead, DeadLetter, None)
         else:
-            _remove_key(dataset_dir, DEAD_LETTER_TABLE, dead_key)
+            remove_key(dataset_dir, DEAD_LETTER_TABLE, dead_key)
         shards = _commit(folder, table, key, done)
     finally:
         for tmp, _, _, _ in done:
@@ -331,7 +332,7 @@ def write_dead_letters(dataset_dir: Path, key: str, dead_letters: Iterable[DeadL
     dead_letters = list(dead_letters)
     if not dead_letters:
         _check_name(DEAD_LETTER_TABLE, key)
-        _remove_key(dataset_dir, DEAD_LETTER_TABLE, key)
+        remove_key(dataset_dir, DEAD_LETTER_TABLE, key)
         return ShardWriteResult(shards=[], dead_letters=[])
     return write_shard(dataset_dir, DEAD_LETTER_TABLE, key=key, records=dead_letters, model_cls=DeadLetter)
 

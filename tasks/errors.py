@@ -23,7 +23,7 @@ class StageError(Exception):
     def to_dead_letter(self, attempts: int = 1) -> DeadLetter:
         return DeadLetter(stage=self.stage, source_id=self.source_id, item_id=self.item_id,
                           error_class=self.error_class, message=self.message, attempts=attempts,
-                          failed_at=utc_now(), detail=self.detail)
+                          failed_at=utc_now(), detail=self.detail, transient=self.transient)
 
 
 class PermanentError(StageError):

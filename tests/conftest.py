@@ -36,7 +36,7 @@ def llm_server():
 
     cfg = settings()
     spec = servers.llm_server_spec(cfg)
-    was_running = servers.healthy(spec.health_url)
+    was_running = servers.is_running(spec, cfg.paths.run_dir)  # someone else's: leave it running
     servers.start(spec, cfg.paths.run_dir)
     yield LLMEndpoint(cfg.llm.resolved_base_url, cfg.llm.resolved_model)
     if not was_running:
@@ -51,7 +51,7 @@ def prefect_server():
 
     cfg = settings()
     spec = servers.prefect_server_spec(cfg)
-    was_running = servers.healthy(spec.health_url)
+    was_running = servers.is_running(spec, cfg.paths.run_dir)
     servers.start_prefect_server(cfg)
     saved = {k: os.environ.get(k) for k in spec.env}
     os.environ.update(spec.env)

@@ -1,0 +1,407 @@
+"""Models behind one interface, found by name in a registry (lmms-eval style).
+
+An adapter turns AVBench items into raw answer strings: ``answer(items) -> list[str]``, one per item, in order.
+The scorer, not the adapter, extracts letters, rotates options and caches answers; so an adapter also says what
+it asks (``prompt``) and who it is (``fingerprint``), which key that cache. An item the adapter could not answer
+(server down, features missing) gets ``""`` and a message in ``errors`` under its index; such answers are
+counted as wrong but never cached, so a re-score asks again.
+
+Registered: ``random`` (seeded baseline), ``openai`` (any OpenAI-compatible endpoint given the clip descriptions
+and transcripts; ``modality`` none/audio/visual/av), ``blind-llm`` (``openai`` with no context), ``saven-vid``
+(a SAVEn-Vid checkpoint over cached features).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from benchmark.mcq import LETTERS, mcq_text
+from schemas.records import AVBenchItem, Clip, ClipDescription, SpeechSegment, Stage, VideoRecord, hms
+
+ADAPTERS: dict[str, type["ModelAdapter"]] = {}
+
+
+def register(name: str) -> Callable[[type["ModelAdapter"]], type["ModelAdapter"]]:
+    def add(cls: type[ModelAdapter]) -> type[ModelAdapter]:
+        if name in ADAPTERS:
+            raise ValueError(f"adapter {name!r} is already registered ({ADAPTERS[name].__name__})")
+        ADAPTERS[name] = cls
+        cls.registry_name = name
+        return cls
+    return add
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class BenchContext:
+    """What adapters may read about a video besides the item: records from the dataset, loaded once on demand."""
+
+    def __init__(self, dataset_dir: Path | None = None, *, videos: Sequence[VideoRecord] | None = None,
+                 clips: Sequence[Clip] | None = None, descriptions: Sequence[ClipDescription] | None = None,
+                 speech: Sequence[SpeechSegment] | None = None, cache_dir: Path | None = None):
+        self.dataset_dir = Path(dataset_dir) if dataset_dir is not None else None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._given = {"videos": videos, "clips": clips, "descriptions": descriptions, "speech": speech}
+        self._by_video: dict[str, dict[str, list[Any]]] = {}
+
+    def _table(self, table: str) -> dict[str, list[Any]]:
+        if table not in self._by_video:
+            records = self._given[table]
+            if records is None:
+                if self.dataset_dir is None:
+                    records = []
+                else:
+                    from schemas.shards import read_records
+
+                    records = read_records(self.dataset_dir, table)
+            grouped: dict[str, list[Any]] = defaultdict(list)
+            for r in records:
+                grouped[r.video_id].append(r)
+            for rows in grouped.values():
+                rows.sort(key=lambda r: (getattr(r, "start_s", 0.0), getattr(r, "index", 0)))
+            self._by_video[table] = dict(grouped)
+        return self._by_video[table]
+
+    def video(self, video_id: str) -> VideoRecord | None:
+        rows = self._table("videos").get(video_id)
+        return rows[0] if rows else None
+
+    def clips(self, video_id: str) -> list[Clip]:
+        return self._table("clips").get(video_id, [])
+
+    def descriptions(self, video_id: str) -> list[ClipDescription]:
+        return self._table("descriptions").get(video_id, [])
+
+    def speech(self, video_id: str) -> list[SpeechSegment]:
+        return self._table("speech").get(video_id, [])
+
+
+class ModelAdapter(ABC):
+    """One model. Subclasses set ``registry_name`` (via ``@register``) and implement ``answer``."""
+
+    registry_name = "?"
+
+    def __init__(self, context: BenchContext | None = None):
+        self.context = context or BenchContext()
+        self.errors: dict[int, str] = {}  # index in the last ``answer`` call -> why that item has no answer
+
+    @property
+    def model_name(self) -> str:
+        """The name in reports."""
+        return self.registry_name
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Everything that changes answers besides the prompt (model, weights, decoding): part of the cache key."""
+
+    def prompt(self, item: AVBenchItem) -> str:
+        """The exact text the model gets for ``item``; its hash is part of the cache key."""
+        return mcq_text(item.question, item.options)
+
+    @abstractmethod
+    def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
+        """Raw answers, one per item, in order."""
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"name"`` or ``"name:key=value,key=value"`` (lmms-eval's ``--model`` + ``--model_args`` in one string)."""
+    name, _, args = spec.partition(":")
+    kwargs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in args.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"model spec {spec!r}: argument {part!r} is not key=value")
+        kwargs[key.strip()] = value.strip()
+    return name.strip(), kwargs
+
+
+def make_adapter(spec: str, context: BenchContext | None = None, **overrides: Any) -> ModelAdapter:
+    name, kwargs = parse_model_spec(spec)
+    if name not in ADAPTERS:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(ADAPTERS))}")
+    return ADAPTERS[name](context=context, **{**kwargs, **overrides})
+
+
+# --- random baseline -------------------------------------------------------------------------------------------
+
+@register("random")
+class RandomAdapter(ModelAdapter):
+    """A letter drawn per (seed, item, option order): the same item asked again gets the same answer."""
+
+    def __init__(self, context: BenchContext | None = None, seed: int | str = 0):
+        super().__init__(context)
+        self.seed = int(seed)
+        self.calls = 0  # items answered (not from the scorer's cache)
+
+    @property
+    def model_name(self) -> str:
+        return f"random(seed={self.seed})"
+
+    def fingerprint(self) -> str:
+        return f"random:seed={self.seed}"
+
+    def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
+        self.errors = {}
+        self.calls += len(items)
+        out = []
+        for item in items:
+            key = sha256_text(f"{self.seed}\x00{item.item_id}\x00" + "\x00".join(item.options))
+            out.append(random.Random(key).choice(LETTERS))
+        return out
+
+
+# --- OpenAI-compatible endpoints (vLLM, any hosted model) --------------------------------------------------------
+
+class LetterReply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answer: Literal["A", "B", "C", "D"]
+
+
+class TextReply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answer: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+Modality = Literal["none", "audio", "visual", "av"]
+SYSTEM_PROMPTS: dict[str, str] = {
+    "none": "You answer multiple-choice questions. Reply with the letter of the best option.",
+    "audio": ("You answer multiple-choice questions about a video from a description of its sound track only "
+              "(speech, ambient sound, voices, sound events, mood). Reply with the letter of the best option."),
+    "visual": ("You answer multiple-choice questions about a video from a description of its pictures only. "
+               "Reply with the letter of the best option."),
+    "av": ("You answer multiple-choice questions about a video from timed descriptions of what is seen and "
+           "heard, and a transcript of its speech. Reply with the letter of the best option."),
+}
+_AUDIO_AXES = ("narration", "environment", "timbre", "event", "emotion")
+
+
+def _clip_line(d: ClipDescription, modality: Modality) -> str:
+    prefix = f"From {hms(d.start_s)} to {hms(d.end_s)}: "
+    if modality == "av":
+        return d.fused
+    if modality == "visual":
+        return prefix + d.visual
+    heard = "; ".join(f"{axis}: {getattr(d, axis).strip()}" for axis in _AUDIO_AXES if getattr(d, axis).strip())
+    return prefix + (heard or "no notable sound")
+
+
+def _fit(lines: list[str], budget: int) -> list[str]:
+    # Every clip keeps a line (a question may be about any time); long lines are cut to share the budget.
+    if not lines:
+        return lines
+    per_line = max(60, budget // len(lines))
+    return [line if len(line) <= per_line else line[: per_line - 3].rstrip() + "..." for line in lines]
+
+
+def video_context(context: BenchContext, video_id: str, modality: Modality, max_chars: int = 6000) -> str:
+    """The clip timeline (and transcript, when the modality includes sound) the model reads instead of the video."""
+    if modality == "none":
+        return ""
+    sections = []
+    clips = _fit([_clip_line(d, modality) for d in context.descriptions(video_id)],
+                 max_chars if modality == "visual" else max_chars * 2 // 3)
+    if clips:
+        sections.append("Clips:\n" + "\n".join(clips))
+    if modality in ("audio", "av"):
+        speech = _fit([f"[{hms(s.start_s)}-{hms(s.end_s)}] {s.text.strip()}" for s in context.speech(video_id)],
+                      max_chars // 3)
+        if speech:
+            sections.append("Transcript:\n" + "\n".join(speech))
+    return "\n\n".join(sections) or "(no description of this video)"
+
+
+def _run_async(coro):
+    """Run ``coro`` to completion from sync code, also when the caller is itself inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@register("openai")
+class OpenAIAdapter(ModelAdapter):
+    """An OpenAI-compatible chat model reading the video's descriptions (per ``modality``) and the question.
+
+    ``reply="letter"`` constrains the reply to one letter (JSON-schema decoding); ``reply="text"`` lets the model
+    write up to 200 characters, which the scorer's extraction reads. Requests go through ``tasks.llm_client``
+    (bounded concurrency, retries, its own request cache under ``context.cache_dir``).
+    """
+
+    def __init__(self, context: BenchContext | None = None, *, base_url: str | None = None,
+                 model: str | None = None, api_key: str | None = None, modality: Modality = "av",
+                 reply: Literal["letter", "text"] = "letter", max_tokens: int | str = 48,
+                 temperature: float | str = 0.0, seed: int | str = 0, max_context_chars: int | str = 6000,
+                 max_concurrency: int | str | None = None, name: str | None = None, client: Any = None):
+        super().__init__(context)
+        if modality not in SYSTEM_PROMPTS:
+            raise ValueError(f"modality must be one of {sorted(SYSTEM_PROMPTS)}, not {modality!r}")
+        if reply not in ("letter", "text"):
+            raise ValueError(f"reply must be 'letter' or 'text', not {reply!r}")
+        self.modality, self.reply = modality, reply
+        self.max_tokens, self.max_context_chars = int(max_tokens), int(max_context_chars)
+        self._name = name
+        self.client = client or self._client(base_url, model, api_key, float(temperature), int(seed),
+                                             None if max_concurrency is None else int(max_concurrency))
+
+    def _client(self, base_url, model, api_key, temperature, seed, max_concurrency):
+        from schemas.settings import settings
+        from tasks.llm_client import LLMClient
+
+        cache = self.context.cache_dir / "llm_cache.sqlite" if self.context.cache_dir else None
+        overrides: dict[str, Any] = {"temperature": temperature, "seed": seed, "max_tokens": self.max_tokens}
+        for key, value in (("base_url", base_url), ("model", model), ("api_key", api_key),
+                           ("max_concurrency", max_concurrency)):
+            if value is not None:
+                overrides[key] = value
+        return LLMClient.from_settings(settings().llm, cache_path=cache, **overrides)
+
+    @property
+    def model_name(self) -> str:
+        if self._name:
+            return self._name
+        return f"{self.client.model}[{self.modality}]" if self.modality != "none" else f"{self.client.model}[blind]"
+
+    def fingerprint(self) -> str:
+        return (f"openai:{self.client.model}:modality={self.modality}:reply={self.reply}:"
+                f"max_tokens={self.max_tokens}:temperature={self.client.temperature}:seed={self.client.seed}")
+
+    def messages(self, item: AVBenchItem) -> list[dict[str, str]]:
+        question = mcq_text(item.question, item.options)
+        ctx = video_context(self.context, item.video_id, self.modality, self.max_context_chars)
+        user = f"{ctx}\n\n{question}" if ctx else question
+        return [{"role": "system", "content": SYSTEM_PROMPTS[self.modality]}, {"role": "user", "content": user}]
+
+    def prompt(self, item: AVBenchItem) -> str:
+        return json.dumps(self.messages(item), ensure_ascii=False)
+
+    def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
+        self.errors = {}
+        if not items:
+            return []
+        return _run_async(self._answer_all(list(items)))
+
+    async def _answer_all(self, items: list[AVBenchItem]) -> list[str]:
+        from tasks.errors import StageError
+
+        reply_model = LetterReply if self.reply == "letter" else TextReply
+
+        async def one(i: int, item: AVBenchItem) -> str:
+            try:
+                reply = await self.client.complete_json(
+                    self.messages(item), reply_model, schema_name=f"avbench_{self.reply}", stage=Stage.benchmark,
+                    source_id=item.video_id, item_id=item.item_id, max_tokens=self.max_tokens)
+            except StageError as exc:
+                self.errors[i] = f"{exc.error_class}: {exc.message}"
+                return ""
+            return reply.value.answer
+
+        try:
+            return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(items))))
+        finally:
+            await self.client.aclose()
+
+
+@register("blind-llm")
+class BlindLLMAdapter(OpenAIAdapter):
+    """The question and options only: what a text-only model can answer without the video."""
+
+    def __init__(self, context: BenchContext | None = None, **kwargs: Any):
+        if kwargs.setdefault("modality", "none") != "none":
+            raise ValueError("blind-llm has no modality: it never sees the video's descriptions")
+        super().__init__(context, **kwargs)
+
+
+# --- SAVEn-Vid ------------------------------------------------------------------------------------------------
+
+def _checkpoint_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("config.json", "trainable.safetensors", "meta.json"):
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a SAVEn-Vid checkpoint: {name} is missing")
+        h.update(name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@register("saven-vid")
+class SavenVidAdapter(ModelAdapter):
+    """A trained SAVEn-Vid checkpoint (``model.generate``) over the dataset's cached encoder features.
+
+    The prompt is the training prompt (``model.data.mcq_prompt``), so the model is asked exactly as it learned.
+    Features missing from the cache are computed with the checkpoint's own encoders and cached.
+    """
+
+    def __init__(self, context: BenchContext | None = None, *, checkpoint: str | Path, device: str | None = None,
+                 batch_size: int | str = 4, max_new_tokens: int | str = 32, name: str | None = None):
+        super().__init__(context)
+        self.checkpoint = Path(checkpoint)
+        self.device, self.batch_size, self.max_new_tokens = device, int(batch_size), int(max_new_tokens)
+        self._digest = _checkpoint_digest(self.checkpoint)
+        self._name = name
+        self._predictor = None
+
+    @property
+    def model_name(self) -> str:
+        return self._name or f"saven-vid:{self.checkpoint.name}"
+
+    def fingerprint(self) -> str:
+        return f"saven-vid:{self._digest}:max_new_tokens={self.max_new_tokens}"
+
+    def prompt(self, item: AVBenchItem) -> str:
+        from model.data import mcq_prompt
+
+        return mcq_prompt(item.question, item.options)
+
+    def predictor(self):
+        if self._predictor is None:
+            from model.generate import SavenVidPredictor
+
+            self._predictor = SavenVidPredictor.from_checkpoint(self.checkpoint, self.device)
+        return self._predictor
+
+    def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
+        self.errors = {}
+        if self.context.dataset_dir is None:
+            raise ValueError("the saven-vid adapter needs a BenchContext with the dataset folder (features)")
+        predictor = self.predictor()
+        answers = [""] * len(items)
+        by_video: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            by_video[item.video_id].append(i)
+        requests, where = [], []
+        for video_id, indices in sorted(by_video.items()):
+            try:
+                video = self.context.video(video_id)
+                if video is None:
+                    raise LookupError(f"video {video_id} is not in the dataset's videos table")
+                feats = predictor.features(self.context.dataset_dir, video, self.context.clips(video_id))
+            except Exception as exc:  # one video without features must not stop the others; it is recorded
+                for i in indices:
+                    self.errors[i] = f"{type(exc).__name__}: {exc}"
+                continue
+            for i in indices:
+                requests.append((feats, self.prompt(items[i])))
+                where.append(i)
+        if requests:
+            out = predictor.answer_many(requests, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                                        query_texts=[items[i].question for i in where])
+            for i, text in zip(where, out, strict=True):
+                answers[i] = text
+        return answers

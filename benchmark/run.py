@@ -1,0 +1,161 @@
+"""``run_avbench``: build AVBench if needed, score the configured models, write the report, print the table.
+
+    python -m benchmark.run DATASET_DIR OUT_DIR --model random --model blind-llm --model openai:modality=av
+
+Layout under OUT_DIR: ``avbench-<version>/`` (the benchmark), ``cache/`` (prediction cache and LLM request cache),
+``report/`` (results.json, predictions.jsonl, item_results.jsonl, results.md, report.html, plots/) and
+``lmms_eval_task/avbench/`` (the same items as an lmms-eval task).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal, Sequence
+
+from benchmark.adapters import BenchContext, OpenAIAdapter, make_adapter
+from benchmark.build import BuildConfig, BuiltBench, FilterModels, ensure_avbench, is_kept
+from benchmark.export import export_lmms_eval_task
+from benchmark.report import ModelRun, ScoringSetup, fmt_score, group_order, write_report
+from benchmark.score import PredictionCache, item_outcomes, predict, score_items
+from schemas.records import AVBenchItem
+
+Subset = Literal["kept", "core", "all"]
+
+
+def check_llm_endpoint(base_url: str, timeout_s: float = 5.0) -> None:
+    """Fail early with a clear message rather than after every request's retries."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        httpx.get(url, timeout=timeout_s).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"the LLM endpoint {base_url} is not answering ({type(exc).__name__}: {exc}); start it "
+                           "with `make llm-server`, or build without the model filters (--no-llm-filters)") from exc
+
+
+def llm_filter_models(context: BenchContext) -> FilterModels:
+    """The blind and modality-ablation filters on the configured OpenAI-compatible server (letter replies)."""
+    return FilterModels(blind=OpenAIAdapter(context, modality="none"),
+                        audio_only=OpenAIAdapter(context, modality="audio"),
+                        visual_only=OpenAIAdapter(context, modality="visual"))
+
+
+def select(bench: BuiltBench, subset: Subset) -> list[AVBenchItem]:
+    if subset == "kept":
+        return [it for it in bench.items if is_kept(it)]
+    if subset == "core":
+        return [it for it in bench.items if it.core]
+    if subset == "all":
+        return list(bench.items)
+    raise ValueError(f"subset must be kept, core or all, not {subset!r}")
+
+
+def score_model(spec: str, items: Sequence[AVBenchItem], context: BenchContext, cache: PredictionCache,
+                setup: ScoringSetup) -> ModelRun:
+    adapter = make_adapter(spec, context)
+    rows = predict(adapter, items, range(setup.rotations), cache)
+    return ModelRun(name=adapter.model_name, spec=spec, fingerprint=adapter.fingerprint(),
+                    scores=score_items(adapter.model_name, items, rows, seed=setup.seed,
+                                       edges=setup.duration_edges_s),
+                    rows=rows, outcomes=item_outcomes(rows))
+
+
+def _unique_names(runs: Sequence[ModelRun]) -> None:
+    """Two specs with the same display name (e.g. one model at two endpoints) get "#2", "#3"... in the report."""
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run.name] = seen.get(run.name, 0) + 1
+        if seen[run.name] > 1:
+            run.name = f"{run.name}#{seen[run.name]}"
+            run.scores = [s.model_copy(update={"model_name": run.name}) for s in run.scores]
+            run.rows = [replace(r, prediction=r.prediction.model_copy(update={"model_name": run.name}))
+                        for r in run.rows]
+
+
+def print_table(runs: Sequence[ModelRun], setup: ScoringSetup, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"AVBench ({setup.subset}, {'circular' if setup.circular else 'rotation 0'}): "
+                        "accuracy % [95% CI]")
+    table.add_column("group")
+    for r in runs:
+        table.add_column(r.name, overflow="fold")
+    for g in group_order(runs, setup):
+        table.add_row(g, *(fmt_score(r.score(g)) for r in runs))
+    table.add_row("parse failures", *(f"{100 * r.parse_failure_rate:.1f}%" for r in runs))
+    console.print(table)
+
+
+def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("random",), *,
+                config: BuildConfig | None = None, filters: FilterModels | Literal["llm", "none"] = "llm",
+                subset: Subset = "kept", circular: bool = False, rebuild: bool = False, seed: int = 0,
+                export: bool = True, console=None) -> Path:
+    """Build (if needed), score ``models`` (registry specs, e.g. "random", "openai:modality=av",
+    "saven-vid:checkpoint=out/ckpt"), write the report; returns the HTML report's path."""
+    from rich.console import Console
+
+    console = console or Console()
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    config = config or BuildConfig()
+    context = BenchContext(dataset_dir, cache_dir=out_dir / "cache")
+    cache = PredictionCache(out_dir / "cache" / "predictions.sqlite")
+    try:
+        filter_models = (llm_filter_models(context) if filters == "llm" else
+                         FilterModels() if filters == "none" else filters)
+        preflight = None
+        if filters == "llm":
+            from schemas.settings import settings
+
+            preflight = lambda: check_llm_endpoint(settings().llm.resolved_base_url)  # noqa: E731
+        bench, built = ensure_avbench(dataset_dir, out_dir, config, filter_models, cache, rebuild=rebuild,
+                                      before_build=preflight)
+        console.print(f"AVBench {bench.manifest.version}: {'built' if built else 'up to date'} at {bench.folder} "
+                      f"({bench.manifest.counts['kept']} kept, {bench.manifest.counts['core']} core; "
+                      f"hash {bench.manifest.content_hash[:12]})")
+        items = select(bench, subset)
+        if not items:
+            raise ValueError(f"AVBench has no {subset} items ({bench.manifest.counts}); a small dataset may have no "
+                             f"held-out video at heldout_fraction={config.heldout_fraction}")
+        setup = ScoringSetup(subset=subset, circular=circular, rotations=4 if circular else 1, seed=seed)
+        runs = [score_model(spec, items, context, cache, setup) for spec in models]
+        _unique_names(runs)
+        page = write_report(out_dir / "report", bench, items, runs, setup)
+        if export:
+            export_lmms_eval_task(bench, context, out_dir / "lmms_eval_task")
+    finally:
+        cache.close()
+    print_table(runs, setup, console)
+    console.print(f"report: {page}")
+    return page
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description="Build AVBench from a pipeline dataset, score models, write a report")
+    p.add_argument("dataset_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--model", action="append", dest="models",
+                   help="registry spec, repeatable: random, blind-llm, openai[:modality=av,...], "
+                        "saven-vid:checkpoint=PATH (default: random)")
+    p.add_argument("--subset", choices=["kept", "core", "all"], default="kept")
+    p.add_argument("--circular", action="store_true", help="all 4 option rotations must be right")
+    p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--no-llm-filters", action="store_true", help="only the near-duplicate filter")
+    p.add_argument("--version", default=BuildConfig().version)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout-fraction", type=float, default=BuildConfig().heldout_fraction)
+    p.add_argument("--filter-rotations", type=int, default=BuildConfig().filter_rotations)
+    args = p.parse_args(argv)
+    config = BuildConfig(version=args.version, seed=args.seed, heldout_fraction=args.heldout_fraction,
+                         filter_rotations=args.filter_rotations)
+    return run_avbench(args.dataset_dir, args.out_dir, args.models or ["random"], config=config,
+                       filters="none" if args.no_llm_filters else "llm", subset=args.subset,
+                       circular=args.circular, rebuild=args.rebuild, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Prefect flow ``build-dataset``: sources in, a validated, resumable SAVEn-Vid dataset out.
+
+Prefect holds control (parameters, one task run per *batch* of videos, retries, the run artifact); Ray does the
+fan-out inside each batch (``flows.video_pipeline``). A 1,000-video run is ~1,000/batch_size Prefect task runs,
+not one per clip: large Prefect task counts are a known failure mode of prefect-ray.
+
+Run it:  ``prefect deployment run build-dataset/local -p sources=out/samples/sources.yaml``  (after ``make serve``)
+or directly: ``saven build --sources ... --output ...``; on a cluster: ``deploy/submit_job.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ray
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from rich.console import Console
+
+from flows.commit import committed, sweep_uncommitted
+from flows.report import RunStats, dataset_card, run_markdown
+from flows.sources import read_sources, source_key
+from flows.video_pipeline import PerceptionPool, run_batch
+from schemas.manifest import build_manifest
+from schemas.settings import Settings, load_settings
+from schemas.shards import consolidate_dead_letters, write_bytes_atomic
+from tasks.acquire import expand_source, is_local_source
+from tasks.qa import QAOptions
+
+console = Console(stderr=True)
+FLOW_NAME = "build-dataset"
+
+
+def _ray_runtime_env(cfg: Settings) -> dict:
+    keep = ("PREFECT_API_URL", "PREFECT_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SAVEN_MODEL_CACHE",
+            "SAVEN_PROFILE", "SAVEN_CONFIG")
+    return {"env_vars": {k: os.environ[k] for k in keep if k in os.environ}}
+
+
+def ensure_ray(cfg: Settings) -> bool:
+    """Connect to the configured cluster, or start a local Ray. True when this call started it."""
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS") or cfg.ray.address
+    kwargs = dict(runtime_env=_ray_runtime_env(cfg), include_dashboard=cfg.ray.include_dashboard,
+                  logging_level="WARNING", log_to_driver=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, **kwargs)
+    return True
+
+
+@task(name="expand-sources", cache_policy=NO_CACHE, retries=1)
+def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None) -> list[str]:
+    """Playlists and channels become one source per video (capped); files and direct media stay as they are."""
+    out: list[str] = []
+    for src in read_sources(Path(sources_file)):
+        if is_local_source(src):
+            out.append(src)
+        else:
+            try:
+                out += expand_source(src, cfg.acquire)
+            except Exception:  # noqa: BLE001 — an unexpandable source is tried as is and dead-lettered there
+                out.append(src)
+    out = list(dict.fromkeys(out))
+    return out[:max_videos] if max_videos else out
+
+
+@task(name="process-batch", cache_policy=NO_CACHE, retries=0)
+def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, llm_cache: str | None,
+                  qa_options: QAOptions, stats: RunStats) -> dict:
+    report = run_batch(batch, Path(dataset_dir), cfg, _POOL[0], llm_cache=Path(llm_cache) if llm_cache else None,
+                       qa_options=qa_options, stats=stats)
+    return {"committed": report.committed, "failed": report.failed}
+
+
+@task(name="finalize-dataset", cache_policy=NO_CACHE)
+def finalize(dataset_dir: str, cfg: Settings, sources: list[str], stats: RunStats) -> dict:
+    root = Path(dataset_dir)
+    consolidate_dead_letters(root)
+    manifest = build_manifest(root)
+    write_bytes_atomic(root / "README.md", dataset_card(root, manifest, cfg, sources).encode())
+    return {t: e.rows for t, e in manifest.tables.items()}
+
+
+_POOL: list[PerceptionPool] = []  # the run's actors; Prefect task parameters stay plain data
+
+
+@flow(name=FLOW_NAME, log_prints=True, persist_result=False)
+def build_dataset(sources: str, output: str = "out/dataset", profile: str = "local-cpu",
+                  max_videos: int | None = None, batch_size: int = 4, questions_per_type: int = 1,
+                  llm_cache: str | None = None) -> dict:
+    """Build (or resume) a dataset from a sources file (YAML/CSV/JSONL of URLs, playlists or paths)."""
+    started = time.perf_counter()
+    logger = get_run_logger()
+    cfg = load_settings(profile)
+    dataset_dir = Path(output).resolve()
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    cache = llm_cache or str(dataset_dir / "_cache" / "llm.sqlite")
+    stats = RunStats()
+
+    all_sources = expand_sources(str(Path(sources).resolve()), cfg, max_videos)
+    stats.sources = len(all_sources)
+    done = committed(dataset_dir)
+    swept = sweep_uncommitted(dataset_dir)
+    if swept:
+        logger.info("removed the shards of %d video(s) a previous run did not commit: %s", len(swept), swept)
+    pending = [s for s in all_sources if source_key(s) not in done]
+    stats.skipped_committed = len(all_sources) - len(pending)
+    logger.info("%d sources, %d already committed, %d to process", len(all_sources), stats.skipped_committed,
+                len(pending))
+
+    started_ray = ensure_ray(cfg) if pending else False
+    try:
+        if pending:
+            _POOL[:] = [PerceptionPool.create(cfg)]
+            batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
+            for n, batch in enumerate(batches, start=1):
+                result = process_batch.with_options(task_run_name=f"batch-{n:04d}-of-{len(batches):04d}")(
+                    batch, str(dataset_dir), cfg, cache, QAOptions(questions_per_type=questions_per_type), stats)
+                console.print(f"[bold]batch {n}/{len(batches)}[/]: {len(result['committed'])} committed, "
+                              f"{len(result['failed'])} failed")
+    finally:
+        _POOL.clear()
+        if started_ray:
+            ray.shutdown()
+
+    rows = finalize(str(dataset_dir), cfg, all_sources, stats)
+    stats.wall_s = time.perf_counter() - started
+    markdown = run_markdown(stats, dataset_dir, cfg.profile)
+    create_markdown_artifact(markdown=markdown, key="build-dataset-summary", description="build-dataset run summary")
+    summary = {"dataset": str(dataset_dir), "rows": rows, "videos_ok": stats.videos_ok,
+               "videos_failed": stats.videos_failed, "skipped_committed": stats.skipped_committed,
+               "qa_by_type": dict(stats.qa_by_type), "dead_letters_by_stage": dict(stats.dead_letters_by_stage),
+               "llm": dict(stats.llm), "seconds_by_stage": dict(stats.seconds_by_stage), "wall_s": stats.wall_s}
+    console.print(markdown)
+    return summary

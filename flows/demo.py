@@ -1,0 +1,100 @@
+"""`make demo`: the main job end to end on the embedded default.
+
+samples -> servers up (Prefect, vLLM, the build-dataset deployment) -> `prefect deployment run build-dataset/local`
+-> a validated dataset (checked through the Prefect API and the manifest) -> servers stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import yaml
+from rich.console import Console
+
+from flows import servers
+from schemas.manifest import verify_manifest
+from schemas.settings import PROJECT_ROOT, settings
+from tasks.samples import make_samples
+
+console = Console()
+SHARED_MEDIA = (PROJECT_ROOT / ".." / "shared" / "media").resolve()
+# Real files beside the synthetic samples: a film clip with cuts and music, footage with a soundtrack, a
+# container with no stated duration, awkward audio, and a speech-only file (no video: it must be dead-lettered).
+SHARED_SOURCES = ["big_buck_bunny_0_30.webm", "chaplin.mp4", "no_duration.webm", "video_with_failing_audio.mp4",
+                  "jfk.flac"]
+
+
+def write_demo_sources(out: Path, sample_files: list[Path]) -> Path:
+    sources = [str(p) for p in sample_files]
+    sources += [str(SHARED_MEDIA / name) for name in SHARED_SOURCES if (SHARED_MEDIA / name).is_file()]
+    path = out / "sources.yaml"
+    path.write_text(yaml.safe_dump({"sources": sources}, sort_keys=False))
+    return path
+
+
+def _prefect(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    prefect = Path(sys.executable).with_name("prefect")
+    return subprocess.run([str(prefect), *args], env={**os.environ, **env}, text=True, capture_output=True)
+
+
+def run_deployment(sources: Path, dataset: Path, env: dict[str, str]) -> str:
+    """`prefect deployment run build-dataset/local ... --watch`; returns the flow run id."""
+    proc = _prefect(["deployment", "run", "build-dataset/local", "-p", f"sources={sources}",
+                     "-p", f"output={dataset}", "--watch"], env)
+    console.print(proc.stdout[-3000:])
+    run_id = next((line.split()[-1] for line in proc.stdout.splitlines() if line.strip().startswith("UUID")), None)
+    if proc.returncode != 0 or run_id is None:
+        raise SystemExit(f"the deployment run failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                         f"{proc.stderr[-2000:]}")
+    return run_id
+
+
+def flow_run_report(api_url: str, run_id: str) -> tuple[str, list[str]]:
+    state = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+    artifacts = httpx.post(f"{api_url}/artifacts/filter", timeout=10,
+                           json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
+    return state, [a["key"] for a in artifacts]
+
+
+def run_demo(out: Path) -> None:
+    cfg = settings()
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = out / "dataset"
+
+    console.rule("1. sample media")
+    truths = make_samples(cfg.paths.output_dir / "samples")
+    sources = write_demo_sources(out, [cfg.paths.output_dir / "samples" / t.file for t in truths])
+    console.print(f"sources: {sources}")
+
+    console.rule("2. servers")
+    servers.start_prefect_server(cfg)
+    servers.start_llm_server(cfg)
+    servers.start_deployment_server(cfg)
+    env = servers.prefect_env(cfg)
+    try:
+        console.rule("3. prefect deployment run build-dataset/local")
+        run_id = run_deployment(sources, dataset, env)
+        state, artifacts = flow_run_report(cfg.prefect.api_url, run_id)
+        console.print(f"flow run {run_id}: {state}; artifacts: {artifacts}")
+        if state != "COMPLETED" or "build-dataset-summary" not in artifacts:
+            raise SystemExit(f"flow run {run_id} ended {state} with artifacts {artifacts}")
+    finally:
+        console.rule("servers down")
+        servers.stop_deployment_server(cfg)
+        servers.stop_llm_server(cfg)
+        servers.stop_prefect_server(cfg)
+
+    problems = verify_manifest(dataset)
+    if problems:
+        raise SystemExit("dataset manifest does not verify:\n" + "\n".join(problems))
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    rows = {name: t["rows"] for name, t in manifest["tables"].items()}
+    console.rule("done")
+    console.print(f"dataset rows: {rows}")
+    console.print(f"[bold green]demo output:[/] {out}  (dataset card: {dataset / 'README.md'})")

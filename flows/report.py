@@ -1,0 +1,100 @@
+"""What a run tells people: per-run statistics, the Prefect markdown artifact, and the dataset card."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from schemas.manifest import Manifest
+from schemas.records import SCHEMA_VERSION
+from schemas.settings import Settings
+
+
+class RunStats(BaseModel):
+    """Counts and seconds of one run; stages add to it, the flow reports it."""
+
+    sources: int = 0
+    skipped_committed: int = 0
+    videos_ok: int = 0
+    videos_failed: int = 0
+    clips: int = 0
+    qa_by_type: Counter = Field(default_factory=Counter)
+    dead_letters_by_stage: Counter = Field(default_factory=Counter)
+    seconds_by_stage: Counter = Field(default_factory=Counter)
+    llm: Counter = Field(default_factory=Counter)  # requests, cache_hits, prompt_tokens, completion_tokens, ...
+    wall_s: float = 0.0
+
+    def add_seconds(self, seconds: dict[str, float]) -> None:
+        self.seconds_by_stage.update({k: float(v) for k, v in seconds.items()})
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run_markdown(stats: RunStats, dataset_dir: Path, profile: str) -> str:
+    parts = [
+        f"# build-dataset run: `{dataset_dir}`",
+        f"Profile `{profile}`, wall time {stats.wall_s:.1f} s.",
+        _table(["sources", "already committed", "videos ok", "videos failed", "clips"],
+               [[stats.sources, stats.skipped_committed, stats.videos_ok, stats.videos_failed, stats.clips]]),
+        "## QA by type",
+        _table(["type", "items"], [[t, n] for t, n in sorted(stats.qa_by_type.items())] or [["-", 0]]),
+        "## Time per stage (summed over workers)",
+        _table(["stage", "seconds"], [[s, f"{v:.1f}"] for s, v in sorted(stats.seconds_by_stage.items())]
+               or [["-", 0]]),
+        "## LLM",
+        _table(["counter", "value"], [[k, v] for k, v in sorted(stats.llm.items())] or [["-", 0]]),
+        "## Dead letters by stage",
+        _table(["stage", "count"], [[s, n] for s, n in sorted(stats.dead_letters_by_stage.items())] or [["-", 0]]),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _rows(dataset_dir: Path, manifest: Manifest, table: str) -> int:
+    entry = manifest.tables.get(table)
+    return entry.rows if entry else 0
+
+
+def dataset_card(dataset_dir: Path, manifest: Manifest, cfg: Settings, sources: list[str]) -> str:
+    """The README.md written into the dataset folder."""
+    qa_types: Counter = Counter()
+    qa_dir = dataset_dir / "qa"
+    for shard in sorted(qa_dir.glob("qa-*.parquet")) if qa_dir.is_dir() else []:
+        qa_types.update(pq.read_table(shard, columns=["type"]).column("type").to_pylist())
+    dead = dataset_dir / "dead_letter.parquet"
+    dead_by_stage: Counter = Counter(pq.read_table(dead, columns=["stage"]).column("stage").to_pylist()
+                                     if dead.is_file() else [])
+    tables = sorted(manifest.tables)
+    return "\n\n".join([
+        "# SAVEn-Vid dataset",
+        f"Schema version {SCHEMA_VERSION}; built with profile `{cfg.profile}`.",
+        "## Counts",
+        _table(["table", "rows"], [[t, _rows(dataset_dir, manifest, t)] for t in tables]),
+        _table(["QA type", "items"], [[t, n] for t, n in sorted(qa_types.items())] or [["-", 0]]),
+        _table(["dead letters by stage", "count"], [[s, n] for s, n in sorted(dead_by_stage.items())] or [["-", 0]]),
+        "## Models",
+        _table(["stage", "model"], [
+            ["ASR", f"faster-whisper `{cfg.asr.model}` ({cfg.asr.device}, {cfg.asr.compute_type})"],
+            ["audio events", f"`{cfg.audio_tagger.kind}`" + (f" `{cfg.audio_tagger.model}`" if cfg.audio_tagger.model else "")],
+            ["keyframe captions", f"`{cfg.visual_captioner.kind}`"],
+            ["scene cuts", f"PySceneDetect `{cfg.segment.detector}`"],
+            ["fusion and QA", f"`{cfg.llm.resolved_model}` via an OpenAI-compatible server"],
+        ]),
+        f"## Sources ({len(sources)})",
+        "\n".join(f"- `{s}`" for s in sources[:200]) + ("\n- ..." if len(sources) > 200 else ""),
+        "## Files",
+        "Each table is a folder of Parquet shards (zstd), one key per video; `dead_letter.parquet` lists every "
+        "failed source or item with its stage and reason; `manifest.json` lists every shard with its row count and "
+        "sha256. Media, 16 kHz audio and keyframes are under `media/`, `audio/` and `keyframes/`, named by video id.",
+        "## Loading",
+        "```python\nimport pyarrow.dataset as ds\nclips = ds.dataset('clips', format='parquet').to_table().to_pandas()\n"
+        "qa = ds.dataset('qa', format='parquet').to_table().to_pandas()\n\n"
+        "# or validated records:\nfrom schemas.shards import read_records\nfrom schemas.records import QAItem\n"
+        "items = read_records('.', 'qa', QAItem)\n```",
+    ]) + "\n"

@@ -1,0 +1,71 @@
+"""Sources files: the list of URLs, playlists or paths a dataset is built from (YAML, CSV or JSONL)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+
+class SourcesError(ValueError):
+    pass
+
+
+def source_key(source: str) -> str:
+    """A file-name-safe key for a source as given: dead letters and commit markers are keyed by it."""
+    return "src-" + hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _entry(item: object, where: str) -> str:
+    if isinstance(item, str):
+        value = item
+    elif isinstance(item, dict) and isinstance(item.get("source", item.get("url")), str):
+        value = item.get("source", item.get("url"))
+    else:
+        raise SourcesError(f"{where}: expected a string or a mapping with 'source' (or 'url'), got {item!r}")
+    value = value.strip()
+    if not value:
+        raise SourcesError(f"{where}: empty source")
+    return value
+
+
+def _resolve(value: str, base: Path) -> str:
+    """Relative local paths are relative to the sources file; URLs and absolute paths stay as written."""
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+def read_sources(path: Path) -> list[str]:
+    """Sources in file order, duplicates removed (first kept)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourcesError(f"sources file not found: {path}")
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    if suffix in (".yaml", ".yml"):
+        doc = yaml.safe_load(text) or []
+        items = doc.get("sources") if isinstance(doc, dict) else doc
+        if not isinstance(items, list):
+            raise SourcesError(f"{path}: expected a list of sources (or a mapping with a 'sources' list)")
+        values = [_entry(item, f"{path}[{i}]") for i, item in enumerate(items)]
+    elif suffix == ".jsonl":
+        values = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    values.append(_entry(json.loads(line), f"{path}:{n}"))
+                except json.JSONDecodeError as exc:
+                    raise SourcesError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
+    elif suffix == ".csv":
+        rows = list(csv.reader(text.splitlines()))
+        if rows and rows[0] and rows[0][0].strip().lower() in ("source", "url"):
+            rows = rows[1:]
+        values = [_entry(row[0], f"{path}:{n}") for n, row in enumerate(rows, start=2) if row and row[0].strip()]
+    else:
+        raise SourcesError(f"{path}: unknown sources format {suffix!r} (use .yaml, .csv or .jsonl)")
+    resolved = [_resolve(v, path.parent) for v in values]
+    return list(dict.fromkeys(resolved))

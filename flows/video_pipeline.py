@@ -1,0 +1,199 @@
+"""One batch of sources through every stage, fanned out in Ray, committed per video.
+
+acquire -> probe -> audio/segment/keyframes (Ray tasks, one per source)
+        -> ASR, audio events, keyframe captions (Ray actors: each model loaded once per actor)
+        -> audio captions (code) -> fusion -> QA (one async LLM client per batch, so the server batches)
+        -> shards + commit marker per video.
+
+A video enters perception as soon as its media stage finishes, so decoding and perception overlap. Nothing here
+knows about Prefect: the flow calls ``run_batch`` once per Prefect task.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from flows.commit import commit_video, record_source_failure
+from flows.report import RunStats
+from schemas.records import DeadLetter, Stage, utc_now
+from schemas.settings import Settings
+from tasks.asr import ASROutput, asr_actor
+from tasks.audio_caption import caption_clips
+from tasks.audio_events import AudioEventsOutput, audio_events_actor
+from tasks.fuse import group_inputs, run_fuse
+from tasks.media import MediaResult, process_source
+from tasks.qa import QAOptions, run_qa
+from tasks.ray_stage import as_ray_task
+from tasks.visual_caption import VisualCaptionOutput, visual_caption_actor
+
+log = logging.getLogger("saven.pipeline")
+
+
+class _RoundRobin:
+    def __init__(self, actors: list):
+        self.actors = actors
+        self._next = itertools.cycle(actors)
+
+    def submit(self, *args):
+        return next(self._next).process.remote(*args)
+
+
+@dataclass
+class PerceptionPool:
+    """The model-holding actors of a run, created once and shared by every batch."""
+
+    asr: _RoundRobin
+    audio_events: _RoundRobin
+    visual: _RoundRobin
+
+    @classmethod
+    def create(cls, cfg: Settings) -> "PerceptionPool":
+        def actors(make, section):
+            return _RoundRobin([make(section).remote(section) for _ in range(max(1, section.resources.replicas))])
+
+        return cls(asr=actors(asr_actor, cfg.asr), audio_events=actors(audio_events_actor, cfg.audio_tagger),
+                   visual=actors(visual_caption_actor, cfg.visual_captioner))
+
+    def all_actors(self) -> list:
+        return self.asr.actors + self.audio_events.actors + self.visual.actors
+
+    def stats(self) -> list[dict]:
+        return ray.get([a.stats.remote() for a in self.all_actors()])
+
+
+@dataclass
+class _Perceived:
+    source: str
+    media: MediaResult
+    asr: ASROutput
+    events: AudioEventsOutput
+    visual: VisualCaptionOutput
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        return self.asr.dead_letters + self.events.dead_letters + self.visual.dead_letters
+
+
+@dataclass
+class BatchReport:
+    committed: list[str] = field(default_factory=list)  # video ids
+    failed: list[str] = field(default_factory=list)  # sources
+
+
+def _media_task(cfg: Settings):
+    # max_retries covers a worker process that dies (system failure); bad input is a DeadLetter, not an exception.
+    return as_ray_task(process_source, cfg.segment.resources, max_retries=2)
+
+
+def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: PerceptionPool, *,
+              llm_cache: Path | None, qa_options: QAOptions | None, stats: RunStats) -> BatchReport:
+    report = BatchReport()
+    dataset = str(dataset_dir)
+    media = _media_task(cfg)
+    media_refs = {media.remote(src, dataset, cfg): src for src in sources}
+    perception: dict[str, tuple[str, MediaResult, tuple]] = {}
+
+    while media_refs:
+        done, _ = ray.wait(list(media_refs), num_returns=1)
+        ref = done[0]
+        src = media_refs.pop(ref)
+        try:
+            outcome = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 — e.g. the worker died more often than max_retries
+            outcome = DeadLetter(stage=Stage.flow, source_id=src, error_class=type(exc).__name__,
+                                 message=str(exc)[:2000] or repr(exc), attempts=3, failed_at=utc_now())
+        if isinstance(outcome, DeadLetter):
+            _fail(dataset_dir, src, outcome, stats, report)
+            continue
+        stats.add_seconds(outcome.seconds)
+        vid, clips = outcome.video.video_id, outcome.clips
+        perception[vid] = (src, outcome, (pool.asr.submit(dataset, vid, clips),
+                                          pool.audio_events.submit(dataset, vid, clips),
+                                          pool.visual.submit(dataset, vid, clips)))
+
+    ready: list[_Perceived] = []
+    for vid, (src, result, refs) in perception.items():
+        try:
+            asr_out, events_out, visual_out = ray.get(list(refs))
+        except Exception as exc:  # noqa: BLE001 — an actor died: the video is retried on the next run
+            _fail(dataset_dir, src, DeadLetter(stage=Stage.flow, source_id=vid, error_class=type(exc).__name__,
+                                               message=str(exc)[:2000] or repr(exc), failed_at=utc_now()),
+                  stats, report)
+            continue
+        stats.add_seconds({"asr": asr_out.seconds, "audio_events": events_out.seconds,
+                           "visual_caption": visual_out.seconds})
+        ready.append(_Perceived(src, result, asr_out, events_out, visual_out))
+
+    if ready:
+        _synthesize_and_commit(ready, dataset_dir, cfg, llm_cache=llm_cache, qa_options=qa_options, stats=stats,
+                               report=report)
+    return report
+
+
+def _fail(dataset_dir: Path, source: str, dead: DeadLetter, stats: RunStats, report: BatchReport) -> None:
+    _fail_many(dataset_dir, source, [dead], stats, report)
+
+
+def _fail_many(dataset_dir: Path, source: str, dead: list[DeadLetter], stats: RunStats, report: BatchReport) -> None:
+    record_source_failure(dataset_dir, source, dead)
+    stats.videos_failed += 1
+    stats.dead_letters_by_stage.update(d.stage.value for d in dead)
+    report.failed.append(source)
+    log.warning("source failed in %s: %s (%s)", dead[0].stage.value, dead[0].message, source)
+
+
+def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Settings, *, llm_cache: Path | None,
+                           qa_options: QAOptions | None, stats: RunStats, report: BatchReport) -> None:
+    audio_captions = {p.media.video.video_id: caption_clips(p.media.clips, p.asr.speech, p.events.events)
+                      for p in ready}
+    inputs, missing = [], []
+    for p in ready:
+        vid = p.media.video.video_id
+        clip_inputs, dead = group_inputs(p.media.clips, p.visual.captions, audio_captions[vid], p.asr.speech)
+        inputs += clip_inputs
+        missing += dead
+
+    t = time.perf_counter()
+    fused = run_fuse(inputs, llm=cfg.llm, cache_path=llm_cache)
+    stats.add_seconds({"fuse": time.perf_counter() - t})
+    stats.llm.update(fused.llm)
+
+    by_video = {p.media.video.video_id: [] for p in ready}
+    for d in fused.descriptions:
+        by_video[d.video_id].append(d)
+    t = time.perf_counter()
+    qa_results = run_qa([(p.media.video, sorted(by_video[p.media.video.video_id], key=lambda d: d.start_s))
+                         for p in ready], llm=cfg.llm, cache_path=llm_cache, options=qa_options)
+    stats.add_seconds({"qa": time.perf_counter() - t})
+    for r in qa_results:
+        stats.llm.update(r.llm)
+    qa_by_video = {r.video_id: r for r in qa_results}
+
+    for p in ready:
+        vid = p.media.video.video_id
+        qa = qa_by_video[vid]
+        failures = (p.dead_letters + [d for d in missing + fused.dead_letters if d.source_id == vid]
+                    + qa.dead_letters)
+        if any(d.transient for d in failures):
+            # E.g. the LLM server was down: committing would freeze a hole into the dataset. Leave the video
+            # uncommitted so a rerun redoes it (completed LLM requests come from the cache).
+            _fail_many(dataset_dir, p.source, failures, stats, report)
+            continue
+        tables = {
+            "videos": [p.media.video], "clips": p.media.clips, "speech": p.asr.speech,
+            "audio_events": p.events.events, "audio_captions": audio_captions[vid],
+            "visual_captions": p.visual.captions, "descriptions": sorted(by_video[vid], key=lambda d: d.start_s),
+            "qa": qa.items,
+        }
+        commit_video(dataset_dir, p.source, vid, tables, failures)
+        stats.videos_ok += 1
+        stats.clips += len(p.media.clips)
+        stats.qa_by_type.update(item.type.value for item in qa.items)
+        stats.dead_letters_by_stage.update(d.stage.value for d in failures)
+        report.committed.append(vid)

@@ -1,0 +1,415 @@
+"""Acquire: one source (any URL yt-dlp supports, an HTTP(S) file, a ``file://`` URL or a local path) -> one media
+file under ``<dataset>/media/<video_id>.<ext>`` plus its source metadata.
+
+- The video id comes from the extractor and its id (``youtube-dQw4w9WgXcQ``), or from a hash of the URL/path when
+  the extractor's id is not unique across sites (the generic extractor names files by their URL basename) or is
+  not safe as a file name. Titles are data only: they never reach a path.
+- Duration and size are checked on the metadata *before* downloading when the extractor states them, so a 3-hour
+  stream is refused without fetching a byte of it; yt-dlp's ``max_filesize`` and a check of the result cover the
+  rest (the duration of a file whose extractor states none is checked after probing: ``check_duration``).
+- Failures are classified: permanent (removed, private, unsupported, too long, not a video, HTTP 4xx) or transient
+  (HTTP 429/408/5xx, timeouts, connection errors). Only transient ones are retried, with exponential backoff.
+- Playlists and channels are expanded by ``expand_source`` into one URL per video, at most ``playlist_cap``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import socket
+import urllib.parse
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator
+
+import yt_dlp
+from pydantic import BaseModel, ConfigDict
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from yt_dlp.networking.exceptions import HTTPError, TransportError
+from yt_dlp.utils import DownloadError, GeoRestrictedError, UnsupportedError, YoutubeDLError
+
+from schemas.records import VIDEO_ID_PATTERN, Stage, UtcDatetime, utc_now
+from schemas.settings import Acquire
+from tasks.errors import PermanentError, StageError, TransientError
+from tasks.probe import ProbeResult
+
+log = logging.getLogger("saven.acquire")
+
+MEDIA_DIR = "media"
+TMP_DIR = ".tmp"
+# Analysis needs no more than 720p; audio is taken at its best. Fallbacks keep single-file sources working.
+FORMAT_TEMPLATE = "bv*[height<={h}]+ba/b[height<={h}]/bv*+ba/b"
+DEFAULT_BACKOFF_S = 2.0  # first retry waits up to this long, doubling per attempt (capped at 60 s)
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SAFE_EXT = re.compile(r"[a-z0-9]{1,5}")
+# Extractors whose ids are not unique across sites (URL basenames, page slugs): their videos are named by URL hash.
+_URL_HASHED_EXTRACTORS = {"generic", "html5"}
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
+_PERMANENT_HINTS = re.compile(
+    r"private|removed|deleted|unavailable|not available|no longer|copyright|terminated|members[- ]only|"
+    r"sign in|log ?in|age[- ]restrict|geo[- ]?(?:restrict|block)|not a valid url|unsupported url|drm|"
+    r"premieres in|no video formats",
+    re.IGNORECASE)
+_TRANSIENT_HINTS = re.compile(
+    r"timed? ?out|temporar|too many requests|connection (reset|refused|aborted)|remote end closed|"
+    r"incomplete ?read|network is unreachable|name resolution|try again later|http error 5\d\d",
+    re.IGNORECASE)
+
+
+class Acquired(BaseModel):
+    """What acquisition knows about one video before probing (``tasks.media`` joins both into a VideoRecord)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video_id: str
+    source: str
+    extractor: str
+    title: str | None = None
+    uploader: str | None = None
+    upload_date: str | None = None
+    license: str | None = None
+    webpage_url: str | None = None
+    media_path: str  # relative to the dataset folder
+    size_bytes: int
+    sha256: str
+    stated_duration_s: float | None = None
+    attempts: int = 1
+    acquired_at: UtcDatetime
+
+
+# ---------------------------------------------------------------- ids and paths
+
+def is_local_source(source: str) -> bool:
+    """A path on this machine (not a URL); ``file://`` URLs go through yt-dlp instead."""
+    return urllib.parse.urlsplit(source).scheme == ""
+
+
+def _slug(extractor_key: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", extractor_key.lower())[:24] or "unknown"
+
+
+def _hash(text: str, n: int = 16) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def make_video_id(extractor_key: str, extractor_id: str | None, url: str) -> str:
+    """``<extractor-slug>-<id>``; the id part is a hash when the extractor's id is unsafe or not globally unique."""
+    slug = _slug(extractor_key)
+    if slug not in _URL_HASHED_EXTRACTORS and extractor_id and _SAFE_ID.fullmatch(extractor_id):
+        vid = f"{slug}-{extractor_id}"
+    elif slug not in _URL_HASHED_EXTRACTORS and extractor_id:
+        vid = f"{slug}-{_hash(f'{slug}:{extractor_id}')}"
+    else:
+        vid = f"{slug}-{_hash(yt_dlp.utils.unsmuggle_url(url)[0])}"
+    assert re.fullmatch(VIDEO_ID_PATTERN, vid), vid
+    return vid
+
+
+def local_video_id(path: Path) -> str:
+    return f"local-{_hash(str(Path(path).resolve()))}"
+
+
+def media_dir(dataset_dir: Path) -> Path:
+    return Path(dataset_dir) / MEDIA_DIR
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+# ---------------------------------------------------------------- error classification
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        if isinstance(e, DownloadError) and e.exc_info:
+            todo.append(e.exc_info[1])
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+
+
+def _clean(message: str) -> str:
+    message = re.sub(r"^ERROR:\s*", "", str(message)).strip()
+    return message.split("; please report this issue")[0]
+
+
+def classify_error(exc: BaseException, source_id: str) -> StageError:
+    """A yt-dlp (or network) failure as a ``PermanentError`` or a ``TransientError`` with the reason."""
+    if isinstance(exc, StageError):
+        return exc
+    message = _clean(str(exc)) or type(exc).__name__
+    for e in _causes(exc):
+        if isinstance(e, HTTPError):
+            status = e.status
+            cls = TransientError if status in _TRANSIENT_STATUS else PermanentError
+            return cls(Stage.acquire, source_id, message, error_class=f"http_{status}")
+        if isinstance(e, (UnsupportedError,)):
+            return PermanentError(Stage.acquire, source_id, message, error_class="unsupported_url")
+        if isinstance(e, GeoRestrictedError):
+            return PermanentError(Stage.acquire, source_id, message, error_class="geo_restricted")
+        if isinstance(e, (TransportError, TimeoutError, socket.timeout, ConnectionError)):
+            return TransientError(Stage.acquire, source_id, message, error_class="network")
+    if "did not get any data blocks" in message.lower():
+        return PermanentError(Stage.acquire, source_id, f"the server sent an empty file (0 bytes): {message}",
+                              error_class="empty_file")
+    # Transient first: "temporarily unavailable" is a reason to come back, not a removal.
+    if _TRANSIENT_HINTS.search(message):
+        return TransientError(Stage.acquire, source_id, message, error_class="network")
+    if _PERMANENT_HINTS.search(message):
+        return PermanentError(Stage.acquire, source_id, message, error_class="unavailable")
+    # Unknown failures are not retried: a retry storm against a site is worse than a dead letter to look at.
+    return PermanentError(Stage.acquire, source_id, message, error_class=type(exc).__name__)
+
+
+def _retrying(cfg: Acquire, backoff_s: float) -> Retrying:
+    return Retrying(retry=retry_if_exception(lambda e: isinstance(e, StageError) and e.transient),
+                    stop=stop_after_attempt(max(1, cfg.retries + 1)),
+                    wait=wait_random_exponential(multiplier=backoff_s, max=60.0), reraise=True)
+
+
+def _with_retries(fn, cfg: Acquire, backoff_s: float, source_id: str):
+    """``fn(attempt)`` retried on transient errors; the error that ends it carries ``.attempts``."""
+    retrying = _retrying(cfg, backoff_s)
+    attempt = 0
+
+    def once():
+        nonlocal attempt
+        attempt += 1
+        try:
+            return fn(attempt)
+        except YoutubeDLError as exc:
+            raise classify_error(exc, source_id) from exc
+
+    try:
+        return retrying(once)  # reraise=True: the last StageError itself comes out, not tenacity's RetryError
+    except StageError as exc:
+        exc.attempts = attempt  # read by tasks.media for DeadLetter.attempts
+        raise
+
+
+# ---------------------------------------------------------------- yt-dlp
+
+class _YdlLogger:
+    """yt-dlp's messages into our logging (its own printing would go to the worker's stdout).
+
+    Some refusals are only reported as messages, not raised (e.g. "File is larger than max-filesize ...
+    Aborting."): the last lines are kept so the failure can carry yt-dlp's own reason.
+    """
+
+    def __init__(self) -> None:
+        self.recent: deque[str] = deque(maxlen=20)
+
+    def debug(self, msg: str) -> None:
+        self.recent.append(msg)
+        log.debug(msg)
+
+    def info(self, msg: str) -> None:
+        self.debug(msg)
+
+    def warning(self, msg: str) -> None:
+        self.recent.append(msg)
+        log.info(msg)
+
+    def error(self, msg: str) -> None:
+        self.recent.append(msg)
+        log.info(msg)
+
+
+def ydl_options(cfg: Acquire, *, work_dir: Path | None = None, home: Path | None = None,
+                file_urls: bool = False) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "logger": _YdlLogger(), "quiet": True, "no_warnings": False, "noprogress": True,
+        "noplaylist": True, "cachedir": False,
+        "format": FORMAT_TEMPLATE.format(h=cfg.max_height), "merge_output_format": "mp4/mkv",
+        "retries": cfg.retries, "fragment_retries": cfg.retries, "socket_timeout": cfg.socket_timeout_s,
+        "max_filesize": int(cfg.max_filesize_mb * 1024 * 1024),
+        "sleep_interval_requests": cfg.sleep_interval_s, "sleep_interval": cfg.sleep_interval_s,
+        "writesubtitles": False, "writethumbnail": False, "writeinfojson": False, "overwrites": True,
+        # A remote page could point at file:///etc/...: file URLs only when the source itself is one.
+        "enable_file_urls": file_urls,
+        "outtmpl": {"default": "%(saven_id)s.%(ext)s"},
+    }
+    if home is not None:
+        opts["paths"] = {"home": str(home), "temp": str(work_dir or home)}
+    if cfg.rate_limit:
+        opts["ratelimit"] = yt_dlp.utils.parse_bytes(cfg.rate_limit)
+    if cfg.proxy:
+        opts["proxy"] = cfg.proxy
+    if cfg.cookies_file and work_dir is not None:
+        # yt-dlp writes the cookie jar back on exit: it gets a private copy, the user's file stays as it was.
+        private = work_dir / "cookies.txt"
+        shutil.copyfile(cfg.cookies_file, private)
+        opts["cookiefile"] = str(private)
+    return opts
+
+
+def _stated_size(info: dict) -> int | None:
+    parts = info.get("requested_formats") or [info]
+    sizes = [p.get("filesize") or p.get("filesize_approx") for p in parts]
+    return sum(sizes) if all(sizes) and sizes else None
+
+
+def _check_before_download(info: dict, cfg: Acquire, source_id: str) -> None:
+    kind = info.get("_type", "video")
+    if kind in ("playlist", "multi_video"):
+        raise PermanentError(Stage.acquire, source_id, "the source is a playlist, not one video; expand it first "
+                             "(expand_source)", error_class="is_playlist")
+    if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming", "post_live"):
+        raise PermanentError(Stage.acquire, source_id, f"live stream ({info.get('live_status') or 'is_live'}): "
+                             "no fixed duration to process", error_class="live_stream")
+    duration = info.get("duration")
+    if duration and duration > cfg.max_duration_s:
+        raise PermanentError(Stage.acquire, source_id, f"too long: {duration:.0f} s > max_duration_s "
+                             f"{cfg.max_duration_s:.0f} s (refused before download)", error_class="too_long")
+    size = _stated_size(info)
+    limit = cfg.max_filesize_mb * 1024 * 1024
+    if size and size > limit:
+        raise PermanentError(Stage.acquire, source_id, f"too large: {size / 2**20:.1f} MiB > max_filesize_mb "
+                             f"{cfg.max_filesize_mb:g} (refused before download)", error_class="too_large")
+
+
+def _metadata(info: dict) -> dict[str, Any]:
+    upload_date = info.get("upload_date")
+    return {
+        "title": info.get("title"), "uploader": info.get("uploader") or info.get("channel"),
+        "upload_date": upload_date if isinstance(upload_date, str) and re.fullmatch(r"\d{8}", upload_date) else None,
+        "license": info.get("license"), "webpage_url": info.get("webpage_url") or info.get("original_url"),
+    }
+
+
+def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) -> Acquired:
+    out = media_dir(dataset_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    work_root = Path(dataset_dir) / TMP_DIR / "acquire"
+    work_root.mkdir(parents=True, exist_ok=True)
+    work = work_root / _hash(source)
+    work.mkdir(exist_ok=True)
+    try:
+        is_file_url = urllib.parse.urlsplit(source).scheme == "file"
+        opts = ydl_options(cfg, work_dir=work, home=out, file_urls=is_file_url)
+        messages: deque[str] = opts["logger"].recent
+        with yt_dlp.YoutubeDL(opts) as ydl:
+            # Unprocessed first: a page's own metadata (e.g. JSON-LD duration) is checked before any request for
+            # the media itself; then again once formats are resolved (sizes are known only then).
+            raw = ydl.extract_info(source, download=False, process=False)
+            if raw is None:
+                raise PermanentError(Stage.acquire, source, "yt-dlp returned no information",
+                                     error_class="no_info")
+            _check_before_download(raw, cfg, source)
+            info = ydl.process_ie_result(raw, download=False)
+            _check_before_download(info, cfg, source)
+            video_id = make_video_id(info.get("extractor_key") or "unknown", info.get("id"),
+                                     info.get("webpage_url") or source)
+            info["saven_id"] = video_id
+            result = ydl.process_ie_result(info, download=True)
+        downloads = (result or {}).get("requested_downloads") or []
+        path = Path(downloads[0]["filepath"]) if downloads and downloads[0].get("filepath") else None
+        if path is None or not path.is_file():
+            too_large = [m for m in messages if "larger than max-filesize" in m]
+            if too_large:
+                raise PermanentError(Stage.acquire, video_id, f"too large for max_filesize_mb "
+                                     f"{cfg.max_filesize_mb:g}: {_clean(too_large[-1])}", error_class="too_large")
+            raise PermanentError(Stage.acquire, video_id, "nothing was downloaded: "
+                                 + (_clean(messages[-1]) if messages else "no downloadable format"),
+                                 error_class="not_downloaded")
+        if not _inside(path, out):
+            path.unlink(missing_ok=True)
+            raise PermanentError(Stage.acquire, video_id, "downloaded file landed outside the media folder",
+                                 error_class="unsafe_path")
+        size = path.stat().st_size
+        if size > cfg.max_filesize_mb * 1024 * 1024:
+            path.unlink()
+            raise PermanentError(Stage.acquire, video_id, f"too large: {size / 2**20:.1f} MiB > max_filesize_mb "
+                                 f"{cfg.max_filesize_mb:g}", error_class="too_large")
+        return Acquired(
+            video_id=video_id, source=source, extractor=info.get("extractor_key") or "unknown",
+            media_path=path.relative_to(Path(dataset_dir)).as_posix(), size_bytes=size, sha256=_sha256(path),
+            stated_duration_s=info.get("duration"), attempts=attempt, acquired_at=utc_now(), **_metadata(info))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        for empty in (work_root, work_root.parent):
+            try:
+                empty.rmdir()
+            except OSError:  # not empty: another download of this dataset is running
+                pass
+
+
+def _copy_local(source: str, dataset_dir: Path) -> Acquired:
+    path = Path(source).expanduser()
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "not found"
+        raise PermanentError(Stage.acquire, source, f"local source is {what}: {source}", error_class="missing_file")
+    video_id = local_video_id(path)
+    ext = path.suffix.lower().lstrip(".")
+    target = media_dir(dataset_dir) / f"{video_id}.{ext if _SAFE_EXT.fullmatch(ext) else 'media'}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path.resolve(), tmp)  # same filesystem: no copy at all
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, target)
+    return Acquired(video_id=video_id, source=source, extractor="local", title=path.stem,
+                    webpage_url=None, media_path=target.relative_to(Path(dataset_dir)).as_posix(),
+                    size_bytes=target.stat().st_size, sha256=_sha256(target), acquired_at=utc_now())
+
+
+def _backoff(cfg: Acquire, backoff_s: float | None) -> float:
+    return backoff_s if backoff_s is not None else float(getattr(cfg, "backoff_s", DEFAULT_BACKOFF_S))
+
+
+def acquire(source: str, dataset_dir: Path, cfg: Acquire, *, backoff_s: float | None = None) -> Acquired:
+    """Fetch one video into ``<dataset_dir>/media/``; raises ``PermanentError``/``TransientError`` (with
+    ``.attempts``) once retries are spent."""
+    if not source or not source.strip():
+        raise PermanentError(Stage.acquire, source or "<empty>", "empty source", error_class="empty_source")
+    source = source.strip()
+    if is_local_source(source):
+        return _copy_local(source, dataset_dir)
+    return _with_retries(lambda attempt: _download_url(source, dataset_dir, cfg, attempt), cfg,
+                         _backoff(cfg, backoff_s), source)
+
+
+def check_duration(acquired: Acquired, probe: ProbeResult, cfg: Acquire, dataset_dir: Path) -> None:
+    """Sources whose extractor stated no duration are checked once probed; a refused file is removed."""
+    if probe.duration_s > cfg.max_duration_s:
+        (Path(dataset_dir) / acquired.media_path).unlink(missing_ok=True)
+        raise PermanentError(Stage.acquire, acquired.video_id, f"too long: {probe.duration_s:.0f} s > "
+                             f"max_duration_s {cfg.max_duration_s:.0f} s", error_class="too_long")
+
+
+def expand_source(source: str, cfg: Acquire, *, backoff_s: float | None = None) -> list[str]:
+    """One URL per video: playlists and channels expanded (at most ``playlist_cap``), anything else as given."""
+    source = source.strip()
+    if is_local_source(source):
+        return [source]
+
+    def once(_attempt: int) -> list[str]:
+        opts = ydl_options(cfg, file_urls=urllib.parse.urlsplit(source).scheme == "file")
+        opts.update(noplaylist=False, extract_flat="in_playlist", playlistend=cfg.playlist_cap)
+        with yt_dlp.YoutubeDL(opts) as ydl:
+            info = ydl.extract_info(source, download=False, process=True)
+        if not info or info.get("_type") not in ("playlist", "multi_video"):
+            return [source]
+        urls = []
+        for entry in info.get("entries") or []:
+            url = entry and (entry.get("url") or entry.get("webpage_url"))
+            if url and url not in urls:
+                urls.append(url)
+        return urls[: cfg.playlist_cap]
+
+    return _with_retries(once, cfg, _backoff(cfg, backoff_s), source)

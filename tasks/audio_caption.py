@@ -1,0 +1,93 @@
+"""The five-axis audio caption of a clip (narration, environment, timbre, event, emotion), as in the paper.
+
+Built from records only: narration is the ASR text of the clip; the other four axes are the clip's audio events
+filed under that axis, strongest first, each with the times it is heard (seconds on the source timeline). The
+``sentence`` is a short rendering of the top item per axis, for the fusion prompt and for people.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from schemas.records import AudioAxis, AudioCaption, AudioEvent, Clip, SpeechSegment
+
+MIN_SCORE = 0.2  # weaker events are noise from the tagger, not something to tell a caption writer
+MAX_LABELS_PER_AXIS = 3
+SENTENCE_NARRATION_CHARS = 160
+
+
+def _fmt(t: float) -> str:
+    return f"{t:.1f}"
+
+
+def _axis_items(events: list[AudioEvent], axis: AudioAxis) -> list[tuple[str, list[AudioEvent]]]:
+    """(label, its events) for one axis, ranked by heard duration x mean score."""
+    by_label: dict[str, list[AudioEvent]] = defaultdict(list)
+    for ev in events:
+        if ev.axis == axis and ev.score >= MIN_SCORE:
+            by_label[ev.label].append(ev)
+
+    def weight(item: tuple[str, list[AudioEvent]]) -> float:
+        evs = item[1]
+        return sum(e.end_s - e.start_s for e in evs) * sum(e.score for e in evs) / len(evs)
+
+    ranked = sorted(by_label.items(), key=weight, reverse=True)[:MAX_LABELS_PER_AXIS]
+    return sorted(ranked, key=lambda item: min(e.start_s for e in item[1]))  # told in the order they are heard
+
+
+def _times(evs: list[AudioEvent]) -> str:
+    evs = sorted(evs, key=lambda e: e.start_s)
+    times = ", ".join(f"{_fmt(e.start_s)}-{_fmt(e.end_s)} s" for e in evs[:3])
+    return times + (f" and {len(evs) - 3} more" if len(evs) > 3 else "")
+
+
+def _render_axis(items: list[tuple[str, list[AudioEvent]]]) -> str:
+    return "; ".join(f"{label}{f' x{len(evs)}' if len(evs) > 1 else ''} ({_times(evs)})" for label, evs in items)
+
+
+def _top_label(items: list[tuple[str, list[AudioEvent]]]) -> str:
+    if not items:
+        return ""
+    best = max(items, key=lambda it: sum(e.end_s - e.start_s for e in it[1]))
+    return best[0]
+
+
+def caption_clip(clip: Clip, speech: list[SpeechSegment], events: list[AudioEvent]) -> AudioCaption:
+    """The clip's caption from its own speech segments and events (others are ignored)."""
+    speech = sorted((s for s in speech if s.clip_id == clip.clip_id), key=lambda s: s.start_s)
+    events = [e for e in events if e.clip_id == clip.clip_id]
+    narration = " ".join(s.text.strip() for s in speech).strip()
+    axes = {axis: _axis_items(events, axis) for axis in AudioAxis if axis != AudioAxis.narration}
+    if not narration:
+        # The tagger heard a voice that ASR could not turn into words: say so rather than claim silence.
+        voiced = [e for _, evs in _axis_items(events, AudioAxis.narration) for e in evs]
+        if voiced:
+            narration = f"unintelligible speech ({_times(voiced)})"
+
+    clauses = []
+    if narration:
+        short = narration if len(narration) <= SENTENCE_NARRATION_CHARS else \
+            narration[:SENTENCE_NARRATION_CHARS].rsplit(" ", 1)[0] + " ..."
+        clauses.append(f'speech: "{short}"' if speech else short)
+    for axis, name in ((AudioAxis.environment, "environment"), (AudioAxis.event, "events"),
+                       (AudioAxis.timbre, "timbre"), (AudioAxis.emotion, "mood")):
+        top = _top_label(axes[axis])
+        if top:
+            clauses.append(f"{name}: {top}")
+    sentence = "; ".join(clauses) if clauses else "no audio analysis for this clip"
+    sentence = sentence[0].upper() + sentence[1:] + "."
+    return AudioCaption(start_s=clip.start_s, end_s=clip.end_s, video_id=clip.video_id, clip_id=clip.clip_id,
+                        narration=narration, environment=_render_axis(axes[AudioAxis.environment]),
+                        timbre=_render_axis(axes[AudioAxis.timbre]), event=_render_axis(axes[AudioAxis.event]),
+                        emotion=_render_axis(axes[AudioAxis.emotion]), sentence=sentence)
+
+
+def caption_clips(clips: list[Clip], speech: list[SpeechSegment], events: list[AudioEvent]) -> list[AudioCaption]:
+    by_clip_speech: dict[str, list[SpeechSegment]] = defaultdict(list)
+    by_clip_events: dict[str, list[AudioEvent]] = defaultdict(list)
+    for s in speech:
+        by_clip_speech[s.clip_id].append(s)
+    for e in events:
+        by_clip_events[e.clip_id].append(e)
+    return [caption_clip(c, by_clip_speech[c.clip_id], by_clip_events[c.clip_id])
+            for c in sorted(clips, key=lambda c: c.start_s)]

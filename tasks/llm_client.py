@@ -1,0 +1,398 @@
+"""One client for every LLM request of the pipeline: any OpenAI-compatible server (vLLM on CPU or GPU).
+
+What it adds over the ``openai`` SDK:
+- JSON-schema decoding from a pydantic model (``response_format`` json_schema, strict) and validation of the reply;
+- bounded concurrency (a semaphore) so the server sees enough parallel requests to batch, but never unbounded;
+- retries with exponential backoff (tenacity) on 5xx, 408/409/429, timeouts, connection errors and replies that
+  fail validation (those a bounded number of times, each retry with a different seed);
+- an sqlite request cache keyed by a hash of (model, messages, schema, sampling): a rerun or a resumed run never
+  re-sends a request that once got a validated reply (only those are cached);
+- counters (requests sent, cache hits, failures, tokens) and per-request usage, so a caller can report throughput
+  and a test can assert "zero new requests".
+A request that still fails raises ``LLMTransientError`` / ``LLMPermanentError`` (``tasks.errors`` kinds) with the
+attempt count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
+
+import openai
+from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_any, wait_exponential_jitter
+
+from schemas.records import Stage
+from schemas.settings import LLM
+from tasks.errors import PermanentError, TransientError
+
+T = TypeVar("T", bound=BaseModel)
+
+CACHE_FILE_NAME = "llm_cache.sqlite"
+TRANSIENT_STATUS = frozenset({408, 409, 429})
+
+
+class InvalidReply(Exception):
+    """The server answered, but the content is not a valid instance of the requested schema."""
+
+
+class LLMTransientError(TransientError):
+    def __init__(self, *args: Any, attempts: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.attempts = attempts
+
+    def to_dead_letter(self, attempts: int | None = None):
+        return super().to_dead_letter(attempts or self.attempts)
+
+
+class LLMPermanentError(PermanentError):
+    def __init__(self, *args: Any, attempts: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.attempts = attempts
+
+    def to_dead_letter(self, attempts: int | None = None):
+        return super().to_dead_letter(attempts or self.attempts)
+
+
+@dataclass
+class LLMStats:
+    requests_sent: int = 0  # HTTP requests that reached the wire, retries included
+    cache_hits: int = 0
+    completed: int = 0  # calls answered by the server with a validated reply
+    failures: int = 0  # calls that raised after their retries
+    retries: int = 0
+    invalid_replies: int = 0
+    prompt_tokens: int = 0  # all answered requests, rejected replies included
+    completion_tokens: int = 0
+    in_flight: int = 0  # gauge: requests waiting for the server right now
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RequestUsage:
+    """One logical request: the tokens of the reply that was used, and how many attempts it took."""
+
+    key: str
+    schema_name: str
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int  # 0 for a cache hit
+    cached: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LLMReply(Generic[T]):
+    value: T
+    usage: RequestUsage
+
+
+def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema in the plain form structured-output backends accept everywhere.
+
+    Pydantic emits ``$defs``/``$ref`` for nested models, ``const`` for one-value literals and a ``title`` on every
+    node; grammar compilers differ in how much of that they support, so refs are inlined, ``const`` becomes a
+    one-value ``enum`` and titles go.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]]))
+            out = {k: walk(v) for k, v in node.items() if k != "title"}
+            if "const" in out:
+                out["enum"] = [out.pop("const")]
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+def request_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class RequestCache:
+    """Validated replies by request key, in one sqlite file that several processes may share (WAL)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT NOT NULL, schema_name TEXT NOT NULL,"
+            " content TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
+            " created_at REAL NOT NULL)"
+        )
+
+    def get(self, key: str) -> tuple[str, int, int] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT content, prompt_tokens, completion_tokens FROM replies WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else (row[0], int(row[1]), int(row[2]))
+
+    def put(self, key: str, *, model: str, schema_name: str, content: str, prompt_tokens: int,
+            completion_tokens: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, model, schema_name, content, prompt_tokens, completion_tokens, time.time()),
+            )
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM replies WHERE key = ?", (key,))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (InvalidReply, openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code >= 500 or exc.status_code in TRANSIENT_STATUS
+    return False
+
+
+class LLMClient:
+    """Async JSON-schema completions with concurrency bound, retries, cache and counters.
+
+    Use inside one event loop at a time; the SDK client and semaphore are (re)made for the running loop, so a
+    synchronous caller may drive it with several ``asyncio.run`` calls in sequence.
+    """
+
+    def __init__(self, *, base_url: str, model: str, api_key: str = "EMPTY", max_concurrency: int = 8,
+                 timeout_s: float = 120.0, max_retries: int = 4, max_invalid_retries: int = 2,
+                 temperature: float = 0.2, max_tokens: int = 768, seed: int = 0, frequency_penalty: float = 0.0,
+                 cache_path: Path | None = None,
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 16.0):
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.max_invalid_retries = min(max_invalid_retries, max_retries)
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.frequency_penalty = frequency_penalty
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.cache = RequestCache(cache_path) if cache_path is not None else None
+        self.stats = LLMStats()
+        self.usage: list[RequestUsage] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sdk: openai.AsyncOpenAI | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    @classmethod
+    def from_settings(cls, llm: LLM, *, cache_path: Path | None, **overrides: Any) -> "LLMClient":
+        params: dict[str, Any] = dict(
+            base_url=llm.resolved_base_url, model=llm.resolved_model, api_key=llm.api_key,
+            max_concurrency=llm.max_concurrency, timeout_s=llm.timeout_s, max_retries=llm.max_retries,
+            temperature=llm.temperature, max_tokens=llm.max_tokens, seed=llm.seed, cache_path=cache_path,
+            # Small models loop ("The dog is playing. The dog is playing. ..."); a frequency penalty stops that.
+            # Read defensively until settings.LLM has the field (0.0 = the server's default behaviour).
+            frequency_penalty=getattr(llm, "frequency_penalty", 0.0),
+        )
+        params.update(overrides)
+        return cls(**params)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def _bind_loop(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._sdk is None or self._semaphore is None:
+            # The SDK's retries are off: tenacity owns them, so attempts are counted in one place.
+            self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s,
+                                           max_retries=0)
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._loop = loop
+        return self._sdk, self._semaphore
+
+    async def aclose(self) -> None:
+        if self._sdk is not None and self._loop is asyncio.get_running_loop():
+            await self._sdk.close()
+        self._sdk = None
+        self._semaphore = None
+        self._loop = None
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+    async def __aenter__(self) -> "LLMClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    # -- requests --------------------------------------------------------------------------------------------
+
+    def sampling(self, *, max_tokens: int | None = None, seed: int | None = None,
+                 temperature: float | None = None) -> dict[str, Any]:
+        return {"temperature": self.temperature if temperature is None else temperature,
+                "max_tokens": max_tokens or self.max_tokens,
+                "seed": self.seed if seed is None else seed, "frequency_penalty": self.frequency_penalty}
+
+    async def complete_json(self, messages: list[dict[str, str]], response_model: type[T], *, schema_name: str,
+                            stage: Stage, source_id: str, item_id: str | None = None,
+                            validate: Callable[[T], None] | None = None, max_tokens: int | None = None,
+                            seed: int | None = None, temperature: float | None = None) -> LLMReply[T]:
+        """The reply to ``messages`` decoded against ``response_model``'s JSON schema.
+
+        ``validate`` may raise ``ValueError`` for a reply that is schema-valid but unusable; that counts as an
+        invalid reply (retried, never cached). ``seed`` and ``temperature`` override the configured ones, e.g. to
+        ask for a second, different candidate; like all sampling they are part of the cache key.
+        """
+        schema = strict_json_schema(response_model)
+        sampling = self.sampling(max_tokens=max_tokens, seed=seed, temperature=temperature)
+        key = request_key({"model": self.model, "messages": messages, "schema": schema, "sampling": sampling})
+
+        cached = self._from_cache(key, response_model, validate, schema_name)
+        if cached is not None:
+            return cached
+
+        response_format = {"type": "json_schema",
+                           "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
+        started = time.perf_counter()
+        invalid_seen = 0
+        attempts = 0
+
+        def stop_on_invalid(retry_state) -> bool:
+            return invalid_seen > self.max_invalid_retries
+
+        retrying = AsyncRetrying(
+            stop=stop_any(stop_after_attempt(self.max_retries + 1), stop_on_invalid),
+            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    if attempts > 1:
+                        self.stats.retries += 1
+                    # A server with a fixed seed repeats a broken reply; each retry after one asks with a new seed.
+                    attempt_sampling = dict(sampling, seed=sampling["seed"] + invalid_seen)
+                    try:
+                        content, prompt_tokens, completion_tokens = await self._send(
+                            messages, response_format, attempt_sampling)
+                        value = self._validate(content, response_model, validate)
+                    except InvalidReply:
+                        invalid_seen += 1
+                        self.stats.invalid_replies += 1
+                        raise
+        except (InvalidReply, openai.OpenAIError) as exc:
+            self.stats.failures += 1
+            raise self._as_stage_error(exc, stage, source_id, item_id, attempts, schema_name) from exc
+
+        usage = RequestUsage(key=key, schema_name=schema_name, prompt_tokens=prompt_tokens,
+                             completion_tokens=completion_tokens, attempts=attempts, cached=False,
+                             seconds=time.perf_counter() - started)
+        self.stats.completed += 1
+        self.usage.append(usage)
+        if self.cache is not None:
+            self.cache.put(key, model=self.model, schema_name=schema_name, content=content,
+                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return LLMReply(value=value, usage=usage)
+
+    def _from_cache(self, key: str, response_model: type[T], validate: Callable[[T], None] | None,
+                    schema_name: str) -> LLMReply[T] | None:
+        if self.cache is None:
+            return None
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        content, prompt_tokens, completion_tokens = hit
+        try:
+            value = self._validate(content, response_model, validate)
+        except InvalidReply:
+            # Validation rules may have tightened since the reply was cached: ask the server again.
+            self.cache.delete(key)
+            return None
+        self.stats.cache_hits += 1
+        usage = RequestUsage(key=key, schema_name=schema_name, prompt_tokens=prompt_tokens,
+                             completion_tokens=completion_tokens, attempts=0, cached=True, seconds=0.0)
+        self.usage.append(usage)
+        return LLMReply(value=value, usage=usage)
+
+    async def _send(self, messages: list[dict[str, str]], response_format: dict[str, Any],
+                    sampling: dict[str, Any]) -> tuple[str, int, int]:
+        sdk, semaphore = self._bind_loop()
+        async with semaphore:
+            self.stats.requests_sent += 1
+            self.stats.in_flight += 1
+            try:
+                completion = await sdk.chat.completions.create(
+                    model=self.model, messages=messages, response_format=response_format, **sampling)
+            finally:
+                self.stats.in_flight -= 1
+        usage = completion.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        # Every token the server spent counts, including those of replies rejected below.
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.completion_tokens += completion_tokens
+        if not completion.choices:
+            raise InvalidReply("the server returned no choices")
+        choice = completion.choices[0]
+        content = choice.message.content
+        if choice.finish_reason == "length":
+            raise InvalidReply(f"reply cut at max_tokens={sampling['max_tokens']}: {str(content)[:200]!r}")
+        if not content:
+            raise InvalidReply("the reply has no content")
+        return content, prompt_tokens, completion_tokens
+
+    @staticmethod
+    def _validate(content: str, response_model: type[T], validate: Callable[[T], None] | None) -> T:
+        try:
+            value = response_model.model_validate_json(content)
+            if validate is not None:
+                validate(value)
+        except (ValidationError, ValueError) as exc:
+            raise InvalidReply(f"{exc}; reply: {content[:300]!r}") from exc
+        return value
+
+    @staticmethod
+    def _as_stage_error(exc: BaseException, stage: Stage, source_id: str, item_id: str | None, attempts: int,
+                        schema_name: str) -> LLMTransientError | LLMPermanentError:
+        attempts = max(attempts, 1)
+        what = f"LLM request {schema_name!r} failed after {attempts} attempt(s)"
+        if isinstance(exc, InvalidReply):
+            return LLMPermanentError(stage, source_id, f"{what}: invalid reply", item_id=item_id,
+                                     detail=str(exc)[:2000], error_class="InvalidReply", attempts=attempts)
+        if _is_retryable(exc):
+            return LLMTransientError(stage, source_id, f"{what}: {type(exc).__name__}: {exc}", item_id=item_id,
+                                     error_class=type(exc).__name__, attempts=attempts)
+        # A 4xx (bad request, unknown model, context too long) or a malformed response: retrying cannot help.
+        status = f"HTTP {exc.status_code}: " if isinstance(exc, openai.APIStatusError) else ""
+        return LLMPermanentError(stage, source_id, f"{what}: {status}{exc}", item_id=item_id,
+                                 error_class=type(exc).__name__, attempts=attempts)

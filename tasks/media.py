@@ -1,0 +1,126 @@
+"""The media chain for one source: acquire -> probe -> audio -> segment + keyframes.
+
+``process_source`` never raises on bad input: it returns a ``MediaResult`` or a ``DeadLetter`` whose stage and
+reason say what went wrong. On a failure after acquisition the video's files (media, audio, keyframes) are removed,
+so the dataset folder holds only videos that have records; the dead letter keeps the source to fetch again.
+
+A video without an audio stream is a dead letter (stage ``audio``, ``no_audio_stream``): SAVEn-Vid is an
+audio-visual dataset, and every later stage (ASR, audio captions, AV fusion, AV QA) needs the sound.
+
+Decode passes per video are counted in ``MediaResult.decode_passes``: one for all frames (segmentation and
+keyframes share it) and one for the audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.records import Clip, DeadLetter, Stage, VideoRecord
+from schemas.settings import Settings, settings as default_settings
+from tasks.acquire import Acquired, acquire, check_duration
+from tasks.audio import AudioResult, audio_path, decode_audio
+from tasks.errors import PermanentError, StageError, dead_letter_from_exception
+from tasks.keyframes import keyframe_dir
+from tasks.probe import ProbeResult, probe
+from tasks.segment import SegmentResult, segment_video
+
+log = logging.getLogger("saven.media")
+
+
+class MediaResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    video: VideoRecord
+    clips: list[Clip]
+    audio: AudioResult
+    probe: ProbeResult
+    cuts_s: list[float]
+    keyframe_dir: str  # relative to the dataset folder
+    decode_passes: dict[str, int]  # {"video": 1, "audio": 1}
+    seconds: dict[str, float]  # wall time per stage
+
+
+def video_record(acquired: Acquired, facts: ProbeResult) -> VideoRecord:
+    return VideoRecord(
+        video_id=acquired.video_id, source=acquired.source, extractor=acquired.extractor, title=acquired.title,
+        uploader=acquired.uploader, upload_date=acquired.upload_date, license=acquired.license,
+        webpage_url=acquired.webpage_url, media_path=acquired.media_path, duration_s=facts.duration_s,
+        fps=facts.fps, width=facts.width, height=facts.height, has_audio=facts.has_audio,
+        size_bytes=acquired.size_bytes, sha256=acquired.sha256, acquired_at=acquired.acquired_at,
+    )
+
+
+def remove_video_files(dataset_dir: Path, video_id: str, media_path: str | None) -> None:
+    if media_path:
+        (Path(dataset_dir) / media_path).unlink(missing_ok=True)
+    audio_path(dataset_dir, video_id).unlink(missing_ok=True)
+    shutil.rmtree(keyframe_dir(dataset_dir, video_id), ignore_errors=True)
+
+
+def require_audio(facts: ProbeResult, video_id: str) -> None:
+    if not facts.has_audio:
+        raise PermanentError(Stage.audio, video_id, "the video has no audio stream; an audio-visual dataset needs "
+                             "sound for ASR, audio captions and AV questions", error_class="no_audio_stream")
+
+
+def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, *,
+                   backoff_s: float | None = None) -> MediaResult | DeadLetter:
+    """Run the whole media chain for one source; bad input ends in a ``DeadLetter``, never an exception."""
+    cfg = cfg or default_settings()
+    dataset_dir = Path(dataset_dir)
+    stage, source_id, acquired = Stage.acquire, source or "<empty>", None
+    seconds: dict[str, float] = {}
+    try:
+        t = time.perf_counter()
+        acquired = acquire(source, dataset_dir, cfg.acquire, backoff_s=backoff_s)
+        source_id = acquired.video_id
+        seconds["acquire"] = time.perf_counter() - t
+
+        stage, t = Stage.probe, time.perf_counter()
+        facts = probe(dataset_dir / acquired.media_path, acquired.video_id)
+        check_duration(acquired, facts, cfg.acquire, dataset_dir)
+        require_audio(facts, acquired.video_id)
+        record = video_record(acquired, facts)
+        seconds["probe"] = time.perf_counter() - t
+
+        stage, t = Stage.audio, time.perf_counter()
+        audio = decode_audio(dataset_dir / acquired.media_path, dataset_dir, acquired.video_id)
+        seconds["audio"] = time.perf_counter() - t
+
+        stage, t = Stage.segment, time.perf_counter()
+        seg: SegmentResult = segment_video(dataset_dir / acquired.media_path, facts, acquired.video_id,
+                                           dataset_dir, cfg.segment)
+        seconds["segment_keyframes"] = time.perf_counter() - t
+    except Exception as exc:  # noqa: BLE001 — the contract is "a dead letter, never a crash"
+        if acquired is not None:
+            remove_video_files(dataset_dir, acquired.video_id, acquired.media_path)
+        attempts = getattr(exc, "attempts", None) or (acquired.attempts if acquired else 1)
+        if not isinstance(exc, StageError):
+            log.exception("unexpected failure in %s for %s", stage.value, source_id)
+        letter = dead_letter_from_exception(exc, stage, source_id, attempts=attempts)
+        if letter.source_id != source and not letter.detail:
+            letter.detail = f"source: {source}"  # the id alone cannot be fetched again
+        return letter
+    return MediaResult(video=record, clips=seg.clips, audio=audio, probe=facts, cuts_s=seg.cuts_s,
+                       keyframe_dir=seg.keyframe_dir, seconds=seconds,
+                       decode_passes={"video": seg.decode_passes, "audio": audio.decode_passes})
+
+
+def ray_tasks(cfg: Settings | None = None) -> dict:
+    """Ray remote versions of the stages, each placed with the resources its config section declares."""
+    from tasks.ray_stage import as_ray_task  # ray is heavy; stage code runs without it
+
+    cfg = cfg or default_settings()
+    return {
+        "acquire": as_ray_task(acquire, cfg.acquire.resources),
+        "probe": as_ray_task(probe, cfg.segment.resources),
+        "audio": as_ray_task(decode_audio, cfg.segment.resources),
+        "segment": as_ray_task(segment_video, cfg.segment.resources),
+        # The chain is dominated by the decode, so it takes the segment stage's resources.
+        "media": as_ray_task(process_source, cfg.segment.resources, max_retries=0),
+    }

@@ -1,0 +1,260 @@
+"""Checks a generated question must pass before it becomes a ``QAItem``: small, named, pure functions.
+
+Each check takes the candidate (``QADraft``) and what is known about its video (``VideoContext``) and returns
+``None`` when the candidate passes, or a reason a person can read. The function's name is the check's name: it is
+recorded in ``QAItem.checks_passed`` and, for a failure, in the dead letter's ``error_class`` as ``check:<name>``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.records import ClipDescription, QAType, hms, parse_hms
+
+TIME_TOLERANCE_S = 0.0015  # timestamps are printed to the millisecond
+TIMESTAMP_RE = re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?\b")
+INTERVAL_OPTION_RE = re.compile(r"^From (\d{2}:\d{2}:\d{2}\.\d{3}) to (\d{2}:\d{2}:\d{2}\.\d{3})$")
+LEADING_ANCHOR_RE = re.compile(
+    r"^\s*(?:at\s+\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?|from\s+\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?\s+to\s+"
+    r"\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?)\s*[,:]?\s*", re.IGNORECASE)
+MIN_QUESTION_WORDS = 3
+DUPLICATE_OVERLAP = 0.9  # token Jaccard at or above which two questions count as the same question
+
+ANCHORED_TYPES = (QAType.time_point_anchored, QAType.time_range_anchored, QAType.temporal_grounding)
+
+# Words that carry no content of either modality: function words, and the meta-vocabulary of the task itself
+# ("what sound is heard in the scene") that would otherwise count as mentioning both sight and sound.
+STOPWORDS = frozenset("""
+a about above after again against all also an and any are around as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have having he
+her here hers him his how i if in into is it its itself just me more most my no nor not now of off on once only
+or other our out over own same she should so some such than that the their theirs them then there these they
+this those through to too under until up very was we were what when where which while who whom why will with
+would you your one two three first second next last then while
+clip clips scene scenes video videos audio visual visuals sound sounds heard hear hears hearing seen see sees
+seeing shown show shows showing time times moment range moments happen happens happening occur occurs
+combination combine combined change changes changing describe described description best captures capture
+something someone thing things way kind type point start end begins ends
+""".split())
+
+
+class QADraft(BaseModel):
+    """A question as generated, before checks; lenient on purpose so that a bad one can be named, not crash."""
+
+    model_config = ConfigDict(extra="forbid")
+    video_id: str
+    type: QAType
+    question: str
+    options: list[str]
+    answer_index: int
+    evidence_clip_ids: list[str]
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+@dataclass(frozen=True)
+class VideoContext:
+    video_id: str
+    duration_s: float
+    clips: tuple[ClipDescription, ...]  # every clip of the video with a description
+    accepted_questions: tuple[str, ...] = ()  # questions already accepted for this video
+    by_id: dict[str, ClipDescription] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_id", {c.clip_id: c for c in self.clips})
+
+
+Check = Callable[[QADraft, VideoContext], "str | None"]
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased, crudely stemmed words of 3+ letters that are not stopwords."""
+    return {_stem(w) for w in re.findall(r"[a-z]{3,}", text.casefold()) if w not in STOPWORDS}
+
+
+def normalise_text(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.casefold()))
+
+
+def token_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of content words (1.0 for two texts with no content words that are equal)."""
+    wa, wb = content_words(a), content_words(b)
+    if not wa and not wb:
+        return 1.0 if normalise_text(a) == normalise_text(b) else 0.0
+    return len(wa & wb) / len(wa | wb)
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TIME_TOLERANCE_S
+
+
+# -- the checks ------------------------------------------------------------------------------------------------
+
+
+def question_is_substantive(d: QADraft, ctx: VideoContext) -> str | None:
+    """Beyond its anchor, the question has words of its own (a model may write only a time, or nothing)."""
+    rest = LEADING_ANCHOR_RE.sub("", d.question, count=1)
+    if len(rest.split()) < MIN_QUESTION_WORDS or len(content_words(rest)) < 2:
+        return f"the question says nothing beyond its anchor: {d.question!r}"
+    return None
+
+
+def answer_index_valid(d: QADraft, ctx: VideoContext) -> str | None:
+    if len(d.options) != 4:
+        return f"{len(d.options)} options, need 4"
+    if not 0 <= d.answer_index < 4:
+        return f"answer_index {d.answer_index} is not in 0..3"
+    return None
+
+
+def options_distinct(d: QADraft, ctx: VideoContext) -> str | None:
+    normalised = [normalise_text(o) for o in d.options]
+    if any(not n for n in normalised):
+        return "an option is empty"
+    if len(set(normalised)) != len(normalised):
+        return f"options repeat: {d.options}"
+    return None
+
+
+def evidence_clips_known(d: QADraft, ctx: VideoContext) -> str | None:
+    if not d.evidence_clip_ids:
+        return "no evidence clips"
+    unknown = [c for c in d.evidence_clip_ids if c not in ctx.by_id]
+    if unknown:
+        return f"evidence clips not in video {ctx.video_id}: {unknown}"
+    if d.type == QAType.cross_scene_transition and len(set(d.evidence_clip_ids)) < 2:
+        return "a transition question needs two distinct evidence clips"
+    return None
+
+
+def timestamps_in_video(d: QADraft, ctx: VideoContext) -> str | None:
+    """Every time the item states (anchor, timestamps written in the question or options) lies in the video."""
+    times = [t for t in (d.start_s, d.end_s) if t is not None]
+    for text in (d.question, *d.options):
+        times += [parse_hms(m) for m in TIMESTAMP_RE.findall(text)]
+    outside = [t for t in times if t < 0 or t > ctx.duration_s + TIME_TOLERANCE_S]
+    if outside:
+        return f"times {[hms(t) for t in outside]} outside the video (0 to {hms(ctx.duration_s)})"
+    return None
+
+
+def timestamps_match_clips(d: QADraft, ctx: VideoContext) -> str | None:
+    """The anchor agrees with the evidence clips' bounds, and the question states the anchor it is about."""
+    evidence = [ctx.by_id[c] for c in d.evidence_clip_ids if c in ctx.by_id]
+    if not evidence:
+        return "no known evidence clip to anchor to"
+    stated = [parse_hms(m) for m in TIMESTAMP_RE.findall(d.question)]
+    if d.type in (QAType.global_av_inference, QAType.cross_scene_transition):
+        if d.start_s is not None or d.end_s is not None:
+            return f"{d.type.value} is not anchored but has start_s/end_s"
+        return None
+    if d.start_s is None:
+        return "anchored question without start_s"
+    lo, hi = min(c.start_s for c in evidence), max(c.end_s for c in evidence)
+    if d.type == QAType.time_point_anchored:
+        if not any(c.start_s <= d.start_s <= c.end_s for c in evidence):
+            return f"time point {hms(d.start_s)} is in none of the evidence clips"
+        if not any(_close(t, d.start_s) for t in stated):
+            return f"the question does not state its time point {hms(d.start_s)}"
+        return None
+    if d.end_s is None or not (_close(d.start_s, lo) and _close(d.end_s, hi)):
+        return f"range {d.start_s}-{d.end_s} differs from the evidence clips' bounds {hms(lo)}-{hms(hi)}"
+    if d.type == QAType.time_range_anchored:
+        if not (any(_close(t, d.start_s) for t in stated) and any(_close(t, d.end_s) for t in stated)):
+            return f"the question does not state its range {hms(d.start_s)} to {hms(d.end_s)}"
+    elif stated:  # grounding: a timestamp in the question would give the answer away
+        return "a grounding question must not state timestamps"
+    return None
+
+
+def grounding_options_are_clip_intervals(d: QADraft, ctx: VideoContext) -> str | None:
+    """Grounding options are real clip intervals of this video, and the correct one is the anchored clip's."""
+    if d.type != QAType.temporal_grounding:
+        return None
+    intervals = {(hms(c.start_s), hms(c.end_s)) for c in ctx.clips}
+    for option in d.options:
+        m = INTERVAL_OPTION_RE.match(option)
+        if not m or m.groups() not in intervals:
+            return f"option {option!r} is not a clip interval of {ctx.video_id}"
+    if d.start_s is None or d.end_s is None or not 0 <= d.answer_index < len(d.options):
+        return "no anchored answer"
+    if d.options[d.answer_index] != f"From {hms(d.start_s)} to {hms(d.end_s)}":
+        return "the correct option is not the anchored clip's interval"
+    return None
+
+
+def involves_seen_and_heard(d: QADraft, ctx: VideoContext) -> str | None:
+    """The question and its correct answer use content words of the visual and of the audio side of the evidence
+    clips, and not only words both sides share ("dog" in "a dog runs" and "dog barking" alone speaks for neither)."""
+    evidence = [ctx.by_id[c] for c in d.evidence_clip_ids if c in ctx.by_id]
+    seen_words: set[str] = set()
+    heard_words: set[str] = set()
+    for c in evidence:
+        seen_words |= content_words(c.visual)
+        heard_words |= content_words(" ".join((c.narration, c.environment, c.timbre, c.event, c.emotion)))
+    text = d.question
+    if d.type != QAType.temporal_grounding and 0 <= d.answer_index < len(d.options):
+        text += " " + d.options[d.answer_index]
+    words = content_words(text)
+    seen_hits, heard_hits = words & seen_words, words & heard_words
+    if not seen_hits:
+        return "mentions nothing seen in the evidence clips"
+    if not heard_hits:
+        return "mentions nothing heard in the evidence clips"
+    if seen_hits == heard_hits:
+        return f"only words that both the images and the sound share ({sorted(seen_hits)})"
+    return None
+
+
+def no_duplicate_question(d: QADraft, ctx: VideoContext) -> str | None:
+    for other in ctx.accepted_questions:
+        if normalise_text(other) == normalise_text(d.question) or token_overlap(other, d.question) >= DUPLICATE_OVERLAP:
+            return f"duplicates an accepted question: {other!r}"
+    return None
+
+
+CHECKS: tuple[Check, ...] = (
+    question_is_substantive,
+    answer_index_valid,
+    options_distinct,
+    evidence_clips_known,
+    timestamps_in_video,
+    timestamps_match_clips,
+    grounding_options_are_clip_intervals,
+    involves_seen_and_heard,
+    no_duplicate_question,
+)
+CHECK_NAMES = tuple(c.__name__ for c in CHECKS)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]  # (name, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def run_checks(draft: QADraft, ctx: VideoContext, checks: tuple[Check, ...] = CHECKS) -> CheckOutcome:
+    """All checks (not just up to the first failure), so a dead letter can list every reason."""
+    passed, failed = [], []
+    for check in checks:
+        reason = check(draft, ctx)
+        if reason is None:
+            passed.append(check.__name__)
+        else:
+            failed.append((check.__name__, reason))
+    return CheckOutcome(tuple(passed), tuple(failed))

@@ -1,0 +1,160 @@
+"""Media-stage benchmark: segmentation + keyframes against one plain ffmpeg decode, and decode passes per video.
+
+For each sample video (and the real Big Buck Bunny excerpt when shared/media is present):
+- ``ratio`` = (segmentation + keyframes wall time) / (one plain ffmpeg decode of the same file to raw frames at the
+  same resolution: the analysis size every frame of the pass is scaled to). Target <= 1.3: the single pass should
+  cost little more than decoding itself. ``cpu_ratio`` is the same in CPU seconds (steadier on a busy machine);
+  ``ratio_vs_keyframe_size`` uses a plain decode at keyframe size as the baseline instead.
+- decode passes, counted by watching which ffmpeg processes the stage functions start (not by trusting the
+  stages' own counters): target 1 for frames, 1 for audio.
+
+Each timing is the best of ``--repeat`` runs (the machine is shared; the minimum is the least disturbed).
+
+    python tests/perf/bench_media.py [out/perf/media.json] [--repeat 3] [--count 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from schemas.settings import load_settings  # noqa: E402
+from tasks.audio import decode_audio  # noqa: E402
+from tasks.probe import probe  # noqa: E402
+from tasks.samples import make_samples  # noqa: E402
+from tasks.segment import FrameReader, scaled_size, segment_video  # noqa: E402
+
+TARGET_RATIO = 1.3
+SHARED_BBB = REPO / ".." / "shared" / "media" / "big_buck_bunny_0_30.webm"
+
+
+@contextlib.contextmanager
+def count_processes():
+    """Count the programs started through subprocess while the block runs (ffmpeg, ffprobe, ...)."""
+    counts: Counter[str] = Counter()
+    original = subprocess.Popen.__init__
+
+    def spying(self, args, *a, **kw):
+        program = Path(args[0] if isinstance(args, (list, tuple)) else str(args).split()[0]).name
+        counts[program] += 1
+        return original(self, args, *a, **kw)
+
+    subprocess.Popen.__init__ = spying
+    try:
+        yield counts
+    finally:
+        subprocess.Popen.__init__ = original
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ffmpeg): less disturbed by a busy machine than wall."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def best_of(repeat: int, fn):
+    """(best wall seconds, mean CPU seconds, last value) over ``repeat`` runs."""
+    best, value, cpu0 = float("inf"), None, cpu_seconds()
+    for _ in range(repeat):
+        t = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, (cpu_seconds() - cpu0) / repeat, value
+
+
+def plain_decode(path: Path, facts, width: int, height: int) -> None:
+    reader = FrameReader(path, width=width, height=height, fps_fraction=facts.fps_fraction, source_id="bench",
+                         stream_index=facts.video_stream_index)
+    cmd = reader.cmd[:-1] + ["-y", "/dev/null"]  # same decode and scaling, frames thrown away by ffmpeg itself
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
+
+
+def bench_video(name: str, path: Path, work: Path, repeat: int) -> dict:
+    seg_cfg = load_settings().segment
+    with count_processes() as probe_calls:
+        facts = probe(path, "bench-x")
+    kw, kh = scaled_size(facts.width, facts.height, max(seg_cfg.keyframe_width, seg_cfg.analysis_width))
+    aw, ah = scaled_size(kw, kh, seg_cfg.analysis_width)
+    # The pass turns every frame into an analysis-size frame (plus every K-th into a keyframe-size one), so the
+    # baseline is the plain decode to the analysis size; the keyframe-size decode is reported beside it.
+    plain_s, plain_cpu, _ = best_of(repeat, lambda: plain_decode(path, facts, aw, ah))
+    plain_kf_s, _, _ = best_of(repeat, lambda: plain_decode(path, facts, kw, kh))
+    with count_processes() as seg_calls:
+        seg_s, seg_cpu, result = best_of(repeat, lambda: segment_video(path, facts, "bench-x", work, seg_cfg))
+    with count_processes() as audio_calls:
+        audio_s, _, audio = best_of(repeat, lambda: decode_audio(path, work, "bench-x"))
+    return {
+        "video": name, "duration_s": round(facts.duration_s, 3), "source_size": [facts.width, facts.height],
+        "keyframe_size": [kw, kh], "analysis_size": list(result.analysis_size), "frames": result.frames_decoded,
+        "cuts": len(result.cuts_s), "clips": len(result.clips),
+        "plain_decode_s": round(plain_s, 3), "segment_keyframes_s": round(seg_s, 3),
+        "ratio": round(seg_s / plain_s, 3), "audio_decode_s": round(audio_s, 3),
+        "plain_decode_keyframe_size_s": round(plain_kf_s, 3), "ratio_vs_keyframe_size": round(seg_s / plain_kf_s, 3),
+        "plain_decode_cpu_s": round(plain_cpu, 3), "segment_keyframes_cpu_s": round(seg_cpu, 3),
+        "cpu_ratio": round(seg_cpu / plain_cpu, 3),
+        "decode_passes": {"frames": seg_calls["ffmpeg"] // repeat, "audio": audio_calls["ffmpeg"] // repeat},
+        "ffprobe_calls": probe_calls["ffprobe"], "realtime_factor": round(facts.duration_s / seg_s, 1),
+        "audio_seconds": round(audio.duration_s, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=REPO / "out" / "perf" / "media.json")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--count", type=int, default=3, help="number of synthetic samples")
+    parser.add_argument("--samples-dir", type=Path, default=load_settings().paths.output_dir / "samples")
+    args = parser.parse_args(argv)
+
+    videos = [(t.name, args.samples_dir / t.file) for t in make_samples(args.samples_dir, seed=0, count=args.count)]
+    if SHARED_BBB.is_file():
+        videos.append(("big_buck_bunny_0_30", SHARED_BBB.resolve()))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
+        for name, path in videos:
+            rows.append(bench_video(name, path, Path(tmp), args.repeat))
+            print(f"  {name}: ratio {rows[-1]['ratio']}", file=sys.stderr)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"media stage: segmentation + keyframes vs one plain decode (target ratio <= {TARGET_RATIO})")
+    for col in ("video", "dur s", "analysis/keyframe size", "frames", "cuts", "clips", "plain s", "seg+kf s", "ratio",
+                "cpu ratio", "passes frames/audio", "audio s"):
+        table.add_column(col)
+    for r in rows:
+        sizes = "x".join(map(str, r["analysis_size"])) + " / " + "x".join(map(str, r["keyframe_size"]))
+        table.add_row(r["video"], f"{r['duration_s']:g}", sizes, str(r["frames"]),
+                      str(r["cuts"]), str(r["clips"]), f"{r['plain_decode_s']:.2f}", f"{r['segment_keyframes_s']:.2f}",
+                      f"{r['ratio']:.2f}", f"{r['cpu_ratio']:.2f}",
+                      f"{r['decode_passes']['frames']}/{r['decode_passes']['audio']}", f"{r['audio_decode_s']:.2f}")
+    Console(width=160).print(table)
+
+    summary = {
+        "target_ratio": TARGET_RATIO,
+        "mean_ratio": round(sum(r["ratio"] for r in rows) / len(rows), 3),
+        "max_ratio": max(r["ratio"] for r in rows),
+        "ratio_target_met": all(r["ratio"] <= TARGET_RATIO for r in rows),
+        "passes_target_met": all(r["decode_passes"] == {"frames": 1, "audio": 1} for r in rows),
+        "mean_cpu_ratio": round(sum(r["cpu_ratio"] for r in rows) / len(rows), 3),
+        "repeat": args.repeat,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "videos": rows}, indent=2) + "\n")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

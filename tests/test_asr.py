@@ -1,0 +1,152 @@
+"""ASR with the embedded Whisper base model: real speech (JFK), the samples' espeak narration mapped onto clips,
+and the word-level split of segments at clip cuts."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from perception_sample import prepared_sample
+from schemas.records import Clip, clip_id
+from schemas.settings import load_settings
+from tasks.asr import TimedWord, Transcript, TranscriptSegment, WhisperASR, speech_segments_for_clips, transcribe_video
+from tasks.audio import SAMPLE_RATE, decode_audio_array
+
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.casefold())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level edit distance over the reference length."""
+    ref, hyp = words_of(reference), words_of(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(1, len(ref))
+
+
+@pytest.fixture(scope="module")
+def asr() -> WhisperASR:
+    return WhisperASR(load_settings("local-cpu").asr)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return prepared_sample(tmp_path_factory.getbasetemp() / "perception-sample")
+
+
+@pytest.fixture(scope="module")
+def sample_speech(asr, sample):
+    return transcribe_video(asr, sample.dataset_dir, sample.video_id, sample.clips)
+
+
+def test_wer_helper():
+    assert wer("a b c d", "a b c d") == 0
+    assert wer("a b c d", "a x c") == 0.5
+
+
+def test_jfk_transcript_and_timestamps(asr, shared_media):
+    audio = decode_audio_array(shared_media / "jfk.flac", "jfk")
+    assert abs(audio.shape[0] / SAMPLE_RATE - 11.0) < 0.1
+    transcript = asr.transcribe(audio)
+    text = " ".join(s.text for s in transcript.segments)
+    assert wer(JFK_TEXT, text) <= 0.15, text
+    assert transcript.language == "en" and transcript.language_probability > 0.5
+    words = [w for s in transcript.segments for w in s.words]
+    assert len(words) >= 15  # word timestamps are on
+    for s in transcript.segments:
+        assert 0.0 <= s.start_s < s.end_s <= 11.0
+        for w in s.words:
+            assert 0.0 <= w.start_s <= w.end_s <= 11.0
+    assert all(a.start_s <= b.start_s for a, b in zip(words, words[1:]))
+
+
+def test_sample_narration_is_transcribed_into_its_clips(sample, sample_speech):
+    out = sample_speech
+    assert not out.dead_letters and out.language == "en"
+    clips = {c.clip_id: c for c in sample.clips}
+    for seg in out.speech:
+        clip = clips[seg.clip_id]
+        assert clip.start_s <= seg.start_s < seg.end_s <= clip.end_s
+        assert all(clip.start_s <= w.start_s < w.end_s <= clip.end_s for w in seg.words)
+    assert sample.truth.narration
+    for line in sample.truth.narration:
+        # The clips the line was placed in, and the speech ASR put there during the line.
+        heard = " ".join(s.text for s in out.speech
+                         if s.start_s < line.end_s + 0.3 and s.end_s > line.start_s - 0.3
+                         and clips[s.clip_id].start_s < line.end_s and clips[s.clip_id].end_s > line.start_s)
+        assert wer(line.text, heard) <= 0.35, (line.text, heard)
+    # No speech is put where the truth has none.
+    for seg in out.speech:
+        assert any(line.start_s - 0.5 <= seg.start_s and seg.end_s <= line.end_s + 0.5
+                   for line in sample.truth.narration), seg
+
+
+def test_a_line_across_a_cut_is_split_between_the_two_clips(sample, sample_speech):
+    cuts = [c.start_s for c in sample.clips[1:]]
+    crossing = [(line, cut) for line in sample.truth.narration for cut in cuts
+                if line.start_s + 0.3 < cut < line.end_s - 0.3]
+    if not crossing:
+        pytest.skip("this sample has no narration line across a clip cut")
+    out = sample_speech
+    line, cut = crossing[0]
+    before = [s for s in out.speech if s.end_s <= cut and s.end_s > line.start_s]
+    after = [s for s in out.speech if s.start_s >= cut and s.start_s < line.end_s]
+    assert before and after
+    joined = " ".join(s.text for s in before + after)
+    assert wer(line.text, joined) <= 0.35
+    assert len(words_of(joined)) <= len(words_of(line.text)) + 2  # no word counted on both sides
+
+
+def _clips(bounds: list[float]) -> list[Clip]:
+    vid = "local-abc"
+    return [Clip(clip_id=clip_id(vid, i), video_id=vid, index=i, start_s=a, end_s=b)
+            for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+
+
+def test_words_are_assigned_by_midpoint_and_nothing_is_lost():
+    clips = _clips([0.0, 5.0, 10.0])
+    words = [TimedWord(start_s=s, end_s=e, word=f" w{i}", probability=0.9)
+             for i, (s, e) in enumerate([(3.0, 3.5), (4.6, 5.2), (4.9, 5.5), (6.0, 6.0)])]
+    seg = TranscriptSegment(start_s=3.0, end_s=6.0, text="w0 w1 w2 w3", avg_logprob=-0.2, no_speech_prob=0.01,
+                            words=words)
+    bare = TranscriptSegment(start_s=8.0, end_s=9.0, text="no words", avg_logprob=-0.3, no_speech_prob=0.1)
+    out = speech_segments_for_clips(Transcript(language="en", language_probability=0.9, duration_s=10.0,
+                                               segments=[seg, bare]), "local-abc", clips)
+    assert [(s.clip_id[-5:], s.text) for s in out] == [("c0000", "w0 w1"), ("c0001", "w2 w3"), ("c0001", "no words")]
+    first, second = out[0], out[1]
+    assert first.end_s <= 5.0 and second.start_s >= 5.0
+    assert second.words[-1].end_s > second.words[-1].start_s  # a zero-length word still makes a valid record
+    assert sum(len(s.words) for s in out) == 4
+
+
+def test_missing_audio_is_a_dead_letter(asr, tmp_path):
+    clips = _clips([0.0, 5.0])
+    out = transcribe_video(asr, tmp_path, "local-abc", clips)
+    assert out.speech == [] and len(out.dead_letters) == 1
+    dl = out.dead_letters[0]
+    assert dl.stage.value == "asr" and dl.error_class == "audio_missing" and dl.source_id == "local-abc"
+
+
+def test_silence_yields_no_speech(asr, tmp_path):
+    transcript = asr.transcribe(np.zeros(SAMPLE_RATE * 5, dtype=np.float32))
+    assert transcript.segments == []
+
+
+def test_batched_pipeline_path_transcribes_with_words(shared_media):
+    # The GPU profile's code path (BatchedInferencePipeline), run here on CPU with the small English model.
+    cfg = load_settings("local-cpu").asr.model_copy(update={"model": "whisper-tiny.en", "batched": True,
+                                                            "batch_size": 4, "beam_size": 1})
+    transcript = WhisperASR(cfg).transcribe(decode_audio_array(shared_media / "jfk.flac", "jfk"))
+    text = " ".join(s.text for s in transcript.segments)
+    assert wer(JFK_TEXT, text) <= 0.3, text
+    assert transcript.language == "en"
+    words = [w for s in transcript.segments for w in s.words]
+    assert words and all(0.0 <= w.start_s <= w.end_s <= 11.0 for w in words)

@@ -1,0 +1,171 @@
+"""run_avbench end to end (without an LLM): the report files, valid PNG plots, caching, the lmms-eval export."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark import extract as extract_module
+from benchmark import mcq as mcq_module
+from benchmark.build import BuildConfig, FilterModels
+from benchmark.extract import extract
+from benchmark.mcq import mcq_text
+from benchmark.run import main, run_avbench
+from test_benchmark_support import Constant, make_dataset
+
+CONFIG = BuildConfig(heldout_fraction=1.0, similarity="token_overlap")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    ds = make_dataset(tmp_path_factory.mktemp("ds"), 24)
+    out = tmp_path_factory.mktemp("out")
+    filters = FilterModels(blind=Constant("A"), audio_only=Constant("B"), visual_only=Constant("C"))
+    page = run_avbench(ds, out, ["random:seed=0", "random:seed=1"], config=CONFIG, filters=filters)
+    return ds, out, page, filters
+
+
+def assert_valid_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 100 and height > 100
+    assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]  # IHDR checksum
+    assert data.endswith(b"IEND\xaeB`\x82")
+    import matplotlib.image
+
+    assert matplotlib.image.imread(path).shape[:2] == (height, width)
+
+
+def test_html_report_links_valid_pngs(run):
+    _, out, page, _ = run
+    assert page == out / "report" / "report.html"
+    html = page.read_text()
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) == 3
+    for src in sources:
+        assert_valid_png(page.parent / src)
+    assert "random(seed=0)" in html and "random(seed=1)" in html
+
+
+def test_results_json_md_and_per_item_jsonl(run):
+    _, out, _, _ = run
+    report = out / "report"
+    results = json.loads((report / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["random(seed=0)", "random(seed=1)"]
+    assert results["scoring"]["items"] == 120 and not results["scoring"]["circular"]
+    overall = results["models"][0]["scores"][0]
+    assert overall["group"] == "overall" and overall["n"] == 120
+    assert overall["ci_low"] <= overall["accuracy"] <= overall["ci_high"]
+    # The constant filter models answer one letter: right in one rotation of four, so every item is core.
+    assert results["benchmark"]["counts"]["core"] == 120
+    assert any(s["group"] == "set=core" for s in results["models"][0]["scores"])
+    predictions = [json.loads(line) for line in (report / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 240
+    assert {"item_id", "model_name", "rotation", "raw_answer", "parsed_letter", "correct", "rule", "cached",
+            "error"} <= set(predictions[0])
+    per_item = [json.loads(line) for line in (report / "item_results.jsonl").read_text().splitlines()]
+    assert len(per_item) == 240 and {"type", "kind", "duration_bucket", "correct"} <= set(per_item[0])
+    md = (report / "results.md").read_text()
+    assert "| model | items | accuracy |" in md and "| type=temporal_grounding | 24 |" in md
+
+
+def test_rerun_reuses_the_benchmark_and_the_cached_predictions(run, capsys):
+    ds, out, _, filters = run
+    manifest = (out / "avbench-v1" / "manifest.json").read_text()
+    run_avbench(ds, out, ["random:seed=0"], config=CONFIG, filters=filters)
+    assert (out / "avbench-v1" / "manifest.json").read_text() == manifest  # not rebuilt
+    assert "up to date" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "report" / "predictions.jsonl").read_text().splitlines()]
+    assert rows and all(r["cached"] for r in rows)
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _FunctionLoader(yaml.SafeLoader):
+    pass
+
+
+_FunctionLoader.add_constructor("!function", lambda loader, node: ("function", loader.construct_scalar(node)))
+
+
+def test_lmms_eval_export_scores_with_the_same_rules(run):
+    ds, out, _, _ = run
+    task = out / "lmms_eval_task" / "avbench"
+    # The exported rule files are byte-identical copies of ours.
+    assert (task / "avbench_extract.py").read_bytes() == Path(extract_module.__file__).read_bytes()
+    assert (task / "avbench_mcq.py").read_bytes() == Path(mcq_module.__file__).read_bytes()
+    config = yaml.load((task / "avbench.yaml").read_text(), Loader=_FunctionLoader)
+    assert config["task"] == "avbench" and config["output_type"] == "generate_until"
+    assert config["process_results"] == ("function", "utils.avbench_process_results")
+    docs_path = Path(config["dataset_kwargs"]["data_files"]["test"])
+    docs = [json.loads(line) for line in docs_path.read_text().splitlines()]
+    assert len(docs) == 120
+    assert config["metadata"]["content_hash"] == json.loads(
+        (out / "avbench-v1" / "manifest.json").read_text())["content_hash"]
+
+    utils = _load(task / "utils.py", "exported_avbench_utils")
+    doc = docs[0]
+    assert utils.avbench_doc_to_text(doc) == mcq_text(doc["question"], doc["options"])
+    assert utils.avbench_doc_to_target(doc) == doc["answer"]
+    assert utils.avbench_doc_to_visual(doc) == [str((ds / "media" / f"{doc['video_id']}.mp4").resolve())]
+    answers = [f"The answer is ({doc['answer']}).", "I think B or C", "", doc["options"][0]]
+    results = [utils.avbench_process_results(doc, [a])["avbench_accuracy"] for a in answers]
+    for answer, record in zip(answers, results):
+        assert record["parsed"] == extract(answer, doc["options"]).letter
+    assert results[0]["correct"] and results[1]["parsed"] is None and not results[1]["correct"]
+    assert utils.avbench_aggregate_accuracy(results[:2]) == 50.0
+    assert utils.avbench_aggregate_parse_failures(results[:3]) == pytest.approx(200 / 3)
+
+
+def test_cli_without_llm_filters(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds", 4)
+    page = main([str(ds), str(tmp_path / "out"), "--no-llm-filters", "--heldout-fraction", "1.0",
+                 "--model", "random", "--circular"])
+    assert page.is_file()
+    printed = capsys.readouterr().out
+    assert "circular" in printed and "overall" in printed
+
+
+def test_no_heldout_video_is_a_clear_error(tmp_path):
+    ds = make_dataset(tmp_path / "ds", 2)
+    with pytest.raises(ValueError, match="heldout_fraction"):
+        run_avbench(ds, tmp_path / "out", ["random"], config=BuildConfig(heldout_fraction=0.0), filters="none")
+
+
+def test_same_model_twice_gets_distinct_names(tmp_path):
+    ds = make_dataset(tmp_path / "ds", 2)
+    page = run_avbench(ds, tmp_path / "out", ["random", "random"], config=CONFIG, filters="none", export=False)
+    names = [m["name"] for m in json.loads((page.parent / "results.json").read_text())["models"]]
+    assert names == ["random(seed=0)", "random(seed=0)#2"]
+
+
+def test_llm_filters_fail_early_when_the_server_is_down(tmp_path, monkeypatch):
+    from schemas.settings import settings
+
+    ds = make_dataset(tmp_path / "ds", 1)
+    monkeypatch.setenv("SAVEN_LLM__BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens on the discard port
+    settings.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="make llm-server"):
+            run_avbench(ds, tmp_path / "out", ["random"], config=CONFIG, filters="llm")
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+    assert not (tmp_path / "out" / "avbench-v1" / "manifest.json").exists()

@@ -1,0 +1,241 @@
+"""LLMClient against a real local HTTP server with injected faults (tests/fake_openai_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply, schema_responder
+from schemas.records import Stage
+from schemas.settings import load_settings
+from tasks.llm_client import LLMClient, LLMPermanentError, LLMTransientError, strict_json_schema
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+USER = [{"role": "user", "content": "Describe the clip."}]
+
+
+class Described(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: Annotated[str, StringConstraints(min_length=3, max_length=200)]
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+def make_client(server: FakeOpenAIServer, cache: Path | None, **kw) -> LLMClient:
+    params = dict(base_url=server.base_url, model="fake-model", cache_path=cache, timeout_s=5.0, max_retries=3,
+                  max_invalid_retries=2, backoff_initial_s=0.01, backoff_max_s=0.05, max_concurrency=4)
+    params.update(kw)
+    return LLMClient(**params)
+
+
+def ask(client: LLMClient, n: int = 1, messages=USER, **kw):
+    """``n`` different requests (or one), run to completion; exceptions are returned, not raised."""
+
+    async def main():
+        async with client:
+            calls = [client.complete_json(messages if n == 1 else [{"role": "user", "content": f"clip {i}"}],
+                                          Described, schema_name="described", stage=Stage.fuse,
+                                          source_id="local-v1", item_id=f"local-v1.c{i:04d}", **kw)
+                     for i in range(n)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(main())
+    return results[0] if n == 1 else results
+
+
+def test_reply_is_decoded_validated_and_counted(fake, tmp_path):
+    client = make_client(fake, tmp_path / "cache.sqlite")
+    reply = ask(client)
+    assert isinstance(reply.value, Described)
+    body = fake.requests[0]
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["strict"] is True
+    assert body["response_format"]["json_schema"]["schema"]["properties"]["description"]["maxLength"] == 200
+    assert body["model"] == "fake-model" and body["seed"] == 0
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0 and reply.usage.attempts == 1
+    assert client.stats.requests_sent == 1 and client.stats.completed == 1
+    assert client.stats.completion_tokens == reply.usage.completion_tokens
+
+
+def test_rerun_with_the_cache_sends_zero_requests(fake, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    first = ask(make_client(fake, cache), n=5)
+    assert fake.count == 5
+    rerun_client = make_client(fake, cache)
+    again = ask(rerun_client, n=5)
+    assert fake.count == 5  # the server saw nothing new
+    assert rerun_client.stats.requests_sent == 0 and rerun_client.stats.cache_hits == 5
+    assert [r.value for r in again] == [r.value for r in first]
+    assert all(r.usage.cached for r in again)
+
+
+def test_cache_key_covers_sampling(fake, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    ask(make_client(fake, cache))
+    ask(make_client(fake, cache, temperature=0.9))
+    ask(make_client(fake, cache), seed=7)
+    assert fake.count == 3
+
+
+def test_server_errors_are_retried_with_backoff(fake, tmp_path):
+    fake.queue += [Fail(500), Fail(503), Fail(429)]
+    client = make_client(fake, tmp_path / "cache.sqlite")
+    reply = ask(client)
+    assert reply.usage.attempts == 4 and fake.count == 4
+    assert client.stats.retries == 3 and client.stats.failures == 0
+
+
+def test_persistent_errors_raise_transient_error_with_attempts_and_cache_nothing(fake, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    fake.responder = lambda body: Fail(500)
+    client = make_client(fake, cache, max_retries=2)
+    err = ask(client)
+    assert isinstance(err, LLMTransientError)
+    assert err.attempts == 3 and fake.count == 3
+    letter = err.to_dead_letter()
+    assert letter.attempts == 3 and letter.stage == Stage.fuse and letter.item_id == "local-v1.c0000"
+    assert letter.error_class == "InternalServerError"
+    assert client.stats.failures == 1
+    fake.responder = schema_responder  # the server recovers: the failed request is asked again, not replayed
+    assert isinstance(ask(make_client(fake, cache)).value, Described)
+    assert fake.count == 4
+
+
+def test_a_hanging_server_times_out_and_is_retried(fake, tmp_path):
+    fake.queue.append(Hang(30))
+    client = make_client(fake, tmp_path / "cache.sqlite", timeout_s=0.5)
+    reply = ask(client)
+    assert reply.usage.attempts == 2 and fake.count == 2
+
+
+def test_timeouts_until_the_end_raise_transient_error(fake, tmp_path):
+    fake.responder = lambda body: Hang(30)
+    err = ask(make_client(fake, None, timeout_s=0.3, max_retries=1))
+    assert isinstance(err, LLMTransientError) and err.attempts == 2
+    assert err.error_class == "APITimeoutError"
+
+
+def test_client_errors_are_permanent_and_not_retried(fake, tmp_path):
+    fake.queue.append(Fail(400, "prompt too long"))
+    err = ask(make_client(fake, tmp_path / "cache.sqlite"))
+    assert isinstance(err, LLMPermanentError) and err.attempts == 1 and fake.count == 1
+    assert "400" in err.message
+
+
+def test_schema_breaking_replies_are_retried_with_new_seeds_then_fail(fake, tmp_path):
+    fake.responder = lambda body: Reply('{"description": ')  # broken JSON, every time
+    client = make_client(fake, tmp_path / "cache.sqlite", max_retries=5, max_invalid_retries=2)
+    err = ask(client)
+    assert isinstance(err, LLMPermanentError) and err.error_class == "InvalidReply"
+    assert err.attempts == 3 and fake.count == 3  # bounded by max_invalid_retries, not max_retries
+    assert [b["seed"] for b in fake.requests] == [0, 1, 2]  # a fixed seed would repeat the broken reply
+    assert client.stats.invalid_replies == 3
+
+
+def test_a_valid_reply_after_an_invalid_one_is_used_and_cached(fake, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    fake.queue += [Reply('{"description": 5}'), Reply('{"unexpected": "field"}')]
+    client = make_client(fake, cache)
+    reply = ask(client)
+    assert reply.usage.attempts == 3 and reply.value.description.startswith("text for")
+    assert client.stats.completion_tokens > reply.usage.completion_tokens  # rejected replies cost tokens too
+    rerun = make_client(fake, cache)
+    assert ask(rerun).value == reply.value and rerun.stats.requests_sent == 0
+
+
+def test_a_reply_cut_at_max_tokens_is_invalid(fake, tmp_path):
+    fake.queue.append(Reply('{"description": "a long', finish_reason="length"))
+    reply = ask(make_client(fake, None))
+    assert reply.usage.attempts == 2
+
+
+def test_caller_validation_failures_count_as_invalid_replies(fake, tmp_path):
+    def no_text_for(value: Described) -> None:
+        if value.description.startswith("text for"):
+            raise ValueError("placeholder text")
+
+    err = ask(make_client(fake, tmp_path / "cache.sqlite"), validate=no_text_for)
+    assert isinstance(err, LLMPermanentError) and err.error_class == "InvalidReply" and "placeholder" in err.detail
+
+
+def test_concurrency_is_bounded(fake, tmp_path):
+    fake.responder = lambda body: Reply(json.dumps({"description": "a dog barks"}), delay_s=0.3)
+    results = ask(make_client(fake, None, max_concurrency=3), n=9)
+    assert all(not isinstance(r, Exception) for r in results)
+    assert fake.count == 9
+    assert 2 <= fake.max_in_flight <= 3
+
+
+def test_one_client_serves_several_event_loops(fake, tmp_path):
+    client = make_client(fake, tmp_path / "cache.sqlite")
+    ask(client)
+    ask(client, messages=[{"role": "user", "content": "another"}])
+    assert client.stats.requests_sent == 2
+
+
+def test_strict_schema_is_flat():
+    class Inner(BaseModel):
+        kind: Annotated[str, Field(pattern="^x$")]
+
+    class Outer(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        items: list[Inner]
+
+    class WithConst(BaseModel):
+        pick: Literal["only-one"]
+
+    schema = strict_json_schema(Outer)
+    text = json.dumps(schema)
+    assert "$ref" not in text and "$defs" not in text and '"title"' not in text
+    assert schema["properties"]["items"]["items"]["properties"]["kind"]["pattern"] == "^x$"
+    assert schema["additionalProperties"] is False
+    assert strict_json_schema(WithConst)["properties"]["pick"]["enum"] == ["only-one"]
+
+
+def test_client_from_settings_uses_the_profile():
+    llm = load_settings("local-cpu").llm
+    client = LLMClient.from_settings(llm, cache_path=None)
+    assert client.base_url == llm.resolved_base_url and client.model == llm.resolved_model
+    assert (client.max_concurrency, client.timeout_s, client.max_retries) == (llm.max_concurrency, llm.timeout_s,
+                                                                              llm.max_retries)
+    assert client.sampling()["max_tokens"] == llm.max_tokens and client.sampling()["seed"] == llm.seed
+
+
+def test_vllm_serve_script_defaults_match_the_gpu_profile(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "vllm").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    (fake_bin / "vllm").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    env["PATH"] = f"{fake_bin}:{env['PATH']}"
+    out = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "vllm-serve.sh"), "--seed", "3"], env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    server = load_settings("gpu-cluster").llm.server
+    assert out[:2] == ["serve", server.model]
+
+    def flag(name: str) -> str:
+        return out[out.index(name) + 1]
+
+    assert flag("--served-model-name") == server.served_name
+    assert flag("--host") == server.host and int(flag("--port")) == server.port
+    assert flag("--dtype") == server.dtype and int(flag("--max-model-len")) == server.max_model_len
+    assert int(flag("--tensor-parallel-size")) == server.tensor_parallel_size
+    assert float(flag("--gpu-memory-utilization")) == server.gpu_memory_utilization
+    assert out[-(len(server.extra_args) + 2):] == [*server.extra_args, "--seed", "3"]
+
+    env["VLLM_TENSOR_PARALLEL_SIZE"] = "4"
+    env["VLLM_EXTRA_ARGS"] = ""
+    out = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "vllm-serve.sh")], env=env, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[out.index("--tensor-parallel-size") + 1] == "4" and float(out[-1]) == server.gpu_memory_utilization
