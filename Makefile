@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup apt models models-qwen llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
-        samples demo test test-fast clean-run
+        train avbench perf samples demo test test-fast clean-run
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -68,6 +68,17 @@ serve-stop:  ## stop the deployment server
 
 samples: setup  ## synthetic sample videos with truth files into out/samples
 	$(SAVEN) make-samples
+
+train: setup  ## train SAVEn-Vid (smol preset) on the demo dataset; prints the checkpoint path
+	OMP_WAIT_POLICY=PASSIVE $(SAVEN) train
+
+avbench: setup  ## build AVBench from the demo dataset, score the models, write the report, print the table
+	$(SAVEN) llm-server start
+	$(SAVEN) avbench
+
+perf: setup  ## every benchmark (ratios against a baseline measured in the same run) -> out/perf/summary.{json,md}
+	$(SAVEN) llm-server start
+	OMP_WAIT_POLICY=PASSIVE $(PY) tests/perf/run_all.py
 
 demo: setup  ## the main job end to end on the embedded default; prints where its output is
 	$(SAVEN) demo

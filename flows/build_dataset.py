@@ -23,14 +23,13 @@ from rich.console import Console
 from flows.commit import committed, sweep_uncommitted
 from flows.report import RunStats, dataset_card, run_markdown
 from flows.sources import read_sources, source_key
-from flows.video_pipeline import PerceptionPool, run_batch
+from flows import video_pipeline
 from schemas.manifest import build_manifest
 from schemas.settings import Settings, load_settings
 from schemas.shards import consolidate_dead_letters, write_bytes_atomic
 from tasks.acquire import expand_source, is_local_source
 from tasks.qa import QAOptions
 
-console = Console(stderr=True)
 FLOW_NAME = "build-dataset"
 
 
@@ -71,10 +70,11 @@ def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None) -> 
 
 
 @task(name="process-batch", cache_policy=NO_CACHE, retries=0)
-def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, llm_cache: str | None,
+def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: str, llm_cache: str | None,
                   qa_options: QAOptions, stats: RunStats) -> dict:
-    report = run_batch(batch, Path(dataset_dir), cfg, _POOL[0], llm_cache=Path(llm_cache) if llm_cache else None,
-                       qa_options=qa_options, stats=stats)
+    report = video_pipeline.run_batch(batch, Path(dataset_dir), cfg, video_pipeline.POOLS[pool_key],
+                                      llm_cache=Path(llm_cache) if llm_cache else None, qa_options=qa_options,
+                                      stats=stats)
     return {"committed": report.committed, "failed": report.failed}
 
 
@@ -85,9 +85,6 @@ def finalize(dataset_dir: str, cfg: Settings, sources: list[str], stats: RunStat
     manifest = build_manifest(root)
     write_bytes_atomic(root / "README.md", dataset_card(root, manifest, cfg, sources).encode())
     return {t: e.rows for t, e in manifest.tables.items()}
-
-
-_POOL: list[PerceptionPool] = []  # the run's actors; Prefect task parameters stay plain data
 
 
 @flow(name=FLOW_NAME, log_prints=True, persist_result=False)
@@ -115,17 +112,22 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
                 len(pending))
 
     started_ray = ensure_ray(cfg) if pending else False
+    # The run's actors are found by key (Prefect task parameters stay plain data); the flow function is pickled
+    # by value when served, so shared state must live in an imported module, not in this one's globals.
+    pool_key = str(dataset_dir)
+    console = Console(stderr=True)
     try:
         if pending:
-            _POOL[:] = [PerceptionPool.create(cfg)]
+            video_pipeline.POOLS[pool_key] = video_pipeline.PerceptionPool.create(cfg)
             batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
             for n, batch in enumerate(batches, start=1):
                 result = process_batch.with_options(task_run_name=f"batch-{n:04d}-of-{len(batches):04d}")(
-                    batch, str(dataset_dir), cfg, cache, QAOptions(questions_per_type=questions_per_type), stats)
+                    batch, str(dataset_dir), cfg, pool_key, cache, QAOptions(questions_per_type=questions_per_type),
+                    stats)
                 console.print(f"[bold]batch {n}/{len(batches)}[/]: {len(result['committed'])} committed, "
                               f"{len(result['failed'])} failed")
     finally:
-        _POOL.clear()
+        video_pipeline.POOLS.pop(pool_key, None)
         if started_ray:
             ray.shutdown()
 

@@ -117,6 +117,53 @@ def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="Y
                   llm_cache=str(llm_cache) if llm_cache else None)
 
 
+@app.command("train")
+def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/demo/dataset"),
+              out: Path = typer.Option(None, help="default: <output_dir>/train"),
+              preset: str = "smol", stage: str = typer.Option("both", help="1, 2 or both"),
+              steps: Optional[int] = None) -> None:
+    """Train SAVEn-Vid (stage 1 alignment, then stage 2 instruction tuning) and print the checkpoint path."""
+    from model.train import train
+
+    cfg = settings()
+    ckpt = train(dataset or cfg.paths.output_dir / "demo" / "dataset", out or cfg.paths.output_dir / "train",
+                 preset=preset, stage=stage if stage == "both" else int(stage), steps=steps)
+    console.print(f"[bold green]checkpoint:[/] {ckpt}")
+    print(ckpt)
+
+
+@app.command("avbench")
+def avbench_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/demo/dataset"),
+                out: Path = typer.Option(None, help="default: <output_dir>/avbench"),
+                model: list[str] = typer.Option(None, help="adapter specs; default: random, blind-llm, "
+                                                "openai:modality=av, and saven-vid on the newest checkpoint"),
+                checkpoint: Optional[Path] = typer.Option(None, help="default: the newest under <output_dir>/train"),
+                circular: bool = False, llm_filters: bool = True) -> None:
+    """Build AVBench from a dataset (held-out videos only), score the models, write and print the report."""
+    from benchmark.build import BuildConfig
+    from benchmark.run import run_avbench
+
+    cfg = settings()
+    models = list(model or ["random", "blind-llm", "openai:modality=av"])
+    if not model:
+        ckpt = checkpoint or _newest_checkpoint(cfg.paths.output_dir / "train")
+        if ckpt:
+            models.append(f"saven-vid:checkpoint={ckpt}")
+    config = BuildConfig(heldout_fraction=cfg.benchmark.heldout_fraction, split_salt=cfg.benchmark.split_salt)
+    report = run_avbench(dataset or cfg.paths.output_dir / "demo" / "dataset", out or cfg.paths.output_dir / "avbench",
+                         models, config=config, filters="llm" if llm_filters else "none", circular=circular)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+def _newest_checkpoint(train_dir: Path) -> Path | None:
+    from model.train import checkpoints
+
+    for stage in ("stage2", "stage1"):
+        if found := checkpoints(train_dir / stage):
+            return found[-1]
+    return None
+
+
 @app.command("make-samples")
 def make_samples(out: Optional[Path] = typer.Option(None, help="default: <output_dir>/samples"),
                  seed: int = 0, count: int = 3) -> None:

@@ -1,7 +1,9 @@
 """`make demo`: the main job end to end on the embedded default.
 
 samples -> servers up (Prefect, vLLM, the build-dataset deployment) -> `prefect deployment run build-dataset/local`
--> a validated dataset (checked through the Prefect API and the manifest) -> servers stopped.
+-> a validated dataset (checked through the Prefect API and the manifest) -> SAVEn-Vid trained on it (smol preset)
+-> AVBench built from its held-out videos and scored (random, blind LLM, LLM with descriptions, SAVEn-Vid)
+-> servers stopped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import httpx
 import yaml
 from rich.console import Console
 
+from benchmark.build import BuildConfig
+from benchmark.run import run_avbench
 from flows import servers
+from model.train import train
 from schemas.manifest import verify_manifest
 from schemas.settings import PROJECT_ROOT, settings
 from tasks.samples import make_samples
@@ -84,17 +89,31 @@ def run_demo(out: Path) -> None:
         console.print(f"flow run {run_id}: {state}; artifacts: {artifacts}")
         if state != "COMPLETED" or "build-dataset-summary" not in artifacts:
             raise SystemExit(f"flow run {run_id} ended {state} with artifacts {artifacts}")
+        servers.stop_deployment_server(cfg)
+        problems = verify_manifest(dataset)
+        if problems:
+            raise SystemExit("dataset manifest does not verify:\n" + "\n".join(problems))
+
+        console.rule("4. train SAVEn-Vid (smol preset: SmolLM2-135M + LoRA, Whisper-base audio features)")
+        checkpoint = train(dataset, out / "train", preset="smol", stage="both")
+        console.print(f"checkpoint: {checkpoint}")
+
+        console.rule("5. AVBench")
+        bench = cfg.benchmark
+        report = run_avbench(dataset, out / "avbench",
+                             ["random", "blind-llm", "openai:modality=av", f"saven-vid:checkpoint={checkpoint}"],
+                             config=BuildConfig(heldout_fraction=bench.heldout_fraction, split_salt=bench.split_salt))
     finally:
         console.rule("servers down")
         servers.stop_deployment_server(cfg)
         servers.stop_llm_server(cfg)
         servers.stop_prefect_server(cfg)
 
-    problems = verify_manifest(dataset)
-    if problems:
-        raise SystemExit("dataset manifest does not verify:\n" + "\n".join(problems))
     manifest = json.loads((dataset / "manifest.json").read_text())
     rows = {name: t["rows"] for name, t in manifest["tables"].items()}
     console.rule("done")
     console.print(f"dataset rows: {rows}")
-    console.print(f"[bold green]demo output:[/] {out}  (dataset card: {dataset / 'README.md'})")
+    console.print(f"dataset card: {dataset / 'README.md'}")
+    console.print(f"checkpoint:   {checkpoint}")
+    console.print(f"AVBench:      {report}")
+    console.print(f"[bold green]demo output:[/] {out}")

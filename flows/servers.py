@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -32,6 +33,10 @@ class ServerSpec:
     env: dict[str, str]
     health_url: str
     startup_timeout_s: float
+    # A server owns its port: a health URL that answers before we start means a stranger holds it. A deployment
+    # is not a port: its URL answers whenever it is registered, so it is only checked for readiness.
+    exclusive: bool = True
+    ready: Callable[[str], bool] | None = None  # default: the health URL answers 200
 
     def pid_file(self, run_dir: Path) -> Path:
         return run_dir / f"{self.name}.pid"
@@ -104,7 +109,16 @@ def deployment_server_spec(cfg: Settings, name: str = "local") -> ServerSpec:
     argv = [sys.executable, "-m", "flows.serve", name]
     env = {**prefect_env(cfg), "PYTHONPATH": str(PROJECT_ROOT), "SAVEN_PROFILE": cfg.profile}
     return ServerSpec("deployment-server", argv, env, f"{cfg.prefect.api_url}/deployments/name/build-dataset/{name}",
-                      cfg.prefect.startup_timeout_s)
+                      cfg.prefect.startup_timeout_s, exclusive=False, ready=_deployment_ready)
+
+
+def _deployment_ready(url: str) -> bool:
+    """Registered and polled by a runner (Prefect marks a served deployment READY while its runner polls)."""
+    try:
+        reply = httpx.get(url, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return reply.status_code == 200 and reply.json().get("status") == "READY"
 
 
 def _read_pid(pid_file: Path) -> int | None:
@@ -150,7 +164,7 @@ def start(spec: ServerSpec, run_dir: Path) -> RunningServer:
     if pid and _alive(pid):
         if _wait_healthy(spec, pid, log, timeout=spec.startup_timeout_s):
             return RunningServer(spec.name, pid, spec.health_url, log)
-    if healthy(spec.health_url):
+    if spec.exclusive and healthy(spec.health_url):
         raise ServerError(f"{spec.health_url} already answers but not from our {spec.name} (pid file {pid_file}); "
                           "stop that server or change the port in the config")
     env = {**os.environ, **spec.env}
@@ -170,7 +184,7 @@ def _wait_healthy(spec: ServerSpec, pid: int, log: Path, timeout: float) -> bool
     while time.monotonic() < deadline:
         if not _alive(pid):
             raise ServerError(f"{spec.name} (pid {pid}) exited during start-up; last log lines:\n{_tail(log)}")
-        if healthy(spec.health_url):
+        if (spec.ready or healthy)(spec.health_url):
             return True
         time.sleep(1.0)
     return False

@@ -67,6 +67,9 @@ class PerceptionPool:
         return ray.get([a.stats.remote() for a in self.all_actors()])
 
 
+POOLS: dict[str, PerceptionPool] = {}  # the actors of the flow runs in this process, by run key
+
+
 @dataclass
 class _Perceived:
     source: str

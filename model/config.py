@@ -169,8 +169,8 @@ def _smol() -> ModelConfig:
                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])),
         resampler=ResamplerConfig(window_s=2.0, max_windows=16, video_queries=4, audio_queries=4, num_heads=4),
         # The demo run (`make train`, both stages) must stay within a few minutes on 2 CPU cores.
-        train=TrainConfig(batch_size=2, stage1=StageTrainConfig(lr=1e-3, warmup_steps=2, steps=16),
-                          stage2=StageTrainConfig(lr=3e-4, warmup_steps=2, steps=16)),
+        train=TrainConfig(batch_size=2, stage1=StageTrainConfig(lr=1e-3, warmup_steps=2, steps=12),
+                          stage2=StageTrainConfig(lr=3e-4, warmup_steps=2, steps=12)),
     )
 
 

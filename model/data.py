@@ -66,19 +66,30 @@ def stage2_examples(items: list[QAItem], durations: dict[str, float]) -> list[Ex
             for q in items if q.video_id in durations]
 
 
-def load_examples(dataset_dir: Path, stage: int) -> list[Example]:
+def load_examples(dataset_dir: Path, stage: int, *, include_heldout: bool = False) -> list[Example]:
+    """Training examples; AVBench's held-out videos (schemas.split, fraction and salt from settings) are left out."""
+    from schemas.settings import settings
     from schemas.shards import read_records
+    from schemas.split import is_heldout
+
+    bench = settings().benchmark
+
+    def keep(video_id: str) -> bool:
+        return include_heldout or not is_heldout(video_id, bench.heldout_fraction, bench.split_salt)
 
     if stage == 1:
-        examples = stage1_examples(read_records(dataset_dir, "descriptions", ClipDescription))
+        descriptions = [d for d in read_records(dataset_dir, "descriptions", ClipDescription) if keep(d.video_id)]
+        examples = stage1_examples(descriptions)
     elif stage == 2:
         durations = {v.video_id: v.duration_s for v in read_records(dataset_dir, "videos", VideoRecord)}
-        examples = stage2_examples(read_records(dataset_dir, "qa", QAItem), durations)
+        items = [q for q in read_records(dataset_dir, "qa", QAItem) if keep(q.video_id)]
+        examples = stage2_examples(items, durations)
     else:
         raise ValueError(f"stage must be 1 or 2, not {stage!r}")
     if not examples:
         table = "descriptions" if stage == 1 else "qa"
-        raise ValueError(f"{dataset_dir}: no {table} records, nothing to train stage {stage} on")
+        raise ValueError(f"{dataset_dir}: no {table} records outside the AVBench held-out videos, nothing to train "
+                         f"stage {stage} on")
     return examples
 
 

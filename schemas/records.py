@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: DeadLetter.transient
+SCHEMA_VERSION = "1.2.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train
 
 # Ids are safe as file names by construction: they come from extractor ids or hashes, never from titles.
 VIDEO_ID_PATTERN = r"^[a-z0-9]{1,24}-[A-Za-z0-9_-]{1,64}$"
@@ -97,6 +97,8 @@ class Stage(str, Enum):
     fuse = "fuse"
     qa = "qa"
     write = "write"
+    features = "features"
+    train = "train"
     benchmark = "benchmark"
     flow = "flow"
 

@@ -152,6 +152,13 @@ class VisualCaptioner(Section):
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
 
 
+class Benchmark(Section):
+    """The AVBench held-out split; training excludes the same videos."""
+
+    heldout_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    split_salt: str = "avbench-heldout-v1"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAVEN_", env_nested_delimiter="__", extra="forbid")
 
@@ -165,6 +172,7 @@ class Settings(BaseSettings):
     asr: ASR = Field(default_factory=ASR)
     audio_tagger: AudioTagger = Field(default_factory=AudioTagger)
     visual_captioner: VisualCaptioner = Field(default_factory=VisualCaptioner)
+    benchmark: Benchmark = Field(default_factory=Benchmark)
 
     @classmethod
     def settings_customise_sources(

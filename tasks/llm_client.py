@@ -187,7 +187,7 @@ class LLMClient:
     def __init__(self, *, base_url: str, model: str, api_key: str = "EMPTY", max_concurrency: int = 8,
                  timeout_s: float = 120.0, max_retries: int = 4, max_invalid_retries: int = 2,
                  temperature: float = 0.2, max_tokens: int = 768, seed: int = 0, frequency_penalty: float = 0.0,
-                 cache_path: Path | None = None,
+                 send_seed: bool = True, cache_path: Path | None = None,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 16.0):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -202,6 +202,7 @@ class LLMClient:
         self.max_tokens = max_tokens
         self.seed = seed
         self.frequency_penalty = frequency_penalty
+        self.send_seed = send_seed
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.cache = RequestCache(cache_path) if cache_path is not None else None
@@ -220,6 +221,9 @@ class LLMClient:
             # Small models loop ("The dog is playing. The dog is playing. ..."); a frequency penalty stops that.
             # Read defensively until settings.LLM has the field (0.0 = the server's default behaviour).
             frequency_penalty=getattr(llm, "frequency_penalty", 0.0),
+            # vLLM CPU (0.32) kills its engine when a seeded request's prefill is split over scheduler steps
+            # ("CPU Generator does not use offset"), which concurrent or long prompts cause: never send it a seed.
+            send_seed=llm.server.kind != "vllm-cpu",
         )
         params.update(overrides)
         return cls(**params)
@@ -347,6 +351,10 @@ class LLMClient:
     async def _send(self, messages: list[dict[str, str]], response_format: dict[str, Any],
                     sampling: dict[str, Any]) -> tuple[str, int, int]:
         sdk, semaphore = self._bind_loop()
+        if not self.send_seed:
+            # The seed still tells requests apart in the cache key; without it the server samples freshly,
+            # which is what a retry after a broken reply needs anyway.
+            sampling = {k: v for k, v in sampling.items() if k != "seed"}
         async with semaphore:
             self.stats.requests_sent += 1
             self.stats.in_flight += 1

@@ -476,7 +476,7 @@ def _audio_graph(truth: SampleTruth, voice: _Voice, work_dir: Path) -> tuple[lis
             src = (f"aevalsrc=exprs='0.5*sin(2*PI*{seg.frequency_hz:g}*t)*exp(-60*mod(t\\,{period:.6f}))':"
                    f"s={SAMPLE_RATE}")
         else:
-            wav = work_dir / f"speech{k:02d}.wav"
+            wav = work_dir / f"{truth.name}-speech{k:02d}.wav"
             _speech_wav(seg, truth.narration, voice, wav)
             src = f"[{len(wavs)}:a]aresample={SAMPLE_RATE}"
             wavs.append(wav)

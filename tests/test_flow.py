@@ -33,7 +33,7 @@ VOLATILE = {"acquired_at", "failed_at", "committed_at"}
 
 def _scene_video(path: Path) -> None:
     """18 s, three hard cuts' worth of distinct scenes, a tone, noise and a second tone."""
-    scenes = ["testsrc2=s=320x240:r=25:d=6", "smptebars=s=320x240:r=25:d=6", "mandelbrot=s=320x240:r=25:end_pts=6"]
+    scenes = ["testsrc2=s=320x240:r=25:d=6", "smptebars=s=320x240:r=25:d=6", "cellauto=s=320x240:r=25:rule=110"]
     args = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
     for src in scenes:
         args += ["-f", "lavfi", "-t", "6", "-i", src]

@@ -372,7 +372,7 @@ def test_real_llm_fuses_every_clip_and_writes_checked_qa_of_every_allowed_type(l
     # Small budgets keep this in ~1-2 min on 2 cores; the schemas bound every string, so replies fit.
     client = LLMClient(base_url=llm_server.base_url, model=llm_server.model, cache_path=tmp_path / "cache.sqlite",
                        max_concurrency=8, timeout_s=300, max_retries=2, temperature=0.2, max_tokens=448, seed=0,
-                       frequency_penalty=0.5)
+                       frequency_penalty=0.5, send_seed=False)  # see LLMClient.from_settings: vLLM CPU and seeds
     fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=4))
 
     assert not fused.dead_letters, fused.dead_letters

@@ -88,6 +88,14 @@ def test_cache_key_covers_sampling(fake, tmp_path):
     assert fake.count == 3
 
 
+def test_seed_can_stay_out_of_the_request_but_still_keys_the_cache(fake, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    ask(make_client(fake, cache, send_seed=False), seed=1)
+    ask(make_client(fake, cache, send_seed=False), seed=2)
+    assert fake.count == 2 and all("seed" not in body for body in fake.requests)
+    assert make_client(fake, None, send_seed=False).sampling(seed=3)["seed"] == 3
+
+
 def test_server_errors_are_retried_with_backoff(fake, tmp_path):
     fake.queue += [Fail(500), Fail(503), Fail(429)]
     client = make_client(fake, tmp_path / "cache.sqlite")
@@ -210,6 +218,8 @@ def test_client_from_settings_uses_the_profile():
     assert (client.max_concurrency, client.timeout_s, client.max_retries) == (llm.max_concurrency, llm.timeout_s,
                                                                               llm.max_retries)
     assert client.sampling()["max_tokens"] == llm.max_tokens and client.sampling()["seed"] == llm.seed
+    assert client.send_seed is (llm.server.kind != "vllm-cpu")
+    assert LLMClient.from_settings(load_settings("gpu-cluster").llm, cache_path=None).send_seed
 
 
 def test_vllm_serve_script_defaults_match_the_gpu_profile(tmp_path):

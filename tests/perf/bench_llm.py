@@ -108,7 +108,7 @@ async def run_pipeline(args, inputs, period_s: float) -> dict[str, Any]:
         client = LLMClient(base_url=args.base_url, model=args.model, max_concurrency=args.concurrency,
                            timeout_s=args.timeout_s, max_retries=args.max_retries, temperature=args.temperature,
                            max_tokens=args.max_tokens, seed=args.seed, frequency_penalty=args.frequency_penalty,
-                           cache_path=Path(tmp) / "llm_cache.sqlite")
+                           send_seed=args.send_seed, cache_path=Path(tmp) / "llm_cache.sqlite")
         started = time.perf_counter()
         async with client:
             with Sampler(lambda: client.stats.in_flight, period_s) as sampler:
@@ -148,8 +148,10 @@ def print_report(report: dict[str, Any]) -> None:
 async def main(args) -> dict[str, Any]:
     inputs = workload(args.clips)
     period_s = args.sample_ms / 1000
-    sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens, "seed": args.seed,
+    sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens,
                 "frequency_penalty": args.frequency_penalty}
+    if args.send_seed:
+        sampling["seed"] = args.seed
     runs = {"baseline_1": await run_baseline(args, inputs, sampling, period_s),
             "pipeline": await run_pipeline(args, inputs, period_s),
             "baseline_2": await run_baseline(args, inputs, sampling, period_s)}
@@ -172,6 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=llm.temperature)
     p.add_argument("--frequency-penalty", type=float, default=getattr(llm, "frequency_penalty", 0.5))
     p.add_argument("--seed", type=int, default=llm.seed)
+    p.add_argument("--send-seed", action=argparse.BooleanOptionalAction, default=llm.server.kind != "vllm-cpu",
+                   help="send the seed to the server (off for vLLM CPU, whose engine dies on seeded chunked prefill)")
     p.add_argument("--timeout-s", type=float, default=llm.timeout_s)
     p.add_argument("--max-retries", type=int, default=llm.max_retries)
     p.add_argument("--sample-ms", type=float, default=200.0)
