@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup apt models models-qwen llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
-        train avbench perf samples demo test test-fast clean-run
+        train avbench perf samples demo test test-flow test-fast clean-run
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -86,7 +86,10 @@ demo: setup  ## the main job end to end on the embedded default; prints where it
 # Two passes: the vLLM server (which holds a core while it runs) lives only through the second.
 test: setup  ## the test suite (starts and stops its own servers)
 	$(PY) -m pytest -m "not llm"
-	$(PY) -m pytest -m llm
+	$(PY) -m pytest -m "llm and not flow"
+
+test-flow: setup  ## whole build-dataset runs: deployment run, rerun from cache, kill -9 and resume (~10+ min)
+	$(PY) -m pytest -m flow
 
 test-fast: setup  ## tests that need no LLM server
 	$(PY) -m pytest -m "not llm and not slow"

@@ -27,7 +27,7 @@ from schemas.records import ALL_RECORDS, QAItem
 from schemas.settings import settings
 from schemas.shards import read_records, read_table
 
-pytestmark = [pytest.mark.llm, pytest.mark.prefect, pytest.mark.slow]
+pytestmark = [pytest.mark.flow, pytest.mark.llm, pytest.mark.prefect, pytest.mark.slow]
 VOLATILE = {"acquired_at", "failed_at", "committed_at"}
 
 

@@ -373,7 +373,7 @@ def test_real_llm_fuses_every_clip_and_writes_checked_qa_of_every_allowed_type(l
     client = LLMClient(base_url=llm_server.base_url, model=llm_server.model, cache_path=tmp_path / "cache.sqlite",
                        max_concurrency=8, timeout_s=300, max_retries=2, temperature=0.2, max_tokens=448, seed=0,
                        frequency_penalty=0.5, send_seed=False)  # see LLMClient.from_settings: vLLM CPU and seeds
-    fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=4))
+    fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=6))
 
     assert not fused.dead_letters, fused.dead_letters
     assert [d.clip_id for d in fused.descriptions] == C

@@ -1,6 +1,6 @@
 """Benchmark: does the fusion stage keep the LLM server as busy as a plain concurrent load does?
 
-Both runs send the same fusion prompts (same schema, sampling and seed) to the same OpenAI-compatible server:
+Both runs send the same fusion prompts (same schema and sampling) to the same OpenAI-compatible server:
 - baseline: the bare ``openai`` SDK firing every request at once (the server saturated), no cache, no checks;
 - pipeline: ``tasks.fuse.fuse_clips`` through ``LLMClient`` (its concurrency bound, retries, validation, a fresh
   cache) exactly as a dataset run uses it.
