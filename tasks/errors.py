@@ -11,7 +11,7 @@ class StageError(Exception):
     transient = False
 
     def __init__(self, stage: Stage, source_id: str, message: str, *, item_id: str | None = None,
-                 detail: str = "", error_class: str | None = None):
+                 detail: str = "", error_class: str | None = None, attempts: int = 1):
         super().__init__(f"[{stage.value}] {source_id}: {message}")
         self.stage = stage
         self.source_id = source_id
@@ -19,8 +19,10 @@ class StageError(Exception):
         self.item_id = item_id
         self.detail = detail
         self.error_class = error_class or type(self).__name__
+        self.attempts = attempts  # tries made before giving up; stages that retry set it
 
-    def to_dead_letter(self, attempts: int = 1) -> DeadLetter:
+    def to_dead_letter(self, attempts: int | None = None) -> DeadLetter:
+        attempts = attempts or self.attempts
         return DeadLetter(stage=self.stage, source_id=self.source_id, item_id=self.item_id,
                           error_class=self.error_class, message=self.message, attempts=attempts,
                           failed_at=utc_now(), detail=self.detail, transient=self.transient)

@@ -45,21 +45,11 @@ class InvalidReply(Exception):
 
 
 class LLMTransientError(TransientError):
-    def __init__(self, *args: Any, attempts: int, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.attempts = attempts
-
-    def to_dead_letter(self, attempts: int | None = None):
-        return super().to_dead_letter(attempts or self.attempts)
+    """An LLM request that may succeed later (5xx, 429, timeouts); carries its attempt count."""
 
 
 class LLMPermanentError(PermanentError):
-    def __init__(self, *args: Any, attempts: int, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.attempts = attempts
-
-    def to_dead_letter(self, attempts: int | None = None):
-        return super().to_dead_letter(attempts or self.attempts)
+    """An LLM request that retrying cannot fix (4xx, replies that never fit the schema)."""
 
 
 @dataclass
