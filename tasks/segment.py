@@ -1,8 +1,9 @@
 """Scene segmentation and keyframes in ONE decode pass, and the clip policy.
 
 One ffmpeg process decodes the video stream once and scales it twice in its filter graph: every frame to the
-analysis size (pipe 1, fed to a PySceneDetect detector through its ``process_frame`` API: AdaptiveDetector by
-default, ContentDetector selectable), and every K-th frame to keyframe size (a second pipe, read on a thread,
+analysis size (pipe 1, as YUV 4:2:0 converted to BGR by OpenCV, fed to a PySceneDetect detector through its
+``process_frame`` API: AdaptiveDetector by default, ContentDetector selectable, with the frame score computed by
+OpenCV in ``tasks.scene_detectors``), and every K-th frame to keyframe size (a second pipe, read on a thread,
 JPEG-encoded as keyframe candidates). Keyframes thus come at a higher resolution than the analysis, from the same
 decode, with no per-frame resize in Python and no ffmpeg process per frame.
 
@@ -25,16 +26,17 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
-from scenedetect.detector import SceneDetector
+from scenedetect import FrameTimecode
 
 from schemas.records import Clip, Stage, clip_id
 from schemas.settings import Segment
 from tasks.errors import PermanentError
 from tasks.keyframes import CandidateStore, candidate_every, keyframe_dir, reset_keyframe_dir, write_clip_keyframes
 from tasks.probe import ProbeResult
+from tasks.scene_detectors import make_detector
 
 Span = tuple[float, float]
 
@@ -94,9 +96,11 @@ class FrameReader:
     """Iterate ``(t_seconds, bgr_frame)`` from one ffmpeg process decoding one video stream.
 
     ffmpeg's ``fps`` filter makes the rate constant, so frame ``n`` is at ``n / fps`` on the source timeline (VFR
-    sources get frames repeated or dropped to keep that true). With a ``SideOutput`` the same decoded frames also go,
-    scaled differently, to a second pipe that a thread reads while the caller iterates (ffmpeg blocks on a full pipe,
-    so each pipe needs its own reader).
+    sources get frames repeated or dropped to keep that true). ffmpeg scales to ``width`` x ``height`` but stays
+    in YUV 4:2:0; the BGR conversion happens here in OpenCV: swscale converting to packed BGR while scaling cost
+    half again as much as scaling alone, and the pipe carries half the bytes. With a ``SideOutput`` the same
+    decoded frames also go, scaled differently, to a second pipe that a thread reads while the caller iterates
+    (ffmpeg blocks on a full pipe, so each pipe needs its own reader).
 
     Frames are views into buffers that the next step overwrites (no per-frame allocation): copy or encode what
     must outlive the step.
@@ -104,6 +108,8 @@ class FrameReader:
 
     def __init__(self, media_path: Path, *, width: int, height: int, fps_fraction: str, source_id: str,
                  stream_index: int = 0, side: SideOutput | None = None):
+        if width % 2 or height % 2:
+            raise ValueError(f"frame size must be even (YUV 4:2:0 halves it for the colour planes): {width}x{height}")
         self.path = Path(media_path).resolve()
         self.width, self.height = width, height
         self.rate = Fraction(fps_fraction)
@@ -119,7 +125,7 @@ class FrameReader:
         self._stream = f"[0:{int(stream_index)}]"
 
     def command(self, side_fd: int | None = None) -> list[str]:
-        main = f"scale={self.width}:{self.height}:flags=bilinear,format=bgr24"
+        main = f"scale={self.width}:{self.height}:flags=bilinear,format=yuv420p"
         if self.side is None or side_fd is None:
             graph, outputs = f"{self._stream}fps={self.rate}[v];[v]{main}[main]", []
         else:
@@ -134,7 +140,7 @@ class FrameReader:
 
     @property
     def cmd(self) -> list[str]:
-        """The single-output command (what a plain decode at this size runs)."""
+        """The command without the side output."""
         return self.command(None)
 
     def _drain(self, stream) -> None:
@@ -170,8 +176,9 @@ class FrameReader:
             self.side_done = True
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        yuv = np.empty((self.height * 3 // 2, self.width), dtype=np.uint8)  # the I420 layout OpenCV reads
         frame = np.empty((self.height, self.width, 3), dtype=np.uint8)
-        view = memoryview(frame).cast("B")
+        view = memoryview(yuv).cast("B")
         side_r = side_w = None
         if self.side is not None:
             side_r, side_w = os.pipe()
@@ -196,6 +203,7 @@ class FrameReader:
         finished = False
         try:
             while self._fill(proc.stdout, view):
+                cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=frame)
                 yield self.frames / self.fps, frame
                 self.frames += 1
             finished = True
@@ -234,12 +242,6 @@ class FrameReader:
                 raise PermanentError(stage, self.source_id, f"truncated or damaged: decoded {decoded:.2f} s of the "
                                      f"{expected_duration_s:.2f} s the container states{reason}",
                                      error_class="truncated")
-
-
-def make_detector(cfg: Segment) -> SceneDetector:
-    if cfg.detector == "content":
-        return ContentDetector(threshold=cfg.content_threshold, min_scene_len=cfg.min_scene_len_frames)
-    return AdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold, min_scene_len=cfg.min_scene_len_frames)
 
 
 def _split(span: Span, max_s: float, fps: float) -> list[Span]:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from schemas.records import Clip
 from schemas.settings import load_settings
 from tasks.keyframes import CandidateStore, candidate_every, clip_keyframe_paths, extract_keyframes
 from tasks.probe import probe
 from tasks.samples import SampleTruth, make_samples
+from tasks.scene_detectors import FastAdaptiveDetector, FastContentDetector
 from tasks.segment import FrameReader, SideOutput, clip_spans, segment_video
 
 SEG = load_settings().segment
@@ -209,3 +212,46 @@ def test_a_failing_keyframe_side_surfaces_instead_of_stalling_the_decode(shared_
         for _ in reader:
             pass
     assert reader.frames == 74 and reader.side_frames == 37  # both pipes were read to the end
+
+
+# ---------------------------------------------------------------- the OpenCV fast paths against the reference code
+
+
+def test_opencv_frame_scores_equal_pyscenedetect_scores(shared_media):
+    """The detectors' score is computed by OpenCV instead of the library's numpy: it must be the same number for
+    every frame (so every cut is the library's own), for both detectors, over real cuts and motion."""
+    path = shared_media / "big_buck_bunny_0_30.webm"
+    facts = probe(path, "x")
+    rate = Fraction(facts.fps_fraction)
+    pairs = [(ContentDetector(threshold=SEG.content_threshold, min_scene_len=SEG.min_scene_len_frames),
+              FastContentDetector(threshold=SEG.content_threshold, min_scene_len=SEG.min_scene_len_frames)),
+             (AdaptiveDetector(adaptive_threshold=SEG.adaptive_threshold, min_scene_len=SEG.min_scene_len_frames),
+              FastAdaptiveDetector(adaptive_threshold=SEG.adaptive_threshold, min_scene_len=SEG.min_scene_len_frames))]
+    cuts = [([], []) for _ in pairs]
+    reader = FrameReader(path, width=320, height=180, fps_fraction=facts.fps_fraction, source_id="x")
+    for n, (_, frame) in enumerate(reader):
+        timecode = FrameTimecode(n, rate)
+        for (stock, fast), (stock_cuts, fast_cuts) in zip(pairs, cuts, strict=True):
+            stock_cuts += stock.process_frame(timecode, frame)
+            fast_cuts += fast.process_frame(timecode, frame)
+            assert fast._frame_score == stock._frame_score, (n, type(stock).__name__)
+        if n == 400:  # ~17 s: 3 cuts for ContentDetector, 5 for AdaptiveDetector
+            break
+    for stock_cuts, fast_cuts in cuts:
+        assert len(stock_cuts) >= 3 and [c.frame_num for c in fast_cuts] == [c.frame_num for c in stock_cuts]
+
+
+def test_reader_frames_match_ffmpeg_own_bgr_conversion(shared_media):
+    """The reader takes YUV 4:2:0 from ffmpeg and converts to BGR in OpenCV: same picture as ffmpeg's own BGR."""
+    path = shared_media / "big_buck_bunny_0_30.webm"
+    facts = probe(path, "x")
+    reader = FrameReader(path, width=320, height=180, fps_fraction=facts.fps_fraction, source_id="x")
+    count = 300
+    theirs = subprocess.run(reader.cmd[:-1] + ["-pix_fmt", "bgr24", "-frames:v", str(count), "pipe:1"],
+                            capture_output=True, check=True).stdout
+    theirs = np.frombuffer(theirs, np.uint8).reshape(count, 180, 320, 3)
+    for n, (_, frame) in enumerate(reader):
+        if n % 60 == 0:
+            assert np.abs(frame.astype(np.int16) - theirs[n].astype(np.int16)).mean() < 4.0, n  # rounding only
+        if n == count - 1:
+            break
