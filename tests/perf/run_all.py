@@ -32,6 +32,7 @@ BENCHES = {
     "train": "tests/perf/bench_train.py",
     "video2dataset": "tests/perf/bench_video2dataset.py",
     "memory_1h": "tests/perf/bench_memory_1h.py",
+    "flow": "tests/perf/bench_flow.py",
 }
 
 
@@ -60,17 +61,24 @@ def media_rows(r: dict) -> list[dict]:
     seg, plain = sum(v["segment_keyframes_s"] for v in videos), sum(v["plain_decode_s"] for v in videos)
     seg_cpu, plain_cpu = sum(v["segment_keyframes_cpu_s"] for v in videos), sum(v["plain_decode_cpu_s"] for v in videos)
     target = s["target_ratio"]
-    return [row("segmentation + keyframes wall s / one plain decode", seg, baseline=plain, unit="s",
+    rows = [row("segmentation + keyframes wall s / one plain decode", seg, baseline=plain, unit="s",
                 baseline_name="plain ffmpeg decode s", target=f"ratio <= {target} (every video)",
                 passed=s["ratio_target_met"],
                 note=f"{len(videos)} videos, best of {s['repeat']}, max per-video ratio {s['max_ratio']}"),
             row("segmentation + keyframes CPU s / one plain decode", seg_cpu, baseline=plain_cpu, unit="s",
                 baseline_name="plain ffmpeg decode CPU s", target=f"ratio <= {target}",
                 passed=seg_cpu / plain_cpu <= target if plain_cpu else None),
+            row("segmentation + keyframes wall s / one decode scaled to the analysis size",
+                seg, baseline=sum(v["scaled_decode_s"] for v in videos), unit="s",
+                baseline_name="ffmpeg decode + scale to analysis width s", target=f"ratio <= {target}",
+                passed=seg / sum(v["scaled_decode_s"] for v in videos) <= target,
+                note="the issue's 'same resolution' baseline; ffmpeg's scaler makes it costlier than a plain decode")
+            if all("scaled_decode_s" in v for v in videos) else None,
             row("decode passes per video (frames + audio)",
                 max(v["decode_passes"]["frames"] + v["decode_passes"]["audio"] for v in videos), baseline=2,
                 baseline_name="one frames pass + one audio pass", target="ratio == 1",
                 passed=s["passes_target_met"])]
+    return [r for r in rows if r is not None]
 
 
 def perception_rows(r: dict) -> list[dict]:
