@@ -34,11 +34,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def submit(address: str, *, sources: str, output: str, profile: str, prefect_api_url: str,
            batch_size: int = 4, max_videos: int | None = None, extra_env: dict[str, str] | None = None,
-           working_dir: str | None = None) -> str:
-    """Submit the flow as a Ray job; returns the submission id."""
+           working_dir: str | None = None, python: str = "python") -> str:
+    """Submit the flow as a Ray job; returns the submission id. `python` is the interpreter on the cluster."""
     from ray.job_submission import JobSubmissionClient
 
-    entrypoint = ["python", "deploy/submit_job.py", "run", "--sources", sources, "--output", output,
+    # Relative: the job runs in the shipped working_dir, or in the image's project folder (deploy/Dockerfile).
+    entrypoint = [python, "deploy/submit_job.py", "run", "--sources", sources, "--output", output,
                   "--profile", profile, "--batch-size", str(batch_size)]
     if max_videos:
         entrypoint += ["--max-videos", str(max_videos)]
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
             p.add_argument("--prefect-api-url", default=os.environ.get("PREFECT_API_URL"))
             p.add_argument("--working-dir", default=None, help="ship this project folder with the job")
+            p.add_argument("--python", default="python", help="the interpreter that runs the job on the cluster")
             p.add_argument("--wait", action="store_true")
     args = parser.parse_args(argv)
     if args.mode == "run":
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--prefect-api-url (or PREFECT_API_URL) is required: the job reports to that Prefect server")
     job_id = submit(args.address, sources=args.sources, output=args.output, profile=args.profile,
                     prefect_api_url=args.prefect_api_url, batch_size=args.batch_size, max_videos=args.max_videos,
-                    working_dir=args.working_dir)
+                    working_dir=args.working_dir, python=args.python)
     print(job_id)
     if args.wait:
         status = wait(args.address, job_id)

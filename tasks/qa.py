@@ -76,6 +76,10 @@ class QAOptions(BaseModel):
     types: list[QAType] = Field(default_factory=lambda: list(QAType))
     qa_max_tokens: int | None = None  # None: the client's max_tokens
     consistency_max_tokens: int | None = None
+    # How much timeline (JSON characters) one prompt may quote. A long video's whole timeline does not fit a small
+    # context (the server answers 400): a question sees the clips nearest its target, the consistency check runs
+    # over consecutive windows. ~3 characters per token: 7000 keeps prompt + reply inside a 4096-token context.
+    timeline_chars: int = Field(default=7000, ge=500)
 
 
 class ConsistencyIssue(BaseModel):
@@ -332,10 +336,46 @@ def consistency_model(clip_ids: Sequence[str]) -> type[BaseModel]:
     return create_model("ConsistencyReply", __config__=_STRICT, issues=(issues, ...))
 
 
-def render_qa_messages(plan: VideoPlan, qa_type: QAType, target: Target) -> list[dict[str, str]]:
+def _timeline_size(clips: Sequence[ClipDescription]) -> int:
+    return len(quote_data(timeline_data(clips)))
+
+
+def timeline_near(timeline: Sequence[ClipDescription], focus_ids: Sequence[str], budget_chars: int
+                  ) -> list[ClipDescription]:
+    """The clips nearest (in clip order) to ``focus_ids`` whose quoted timeline fits ``budget_chars``, in time order;
+    the whole timeline when it fits. The focus clips themselves are always kept."""
+    if _timeline_size(timeline) <= budget_chars:
+        return list(timeline)
+    index = {c.clip_id: i for i, c in enumerate(timeline)}
+    centres = [index[f] for f in focus_ids if f in index] or [0]
+    order = sorted(range(len(timeline)), key=lambda i: (min(abs(i - c) for c in centres), i))
+    chosen: set[int] = set()
+    for i in order:
+        trial = chosen | {i}
+        if chosen and timeline[i].clip_id not in focus_ids and \
+                _timeline_size([timeline[j] for j in sorted(trial)]) > budget_chars:
+            break
+        chosen = trial
+    return [timeline[i] for i in sorted(chosen)]
+
+
+def timeline_windows(timeline: Sequence[ClipDescription], budget_chars: int) -> list[list[ClipDescription]]:
+    """Consecutive windows of the timeline, each fitting ``budget_chars`` (a single oversize clip is its own)."""
+    windows: list[list[ClipDescription]] = [[]]
+    for clip in timeline:
+        if windows[-1] and _timeline_size([*windows[-1], clip]) > budget_chars:
+            windows.append([])
+        windows[-1].append(clip)
+    return [w for w in windows if w]
+
+
+def render_qa_messages(plan: VideoPlan, qa_type: QAType, target: Target,
+                       timeline_chars: int = QAOptions().timeline_chars) -> list[dict[str, str]]:
     template = load_prompt(QA_PROMPT)
     task = template.section(f"task:{qa_type.value}", **plan.task_variables(qa_type, target))
-    return template.messages(duration=hms(plan.video.duration_s), timeline_json=quote_data(timeline_data(plan.kept)),
+    focus = [target.focus] if target.focus else list(target.clip_ids)
+    shown = timeline_near(plan.kept, focus, timeline_chars)
+    return template.messages(duration=hms(plan.video.duration_s), timeline_json=quote_data(timeline_data(shown)),
                              task=task)
 
 
@@ -390,7 +430,7 @@ async def _questions_of_type(client: LLMClient, plan: VideoPlan, ctx: VideoConte
             break
         seed = client.seed + attempt * ATTEMPT_SEED_STRIDE
         target = plan.target_for(qa_type, attempt, client.seed)
-        messages = render_qa_messages(plan, qa_type, target)
+        messages = render_qa_messages(plan, qa_type, target, options.timeline_chars)
         try:
             temperature = min(1.0, client.temperature + attempt * ATTEMPT_TEMPERATURE_STEP)
             reply = await client.complete_json(messages, reply_model, schema_name=f"qa_{qa_type.value}",
@@ -420,14 +460,20 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
                                               message="no clip descriptions for this video", failed_at=utc_now()))
         return result
     if options.consistency_check:
-        try:
-            timeline, result.issues = await check_consistency(client, video.video_id, timeline,
-                                                              max_tokens=options.consistency_max_tokens)
-        except StageError as exc:
-            # Nothing is lost: questions are still written from the unchecked timeline; the letter says so.
-            letter = exc.to_dead_letter()
-            result.dead_letters.append(letter.model_copy(update={
-                "message": f"consistency check skipped: {letter.message}"}))
+        checked: list[ClipDescription] = []
+        for window in timeline_windows(timeline, options.timeline_chars):
+            try:
+                fixed, issues = await check_consistency(client, video.video_id, window,
+                                                        max_tokens=options.consistency_max_tokens)
+                checked += fixed
+                result.issues += issues
+            except StageError as exc:
+                # Nothing is lost: questions are still written from the unchecked window; the letter says so.
+                checked += window
+                letter = exc.to_dead_letter()
+                result.dead_letters.append(letter.model_copy(update={
+                    "message": f"consistency check skipped: {letter.message}"}))
+        timeline = checked
     result.timeline = list(timeline)
     kept, result.dropped_clip_ids = drop_redundant(timeline, options.redundancy_overlap)
     types, result.skipped_types = allowed_types(len(kept), options.types)

@@ -387,3 +387,31 @@ def test_real_llm_fuses_every_clip_and_writes_checked_qa_of_every_allowed_type(l
     assert_valid_items(result, result.timeline)
     assert all(i.generator_model == llm_server.model for i in result.items)
     assert client.stats.completion_tokens > 0
+
+
+def test_a_long_timeline_is_cut_to_the_prompt_budget_around_the_target():
+    timeline = S.descriptions(S.VIDEO_ID)
+    whole = qa.timeline_near(timeline, [timeline[0].clip_id], 10**6)
+    assert whole == list(timeline)
+    one = len(qa.quote_data(qa.timeline_data(timeline[:1])))
+    budget = len(qa.quote_data(qa.timeline_data(timeline[2:4]))) + 1  # room for about two clips
+    near = qa.timeline_near(timeline, [timeline[3].clip_id], budget)
+    assert timeline[3] in near and len(near) < len(timeline)
+    assert [c.start_s for c in near] == sorted(c.start_s for c in near)
+    assert len(qa.quote_data(qa.timeline_data(near))) <= max(budget, one)
+    # the focus clip survives even a budget smaller than itself
+    assert qa.timeline_near(timeline, [timeline[4].clip_id], 10) == [timeline[4]]
+
+    windows = qa.timeline_windows(timeline, budget)
+    assert [c for w in windows for c in w] == list(timeline) and len(windows) > 1
+    assert all(len(w) == 1 or len(qa.quote_data(qa.timeline_data(w))) <= budget for w in windows)
+
+
+def test_qa_prompts_quote_only_the_budgeted_timeline():
+    timeline = S.descriptions(S.VIDEO_ID)
+    plan = qa.VideoPlan(S.video_record(), timeline)
+    target = plan.target_for(QAType.time_point_anchored, 0, 0)
+    full = qa.render_qa_messages(plan, QAType.time_point_anchored, target)
+    small = qa.render_qa_messages(plan, QAType.time_point_anchored, target, timeline_chars=500)
+    assert len(json.dumps(small)) < len(json.dumps(full))
+    assert target.clip_ids[0] in json.dumps(small)

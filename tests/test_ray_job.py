@@ -1,0 +1,88 @@
+"""`deploy/submit_job.py` against a real two-node Ray cluster on this machine: the job runs build-dataset on both
+nodes and its flow and task runs show up in the real Prefect server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from flows.commit import committed
+from schemas.manifest import verify_manifest
+from schemas.settings import settings
+from schemas.records import QAItem
+from schemas.shards import read_records
+
+pytestmark = [pytest.mark.flow, pytest.mark.llm, pytest.mark.prefect, pytest.mark.slow]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD_PORT = 8297
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """Head and worker node as separate raylets (ray.cluster_utils stops exactly the processes it started)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": True,
+        "dashboard_host": "127.0.0.1", "dashboard_port": DASHBOARD_PORT})
+    cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1")
+    cluster.wait_for_nodes()
+    yield f"http://127.0.0.1:{DASHBOARD_PORT}"
+    cluster.shutdown()
+
+
+def _submit_when_agent_ready(args: list[str], timeout_s: float = 180.0) -> subprocess.CompletedProcess:
+    """The dashboard answers before its job agent registers ("No available agent"): retry until it takes the job."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proc = subprocess.run(args, text=True, capture_output=True, timeout=1800)
+        if "No available agent" not in proc.stderr or time.monotonic() > deadline:
+            return proc
+        time.sleep(3)
+
+
+def test_job_submitted_to_two_node_cluster_builds_the_dataset_and_reports_to_prefect(
+        two_node_cluster, prefect_server, llm_server, shared_media, tmp_path):
+    from ray.util.state import list_actors, list_tasks
+
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump([str(shared_media / "chaplin.mp4"), str(shared_media / "jfk.flac")]))
+    output = tmp_path / "dataset"
+    started = time.time()
+    proc = _submit_when_agent_ready([
+        sys.executable, str(REPO_ROOT / "deploy" / "submit_job.py"), "submit", "--address", two_node_cluster,
+        "--sources", str(sources), "--output", str(output), "--profile", "local-cpu", "--batch-size", "2",
+        "--prefect-api-url", prefect_server, "--working-dir", str(REPO_ROOT), "--python", sys.executable, "--wait"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == "SUCCEEDED"
+
+    # The dataset: the film landed, the audio-only file was dead-lettered; the manifest verifies.
+    assert not verify_manifest(output)
+    assert len(committed(output)) == 2
+    assert read_records(output, "qa", QAItem)
+
+    # Work ran on both nodes of the cluster.
+    nodes = {a.node_id for a in list_actors(address=two_node_cluster, limit=1000)}
+    nodes |= {t.node_id for t in list_tasks(address=two_node_cluster, limit=10000) if t.node_id}
+    assert len(nodes) == 2, nodes
+
+    # Prefect saw the flow run and its tasks.
+    api = settings().prefect.api_url
+    runs = httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
+        "flow_runs": {"start_time": {"after_": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started - 5))}},
+        "limit": 50}).json()
+    ours = [r for r in runs if r["parameters"].get("output") == str(output)]
+    assert len(ours) == 1 and ours[0]["state"]["type"] == "COMPLETED", [(r["name"], r["parameters"]) for r in runs]
+    tasks = httpx.post(f"{api}/task_runs/filter", timeout=10,
+                       json={"flow_runs": {"id": {"any_": [ours[0]["id"]]}}}).json()
+    names = {t["name"] for t in tasks}
+    assert any(n.startswith("expand-sources") for n in names), names
+    assert any(n.startswith("batch-") for n in names), names
+    assert any(n.startswith("finalize-dataset") for n in names), names
+    assert all(t["state"]["type"] == "COMPLETED" for t in tasks), [(t["name"], t["state"]["type"]) for t in tasks]
