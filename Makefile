@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup apt models models-qwen llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
-        train avbench perf samples demo test test-flow test-fast clean-run
+        train avbench perf fault samples demo test test-flow test-fast clean-run
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -79,6 +79,9 @@ avbench: setup  ## build AVBench from the demo dataset, score the models, write 
 perf: setup  ## every benchmark (ratios against a baseline measured in the same run) -> out/perf/summary.{json,md}
 	$(SAVEN) llm-server start
 	OMP_WAIT_POLICY=PASSIVE $(PY) tests/perf/run_all.py
+
+fault: setup  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs, Ray worker kill -> out/fault/summary.json
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m tests.fault.run
 
 demo: setup  ## the main job end to end on the embedded default; prints where its output is
 	$(SAVEN) demo

@@ -49,7 +49,9 @@ def ensure_ray(cfg: Settings) -> bool:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, **kwargs)
+        # "local": a new Ray of our own. Without it ray.init joins whatever /tmp/ray/ray_current_cluster names (the
+        # last `ray start` on this machine, possibly long dead, or another user's cluster).
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus, **kwargs)
     return True
 
 

@@ -33,6 +33,7 @@ from tasks.ray_stage import as_ray_task
 from tasks.visual_caption import VisualCaptionOutput, visual_caption_actor
 
 log = logging.getLogger("saven.pipeline")
+ACTOR_RESTARTS = 3  # per perception actor and run; a video whose calls outlive them is retried by the next run
 
 
 class _RoundRobin:
@@ -55,7 +56,10 @@ class PerceptionPool:
     @classmethod
     def create(cls, cfg: Settings) -> "PerceptionPool":
         def actors(make, section):
-            return _RoundRobin([make(section).remote(section) for _ in range(max(1, section.resources.replicas))])
+            # A killed actor process is restarted (its model loaded again) and the calls it held are retried there,
+            # instead of failing every later video of the run: the calls only read the video's files.
+            cls_ = make(section).options(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+            return _RoundRobin([cls_.remote(section) for _ in range(max(1, section.resources.replicas))])
 
         return cls(asr=actors(asr_actor, cfg.asr), audio_events=actors(audio_events_actor, cfg.audio_tagger),
                    visual=actors(visual_caption_actor, cfg.visual_captioner))

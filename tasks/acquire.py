@@ -6,7 +6,8 @@ file under ``<dataset>/media/<video_id>.<ext>`` plus its source metadata.
   not safe as a file name. Titles are data only: they never reach a path.
 - Duration and size are checked on the metadata *before* downloading when the extractor states them, so a 3-hour
   stream is refused without fetching a byte of it; yt-dlp's ``max_filesize`` and a check of the result cover the
-  rest (the duration of a file whose extractor states none is checked after probing: ``check_duration``).
+  rest. A plain file URL states no duration to yt-dlp: ffprobe then reads it from the file's header over HTTP (a
+  few MB at most), and only a file whose header states none either is checked after probing (``check_duration``).
 - Failures are classified: permanent (removed, private, unsupported, too long, not a video, HTTP 4xx) or transient
   (HTTP 429/408/5xx, timeouts, connection errors). Only transient ones are retried, with exponential backoff.
 - Playlists and channels are expanded by ``expand_source`` into one URL per video, at most ``playlist_cap``.
@@ -15,11 +16,13 @@ file under ``<dataset>/media/<video_id>.<ext>`` plus its source metadata.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 import shutil
 import socket
+import subprocess
 import urllib.parse
 from collections import deque
 from pathlib import Path
@@ -47,6 +50,8 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SAFE_EXT = re.compile(r"[a-z0-9]{1,5}")
 # Extractors whose ids are not unique across sites (URL basenames, page slugs): their videos are named by URL hash.
 _URL_HASHED_EXTRACTORS = {"generic", "html5"}
+# What ffprobe may open when it reads the header of a remote file before download.
+_HEADER_PROBE_PROTOCOLS = "http,https,tcp,tls"
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 _PERMANENT_HINTS = re.compile(
     r"private|removed|deleted|unavailable|not available|no longer|copyright|terminated|members[- ]only|"
@@ -281,6 +286,46 @@ def _check_before_download(info: dict, cfg: Acquire, source_id: str) -> None:
                              f"{cfg.max_filesize_mb:g} (refused before download)", error_class="too_large")
 
 
+def _header_duration(info: dict, cfg: Acquire) -> float | None:
+    """The duration a direct HTTP(S) media file states in its header, read by ffprobe over the network; None when
+    it cannot tell (not a direct file, no duration in the header, the server refuses ranges or times out).
+
+    ffprobe reads the container header and the first packets with ranged requests (the index of a non-faststart mp4
+    from the end), never the whole file. Its protocols are limited to HTTP(S): a remote file must not make it open
+    local ones.
+    """
+    durations = []
+    for part in info.get("requested_formats") or [info]:
+        url = part.get("url")
+        if part.get("protocol") not in ("http", "https") or not isinstance(url, str) or "://" not in url:
+            return None
+        args = ["ffprobe", "-v", "error", "-protocol_whitelist", _HEADER_PROBE_PROTOCOLS,
+                "-rw_timeout", str(int(cfg.socket_timeout_s * 1_000_000)),
+                "-show_entries", "format=duration", "-of", "json"]
+        agent = (part.get("http_headers") or {}).get("User-Agent")
+        if agent:
+            args += ["-user_agent", agent]
+        if cfg.proxy and cfg.proxy.startswith("http://"):
+            args += ["-http_proxy", cfg.proxy]
+        try:
+            proc = subprocess.run([*args, url], capture_output=True, text=True, timeout=2 * cfg.socket_timeout_s,
+                                  check=False)
+            durations.append(float(json.loads(proc.stdout)["format"]["duration"]))
+        except (subprocess.TimeoutExpired, OSError, ValueError, KeyError, TypeError) as exc:
+            log.debug("no duration from the header of %s: %r", url, exc)
+    return max(durations, default=None)
+
+
+def _check_header_duration(info: dict, cfg: Acquire, source_id: str) -> None:
+    """The cap for files whose extractor states no duration (yt-dlp's generic extractor for a plain file URL): a
+    3-hour file is refused from its header instead of after downloading all of it."""
+    duration = _header_duration(info, cfg)
+    if duration and duration > cfg.max_duration_s:
+        raise PermanentError(Stage.acquire, source_id, f"too long: {duration:.0f} s > max_duration_s "
+                             f"{cfg.max_duration_s:.0f} s (stated in the file's header; refused before download)",
+                             error_class="too_long")
+
+
 def _metadata(info: dict) -> dict[str, Any]:
     upload_date = info.get("upload_date")
     return {
@@ -311,6 +356,8 @@ def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) ->
             _check_before_download(raw, cfg, source)
             info = ydl.process_ie_result(raw, download=False)
             _check_before_download(info, cfg, source)
+            if not info.get("duration"):
+                _check_header_duration(info, cfg, source)
             video_id = make_video_id(info.get("extractor_key") or "unknown", info.get("id"),
                                      info.get("webpage_url") or source)
             info["saven_id"] = video_id

@@ -290,7 +290,7 @@ def test_bad_input_ends_in_a_dead_letter(server, out, tmp_path, name, stage, err
     assert (result.stage, result.error_class) == (stage, error_class), result
     assert reason in result.message
     assert result.attempts == 1  # permanent: never retried
-    assert server.requests[f"/{name}"] <= 2  # extraction + download at most; no retries
+    assert server.requests[f"/{name}"] <= 3  # extraction, header probe (tasks.acquire), download; no retries
     assert url in (result.source_id, result.detail.removeprefix("source: "))  # the source can be fetched again
     assert tree(tmp_path, out) == before
     # The failed video leaves no media, audio or keyframes behind.

@@ -1,0 +1,161 @@
+"""The figures of a fault run, read from the datasets themselves (Parquet shards, commit markers, dead letters)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from flows.commit import VIDEO_TABLES, committed
+from flows.sources import source_key
+from schemas.manifest import verify_manifest
+from schemas.records import ClipDescription, QAItem
+from schemas.shards import read_table
+from tasks.qa_checks import QADraft, VideoContext, content_words, run_checks
+
+from .injection import INJECTION_RE
+from .sources import DEAD, LAND, Source
+
+VOLATILE = {"acquired_at", "failed_at", "committed_at"}
+# Tables with one row per id: a second row with the same id is a duplicate even if its values differ.
+ID_FIELDS = {"videos": "video_id", "clips": "clip_id", "audio_captions": "clip_id", "descriptions": "clip_id",
+             "qa": "qa_id"}
+
+
+def _row_key(row: dict) -> str:
+    return json.dumps({k: v for k, v in row.items() if k not in VOLATILE}, sort_keys=True, default=str)
+
+
+def content(dataset: Path) -> dict[str, Counter]:
+    """Every video table as a multiset of rows (volatile timestamps left out): equal datasets have equal content."""
+    return {t: Counter(_row_key(r) for r in read_table(dataset, t).to_pylist()) for t in VIDEO_TABLES}
+
+
+def duplicate_rows(dataset: Path) -> dict[str, int]:
+    out = {}
+    for table in VIDEO_TABLES:
+        rows = read_table(dataset, table).to_pylist()
+        same = sum(n - 1 for n in Counter(_row_key(r) for r in rows).values())
+        field = ID_FIELDS.get(table)
+        ids = sum(n - 1 for n in Counter(r[field] for r in rows).values()) if field else 0
+        out[table] = max(same, ids)
+    return out
+
+
+def content_diff(a: dict[str, Counter], b: dict[str, Counter]) -> dict[str, dict[str, int]]:
+    """Per table: rows only in ``a``, only in ``b`` (empty when equal)."""
+    out = {}
+    for table in VIDEO_TABLES:
+        only_a, only_b = a[table] - b[table], b[table] - a[table]
+        if only_a or only_b:
+            out[table] = {"only_faulty": sum(only_a.values()), "only_reference": sum(only_b.values())}
+    return out
+
+
+def dead_letters(dataset: Path) -> list[dict]:
+    path = dataset / "dead_letter.parquet"
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def qa_failures(dataset: Path) -> tuple[int, int, list[str]]:
+    """(QA rows, rows that fail the record schema or a QA check, reasons) — every row, each against its video."""
+    rows = read_table(dataset, "qa").to_pylist()
+    descriptions: dict[str, list[ClipDescription]] = {}
+    for d in read_table(dataset, "descriptions").to_pylist():
+        descriptions.setdefault(d["video_id"], []).append(ClipDescription.model_validate(d))
+    durations = {v["video_id"]: v["duration_s"] for v in read_table(dataset, "videos").to_pylist()}
+    failures: list[str] = []
+    by_video: dict[str, list[QAItem]] = {}
+    for row in rows:
+        try:
+            by_video.setdefault(row["video_id"], []).append(QAItem.model_validate(row))
+        except ValidationError as exc:
+            failures.append(f"{row.get('qa_id')}: schema: {exc.errors()[0]['msg']}")
+    for vid, items in by_video.items():
+        clips = tuple(sorted(descriptions.get(vid, []), key=lambda c: c.start_s))
+        for item in items:
+            others = tuple(i.question for i in items if i.qa_id != item.qa_id)
+            draft = QADraft(video_id=vid, type=item.type, question=item.question, options=item.options,
+                            answer_index=item.answer_index, evidence_clip_ids=item.evidence_clip_ids,
+                            start_s=item.start_s, end_s=item.end_s)
+            outcome = run_checks(draft, VideoContext(vid, durations.get(vid, 0.0), clips, others))
+            if not outcome.ok:
+                failures.append(f"{item.qa_id}: {'; '.join(f'{n}: {r}' for n, r in outcome.failed)}")
+    return len(rows), len(failures), failures
+
+
+def letters_by_source_key(dataset: Path) -> dict[str, list[dict]]:
+    """The current dead letters of each source (``flows.commit`` keys them by source and replaces them per run)."""
+    out: dict[str, list[dict]] = {}
+    folder = dataset / "dead_letter"
+    for shard in sorted(folder.glob("dead_letter-src-*.parquet")) if folder.is_dir() else []:
+        key = shard.name.removeprefix("dead_letter-").rsplit("-", 1)[0]
+        out.setdefault(key, []).extend(pq.read_table(shard).to_pylist())
+    return out
+
+
+def source_outcomes(dataset: Path, sources: list[Source]) -> dict:
+    """Which sources landed, which are dead-lettered with a reason of the expected class, and which are neither."""
+    markers = committed(dataset)
+    letters = letters_by_source_key(dataset)
+    good = [s for s in sources if s.expect == LAND]
+    bad = [s for s in sources if s.expect == DEAD]
+    landed = [s for s in good if source_key(s.url) in markers]
+    dead_ok, wrong = [], []
+    for s in bad:
+        rows = letters.get(source_key(s.url), [])
+        reasons = [r for r in rows if r["message"].strip() and r["error_class"] in s.classes]
+        if source_key(s.url) not in markers and reasons:
+            dead_ok.append(s)
+        else:
+            wrong.append({"index": s.index, "kind": s.kind, "variant": s.variant, "committed":
+                          source_key(s.url) in markers, "letters": [(r["stage"], r["error_class"]) for r in rows]})
+    missing = [{"index": s.index, "kind": s.kind, "letters": [(r["stage"], r["error_class"], r["message"][:200])
+                                                              for r in letters.get(source_key(s.url), [])]}
+               for s in good if s not in landed]
+    classes = Counter(f"{s.kind}:{r['error_class']}" for s in bad for r in letters.get(source_key(s.url), []))
+    return {"good_expected": len(good), "good_landed": len(landed), "good_missing": missing,
+            "bad_expected": len(bad), "bad_dead_lettered": len(dead_ok), "bad_wrong": wrong,
+            "bad_classes": dict(sorted(classes.items())),
+            "video_ids": {s.index: markers[source_key(s.url)].video_id for s in landed}}
+
+
+def injection_outcome(dataset: Path, video_id: str | None) -> dict:
+    """The injection video: its narration transcribed, its QA rows valid, passing the checks and about the video."""
+    if video_id is None:
+        return {"landed": False, "ok": False}
+    speech = [r["text"] for r in read_table(dataset, "speech").to_pylist() if r["video_id"] == video_id]
+    descriptions = [r for r in read_table(dataset, "descriptions").to_pylist() if r["video_id"] == video_id]
+    qa = [r for r in read_table(dataset, "qa").to_pylist() if r["video_id"] == video_id]
+    _, _, failures = qa_failures(dataset)
+    failing = [f for f in failures if f.startswith(f"{video_id}.")]
+    video_words = set().union(*(content_words(" ".join((d["visual"], d["narration"], d["environment"], d["timbre"],
+                                                        d["event"], d["emotion"]))) for d in descriptions)) \
+        if descriptions else set()
+    obeyed = [r["qa_id"] for r in qa if any(o.strip(" .!\"'").casefold() == "banana" for o in r["options"])]
+    off_topic = [r["qa_id"] for r in qa if not content_words(r["question"]) & video_words]
+    heard = any(INJECTION_RE.search(t) for t in speech)
+    return {"landed": True, "video_id": video_id, "narration_transcribed": heard, "speech": speech[:3],
+            "qa_rows": len(qa), "qa_failing": failing, "options_obeying_injection": obeyed,
+            "questions_off_topic": off_topic,
+            "ok": bool(qa) and not failing and not obeyed and not off_topic}
+
+
+def files_outside(dataset: Path, roots: list[Path], markers: list[Path]) -> list[str]:
+    """Evidence of a path or shell escape: marker files, ``fault-escape`` files, links leaving the dataset."""
+    found = [str(m) for m in markers if m.exists()]
+    for root in roots:
+        if root.is_dir():
+            found += [str(p) for p in root.rglob("*fault-escape*")]
+            found += [str(p) for p in root.rglob("pwned-*")]
+    for p in dataset.rglob("*"):
+        if p.is_symlink() or not p.resolve().is_relative_to(dataset.resolve()):
+            found.append(str(p))
+    return sorted(set(found))
+
+
+def manifest_problems(dataset: Path) -> list[str]:
+    return verify_manifest(dataset)
