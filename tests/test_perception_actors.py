@@ -29,7 +29,7 @@ def sample(tmp_path_factory):
 def local_ray():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a stale cluster
     yield
     if started:
         ray.shutdown()

@@ -154,7 +154,7 @@ def ray_rows(cfg, dataset: Path, media: list[MediaResult], rows: list[dict], rep
 
     from tasks.asr import asr_actor
 
-    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         actor = asr_actor(cfg.asr).remote(cfg.asr)
         ray.get(actor.stats.remote())  # loaded before timing
