@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,12 +48,18 @@ def _prefect(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
     return subprocess.run([str(prefect), *args], env={**os.environ, **env}, text=True, capture_output=True)
 
 
+def flow_run_id(stdout: str) -> str | None:
+    """The flow run id `prefect deployment run` prints (as "UUID: ..." under a tree of box-drawing characters)."""
+    match = re.search(r"UUID:\s*([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", stdout)
+    return match.group(1) if match else None
+
+
 def run_deployment(sources: Path, dataset: Path, env: dict[str, str]) -> str:
     """`prefect deployment run build-dataset/local ... --watch`; returns the flow run id."""
     proc = _prefect(["deployment", "run", "build-dataset/local", "-p", f"sources={sources}",
                      "-p", f"output={dataset}", "--watch"], env)
     console.print(proc.stdout[-3000:])
-    run_id = next((line.split()[-1] for line in proc.stdout.splitlines() if line.strip().startswith("UUID")), None)
+    run_id = flow_run_id(proc.stdout)
     if proc.returncode != 0 or run_id is None:
         raise SystemExit(f"the deployment run failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
                          f"{proc.stderr[-2000:]}")

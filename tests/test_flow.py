@@ -21,7 +21,7 @@ import yaml
 
 from flows import servers
 from flows.commit import VIDEO_TABLES, committed
-from flows.demo import flow_run_report, run_deployment
+from flows.demo import flow_run_id, flow_run_report, run_deployment
 from schemas.manifest import verify_manifest
 from schemas.records import ALL_RECORDS, QAItem
 from schemas.settings import settings
@@ -78,7 +78,9 @@ def _run_deployment(sources: Path, dataset: Path, cache: Path, env: dict) -> str
                            "-p", f"output={dataset}", "-p", f"llm_cache={cache}", "--watch"],
                           env={**os.environ, **env}, text=True, capture_output=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return next(line.split()[-1] for line in proc.stdout.splitlines() if line.strip().startswith("UUID"))
+    run_id = flow_run_id(proc.stdout)
+    assert run_id, proc.stdout[-3000:]
+    return run_id
 
 
 def _content(dataset: Path) -> dict[str, dict[str, dict]]:
