@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.wait:
         status = wait(args.address, job_id)
         print(status)
+        if status != "SUCCEEDED":
+            from ray.job_submission import JobSubmissionClient
+
+            print(JobSubmissionClient(args.address).get_job_logs(job_id)[-8000:], file=sys.stderr)
         return 0 if status == "SUCCEEDED" else 1
     return 0
 

@@ -46,6 +46,10 @@ def ensure_ray(cfg: Settings) -> bool:
     address = os.environ.get("RAY_ADDRESS") or cfg.ray.address
     kwargs = dict(runtime_env=_ray_runtime_env(cfg), include_dashboard=cfg.ray.include_dashboard,
                   logging_level="WARNING", log_to_driver=True)
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        # A Ray job's driver (deploy/submit_job.py): the job's runtime env already reaches every worker, and Ray
+        # refuses a second one that sets the same keys.
+        kwargs.pop("runtime_env")
     if address:
         ray.init(address=address, **kwargs)
     else:

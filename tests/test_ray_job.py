@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -28,10 +29,12 @@ def two_node_cluster():
     """Head and worker node as separate raylets (ray.cluster_utils stops exactly the processes it started)."""
     from ray.cluster_utils import Cluster
 
+    # The dashboard (job API) listens on loopback only. The nodes keep Ray's own node address: each node's
+    # dashboard agent reaches the GCS at the address Ray resolves for the machine, so pinning 127.0.0.1 leaves the
+    # agents unconnected and no job can be submitted ("No available agent").
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": True,
-        "dashboard_host": "127.0.0.1", "dashboard_port": DASHBOARD_PORT})
-    cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1")
+        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": DASHBOARD_PORT})
+    cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     yield f"http://127.0.0.1:{DASHBOARD_PORT}"
     cluster.shutdown()
@@ -64,7 +67,9 @@ def test_job_submitted_to_two_node_cluster_builds_the_dataset_and_reports_to_pre
 
     # The dataset: the film landed, the audio-only file was dead-lettered; the manifest verifies.
     assert not verify_manifest(output)
-    assert len(committed(output)) == 2
+    assert [m.source for m in committed(output).values()] == [str(shared_media / "chaplin.mp4")]
+    dead = pq.read_table(output / "dead_letter.parquet").to_pylist()
+    assert {d["error_class"] for d in dead} == {"no_video_stream"}, dead
     assert read_records(output, "qa", QAItem)
 
     # Work ran on both nodes of the cluster.
