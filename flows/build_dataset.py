@@ -95,9 +95,12 @@ def finalize(dataset_dir: str, cfg: Settings, sources: list[str], stats: RunStat
 
 @flow(name=FLOW_NAME, log_prints=True, persist_result=False)
 def build_dataset(sources: str, output: str = "out/dataset", profile: str = "local-cpu",
-                  max_videos: int | None = None, batch_size: int = 4, questions_per_type: int = 1,
+                  max_videos: int | None = None, batch_size: int = 4, questions_per_type: int | None = None,
                   llm_cache: str | None = None) -> dict:
-    """Build (or resume) a dataset from a sources file (YAML/CSV/JSONL of URLs, playlists or paths)."""
+    """Build (or resume) a dataset from a sources file (YAML/CSV/JSONL of URLs, playlists or paths).
+
+    ``questions_per_type``: None keeps the profile's ``qa.questions_per_type``.
+    """
     started = time.perf_counter()
     logger = get_run_logger()
     cfg = load_settings(profile)
@@ -105,6 +108,8 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     dataset_dir.mkdir(parents=True, exist_ok=True)
     cache = llm_cache or str(dataset_dir / "_cache" / "llm.sqlite")
     stats = RunStats()
+    qa_options = cfg.qa if questions_per_type is None else cfg.qa.model_copy(
+        update={"questions_per_type": questions_per_type})
 
     all_sources = expand_sources(str(Path(sources).resolve()), cfg, max_videos)
     stats.sources = len(all_sources)
@@ -128,7 +133,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
             batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
             for n, batch in enumerate(batches, start=1):
                 result = process_batch.with_options(task_run_name=f"batch-{n:04d}-of-{len(batches):04d}")(
-                    batch, str(dataset_dir), cfg, pool_key, cache, QAOptions(questions_per_type=questions_per_type),
+                    batch, str(dataset_dir), cfg, pool_key, cache, qa_options,
                     stats)
                 console.print(f"[bold]batch {n}/{len(batches)}[/]: {len(result['committed'])} committed, "
                               f"{len(result['failed'])} failed")

@@ -102,7 +102,8 @@ def serve_stop() -> None:
 @app.command("build")
 def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="YAML/CSV/JSONL of URLs or paths"),
           output: Path = typer.Option(Path("out/dataset")), profile: str = typer.Option(None),
-          max_videos: Optional[int] = None, batch_size: int = 4, questions_per_type: int = 1,
+          max_videos: Optional[int] = None, batch_size: int = 4,
+          questions_per_type: Optional[int] = typer.Option(None, help="default: the profile's qa.questions_per_type"),
           llm_cache: Optional[Path] = typer.Option(None, help="default: <output>/_cache/llm.sqlite")) -> None:
     """Run the build-dataset flow in this process (needs the Prefect and LLM servers of the profile)."""
     import os

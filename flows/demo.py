@@ -24,7 +24,8 @@ from benchmark.run import run_avbench
 from flows import servers
 from model.train import train
 from schemas.manifest import verify_manifest
-from schemas.settings import PROJECT_ROOT, settings
+from schemas.settings import PROJECT_ROOT, Settings, settings
+from tasks import model_cache
 from tasks.samples import make_samples
 
 console = Console()
@@ -54,10 +55,10 @@ def flow_run_id(stdout: str) -> str | None:
     return match.group(1) if match else None
 
 
-def run_deployment(sources: Path, dataset: Path, env: dict[str, str]) -> str:
+def run_deployment(sources: Path, dataset: Path, env: dict[str, str], questions_per_type: int = 1) -> str:
     """`prefect deployment run build-dataset/local ... --watch`; returns the flow run id."""
     proc = _prefect(["deployment", "run", "build-dataset/local", "-p", f"sources={sources}",
-                     "-p", f"output={dataset}", "--watch"], env)
+                     "-p", f"output={dataset}", "-p", f"questions_per_type={questions_per_type}", "--watch"], env)
     console.print(proc.stdout[-3000:])
     run_id = flow_run_id(proc.stdout)
     if proc.returncode != 0 or run_id is None:
@@ -73,8 +74,21 @@ def flow_run_report(api_url: str, run_id: str) -> tuple[str, list[str]]:
     return state, [a["key"] for a in artifacts]
 
 
+def use_demo_llm(cfg: Settings) -> Settings:
+    """Serve the demo's LLM instead of the profile's, for this process and every server it starts (they inherit
+    the environment: the deployment's flow runs, their Ray workers, AVBench's LLM baselines)."""
+    model = cfg.demo.llm_model
+    if not model or model == cfg.llm.server.model:
+        return cfg
+    model_cache.verify(model, deep=False)  # missing: a clear error naming `make models-qwen`
+    os.environ["SAVEN_LLM__SERVER__MODEL"] = model
+    os.environ["SAVEN_LLM__SERVER__SERVED_NAME"] = model
+    settings.cache_clear()
+    return settings()
+
+
 def run_demo(out: Path) -> None:
-    cfg = settings()
+    cfg = use_demo_llm(settings())
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     dataset = out / "dataset"
@@ -84,14 +98,14 @@ def run_demo(out: Path) -> None:
     sources = write_demo_sources(out, [cfg.paths.output_dir / "samples" / t.file for t in truths])
     console.print(f"sources: {sources}")
 
-    console.rule("2. servers")
+    console.rule(f"2. servers (LLM: {cfg.llm.server.model})")
     servers.start_prefect_server(cfg)
     servers.start_llm_server(cfg)
     servers.start_deployment_server(cfg)
     env = servers.prefect_env(cfg)
     try:
         console.rule("3. prefect deployment run build-dataset/local")
-        run_id = run_deployment(sources, dataset, env)
+        run_id = run_deployment(sources, dataset, env, cfg.demo.questions_per_type)
         state, artifacts = flow_run_report(cfg.prefect.api_url, run_id)
         console.print(f"flow run {run_id}: {state}; artifacts: {artifacts}")
         if state != "COMPLETED" or "build-dataset-summary" not in artifacts:

@@ -37,6 +37,9 @@ class ServerSpec:
     # is not a port: its URL answers whenever it is registered, so it is only checked for readiness.
     exclusive: bool = True
     ready: Callable[[str], bool] | None = None  # default: the health URL answers 200
+    # Its children read SAVEN_* settings from the environment it was started with (the deployment's flow runs):
+    # a running one started under other settings is not the one asked for.
+    inherits_settings: bool = False
 
     def pid_file(self, run_dir: Path) -> Path:
         return run_dir / f"{self.name}.pid"
@@ -117,7 +120,7 @@ def deployment_server_spec(cfg: Settings, name: str = "local") -> ServerSpec:
     argv = [sys.executable, "-m", "flows.serve", name]
     env = {**prefect_env(cfg), "PYTHONPATH": str(PROJECT_ROOT), "SAVEN_PROFILE": cfg.profile}
     return ServerSpec("deployment-server", argv, env, f"{cfg.prefect.api_url}/deployments/name/build-dataset/{name}",
-                      cfg.prefect.startup_timeout_s, exclusive=False, ready=_deployment_ready)
+                      cfg.prefect.startup_timeout_s, exclusive=False, ready=_deployment_ready, inherits_settings=True)
 
 
 def _deployment_ready(url: str) -> bool:
@@ -170,6 +173,10 @@ def start(spec: ServerSpec, run_dir: Path) -> RunningServer:
     pid_file, log = spec.pid_file(run_dir), spec.log_file(run_dir)
     pid = _read_pid(pid_file)
     if pid and _alive(pid):
+        started_as = _started_as(pid_file)
+        if started_as is not None and started_as != _identity(spec):
+            raise ServerError(f"our {spec.name} (pid {pid}) runs with another command line or SAVEN_* settings than "
+                              f"this one asks for (e.g. another model): stop it with `make {_STOP_TARGETS.get(spec.name)}` first")
         if _wait_healthy(spec, pid, log, timeout=spec.startup_timeout_s):
             return RunningServer(spec.name, pid, spec.health_url, log)
     if spec.exclusive and healthy(spec.health_url):
@@ -179,12 +186,30 @@ def start(spec: ServerSpec, run_dir: Path) -> RunningServer:
     with open(log, "ab") as log_f:
         proc = subprocess.Popen(spec.argv, stdout=log_f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=PROJECT_ROOT, start_new_session=True)
-    pid_file.write_text(json.dumps({"pid": proc.pid, "argv": spec.argv, "url": spec.health_url}))
+    pid_file.write_text(json.dumps({"pid": proc.pid, "url": spec.health_url, **_identity(spec)}))
     if not _wait_healthy(spec, proc.pid, log, timeout=spec.startup_timeout_s):
         stop(spec, run_dir)
         raise ServerError(f"{spec.name} did not become healthy within {spec.startup_timeout_s:.0f} s; "
                           f"last log lines:\n{_tail(log)}")
     return RunningServer(spec.name, proc.pid, spec.health_url, log)
+
+
+_STOP_TARGETS = {"llm-server": "llm-server-stop", "prefect-server": "prefect-server-stop",
+                 "deployment-server": "serve-stop"}
+
+
+def _identity(spec: ServerSpec) -> dict:
+    """What makes a running server the one asked for: its command line and the settings its children inherit."""
+    saven_env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("SAVEN_")} if spec.inherits_settings else {}
+    return {"argv": spec.argv, "saven_env": saven_env}
+
+
+def _started_as(pid_file: Path) -> dict | None:
+    try:
+        record = json.loads(pid_file.read_text())
+        return {"argv": record["argv"], "saven_env": record["saven_env"]}
+    except (OSError, ValueError, KeyError):
+        return None  # written by an older version: nothing to compare
 
 
 def _wait_healthy(spec: ServerSpec, pid: int, log: Path, timeout: float) -> bool:

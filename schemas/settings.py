@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from schemas.records import QAType
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
 DEFAULT_PROFILE = "local-cpu"
@@ -155,11 +157,34 @@ class VisualCaptioner(Section):
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
 
 
+class QAOptions(Section):
+    """How the QA stage asks (``tasks.qa``); the profile's ``qa:`` section, the flow's parameters override it."""
+
+    questions_per_type: int = Field(default=1, ge=1)
+    attempts_per_type: int = Field(default=3, ge=1)
+    redundancy_overlap: float = Field(default=0.8, gt=0.0, le=1.0)
+    consistency_check: bool = True
+    types: list[QAType] = Field(default_factory=lambda: list(QAType))
+    qa_max_tokens: int | None = None  # None: the client's max_tokens
+    consistency_max_tokens: int | None = None
+    # How much timeline (JSON characters) one prompt may quote. A long video's whole timeline does not fit a small
+    # context (the server answers 400): a question sees the clips nearest its target, the consistency check runs
+    # over consecutive windows. ~3 characters per token: 7000 keeps prompt + reply inside a 4096-token context.
+    timeline_chars: int = Field(default=7000, ge=500)
+
+
 class Benchmark(Section):
     """The AVBench held-out split; training excludes the same videos."""
 
     heldout_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
     split_salt: str = "avbench-heldout-v1"
+
+
+class Demo(Section):
+    """What `make demo` changes from the profile: a better LLM for QA text, more questions for AVBench."""
+
+    llm_model: str | None = None  # a model-cache name served instead of llm.server.model; None: the profile's
+    questions_per_type: int = Field(default=1, ge=1)
 
 
 class Settings(BaseSettings):
@@ -175,7 +200,9 @@ class Settings(BaseSettings):
     asr: ASR = Field(default_factory=ASR)
     audio_tagger: AudioTagger = Field(default_factory=AudioTagger)
     visual_captioner: VisualCaptioner = Field(default_factory=VisualCaptioner)
+    qa: QAOptions = Field(default_factory=QAOptions)
     benchmark: Benchmark = Field(default_factory=Benchmark)
+    demo: Demo = Field(default_factory=Demo)
 
     @classmethod
     def settings_customise_sources(

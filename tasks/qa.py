@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from schemas.records import (KIND_OF_TYPE, ClipDescription, DeadLetter, QAItem, QAType, Stage, VideoRecord, hms,
                              parse_hms, utc_now)
 from schemas.settings import LLM, Resources
+from schemas.settings import QAOptions  # noqa: F401  (re-exported: the QA stage's options live in the profile)
 from tasks.errors import StageError
 from tasks.llm_client import LLMClient
 from tasks.prompts import load_prompt, quote_data
@@ -65,21 +66,6 @@ Question = Annotated[str, StringConstraints(min_length=10, max_length=MAX_QUESTI
 Answer = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ANSWER_CHARS)]
 Correction = Annotated[str, StringConstraints(min_length=10, max_length=MAX_CORRECTION_CHARS)]
 _STRICT = ConfigDict(extra="forbid")
-
-
-class QAOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    questions_per_type: int = Field(default=1, ge=1)
-    attempts_per_type: int = Field(default=3, ge=1)
-    redundancy_overlap: float = Field(default=0.8, gt=0.0, le=1.0)
-    consistency_check: bool = True
-    types: list[QAType] = Field(default_factory=lambda: list(QAType))
-    qa_max_tokens: int | None = None  # None: the client's max_tokens
-    consistency_max_tokens: int | None = None
-    # How much timeline (JSON characters) one prompt may quote. A long video's whole timeline does not fit a small
-    # context (the server answers 400): a question sees the clips nearest its target, the consistency check runs
-    # over consecutive windows. ~3 characters per token: 7000 keeps prompt + reply inside a 4096-token context.
-    timeline_chars: int = Field(default=7000, ge=500)
 
 
 class ConsistencyIssue(BaseModel):

