@@ -15,8 +15,10 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
+
+from loopback import LoopbackHTTPServer
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,10 @@ def schema_responder(body: dict[str, Any]) -> Action:
     return Reply(json.dumps(instance_of(schema)))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default (5) resets connections under a burst of concurrent clients
-
-
-class FakeOpenAIServer:
+class FakeOpenAIServer(LoopbackHTTPServer):
     model = "fake-model"
+    thread_name = "fake-openai"
+    base_path = "/v1"
 
     def __init__(self, responder: Responder = schema_responder):
         self.responder = responder
@@ -99,36 +98,16 @@ class FakeOpenAIServer:
         self._in_flight = 0
         self._lock = threading.Lock()
         self._released = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        super().__init__(self._handler_class())
 
     @property
     def count(self) -> int:
         with self._lock:
             return len(self.requests)
 
-    def start(self) -> "FakeOpenAIServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
-        self._released.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeOpenAIServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        self._released.set()  # a handler parked in a Hang would otherwise hold its client until it times out
+        super().stop()
 
     def _next_action(self, body: dict[str, Any]) -> Action:
         with self._lock:

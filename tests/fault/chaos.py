@@ -21,19 +21,22 @@ import re
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
+
+try:
+    from ..loopback import LoopbackHTTPServer  # as tests.fault (python -m tests.fault.run from the repo root)
+except ImportError:  # as fault, under pytest: tests/ (no __init__.py) is on sys.path, not the repo root
+    from loopback import LoopbackHTTPServer
 
 KINDS = ("http_500", "hang", "garbage_body", "garbage_content")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
+class ChaosProxy(LoopbackHTTPServer):
+    thread_name = "chaos-proxy"
+    base_path = "/v1"
 
-
-class ChaosProxy:
     def __init__(self, upstream: str, *, seed: int = 0, start_after: int = 5, window_s: float = 60.0,
                  fault_rate: float = 0.8, hang_s: float = 15.0, capture: str | None = None,
                  kinds: tuple[str, ...] = KINDS):
@@ -51,25 +54,12 @@ class ChaosProxy:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._client = httpx.Client(timeout=httpx.Timeout(None, connect=10.0))
-        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def start(self) -> "ChaosProxy":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="chaos-proxy", daemon=True)
-        self._thread.start()
-        return self
+        super().__init__(self._handler_class())
 
     def stop(self) -> None:
-        self._released.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._released.set()  # a handler parked in a hang fault would otherwise hold its client for hang_s
+        super().stop()
         self._client.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def window_open(self) -> bool:
         return self.opened_at is not None and time.monotonic() - self.opened_at < self.window_s

@@ -12,12 +12,16 @@ Per route it counts requests and the body bytes it managed to write, so a test c
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+try:
+    from ..loopback import LoopbackHTTPServer  # as tests.fault (python -m tests.fault.run from the repo root)
+except ImportError:  # as fault, under pytest: tests/ (no __init__.py) is on sys.path, not the repo root
+    from loopback import LoopbackHTTPServer
 
 CHUNK = 64 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -56,32 +60,22 @@ class RouteStats:
     statuses: list[int] = field(default_factory=list)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class MediaServer(LoopbackHTTPServer):
     request_queue_size = 64
+    # A client hanging up mid-transfer (the prober, yt-dlp's sniffing) is part of the run, not an error.
+    quiet_disconnects = True
+    thread_name = "fault-media"
 
-    def handle_error(self, request, client_address) -> None:
-        # A client hanging up mid-transfer (the prober, yt-dlp's sniffing) is part of the run, not an error.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
-
-class MediaServer:
     def __init__(self, port: int = 0):
         self.routes: dict[str, Route] = {}
         self.stats: dict[str, RouteStats] = {}
         self._gets: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._httpd = _Server(("127.0.0.1", port), self._handler_class())
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+        super().__init__(self._handler_class(), port)
 
     def url(self, path: str) -> str:
         """The URL of a route path; characters a URL cannot hold raw stay raw here (the client encodes them)."""
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.base_url}{path}"
 
     def add(self, path: str, route: Route) -> None:
         self.routes[path] = route
@@ -95,17 +89,6 @@ class MediaServer:
     def bytes_sent(self, path: str) -> int:
         with self._lock:
             return self.stats.get(path, RouteStats()).bytes_sent
-
-    def start(self) -> "MediaServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fault-media", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def _record(self, path: str, status: int | None = None, sent: int = 0, request: bool = False) -> None:
         with self._lock:
