@@ -95,6 +95,9 @@ class RayCfg(Section):
     address: str | None = None  # None: start a local Ray; "auto" or ray://... for a cluster
     num_cpus: int | None = None
     include_dashboard: bool = False
+    # Batches of videos processed at once by a flow run: with 2, one batch's LLM phase (fusion, QA) overlaps the
+    # next one's decoding and perception instead of waiting for it.
+    batches_in_flight: int = Field(default=2, ge=1)
 
 
 class Acquire(Section):
@@ -135,6 +138,8 @@ class ASR(Section):
     vad: bool = True
     word_timestamps: bool = True
     cpu_threads: int = 2
+    # Seconds of audio per call, cut on clip bounds: memory stays bounded on long videos (0 = the whole audio).
+    chunk_s: float = 600.0
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
 
 
@@ -143,6 +148,8 @@ class AudioTagger(Section):
     model: str | None = None  # a transformers model name or path for audioset/clap
     labels: list[str] = Field(default_factory=list)  # zero-shot vocabulary for clap
     window_s: float = 1.0
+    # Seconds of audio per call, cut on clip bounds: memory stays bounded on long videos (0 = the whole audio).
+    chunk_s: float = 600.0
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
 
 

@@ -1,13 +1,16 @@
-"""Speech recognition: faster-whisper over a video's whole waveform once, then segments mapped onto its clips.
+"""Speech recognition: faster-whisper over a video's waveform in long chunks, then segments mapped onto its clips.
 
 The model is chosen by ``settings.asr``: the embedded profile names a model-cache folder (CTranslate2 Whisper base,
 multilingual, int8 on CPU); the GPU profile names a faster-whisper size such as ``large-v3`` and turns on the
 batched pipeline (``BatchedInferencePipeline``). Silero VAD (bundled with faster-whisper) skips non-speech, word
 timestamps are on, and the language is detected unless configured.
 
-Why one pass per video: Whisper conditions on the previous text and needs context; cutting the audio at clip
-bounds would cut words and cost one decoder warm-up per clip. Afterwards each word belongs to the clip that holds
-its midpoint, so a segment spanning a cut is split at a word boundary and no word is counted twice.
+Why long chunks, not one per clip: Whisper conditions on the previous text and needs context; cutting the audio
+at every clip bound would cut words and cost one decoder warm-up per clip. Why not one pass over the whole video:
+its memory (the VAD pass, the speech it collects) grows with the audio's length. So chunks of up to
+``settings.asr.chunk_s`` end on clip bounds (``clip_chunks``), where a sentence is least likely to be cut, and
+their times are shifted back onto the source timeline. Afterwards each word belongs to the clip that holds its
+midpoint, so a segment spanning a cut is split at a word boundary and no word is counted twice.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.records import Clip, DeadLetter, SpeechSegment, Stage, Word
 from schemas.settings import ASR
-from tasks.audio import SAMPLE_RATE, audio_path, load_audio
+from tasks.audio import SAMPLE_RATE, audio_path, clip_chunks, load_audio
 from tasks.errors import PermanentError, dead_letter_from_exception
 
 log = logging.getLogger("saven.asr")
@@ -126,6 +129,25 @@ class WhisperASR:
                           duration_s=duration, segments=out)
 
 
+def _shifted(seg: TranscriptSegment, dt: float) -> TranscriptSegment:
+    return seg.model_copy(update={
+        "start_s": seg.start_s + dt, "end_s": seg.end_s + dt,
+        "words": [w.model_copy(update={"start_s": w.start_s + dt, "end_s": w.end_s + dt}) for w in seg.words]})
+
+
+def transcribe_spans(asr: WhisperASR, path: Path, spans: list[tuple[float, float]]) -> Transcript:
+    """The saved waveform's ``spans`` transcribed one at a time (only that slice is read) on the source timeline.
+
+    The language is that of the span with the most speech: a span of music or silence detects a language too.
+    """
+    duration = load_audio(path).shape[0] / SAMPLE_RATE
+    spans = spans or [(0.0, duration)]  # no clips: the whole audio, which still tells the video's language
+    parts = [(start, asr.transcribe(load_audio(path, start, end))) for start, end in spans]
+    _, main = max(parts, key=lambda p: sum(s.end_s - s.start_s for s in p[1].segments))
+    return Transcript(language=main.language, language_probability=main.language_probability, duration_s=duration,
+                      segments=[_shifted(seg, start) for start, part in parts for seg in part.segments])
+
+
 def _clip_index(clips: list[Clip], starts: list[float], t: float) -> int | None:
     """The clip holding time ``t`` (a time on a cut belongs to the later clip); None outside every clip."""
     k = bisect.bisect_right(starts, t) - 1
@@ -188,16 +210,18 @@ class ASROutput(BaseModel):
     dead_letters: list[DeadLetter] = Field(default_factory=list)
 
 
-def transcribe_video(asr: WhisperASR, dataset_dir: Path, video_id: str, clips: list[Clip]) -> ASROutput:
-    """Speech segments of one video's clips; a failure is a dead letter for the video, never an exception."""
+def transcribe_video(asr: WhisperASR, dataset_dir: Path, video_id: str, clips: list[Clip],
+                     chunk_s: float | None = None) -> ASROutput:
+    """Speech segments of one video's clips, in chunks of up to ``chunk_s`` (None: ``asr.cfg.chunk_s``) seconds;
+    a failure is a dead letter for the video, never an exception."""
     t0 = time.perf_counter()
     try:
         path = audio_path(dataset_dir, video_id)
         if not path.is_file():
             raise PermanentError(Stage.asr, video_id, f"no decoded audio at {path.name}; the audio stage must run "
                                  "first", error_class="audio_missing")
-        audio = load_audio(path)
-        transcript = asr.transcribe(audio)
+        spans = clip_chunks(clips, asr.cfg.chunk_s if chunk_s is None else chunk_s)
+        transcript = transcribe_spans(asr, path, spans)
         speech = speech_segments_for_clips(transcript, video_id, clips)
     except Exception as exc:  # noqa: BLE001 — one bad video must not stop the actor
         if not isinstance(exc, PermanentError):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from schemas.records import Stage
+from schemas.records import Clip, Stage
 from tasks.errors import PermanentError
 
 SAMPLE_RATE = 16_000
@@ -78,3 +78,18 @@ def load_audio(path: Path, start_s: float | None = None, end_s: float | None = N
     lo = 0 if start_s is None else max(0, int(round(start_s * SAMPLE_RATE)))
     hi = samples.shape[0] if end_s is None else min(samples.shape[0], int(round(end_s * SAMPLE_RATE)))
     return samples[lo:hi]
+
+
+def clip_chunks(clips: list[Clip], max_chunk_s: float) -> list[tuple[float, float]]:
+    """Consecutive clips grouped into spans ``(start_s, end_s)`` of at most ``max_chunk_s`` seconds each.
+
+    A chunk ends on a scene cut, where a sentence or a sound is least likely to be split; a clip longer than
+    ``max_chunk_s`` is a span of its own, and ``max_chunk_s <= 0`` gives one span over all clips.
+    """
+    spans: list[tuple[float, float]] = []
+    for clip in sorted(clips, key=lambda c: c.start_s):
+        if spans and (max_chunk_s <= 0 or clip.end_s - spans[-1][0] <= max_chunk_s):
+            spans[-1] = (spans[-1][0], max(spans[-1][1], clip.end_s))
+        else:
+            spans.append((clip.start_s, clip.end_s))
+    return spans

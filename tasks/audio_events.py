@@ -9,7 +9,9 @@ first sample out). ``settings.audio_tagger.kind`` picks one:
   multi-label: sigmoid scores per window, labels above a threshold.
 - ``clap``: a transformers CLAP checkpoint scoring ``settings.audio_tagger.labels`` zero-shot per window.
 
-Windows of ``window_s`` are tagged independently; neighbouring windows with the same label merge into one span.
+A video's audio is tagged in chunks of up to ``settings.audio_tagger.chunk_s`` that end on clip bounds, so memory
+stays bounded on long videos; the spans are shifted back onto the source timeline. Windows of ``window_s`` are
+tagged independently; neighbouring windows with the same label merge into one span.
 Each label gets one of the paper's five axes from ``axis_of_label`` (what a caption writer would file it under).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.records import AudioAxis, AudioEvent, Clip, DeadLetter, Stage
 from schemas.settings import AudioTagger
-from tasks.audio import SAMPLE_RATE, audio_path, load_audio
+from tasks.audio import SAMPLE_RATE, audio_path, clip_chunks, load_audio
 from tasks.audio_signal import TAGGER_NAME as SIGNAL_TAGGER_NAME
 from tasks.audio_signal import Span, analyse
 from tasks.errors import PermanentError, dead_letter_from_exception
@@ -229,22 +232,27 @@ class AudioEventsOutput(BaseModel):
     dead_letters: list[DeadLetter] = Field(default_factory=list)
 
 
-def tag_video(tagger: Tagger, dataset_dir: Path, video_id: str, clips: list[Clip]) -> AudioEventsOutput:
-    """Audio events of one video's clips; a failure is a dead letter for the video, never an exception."""
+def tag_video(tagger: Tagger, dataset_dir: Path, video_id: str, clips: list[Clip],
+              chunk_s: float = AudioTagger().chunk_s) -> AudioEventsOutput:
+    """Audio events of one video's clips, tagged in chunks of up to ``chunk_s`` seconds; a failure is a dead letter
+    for the video, never an exception."""
     t0 = time.perf_counter()
     try:
         path = audio_path(dataset_dir, video_id)
         if not path.is_file():
             raise PermanentError(Stage.audio_events, video_id, f"no decoded audio at {path.name}; the audio stage "
                                  "must run first", error_class="audio_missing")
-        audio = np.asarray(load_audio(path), dtype=np.float32)
-        events = events_for_clips(tagger.tag(audio), video_id, clips, tagger.name)
+        spans = [replace(sp, start_s=sp.start_s + start, end_s=sp.end_s + start)
+                 for start, end in clip_chunks(clips, chunk_s)
+                 for sp in tagger.tag(np.asarray(load_audio(path, start, end), dtype=np.float32))]
+        events = events_for_clips(spans, video_id, clips, tagger.name)
+        audio_s = load_audio(path).shape[0] / SAMPLE_RATE
     except Exception as exc:  # noqa: BLE001 — one bad video must not stop the actor
         if not isinstance(exc, PermanentError):
             log.exception("audio tagging failed for %s", video_id)
         return AudioEventsOutput(video_id=video_id, seconds=time.perf_counter() - t0,
                                  dead_letters=[dead_letter_from_exception(exc, Stage.audio_events, video_id)])
-    return AudioEventsOutput(video_id=video_id, events=events, audio_s=audio.shape[0] / SAMPLE_RATE,
+    return AudioEventsOutput(video_id=video_id, events=events, audio_s=audio_s,
                              seconds=time.perf_counter() - t0)
 
 
@@ -253,12 +261,13 @@ class AudioEventsWorker:
 
     def __init__(self, cfg: AudioTagger):
         self.tagger = load_tagger(cfg)
+        self.chunk_s = cfg.chunk_s
         self.videos = 0
         self.clips = 0
         self.seconds = 0.0
 
     def process(self, dataset_dir: str, video_id: str, clips: list[Clip]) -> AudioEventsOutput:
-        out = tag_video(self.tagger, Path(dataset_dir), video_id, clips)
+        out = tag_video(self.tagger, Path(dataset_dir), video_id, clips, self.chunk_s)
         self.videos += 1
         self.clips += len(clips)
         self.seconds += out.seconds

@@ -4,6 +4,7 @@ and the word-level split of segments at clip cuts."""
 from __future__ import annotations
 
 import re
+from difflib import SequenceMatcher
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from perception_sample import prepared_sample
 from schemas.records import Clip, clip_id
 from schemas.settings import load_settings
 from tasks.asr import TimedWord, Transcript, TranscriptSegment, WhisperASR, speech_segments_for_clips, transcribe_video
-from tasks.audio import SAMPLE_RATE, decode_audio_array
+from tasks.audio import SAMPLE_RATE, clip_chunks, decode_audio_array
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
@@ -109,6 +110,36 @@ def _clips(bounds: list[float]) -> list[Clip]:
     vid = "local-abc"
     return [Clip(clip_id=clip_id(vid, i), video_id=vid, index=i, start_s=a, end_s=b)
             for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+
+
+def test_clip_chunks_group_consecutive_clips_up_to_the_limit():
+    clips = _clips([0.0, 10.0, 20.0, 25.0, 70.0, 80.0])
+    assert clip_chunks(clips, 30.0) == [(0.0, 25.0), (25.0, 70.0), (70.0, 80.0)]  # a 45 s clip is a chunk alone
+    assert clip_chunks(clips[::-1], 30.0) == clip_chunks(clips, 30.0)
+    assert clip_chunks(clips, 20.0) == [(0.0, 20.0), (20.0, 25.0), (25.0, 70.0), (70.0, 80.0)]  # exactly the limit fits
+    assert clip_chunks(clips, 0) == clip_chunks(clips, -1.0) == clip_chunks(clips, 1e9) == [(0.0, 80.0)]
+    assert clip_chunks([], 30.0) == []
+
+
+def test_chunked_transcription_is_on_the_source_timeline(asr, sample, sample_speech):
+    # The reference run is one chunk; 45 s cuts the sample's 75 s at 30.84 s, inside a narration line.
+    assert len(clip_chunks(sample.clips, asr.cfg.chunk_s)) == 1
+    spans = clip_chunks(sample.clips, 45.0)
+    assert len(spans) == 2
+    out = transcribe_video(asr, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=45.0)
+    assert not out.dead_letters and out.language == "en" and out.audio_s == sample_speech.audio_s
+    clips = {c.clip_id: c for c in sample.clips}
+    placed = [(w, clips[s.clip_id]) for s in out.speech for w in s.words]
+    assert all(c.start_s <= w.start_s < w.end_s <= c.end_s for w, c in placed)
+    got = [w for w, _ in placed]
+    assert [w.start_s for w in got] == sorted(w.start_s for w in got)
+    assert any(w.start_s > spans[1][0] + 5.0 for w in got)  # the second chunk's speech, shifted
+    ref = [w for s in sample_speech.speech for w in s.words]
+    matcher = SequenceMatcher(None, ["".join(words_of(w.word)) for w in ref], ["".join(words_of(w.word)) for w in got],
+                              autojunk=False)
+    assert matcher.ratio() >= 0.85
+    dts = [abs(ref[i + k].start_s - got[j + k].start_s) for i, j, n in matcher.get_matching_blocks() for k in range(n)]
+    assert max(dts) <= 1.0 and sum(dts) / len(dts) <= 0.2, dts
 
 
 def test_words_are_assigned_by_midpoint_and_nothing_is_lost():

@@ -11,7 +11,7 @@ import pytest
 from perception_sample import prepared_sample
 from schemas.records import AudioAxis, AudioEvent, Clip, SpeechSegment, clip_id
 from schemas.settings import AudioTagger
-from tasks.audio import SAMPLE_RATE, decode_audio_array
+from tasks.audio import SAMPLE_RATE, clip_chunks, decode_audio_array
 from tasks.audio_caption import caption_clip, caption_clips
 from tasks.audio_events import (AudioEventsWorker, axis_of_label, events_for_clips, load_tagger, merge_window_labels,
                                 tag_video)
@@ -100,6 +100,31 @@ def test_video_events_are_cut_onto_clips(sample):
         c = clips[e.clip_id]
         assert c.start_s <= e.start_s < e.end_s <= c.end_s and e.tagger == TAGGER_NAME
     assert worker.stats()["clips"] == len(sample.clips) and worker.stats()["model_loads"] >= 1
+
+
+def test_chunked_tagging_is_on_the_source_timeline(sample):
+    tagger = load_tagger(AudioTagger())
+    assert len(clip_chunks(sample.clips, 20.0)) >= 4
+    whole = tag_video(tagger, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=0)
+    chunked = tag_video(tagger, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=20.0)
+    assert not chunked.dead_letters and chunked.audio_s == whole.audio_s > 74.0
+    clips = {c.clip_id: c for c in sample.clips}
+    assert all(clips[e.clip_id].start_s <= e.start_s < e.end_s <= clips[e.clip_id].end_s for e in chunked.events)
+    for line in sample.truth.narration:
+        assert coverage(chunked.events, "speech", line.start_s, line.end_s) >= 0.9, line
+
+    def classes_at(events: list[AudioEvent], t: float) -> set[str]:
+        return {e.label for e in events if e.label in SOUND_CLASSES and e.start_s <= t < e.end_s}
+
+    # The same sound at almost every moment: only near a chunk's edge may it differ (two clicks make no rhythm).
+    times = np.arange(0.0, whole.audio_s, 0.1)
+    agree = np.mean([classes_at(whole.events, t) == classes_at(chunked.events, t) for t in times])
+    assert agree >= 0.9, agree
+
+    def labels(events: list[AudioEvent], clip: str) -> set[str]:  # measured numbers (Hz, bpm) may move a little
+        return {re.sub(r"\d+", "#", e.label) for e in events if e.clip_id == clip}
+
+    assert sum(labels(whole.events, c) == labels(chunked.events, c) for c in clips) >= len(clips) - 2
 
 
 def test_five_axis_captions_follow_speech_and_events(sample, sample_spans):
