@@ -44,6 +44,7 @@ def submit(address: str, *, sources: str, output: str, profile: str, prefect_api
     if max_videos:
         entrypoint += ["--max-videos", str(max_videos)]
     env = {"PREFECT_API_URL": prefect_api_url, "SAVEN_PROFILE": profile, "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1",
            **(extra_env or {})}
     runtime_env: dict = {"env_vars": env}
     if working_dir:

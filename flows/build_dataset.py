@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 import ray
@@ -77,11 +78,12 @@ def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None) -> 
 
 @task(name="process-batch", cache_policy=NO_CACHE, retries=0)
 def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: str, llm_cache: str | None,
-                  qa_options: QAOptions, stats: RunStats) -> dict:
+                  qa_options: QAOptions) -> dict:
+    stats = RunStats()  # its own: batches run concurrently; the flow adds them up
     report = video_pipeline.run_batch(batch, Path(dataset_dir), cfg, video_pipeline.POOLS[pool_key],
                                       llm_cache=Path(llm_cache) if llm_cache else None, qa_options=qa_options,
                                       stats=stats)
-    return {"committed": report.committed, "failed": report.failed}
+    return {"committed": report.committed, "failed": report.failed, "stats": stats}
 
 
 @task(name="finalize-dataset", cache_policy=NO_CACHE)
@@ -96,10 +98,11 @@ def finalize(dataset_dir: str, cfg: Settings, sources: list[str], stats: RunStat
 @flow(name=FLOW_NAME, log_prints=True, persist_result=False)
 def build_dataset(sources: str, output: str = "out/dataset", profile: str = "local-cpu",
                   max_videos: int | None = None, batch_size: int = 4, questions_per_type: int | None = None,
-                  llm_cache: str | None = None) -> dict:
+                  llm_cache: str | None = None, batches_in_flight: int | None = None) -> dict:
     """Build (or resume) a dataset from a sources file (YAML/CSV/JSONL of URLs, playlists or paths).
 
-    ``questions_per_type``: None keeps the profile's ``qa.questions_per_type``.
+    ``questions_per_type`` and ``batches_in_flight``: None keeps the profile's (``qa.questions_per_type``,
+    ``ray.batches_in_flight``).
     """
     started = time.perf_counter()
     logger = get_run_logger()
@@ -127,17 +130,29 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     # by value when served, so shared state must live in an imported module, not in this one's globals.
     pool_key = str(dataset_dir)
     console = Console(stderr=True)
+    in_flight: deque = deque()
     try:
         if pending:
             video_pipeline.POOLS[pool_key] = video_pipeline.PerceptionPool.create(cfg)
             batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
-            for n, batch in enumerate(batches, start=1):
-                result = process_batch.with_options(task_run_name=f"batch-{n:04d}-of-{len(batches):04d}")(
-                    batch, str(dataset_dir), cfg, pool_key, cache, qa_options,
-                    stats)
+
+            def collect_oldest() -> None:
+                n, future = in_flight.popleft()
+                result = future.result()  # a batch that raised fails the flow, as a direct call would
+                stats.add_batch(result["stats"])
                 console.print(f"[bold]batch {n}/{len(batches)}[/]: {len(result['committed'])} committed, "
                               f"{len(result['failed'])} failed")
+
+            for n, batch in enumerate(batches, start=1):
+                in_flight.append((n, process_batch.with_options(task_run_name=f"batch-{n:04d}-of-{len(batches):04d}")
+                                  .submit(batch, str(dataset_dir), cfg, pool_key, cache, qa_options)))
+                if len(in_flight) >= (batches_in_flight or cfg.ray.batches_in_flight):
+                    collect_oldest()
+            while in_flight:
+                collect_oldest()
     finally:
+        for _, future in in_flight:  # a batch failed: let the others finish before their Ray goes away
+            future.wait()
         video_pipeline.POOLS.pop(pool_key, None)
         if started_ray:
             ray.shutdown()

@@ -103,6 +103,8 @@ def serve_stop() -> None:
 def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="YAML/CSV/JSONL of URLs or paths"),
           output: Path = typer.Option(Path("out/dataset")), profile: str = typer.Option(None),
           max_videos: Optional[int] = None, batch_size: int = 4,
+          batches_in_flight: Optional[int] = typer.Option(
+              None, help="batches at once (default: the profile's ray.batches_in_flight)"),
           questions_per_type: Optional[int] = typer.Option(None, help="default: the profile's qa.questions_per_type"),
           llm_cache: Optional[Path] = typer.Option(None, help="default: <output>/_cache/llm.sqlite")) -> None:
     """Run the build-dataset flow in this process (needs the Prefect and LLM servers of the profile)."""
@@ -114,7 +116,7 @@ def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="Y
     cfg = settings()
     os.environ.update(servers.prefect_env(cfg))
     build_dataset(sources=str(sources), output=str(output), profile=profile or cfg.profile, max_videos=max_videos,
-                  batch_size=batch_size, questions_per_type=questions_per_type,
+                  batch_size=batch_size, batches_in_flight=batches_in_flight, questions_per_type=questions_per_type,
                   llm_cache=str(llm_cache) if llm_cache else None)
 
 

@@ -30,6 +30,16 @@ class RunStats(BaseModel):
     def add_seconds(self, seconds: dict[str, float]) -> None:
         self.seconds_by_stage.update({k: float(v) for k, v in seconds.items()})
 
+    def add_batch(self, batch: "RunStats") -> None:
+        """Add what one batch counted (batches run concurrently, each with its own stats)."""
+        self.videos_ok += batch.videos_ok
+        self.videos_failed += batch.videos_failed
+        self.clips += batch.clips
+        for mine, theirs in ((self.qa_by_type, batch.qa_by_type), (self.llm, batch.llm),
+                             (self.dead_letters_by_stage, batch.dead_letters_by_stage),
+                             (self.seconds_by_stage, batch.seconds_by_stage)):
+            mine.update(theirs)
+
 
 def _table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
