@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, create_model
 
 from schemas.records import (KIND_OF_TYPE, ClipDescription, DeadLetter, QAItem, QAType, Stage, VideoRecord, hms,
                              parse_hms, utc_now)
@@ -63,8 +63,28 @@ ATTEMPT_TEMPERATURE_STEP = 0.25  # and a warmer temperature: at the same one a s
 _QUESTION_WORDS = frozenset("what which how why who where when is are does do did can was were".split())
 
 Question = Annotated[str, StringConstraints(min_length=10, max_length=MAX_QUESTION_CHARS)]
-Answer = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ANSWER_CHARS)]
-Correction = Annotated[str, StringConstraints(min_length=10, max_length=MAX_CORRECTION_CHARS)]
+MAX_PROBLEM_CHARS = 150
+
+
+def cut_at_word(text: str, max_chars: int, mark: str = "…") -> str:
+    """``text`` shortened to at most ``max_chars`` at a word boundary, ending with ``mark`` when cut."""
+    if not isinstance(text, str) or len(text) <= max_chars:
+        return text
+    head = text[:max_chars - len(mark)]
+    return (head.rsplit(" ", 1)[0] if " " in head else head).rstrip(" ,;:") + mark
+
+
+# The grammar carries no length bound (``strict_json_schema``), and a 0.5B model overruns a bound often enough that
+# rejecting the reply wasted most of the server's time (measured with Qwen2.5-0.5B: every consistency attempt failed
+# on `problem`, ~300 tokens each; global questions failed on answers of 150+ characters). Prose about a clip and
+# answer options are cut at a word instead; a question is not (a cut question is not a question). Answers are cut
+# without a mark: an ellipsis would flag the longest option, usually the correct one.
+Answer = Annotated[str, BeforeValidator(lambda t: cut_at_word(t, MAX_ANSWER_CHARS, mark="")),
+                   StringConstraints(min_length=1, max_length=MAX_ANSWER_CHARS)]
+Correction = Annotated[str, BeforeValidator(lambda t: cut_at_word(t, MAX_CORRECTION_CHARS)),
+                       StringConstraints(min_length=10, max_length=MAX_CORRECTION_CHARS)]
+Problem = Annotated[str, BeforeValidator(lambda t: cut_at_word(t, MAX_PROBLEM_CHARS)),
+                    StringConstraints(min_length=5, max_length=MAX_PROBLEM_CHARS)]
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -316,7 +336,7 @@ def _enum(values: Sequence[str]) -> Any:
 
 def consistency_model(clip_ids: Sequence[str]) -> type[BaseModel]:
     issue = create_model("ConsistencyIssueReply", __config__=_STRICT, clip_id=(_enum(clip_ids), ...),
-                         problem=(Annotated[str, StringConstraints(min_length=5, max_length=150)], ...),
+                         problem=(Problem, ...),
                          corrected_description=(Correction, ...))
     issues = Annotated[list[issue], Field(max_length=min(len(clip_ids), MAX_CONSISTENCY_ISSUES))]  # type: ignore
     return create_model("ConsistencyReply", __config__=_STRICT, issues=(issues, ...))

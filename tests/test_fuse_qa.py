@@ -415,3 +415,16 @@ def test_qa_prompts_quote_only_the_budgeted_timeline():
     small = qa.render_qa_messages(plan, QAType.time_point_anchored, target, timeline_chars=500)
     assert len(json.dumps(small)) < len(json.dumps(full))
     assert target.clip_ids[0] in json.dumps(small)
+
+
+def test_overlong_prose_and_answers_are_cut_at_a_word_not_rejected():
+    reply = qa.consistency_model(C).model_validate({"issues": [
+        {"clip_id": C[0], "problem": "the caption says " + "very " * 60 + "loud",
+         "corrected_description": "A dog runs " + "and runs " * 80}]})
+    issue = reply.issues[0]
+    assert len(issue.problem) <= qa.MAX_PROBLEM_CHARS and issue.problem.endswith("very…")
+    assert len(issue.corrected_description) <= qa.MAX_CORRECTION_CHARS
+    long_answer = "The dog barks because the man throws the frisbee " + "far " * 40
+    cut = qa.cut_at_word(long_answer, qa.MAX_ANSWER_CHARS, mark="")
+    assert len(cut) <= qa.MAX_ANSWER_CHARS and long_answer.startswith(cut) and not cut.endswith(" ")
+    assert qa.cut_at_word("short", 10) == "short"
