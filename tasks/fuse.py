@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from schemas.records import (AudioCaption, Clip, ClipDescription, DeadLetter, SpeechSegment, Stage, VisualCaption,
                              hms, utc_now)
@@ -22,6 +22,7 @@ from schemas.settings import LLM, Resources
 from tasks.errors import StageError
 from tasks.llm_client import LLMClient
 from tasks.prompts import load_prompt, quote_data
+from tasks.text_bounds import cut_at_sentence
 
 PROMPT = "fuse.v1"
 MAX_DESCRIPTION_CHARS = 400
@@ -35,7 +36,9 @@ _MODEL_PREFIX_RE = re.compile(rf"^\s*(?:from\s+)?{_TS}\s*(?:to|-|–)\s*{_TS}\s*
 
 class FusedReply(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    description: Annotated[str, StringConstraints(min_length=10, max_length=MAX_DESCRIPTION_CHARS)]
+    # Cut to whole sentences rather than rejected: Qwen2.5-0.5B overran 400 characters on clips with much speech.
+    description: Annotated[str, BeforeValidator(lambda t: cut_at_sentence(t, MAX_DESCRIPTION_CHARS)),
+                           StringConstraints(min_length=10, max_length=MAX_DESCRIPTION_CHARS)]
 
 
 class ClipInputs(BaseModel):

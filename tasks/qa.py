@@ -41,6 +41,7 @@ from schemas.settings import QAOptions  # noqa: F401  (re-exported: the QA stage
 from tasks.errors import StageError
 from tasks.llm_client import LLMClient
 from tasks.prompts import load_prompt, quote_data
+from tasks.text_bounds import cut_at_sentence, cut_at_word
 from tasks.qa_checks import (LEADING_ANCHOR_RE, QADraft, VideoContext, no_duplicate_question, normalise_text,
                              run_checks, token_overlap)
 
@@ -66,14 +67,6 @@ Question = Annotated[str, StringConstraints(min_length=10, max_length=MAX_QUESTI
 MAX_PROBLEM_CHARS = 150
 
 
-def cut_at_word(text: str, max_chars: int, mark: str = "…") -> str:
-    """``text`` shortened to at most ``max_chars`` at a word boundary, ending with ``mark`` when cut."""
-    if not isinstance(text, str) or len(text) <= max_chars:
-        return text
-    head = text[:max_chars - len(mark)]
-    return (head.rsplit(" ", 1)[0] if " " in head else head).rstrip(" ,;:") + mark
-
-
 # The grammar carries no length bound (``strict_json_schema``), and a 0.5B model overruns a bound often enough that
 # rejecting the reply wasted most of the server's time (measured with Qwen2.5-0.5B: every consistency attempt failed
 # on `problem`, ~300 tokens each; global questions failed on answers of 150+ characters). Prose about a clip and
@@ -81,7 +74,7 @@ def cut_at_word(text: str, max_chars: int, mark: str = "…") -> str:
 # without a mark: an ellipsis would flag the longest option, usually the correct one.
 Answer = Annotated[str, BeforeValidator(lambda t: cut_at_word(t, MAX_ANSWER_CHARS, mark="")),
                    StringConstraints(min_length=1, max_length=MAX_ANSWER_CHARS)]
-Correction = Annotated[str, BeforeValidator(lambda t: cut_at_word(t, MAX_CORRECTION_CHARS)),
+Correction = Annotated[str, BeforeValidator(lambda t: cut_at_sentence(t, MAX_CORRECTION_CHARS)),
                        StringConstraints(min_length=10, max_length=MAX_CORRECTION_CHARS)]
 Problem = Annotated[str, BeforeValidator(lambda t: cut_at_word(t, MAX_PROBLEM_CHARS)),
                     StringConstraints(min_length=5, max_length=MAX_PROBLEM_CHARS)]

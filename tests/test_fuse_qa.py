@@ -428,3 +428,12 @@ def test_overlong_prose_and_answers_are_cut_at_a_word_not_rejected():
     cut = qa.cut_at_word(long_answer, qa.MAX_ANSWER_CHARS, mark="")
     assert len(cut) <= qa.MAX_ANSWER_CHARS and long_answer.startswith(cut) and not cut.endswith(" ")
     assert qa.cut_at_word("short", 10) == "short"
+
+
+def test_an_overlong_fused_description_keeps_its_whole_sentences():
+    from tasks.text_bounds import cut_at_sentence
+
+    text = "A man walks a dog in the park. " * 15 + "Then rain falls"
+    reply = fuse.FusedReply.model_validate({"description": text})
+    assert len(reply.description) <= fuse.MAX_DESCRIPTION_CHARS and reply.description.endswith("park.")
+    assert cut_at_sentence("One. " + "word " * 100, 60).endswith("…")  # no sentence end in the second half
