@@ -230,9 +230,9 @@ def ensure_servers(cfg) -> list:
 def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch_size: int = 4,
               chaos_window_s: float = 120.0, final_runs: int = 3, media_cache: Path | None = None,
               demo_llm: bool = True, workload: dict[str, str] | None = None) -> dict:
-    """``demo_llm``: serve the demo's LLM (Qwen2.5-0.5B): SmolLM2's questions mostly fail the checks, and with one
-    QA type per video the prompt-injection video would often end with no QA row to judge. ``workload``: settings
-    for the flow (default ``WORKLOAD``)."""
+    """``demo_llm``: serve the demo's LLM (``demo.llm_model``; with SmolLM2, whose questions mostly fail the checks,
+    the prompt-injection video may end with no QA row to judge: Qwen2.5-0.5B is the model for a full run).
+    ``workload``: settings for the flow (default ``WORKLOAD``)."""
     cfg = use_demo_llm(settings()) if demo_llm else settings()
     wall = time.monotonic()
     rng = random.Random(seed)
