@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         truths = make_samples(samples_dir)[: args.samples]
         sources = work / "sources.yaml"
         sources.write_text(yaml.safe_dump([str(samples_dir / t.file) for t in truths]))
-        llm_pid = int((cfg.paths.run_dir / "llm-server.pid").read_text().split()[0])
+        llm_pid = json.loads((cfg.paths.run_dir / "llm-server.pid").read_text())["pid"]
         cores = len(os.sched_getaffinity(0))
         # A fresh LLM cache: every request reaches the server, as in a first run.
         with TreeCPU([os.getpid()]) as run_cpu, TreeCPU([llm_pid]) as llm_cpu:
