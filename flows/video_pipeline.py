@@ -175,12 +175,11 @@ def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Sett
     for d in fused.descriptions:
         by_video[d.video_id].append(d)
     t = time.perf_counter()
-    qa_results = run_qa([(p.media.video, sorted(by_video[p.media.video.video_id], key=lambda d: d.start_s))
-                         for p in ready], llm=cfg.llm, cache_path=llm_cache, options=qa_options)
+    qa_batch = run_qa([(p.media.video, sorted(by_video[p.media.video.video_id], key=lambda d: d.start_s))
+                       for p in ready], llm=cfg.llm, cache_path=llm_cache, options=qa_options)
     stats.add_seconds({"qa": time.perf_counter() - t})
-    for r in qa_results:
-        stats.llm.update(r.llm)
-    qa_by_video = {r.video_id: r for r in qa_results}
+    stats.llm.update(qa_batch.llm)
+    qa_by_video = {r.video_id: r for r in qa_batch.results}
 
     for p in ready:
         vid = p.media.video.video_id

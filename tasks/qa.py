@@ -99,6 +99,14 @@ class QAResult(BaseModel):
     issues: list[ConsistencyIssue] = Field(default_factory=list)
     dropped_clip_ids: list[str] = Field(default_factory=list)  # by the redundancy check
     skipped_types: dict[str, str] = Field(default_factory=dict)  # type -> why no question was asked
+
+
+class QABatch(BaseModel):
+    """The QA of a batch's videos and the LLM counters of the one client they shared (per-video counters do not
+    exist: the videos' requests interleave)."""
+
+    model_config = ConfigDict(extra="forbid")
+    results: list[QAResult]
     llm: dict[str, int] = Field(default_factory=dict)
 
 
@@ -498,7 +506,6 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
                 continue
             questions.append(draft.question)
             result.items.append(item)
-    result.llm = client.stats.snapshot()
     return result
 
 
@@ -508,7 +515,7 @@ async def generate_qa_many(client: LLMClient, videos: Sequence[tuple[VideoRecord
 
 
 def run_qa(videos: Sequence[tuple[VideoRecord, Sequence[ClipDescription]]], *, llm: LLM, cache_path: Path | None,
-           options: QAOptions | None = None) -> list[QAResult]:
+           options: QAOptions | None = None) -> QABatch:
     """Synchronous stage entry point: all videos of a batch share one client, so the server sees them together."""
     client = LLMClient.from_settings(llm, cache_path=cache_path)
 
@@ -517,9 +524,10 @@ def run_qa(videos: Sequence[tuple[VideoRecord, Sequence[ClipDescription]]], *, l
             return await generate_qa_many(client, videos, options)
 
     try:
-        return asyncio.run(main())
+        results = asyncio.run(main())
     finally:
         client.close()
+    return QABatch(results=results, llm=client.stats.snapshot())
 
 
 def remote_run_qa(resources: Resources = RESOURCES):

@@ -359,9 +359,12 @@ def test_sync_entry_points(tmp_path):
         llm = LLM(base_url=server.base_url, model="fake-model", max_retries=1)
         inputs, _ = fuse.group_inputs(S.clips(), S.visual_captions(), S.audio_captions(), S.speech())
         fused = fuse.run_fuse(inputs, llm=llm, cache_path=tmp_path / "c.sqlite")
-        results = qa.run_qa([(S.video_record(), fused.descriptions)], llm=llm, cache_path=tmp_path / "c.sqlite")
+        batch = qa.run_qa([(S.video_record(), fused.descriptions)], llm=llm, cache_path=tmp_path / "c.sqlite")
     assert len(fused.descriptions) == 5 and fused.llm["requests_sent"] == 5
-    assert len(results) == 1 and len(results[0].items) == 5
+    assert len(batch.results) == 1 and len(batch.results[0].items) == 5
+    # The batch's counters, once: the client's totals, nothing in flight after the run.
+    assert batch.llm["completed"] >= 5 and batch.llm["in_flight"] == 0
+    assert batch.llm["requests_sent"] == batch.llm["completed"] + batch.llm["retries"]
 
 
 # -- the real vLLM CPU server ------------------------------------------------------------------------------------
