@@ -15,10 +15,9 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
-from loopback import LoopbackHTTPServer
+from loopback import LoopbackHTTPServer, QuietHandler
 
 
 @dataclass(frozen=True)
@@ -119,10 +118,7 @@ class FakeOpenAIServer(LoopbackHTTPServer):
     def _handler_class(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -162,14 +158,6 @@ class FakeOpenAIServer(LoopbackHTTPServer):
                 })
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                self.send_body(status, json.dumps(payload).encode())
 
         return Handler

@@ -1,7 +1,8 @@
 """The base of the tests' loopback HTTP servers: bound in the constructor, served from a thread, stopped once.
 
-A subclass passes its handler class to ``__init__`` and may set ``request_queue_size``, ``quiet_disconnects``,
-``thread_name`` and ``base_path`` (what ``base_url`` ends with, e.g. ``/v1``).
+A subclass passes its handler class (usually a ``QuietHandler``) to ``__init__`` and may set
+``request_queue_size``, ``quiet_disconnects``, ``thread_name`` and ``base_path`` (what ``base_url`` ends with,
+e.g. ``/v1``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 HOST = "127.0.0.1"
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps test output quiet and answers with one body, ignoring a client that hung up."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def send_body(self, status: int, data: bytes, content_type: str = "application/json") -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
 
 class _Server(ThreadingHTTPServer):

@@ -21,14 +21,13 @@ import re
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 
 import httpx
 
-try:
-    from ..loopback import LoopbackHTTPServer  # as tests.fault (python -m tests.fault.run from the repo root)
+try:  # as tests.fault (python -m tests.fault.run from the repo root)
+    from ..loopback import LoopbackHTTPServer, QuietHandler
 except ImportError:  # as fault, under pytest: tests/ (no __init__.py) is on sys.path, not the repo root
-    from loopback import LoopbackHTTPServer
+    from loopback import LoopbackHTTPServer, QuietHandler
 
 KINDS = ("http_500", "hang", "garbage_body", "garbage_content")
 
@@ -95,11 +94,8 @@ class ChaosProxy(LoopbackHTTPServer):
     def _handler_class(self):
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
 
             def do_GET(self) -> None:
                 self._forward(None)
@@ -114,15 +110,16 @@ class ChaosProxy(LoopbackHTTPServer):
                 if kind is None:
                     return self._forward(raw)
                 if kind == "http_500":
-                    return self._send(500, json.dumps({"error": {"message": "injected", "code": 500}}).encode())
+                    return self.send_body(500, json.dumps({"error": {"message": "injected", "code": 500}}).encode())
                 if kind == "hang":
                     proxy._released.wait(proxy.hang_s)
                     self.close_connection = True  # no reply at all
                     return
                 if kind == "garbage_body":
-                    return self._send(200, b'{"id": "chatcmpl-chaos", "object": "chat.completion", "choices": [{"ind')
+                    return self.send_body(
+                        200, b'{"id": "chatcmpl-chaos", "object": "chat.completion", "choices": [{"ind')
                 content = '{"description": "cut off'  # garbage_content: not JSON of any schema
-                return self._send(200, json.dumps({
+                return self.send_body(200, json.dumps({
                     "id": "chatcmpl-chaos", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "chaos"),
                     "choices": [{"index": 0, "finish_reason": "stop",
@@ -136,17 +133,7 @@ class ChaosProxy(LoopbackHTTPServer):
                 try:
                     reply = proxy._client.request(self.command, root + self.path, content=raw, headers=headers)
                 except httpx.HTTPError as exc:
-                    return self._send(502, json.dumps({"error": {"message": f"upstream: {exc!r}"}}).encode())
-                self._send(reply.status_code, reply.content, reply.headers.get("content-type", "application/json"))
-
-            def _send(self, status: int, data: bytes, content_type: str = "application/json") -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    return self.send_body(502, json.dumps({"error": {"message": f"upstream: {exc!r}"}}).encode())
+                self.send_body(reply.status_code, reply.content, reply.headers.get("content-type", "application/json"))
 
         return Handler

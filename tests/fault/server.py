@@ -15,13 +15,12 @@ import re
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-try:
-    from ..loopback import LoopbackHTTPServer  # as tests.fault (python -m tests.fault.run from the repo root)
+try:  # as tests.fault (python -m tests.fault.run from the repo root)
+    from ..loopback import LoopbackHTTPServer, QuietHandler
 except ImportError:  # as fault, under pytest: tests/ (no __init__.py) is on sys.path, not the repo root
-    from loopback import LoopbackHTTPServer
+    from loopback import LoopbackHTTPServer, QuietHandler
 
 CHUNK = 64 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -101,11 +100,8 @@ class MediaServer(LoopbackHTTPServer):
     def _handler_class(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
 
             def do_HEAD(self) -> None:
                 self._answer(head=True)
