@@ -6,7 +6,7 @@ it asks (``prompt``) and who it is (``fingerprint``), which key that cache. An i
 (server down, features missing) gets ``""`` and a message in ``errors`` under its index; such answers are
 counted as wrong but never cached, so a re-score asks again.
 
-Registered: ``random`` (seeded baseline), ``openai`` (any OpenAI-compatible endpoint given the clip descriptions
+Registered: ``random`` (seeded baseline, many answer sheets), ``openai`` (any OpenAI-compatible endpoint given the clip descriptions
 and transcripts; ``modality`` none/audio/visual/av), ``blind-llm`` (``openai`` with no context), ``saven-vid``
 (a SAVEn-Vid checkpoint over cached features).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -89,9 +90,15 @@ class BenchContext:
 
 
 class ModelAdapter(ABC):
-    """One model. Subclasses set ``registry_name`` (via ``@register``) and implement ``answer``."""
+    """One model. Subclasses set ``registry_name`` (via ``@register``) and implement ``answer``.
+
+    Answer sheets: the scorer collects ``sheets_for(n_items)`` independent sheets, sheet k from ``on_sheet(k)``. A
+    model fills one; a random baseline fills many, because one random sheet over a small benchmark says little
+    about chance (2 items give 0, 50 or 100%), while the mean over many estimates it on these very items.
+    """
 
     registry_name = "?"
+    sheet = 0
 
     def __init__(self, context: BenchContext | None = None):
         self.context = context or BenchContext()
@@ -113,6 +120,20 @@ class ModelAdapter(ABC):
     @abstractmethod
     def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
         """Raw answers, one per item, in order."""
+
+    def sheets_for(self, n_items: int) -> int:
+        return 1
+
+    def on_sheet(self, sheet: int) -> "ModelAdapter":
+        """The adapter that fills answer sheet ``sheet`` (its own fingerprint, so each sheet is cached apart)."""
+        if sheet != 0:
+            raise ValueError(f"{self.model_name} answers one sheet, not sheet {sheet}")
+        return self
+
+    def run_name(self, n_items: int) -> str:
+        """The name in reports of a run over ``n_items`` items."""
+        sheets = self.sheets_for(n_items)
+        return self.model_name if sheets == 1 else f"{self.model_name} mean of {sheets} sheets"
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -136,13 +157,27 @@ def make_adapter(spec: str, context: BenchContext | None = None, **overrides: An
 
 # --- random baseline -------------------------------------------------------------------------------------------
 
+# Answers a random baseline gives in all (items x sheets) when its sheets are "auto": chance estimated to about
+# +-1.4 points (one standard error) however small the benchmark.
+RANDOM_ANSWERS = 1000
+
+
 @register("random")
 class RandomAdapter(ModelAdapter):
-    """A letter drawn per (seed, item, option order): the same item asked again gets the same answer."""
+    """A letter drawn per (seed, sheet, item, option order): the same item asked again gets the same answer.
 
-    def __init__(self, context: BenchContext | None = None, seed: int | str = 0):
+    ``sheets``: a number, or "auto" (default) for enough sheets that items x sheets >= ``RANDOM_ANSWERS``; the
+    reported accuracy is their mean: chance on this benchmark's items, measured through the same extraction and
+    grading as every model.
+    """
+
+    def __init__(self, context: BenchContext | None = None, seed: int | str = 0, sheets: int | str = "auto",
+                 sheet: int | str = 0):
         super().__init__(context)
-        self.seed = int(seed)
+        self.seed, self.sheet = int(seed), int(sheet)
+        self.sheets = None if sheets == "auto" else int(sheets)
+        if (self.sheets is not None and self.sheets < 1) or self.sheet < 0:
+            raise ValueError(f"random: sheets must be >= 1 or 'auto' and sheet >= 0, got {sheets=} {sheet=}")
         self.calls = 0  # items answered (not from the scorer's cache)
 
     @property
@@ -150,14 +185,23 @@ class RandomAdapter(ModelAdapter):
         return f"random(seed={self.seed})"
 
     def fingerprint(self) -> str:
-        return f"random:seed={self.seed}"
+        # Sheet 0 keeps the one-sheet key, so caches written before sheets existed still answer it.
+        return f"random:seed={self.seed}" + (f":sheet={self.sheet}" if self.sheet else "")
+
+    def sheets_for(self, n_items: int) -> int:
+        return self.sheets or max(1, math.ceil(RANDOM_ANSWERS / max(n_items, 1)))
+
+    def on_sheet(self, sheet: int) -> "RandomAdapter":
+        return self if sheet == self.sheet else RandomAdapter(self.context, seed=self.seed,
+                                                              sheets=self.sheets or "auto", sheet=sheet)
 
     def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
         self.errors = {}
         self.calls += len(items)
         out = []
+        sheet = f"{self.sheet}\x00" if self.sheet else ""
         for item in items:
-            key = sha256_text(f"{self.seed}\x00{item.item_id}\x00" + "\x00".join(item.options))
+            key = sha256_text(f"{self.seed}\x00{sheet}{item.item_id}\x00" + "\x00".join(item.options))
             out.append(random.Random(key).choice(LETTERS))
         return out
 

@@ -31,7 +31,7 @@ class ModelRun:
     fingerprint: str
     scores: list[Score]
     rows: list[PredictionRow]
-    outcomes: dict[str, ItemOutcome]
+    outcomes: dict[tuple[str, int], ItemOutcome]  # by (item id, answer sheet)
 
     def score(self, group: str) -> Score | None:
         return next((s for s in self.scores if s.group == group), None)
@@ -210,7 +210,7 @@ def write_report(report_dir: Path, bench: BuiltBench, items: Sequence[AVBenchIte
         {"model": r.name, "type": by_id[o.item_id].type.value, "kind": by_id[o.item_id].kind.value,
          "duration_bucket": duration_bucket(by_id[o.item_id].duration_s, setup.duration_edges_s),
          "core": by_id[o.item_id].core, **outcome_json(o)}
-        for r in runs for o in sorted(r.outcomes.values(), key=lambda o: o.item_id)]))
+        for r in runs for o in sorted(r.outcomes.values(), key=lambda o: (o.item_id, o.sheet))]))
     write_bytes_atomic(report_dir / "results.md", markdown(bench, runs, setup).encode())
     plots = write_plots(report_dir / "plots", runs, setup)
     page = report_dir / "report.html"

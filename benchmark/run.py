@@ -18,7 +18,7 @@ from benchmark.adapters import BenchContext, OpenAIAdapter, make_adapter
 from benchmark.build import BuildConfig, BuiltBench, FilterModels, ensure_avbench, is_kept
 from benchmark.export import export_lmms_eval_task
 from benchmark.report import ModelRun, ScoringSetup, fmt_score, group_order, write_report
-from benchmark.score import PredictionCache, item_outcomes, predict, score_items
+from benchmark.score import PredictionCache, item_outcomes, predict_sheets, score_items
 from schemas.records import AVBenchItem
 
 Subset = Literal["kept", "core", "all"]
@@ -56,9 +56,10 @@ def select(bench: BuiltBench, subset: Subset) -> list[AVBenchItem]:
 def score_model(spec: str, items: Sequence[AVBenchItem], context: BenchContext, cache: PredictionCache,
                 setup: ScoringSetup) -> ModelRun:
     adapter = make_adapter(spec, context)
-    rows = predict(adapter, items, range(setup.rotations), cache)
-    return ModelRun(name=adapter.model_name, spec=spec, fingerprint=adapter.fingerprint(),
-                    scores=score_items(adapter.model_name, items, rows, seed=setup.seed,
+    rows = predict_sheets(adapter, items, range(setup.rotations), cache)
+    name = adapter.run_name(len(items))
+    return ModelRun(name=name, spec=spec, fingerprint=adapter.fingerprint(),
+                    scores=score_items(name, items, rows, seed=setup.seed,
                                        edges=setup.duration_edges_s),
                     rows=rows, outcomes=item_outcomes(rows))
 

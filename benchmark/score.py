@@ -79,10 +79,11 @@ class PredictionRow:
     rule: str  # the extraction rule (benchmark.extract)
     cached: bool
     error: str = ""  # why the adapter had no answer (then raw_answer is "")
+    sheet: int = 0  # the answer sheet (a random baseline fills many; models fill one)
 
     def to_json(self) -> dict:
         return {**self.prediction.model_dump(mode="json"), "rule": self.rule, "cached": self.cached,
-                "error": self.error}
+                "error": self.error, "sheet": self.sheet}
 
 
 def predict(adapter: ModelAdapter, items: Sequence[AVBenchItem], rotations: Iterable[int] = (0,),
@@ -116,8 +117,16 @@ def predict(adapter: ModelAdapter, items: Sequence[AVBenchItem], rotations: Iter
         rows.append(PredictionRow(
             Prediction(item_id=it.item_id, model_name=name, rotation=k, raw_answer=answer or "",
                        parsed_letter=got.letter, correct=got.letter == it.answer_letter),
-            rule=got.rule, cached=i not in missing_set, error=errors.get(i, "")))
+            rule=got.rule, cached=i not in missing_set, error=errors.get(i, ""), sheet=adapter.sheet))
     return rows
+
+
+def predict_sheets(adapter: ModelAdapter, items: Sequence[AVBenchItem], rotations: Iterable[int] = (0,),
+                   cache: PredictionCache | None = None) -> list[PredictionRow]:
+    """``predict`` for each of the adapter's answer sheets, under its run name."""
+    rotations, name = list(rotations), adapter.run_name(len(items))
+    return [row for sheet in range(adapter.sheets_for(len(items)))
+            for row in predict(adapter.on_sheet(sheet), items, rotations, cache, model_name=name)]
 
 
 @dataclass(frozen=True)
@@ -128,17 +137,19 @@ class ItemOutcome:
     rotations_correct: int
     parse_failures: int
     errors: int
+    sheet: int = 0
 
 
-def item_outcomes(rows: Sequence[PredictionRow]) -> dict[str, ItemOutcome]:
-    by_item: dict[str, list[PredictionRow]] = {}
+def item_outcomes(rows: Sequence[PredictionRow]) -> dict[tuple[str, int], ItemOutcome]:
+    """One outcome per (item id, answer sheet)."""
+    by_item: dict[tuple[str, int], list[PredictionRow]] = {}
     for row in rows:
-        by_item.setdefault(row.prediction.item_id, []).append(row)
-    return {item_id: ItemOutcome(
-        item_id=item_id, correct=all(r.prediction.correct for r in group), rotations=len(group),
+        by_item.setdefault((row.prediction.item_id, row.sheet), []).append(row)
+    return {key: ItemOutcome(
+        item_id=key[0], sheet=key[1], correct=all(r.prediction.correct for r in group), rotations=len(group),
         rotations_correct=sum(r.prediction.correct for r in group),
         parse_failures=sum(r.prediction.parsed_letter is None for r in group),
-        errors=sum(bool(r.error) for r in group)) for item_id, group in by_item.items()}
+        errors=sum(bool(r.error) for r in group)) for key, group in by_item.items()}
 
 
 def bootstrap_ci(correct: Sequence[bool], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -186,22 +197,27 @@ def groups_of(item: AVBenchItem, edges: Sequence[float] = DURATION_EDGES_S) -> l
 def score_items(model_name: str, items: Sequence[AVBenchItem], rows: Sequence[PredictionRow], *, seed: int = 0,
                 edges: Sequence[float] = DURATION_EDGES_S) -> list[Score]:
     """One ``Score`` per group that has items: accuracy (circular when ``rows`` hold several rotations), CI, and
-    the number of answers in the group that had no letter."""
-    outcomes = item_outcomes(rows)
-    absent = [it.item_id for it in items if it.item_id not in outcomes]
+    the number of answers in the group that had no letter. With several answer sheets every (item, sheet) counts
+    once, so accuracy is the mean over sheets (``n`` still counts items)."""
+    by_item: dict[str, list[ItemOutcome]] = {}
+    for outcome in item_outcomes(rows).values():
+        by_item.setdefault(outcome.item_id, []).append(outcome)
+    absent = [it.item_id for it in items if it.item_id not in by_item]
     if absent:
         raise ValueError(f"{model_name}: no predictions for {len(absent)} items, e.g. {absent[:3]}")
     members: dict[str, list[ItemOutcome]] = {}
+    n_items: dict[str, int] = {}
     for item in items:
         for group in groups_of(item, edges):
-            members.setdefault(group, []).append(outcomes[item.item_id])
+            members.setdefault(group, []).extend(by_item[item.item_id])
+            n_items[group] = n_items.get(group, 0) + 1
     buckets = duration_buckets(edges)
     scores = []
     for group in sorted(members, key=lambda g: _group_order(g, buckets)):
         got = members[group]
         correct = [o.correct for o in got]
         lo, hi = bootstrap_ci(correct, seed=seed)
-        scores.append(Score(model_name=model_name, group=group, n=len(got), accuracy=float(np.mean(correct)),
+        scores.append(Score(model_name=model_name, group=group, n=n_items[group], accuracy=float(np.mean(correct)),
                             ci_low=lo, ci_high=hi, parse_failures=sum(o.parse_failures for o in got)))
     return scores
 

@@ -29,7 +29,7 @@ def run(tmp_path_factory):
     ds = make_dataset(tmp_path_factory.mktemp("ds"), 24)
     out = tmp_path_factory.mktemp("out")
     filters = FilterModels(blind=Constant("A"), audio_only=Constant("B"), visual_only=Constant("C"))
-    page = run_avbench(ds, out, ["random:seed=0", "random:seed=1"], config=CONFIG, filters=filters)
+    page = run_avbench(ds, out, ["random:seed=0,sheets=1", "random:seed=1"], config=CONFIG, filters=filters)
     return ds, out, page, filters
 
 
@@ -55,14 +55,15 @@ def test_html_report_links_valid_pngs(run):
     assert len(sources) == 3
     for src in sources:
         assert_valid_png(page.parent / src)
-    assert "random(seed=0)" in html and "random(seed=1)" in html
+    assert "random(seed=0)" in html and "random(seed=1) mean of 9 sheets" in html
 
 
 def test_results_json_md_and_per_item_jsonl(run):
     _, out, _, _ = run
     report = out / "report"
     results = json.loads((report / "results.json").read_text())
-    assert [m["name"] for m in results["models"]] == ["random(seed=0)", "random(seed=1)"]
+    # seed 1 has "auto" sheets: ceil(1000 answers / 120 items) = 9, and its accuracy is their mean.
+    assert [m["name"] for m in results["models"]] == ["random(seed=0)", "random(seed=1) mean of 9 sheets"]
     assert results["scoring"]["items"] == 120 and not results["scoring"]["circular"]
     overall = results["models"][0]["scores"][0]
     assert overall["group"] == "overall" and overall["n"] == 120
@@ -71,11 +72,14 @@ def test_results_json_md_and_per_item_jsonl(run):
     assert results["benchmark"]["counts"]["core"] == 120
     assert any(s["group"] == "set=core" for s in results["models"][0]["scores"])
     predictions = [json.loads(line) for line in (report / "predictions.jsonl").read_text().splitlines()]
-    assert len(predictions) == 240
+    assert len(predictions) == 120 + 9 * 120
     assert {"item_id", "model_name", "rotation", "raw_answer", "parsed_letter", "correct", "rule", "cached",
-            "error"} <= set(predictions[0])
+            "error", "sheet"} <= set(predictions[0])
     per_item = [json.loads(line) for line in (report / "item_results.jsonl").read_text().splitlines()]
-    assert len(per_item) == 240 and {"type", "kind", "duration_bucket", "correct"} <= set(per_item[0])
+    assert len(per_item) == 120 + 9 * 120 and {"type", "kind", "duration_bucket", "correct", "sheet"} <= set(per_item[0])
+    sheets = [o for o in per_item if o["model"].startswith("random(seed=1)")]
+    mean = sum(o["correct"] for o in sheets) / len(sheets)
+    assert results["models"][1]["scores"][0]["accuracy"] == pytest.approx(mean) and abs(mean - 0.25) < 0.05
     md = (report / "results.md").read_text()
     assert "| model | items | accuracy |" in md and "| type=temporal_grounding | 24 |" in md
 
@@ -83,7 +87,7 @@ def test_results_json_md_and_per_item_jsonl(run):
 def test_rerun_reuses_the_benchmark_and_the_cached_predictions(run, capsys):
     ds, out, _, filters = run
     manifest = (out / "avbench-v1" / "manifest.json").read_text()
-    run_avbench(ds, out, ["random:seed=0"], config=CONFIG, filters=filters)
+    run_avbench(ds, out, ["random:seed=0,sheets=1", "random:seed=1"], config=CONFIG, filters=filters)
     assert (out / "avbench-v1" / "manifest.json").read_text() == manifest  # not rebuilt
     assert "up to date" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "report" / "predictions.jsonl").read_text().splitlines()]
@@ -151,7 +155,8 @@ def test_no_heldout_video_is_a_clear_error(tmp_path):
 
 def test_same_model_twice_gets_distinct_names(tmp_path):
     ds = make_dataset(tmp_path / "ds", 2)
-    page = run_avbench(ds, tmp_path / "out", ["random", "random"], config=CONFIG, filters="none", export=False)
+    page = run_avbench(ds, tmp_path / "out", ["random:sheets=1", "random:sheets=1"], config=CONFIG, filters="none",
+                       export=False)
     names = [m["name"] for m in json.loads((page.parent / "results.json").read_text())["models"]]
     assert names == ["random(seed=0)", "random(seed=0)#2"]
 

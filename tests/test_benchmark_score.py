@@ -8,7 +8,7 @@ import pytest
 
 from benchmark.adapters import RandomAdapter, make_adapter, parse_model_spec
 from benchmark.build import BuildConfig, build_avbench
-from benchmark.score import (PredictionCache, bootstrap_ci, duration_bucket, item_outcomes, predict, rotate,
+from benchmark.score import (PredictionCache, bootstrap_ci, duration_bucket, item_outcomes, predict, predict_sheets, rotate,
                              score_items)
 from test_benchmark_support import Constant, Failing, Oracle, make_dataset
 
@@ -103,6 +103,32 @@ def test_random_baseline_is_near_chance(items):
     assert circular.accuracy < 0.03  # chance is 1/256
 
 
+def test_random_sheets_estimate_chance_on_a_tiny_benchmark(items, tmp_path: Path):
+    """Two items: one random sheet scores 0, 50 or 100%; the mean of 400 sheets is chance on those items."""
+    few = items[:2]
+    one = score_items("random", few, predict(RandomAdapter(seed=0, sheets=1), few, [0]))[0]
+    assert one.accuracy in (0.0, 0.5, 1.0)
+    assert RandomAdapter(sheets=1).run_name(2) == "random(seed=0)"
+    assert RandomAdapter().sheets_for(2) == 500 and RandomAdapter().sheets_for(5000) == 1
+    cache = PredictionCache(tmp_path / "p.sqlite")
+    adapter = make_adapter("random:sheets=400")
+    rows = predict_sheets(adapter, few, [0], cache)
+    assert len(rows) == 800 and {r.sheet for r in rows} == set(range(400))
+    assert {r.prediction.model_name for r in rows} == {"random(seed=0) mean of 400 sheets"}
+    overall = score_items(adapter.model_name, few, rows)[0]
+    assert overall.n == 2 and abs(overall.accuracy - 0.25) < 0.05
+    assert overall.ci_low < 0.25 < overall.ci_high and overall.parse_failures == 0
+    # Sheets are independent draws, each cached under its own key; sheet 0 is the one-sheet baseline's answer.
+    assert len({tuple(r.prediction.raw_answer for r in rows if r.sheet == k) for k in range(400)}) > 1
+    assert [r.prediction.raw_answer for r in rows if r.sheet == 0] == \
+           [r.prediction.raw_answer for r in predict(RandomAdapter(seed=0, sheets=1), few, [0])]
+    assert len(cache) == 800
+    assert all(r.cached for r in predict_sheets(make_adapter("random:sheets=400"), few, [0], cache))
+    cache.close()
+    with pytest.raises(ValueError, match="one sheet"):
+        Constant("A").on_sheet(1)
+
+
 def test_a_rescore_does_not_requery(items, tmp_path: Path):
     cache = PredictionCache(tmp_path / "p.sqlite")
     adapter = RandomAdapter(seed=0)
@@ -125,7 +151,7 @@ def test_failed_answers_are_counted_and_not_cached(items, tmp_path):
     rows = predict(Failing(), items[:5], [0], cache)
     assert all(r.error and r.prediction.raw_answer == "" and not r.prediction.correct for r in rows)
     assert len(cache) == 0
-    assert item_outcomes(rows)[items[0].item_id].errors == 1
+    assert item_outcomes(rows)[items[0].item_id, 0].errors == 1
 
 
 def test_registry_specs():
