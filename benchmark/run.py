@@ -76,11 +76,19 @@ def _unique_names(runs: Sequence[ModelRun]) -> None:
                         for r in run.rows]
 
 
-def print_table(runs: Sequence[ModelRun], setup: ScoringSetup, console=None) -> None:
+def table_console():
+    """A terminal's own width; 160 columns when piped (make, CI logs), where rich would otherwise assume 80 and
+    fold every model's column."""
     from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def print_table(runs: Sequence[ModelRun], setup: ScoringSetup, console=None) -> None:
     from rich.table import Table
 
-    console = console or Console()
+    console = console or table_console()
     table = Table(title=f"AVBench ({setup.subset}, {'circular' if setup.circular else 'rotation 0'}): "
                         "accuracy % [95% CI]")
     table.add_column("group")
@@ -98,9 +106,7 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
                 export: bool = True, console=None) -> Path:
     """Build (if needed), score ``models`` (registry specs, e.g. "random", "openai:modality=av",
     "saven-vid:checkpoint=out/ckpt"), write the report; returns the HTML report's path."""
-    from rich.console import Console
-
-    console = console or Console()
+    console = console or table_console()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     config = config or BuildConfig()
     context = BenchContext(dataset_dir, cache_dir=out_dir / "cache")

@@ -149,7 +149,8 @@ def avbench_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/d
     cfg = settings()
     models = list(model or ["random", "blind-llm", "openai:modality=av"])
     if not model:
-        ckpt = checkpoint or _newest_checkpoint(cfg.paths.output_dir / "train")
+        out_dir = cfg.paths.output_dir
+        ckpt = checkpoint or _newest_checkpoint(out_dir / "train", out_dir / "demo" / "train")
         if ckpt:
             models.append(f"saven-vid:checkpoint={ckpt}")
     config = BuildConfig(heldout_fraction=cfg.benchmark.heldout_fraction, split_salt=cfg.benchmark.split_salt)
@@ -158,13 +159,18 @@ def avbench_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/d
     console.print(f"[bold green]report:[/] {report}")
 
 
-def _newest_checkpoint(train_dir: Path) -> Path | None:
+def _newest_checkpoint(*train_dirs: Path) -> Path | None:
+    """The last checkpoint of the most advanced stage in the most recently trained of ``train_dirs``
+    (`make train` writes <output_dir>/train, `make demo` <output_dir>/demo/train)."""
     from model.train import checkpoints
 
-    for stage in ("stage2", "stage1"):
-        if found := checkpoints(train_dir / stage):
-            return found[-1]
-    return None
+    found = []
+    for train_dir in train_dirs:
+        for stage in ("stage2", "stage1"):
+            if runs := checkpoints(train_dir / stage):
+                found.append(runs[-1])
+                break
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 
 @app.command("make-samples")
