@@ -86,6 +86,7 @@ def table_console():
 
 
 def print_table(runs: Sequence[ModelRun], setup: ScoringSetup, console=None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or table_console()
@@ -93,7 +94,7 @@ def print_table(runs: Sequence[ModelRun], setup: ScoringSetup, console=None) -> 
                         "accuracy % [95% CI]")
     table.add_column("group")
     for r in runs:
-        table.add_column(r.name, overflow="fold")
+        table.add_column(escape(r.name), overflow="fold")  # "model[blind]" is not rich markup
     for g in group_order(runs, setup):
         table.add_row(g, *(fmt_score(r.score(g)) for r in runs))
     table.add_row("parse failures", *(f"{100 * r.parse_failure_rate:.1f}%" for r in runs))

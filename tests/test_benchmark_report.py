@@ -174,3 +174,25 @@ def test_llm_filters_fail_early_when_the_server_is_down(tmp_path, monkeypatch):
         monkeypatch.undo()
         settings.cache_clear()
     assert not (tmp_path / "out" / "avbench-v1" / "manifest.json").exists()
+
+
+
+def test_printed_table_keeps_bracketed_model_names(tmp_path, monkeypatch):
+    """Model names such as "smollm2[blind]" are not rich markup: the printed table shows them whole."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from benchmark import adapters
+
+    class Bracketed(Constant):
+        model_name = "const[blind]"
+
+        def __init__(self, context=None):
+            super().__init__("B")
+
+    monkeypatch.setitem(adapters.ADAPTERS, "test-bracketed", Bracketed)
+    buf = StringIO()
+    run_avbench(make_dataset(tmp_path / "ds", 2), tmp_path / "out", ["test-bracketed"], config=CONFIG,
+                filters="none", export=False, console=Console(file=buf, width=200))
+    assert "const[blind]" in buf.getvalue()
