@@ -91,7 +91,7 @@ test: setup  ## the test suite (starts and stops its own servers)
 	$(PY) -m pytest -m "not llm"
 	$(PY) -m pytest -m "llm and not flow"
 
-test-flow: setup  ## whole build-dataset runs: deployment run, rerun from cache, kill -9 and resume (~10+ min)
+test-flow: setup models-qwen  ## whole build-dataset runs (deployment run, rerun from cache, kill -9 and resume) and real-LLM QA (~15 min)
 	$(PY) -m pytest -m flow
 
 test-fast: setup  ## tests that need no LLM server

@@ -42,7 +42,9 @@ from tasks.probe import ProbeResult
 log = logging.getLogger("saven.acquire")
 
 MEDIA_DIR = "media"
-TMP_DIR = ".tmp"
+# A download's work folder: ``<dataset>/.acquire-<hash of the source>``, beside the tables, with no shared parent
+# to tidy away (removing an emptied shared parent raced with a download in another batch that had just made it).
+WORK_PREFIX = ".acquire-"
 # Analysis needs no more than 720p; audio is taken at its best. Fallbacks keep single-file sources working.
 FORMAT_TEMPLATE = "bv*[height<={h}]+ba/b[height<={h}]/bv*+ba/b"
 DEFAULT_BACKOFF_S = 2.0  # first retry waits up to this long, doubling per attempt (capped at 60 s)
@@ -338,9 +340,7 @@ def _metadata(info: dict) -> dict[str, Any]:
 def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) -> Acquired:
     out = media_dir(dataset_dir)
     out.mkdir(parents=True, exist_ok=True)
-    work_root = Path(dataset_dir) / TMP_DIR / "acquire"
-    work_root.mkdir(parents=True, exist_ok=True)
-    work = work_root / _hash(source)
+    work = Path(dataset_dir) / f"{WORK_PREFIX}{_hash(source)}"
     work.mkdir(exist_ok=True)
     try:
         is_file_url = urllib.parse.urlsplit(source).scheme == "file"
@@ -387,11 +387,6 @@ def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) ->
             stated_duration_s=info.get("duration"), attempts=attempt, acquired_at=utc_now(), **_metadata(info))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        for empty in (work_root, work_root.parent):
-            try:
-                empty.rmdir()
-            except OSError:  # not empty: another download of this dataset is running
-                pass
 
 
 def _copy_local(source: str, dataset_dir: Path) -> Acquired:

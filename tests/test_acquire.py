@@ -324,3 +324,23 @@ def test_empty_source_and_missing_local_file(out, tmp_path):
     for source in ("", str(tmp_path / "nope.mp4"), str(tmp_path)):
         result = process_source(source, out, settings_with(), backoff_s=FAST)
         assert isinstance(result, DeadLetter) and result.stage == Stage.acquire, result
+
+
+
+def test_a_download_finishing_meanwhile_does_not_pull_the_work_folder_from_another(server, out, monkeypatch):
+    """Batches in flight download into one dataset at once. One download's clean-up must not remove the shared work
+    folder that another has just made and is about to use (it did: a 404 came back as FileNotFoundError in the
+    fault run). The interleaving is forced: another download runs to its end between the two steps."""
+    real_mkdir, interleaved = Path.mkdir, []
+
+    def mkdir(self, *args, **kwargs):
+        if self.name.startswith(".acquire-") and not interleaved:
+            interleaved.append("started")
+            interleaved.append(process_source(f"{server.base}/other.mp4", out, settings_with(), backoff_s=FAST))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    result = process_source(f"{server.base}/missing.mp4", out, settings_with(), backoff_s=FAST)
+    assert interleaved[1].error_class == "http_404"
+    assert isinstance(result, DeadLetter) and result.error_class == "http_404", result
+    assert [p for p in out.rglob("*") if p.is_file()] == []

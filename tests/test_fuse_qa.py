@@ -371,8 +371,9 @@ def test_sync_entry_points(tmp_path):
 
 
 @pytest.mark.llm
-@pytest.mark.flow  # minutes on a 2-core CPU server and probabilistic with SmolLM2: run by `make test-flow`
-def test_real_llm_fuses_every_clip_and_writes_checked_qa_of_every_allowed_type(llm_server, tmp_path):
+@pytest.mark.flow  # minutes on a 2-core CPU server: run by `make test-flow`, which installs the grounded QA model
+def test_real_llm_fuses_every_clip_and_writes_checked_qa_of_every_allowed_type(qa_llm_server, tmp_path):
+    llm_server = qa_llm_server
     # Small budgets keep this in ~1-2 min on 2 cores; the schemas bound every string, so replies fit.
     client = LLMClient(base_url=llm_server.base_url, model=llm_server.model, cache_path=tmp_path / "cache.sqlite",
                        max_concurrency=8, timeout_s=300, max_retries=2, temperature=0.2, max_tokens=448, seed=0,
