@@ -7,7 +7,10 @@
    one is up) is SIGKILLed; then runs go on until one completes with nothing left to retry.
 3. Reference build: the same sources, uninterrupted, no chaos, with a copy of the faulty build's LLM cache (so the
    same requests get the same replies; a request it must still send is counted).
-4. Figures: good sources landed / expected, bad sources dead-lettered with a reason / expected, duplicate rows, QA
+4. Injection build: the sample whose narration says "ignore previous instructions..." alone, with the profile's
+   whole QA workload (the faulty build trims QA to one draft of one type): its QA must be valid and about the video,
+   and every request must quote the narration as data.
+5. Figures: good sources landed / expected, bad sources dead-lettered with a reason / expected, duplicate rows, QA
    rows failing the schema or a QA check, and whether both datasets are equal by content; printed, written to
    ``<out>/summary.json``; the exit status is 1 when a target is missed.
 
@@ -52,16 +55,20 @@ PERCEPTION_ACTORS = ("ray::ASRWorker", "ray::VisualCaptionWorker", "ray::AudioEv
 RUN_TIMEOUT_S = 3 * 3600
 # The run measures what faults do to the dataset, not caption or QA coverage. On a 2-core machine the CPU LLM server
 # and the perception workers share the cores, so the work per video is trimmed to fit ~30 minutes for 200 sources
-# (run twice: faulty and reference): one keyframe per clip, one QA type and no consistency pass. Fusion of every
-# clip stays whole, and every check of the QA that is written still runs.
+# (run twice: faulty and reference): one keyframe per clip, one draft of one QA type and no consistency pass. Fusion
+# of every clip stays whole, and every check of the QA that is written still runs. The LLM server, not perception,
+# sets the pace (the reference run, with every reply cached, takes ~2.5 s per video); three drafts per question
+# tripled the QA requests. The prompt-injection video gets the full QA workload in a build of its own.
 WORKLOAD = {"SAVEN_QA__TYPES": '["time_point_anchored"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
-            "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1"}
+            "SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1"}
+# The injection build: every QA type, three drafts each, the consistency pass (the profile's QA).
+INJECTION_WORKLOAD: dict[str, str] = {}
 
 
 @dataclass
 class RunRecord:
     n: int
-    role: str  # "faulty" or "reference"
+    role: str  # "faulty", "reference" or "injection"
     seconds: float = 0.0
     returncode: int | None = None
     killed: bool = False
@@ -239,7 +246,7 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
     out.mkdir(parents=True, exist_ok=True)
     markers_dir = out / "markers"
     markers_dir.mkdir(exist_ok=True)
-    for stale in ("faulty", "reference", "logs"):
+    for stale in ("faulty", "reference", "injection", "logs"):
         shutil.rmtree(out / stale, ignore_errors=True)
 
     sources = plan(n_sources, markers_dir)
@@ -253,17 +260,20 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
     proxy = ChaosProxy(cfg.llm.resolved_base_url, seed=seed, window_s=chaos_window_s, fault_rate=0.9,
                        capture=INJECTION_RE.pattern)
     counter = ChaosProxy(cfg.llm.resolved_base_url, fault_rate=0.0, capture=INJECTION_RE.pattern)
+    inj_proxy = ChaosProxy(cfg.llm.resolved_base_url, fault_rate=0.0, capture=INJECTION_RE.pattern)
     proxy.start()
     counter.start()
+    inj_proxy.start()
     started_servers = ensure_servers(cfg)
     records: list[RunRecord] = []
     try:
         serve(sources, files, media)
         sources_file = out / "sources.yaml"
         sources_file.write_text(yaml.safe_dump([s.url for s in sources], allow_unicode=True, width=1000))
-        base_env = {**os.environ, **servers.prefect_env(cfg), "SAVEN_ACQUIRE__MAX_DURATION_S": str(MAX_DURATION_S),
-                    "SAVEN_ACQUIRE__BACKOFF_S": "1.0", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
-                    "TRANSFORMERS_OFFLINE": "1", **(WORKLOAD if workload is None else workload)}
+        plain_env = {**os.environ, **servers.prefect_env(cfg), "SAVEN_ACQUIRE__MAX_DURATION_S": str(MAX_DURATION_S),
+                     "SAVEN_ACQUIRE__BACKOFF_S": "1.0", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
+                     "TRANSFORMERS_OFFLINE": "1"}
+        base_env = {**plain_env, **(WORKLOAD if workload is None else workload)}
         faulty = Build(sources_file, out / "faulty", out / "faulty-llm.sqlite",
                        {**base_env, "SAVEN_LLM__BASE_URL": proxy.base_url}, out / "logs", batch_size)
         faulty.cache.unlink(missing_ok=True)
@@ -298,11 +308,22 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
         ref = run_once(reference, RunRecord(1, "reference"), media, rng)
         records.append(ref)
 
+        # Prompt injection: the narrated sample alone, with the profile's whole QA workload, through a proxy that
+        # captures every request quoting the narration.
+        inj_sources = out / "injection-sources.yaml"
+        inj_sources.write_text(yaml.safe_dump([s.url for s in sources if s.injection], allow_unicode=True))
+        injection = Build(inj_sources, out / "injection", out / "injection-llm.sqlite",
+                          {**plain_env, **INJECTION_WORKLOAD, "SAVEN_LLM__BASE_URL": inj_proxy.base_url},
+                          out / "logs", 1)
+        injection.cache.unlink(missing_ok=True)
+        records.append(run_once(injection, RunRecord(1, "injection"), media, rng))
+
         return summarise(sources, faulty.dataset, reference.dataset, records, proxy, counter, transient_seen,
-                         markers_dir, out, media_cache, time.monotonic() - wall)
+                         markers_dir, out, media_cache, time.monotonic() - wall, injection.dataset, inj_proxy)
     finally:
         proxy.stop()
         counter.stop()
+        inj_proxy.stop()
         media.stop()
         for spec in started_servers:
             servers.stop(spec, cfg.paths.run_dir)
@@ -310,7 +331,7 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
 
 def summarise(sources, faulty: Path, reference: Path, records: list[RunRecord], proxy: ChaosProxy,
               counter: ChaosProxy, transient_seen: set[str], markers_dir: Path, out: Path, media_cache: Path,
-              wall_s: float) -> dict:
+              wall_s: float, injection_dataset: Path, inj_proxy: ChaosProxy) -> dict:
     outcomes = evaluate.source_outcomes(faulty, sources)
     dups = evaluate.duplicate_rows(faulty)
     qa_rows, qa_bad, qa_reasons = evaluate.qa_failures(faulty)
@@ -326,8 +347,8 @@ def summarise(sources, faulty: Path, reference: Path, records: list[RunRecord], 
     long_size = next((f.stat().st_size for f in media_cache.rglob("three-hours.mp4")), 1)
 
     inj_source = next(s for s in sources if s.injection)
-    injection = evaluate.injection_outcome(faulty, outcomes["video_ids"].get(inj_source.index))
-    captured = proxy.captured + counter.captured
+    injection = evaluate.injection_outcome(injection_dataset, outcomes["video_ids"].get(inj_source.index))
+    captured = proxy.captured + counter.captured + inj_proxy.captured
     quoting = [p for body in captured for p in quoting_problems(body.get("messages", []))]
     injection.update(requests_with_narration=len(captured), quoting_problems=quoting[:10])
     injection["ok"] = injection["ok"] and bool(captured) and not quoting
@@ -335,6 +356,7 @@ def summarise(sources, faulty: Path, reference: Path, records: list[RunRecord], 
     escapes = evaluate.files_outside(faulty, [out], [markers_dir / f"pwned-{s.index}" for s in sources])
     escapes += [str(p) for p in PROJECT_ROOT.glob("pwned-*")]
     faulty_runs = [r for r in records if r.role == "faulty"]
+    injection["build_seconds"] = round(next((r.seconds for r in records if r.role == "injection"), 0.0), 1)
     summary = {
         "sources": len(sources),
         "good_landed": outcomes["good_landed"], "good_expected": outcomes["good_expected"],
@@ -411,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=int, default=200, help="how many sources (a quarter broken)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kills", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=4)
+    # Eight videos a batch and two batches in flight keep the CPU LLM server batching more requests at once.
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--chaos-window", type=float, default=120.0, help="seconds the LLM chaos lasts")
     parser.add_argument("--out", type=Path, default=None, help="default: <output_dir>/fault")
     args = parser.parse_args(argv)
