@@ -80,7 +80,7 @@ perf: setup  ## every benchmark (ratios against a baseline measured in the same 
 	$(SAVEN) llm-server start
 	OMP_WAIT_POLICY=PASSIVE $(PY) tests/perf/run_all.py
 
-fault: setup  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs, Ray worker kill -> out/fault/summary.json
+fault: setup models-qwen  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs, Ray worker kill -> out/fault/summary.json
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m tests.fault.run
 
 demo: setup  ## the main job end to end on the embedded default; prints where its output is

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -258,6 +258,19 @@ def stop(spec: ServerSpec, run_dir: Path, timeout: float = 30.0) -> bool:
 def start_llm_server(cfg: Settings | None = None) -> RunningServer:
     cfg = cfg or settings()
     return start(llm_server_spec(cfg), cfg.paths.run_dir)
+
+
+# The embedded model whose QA text is grounded enough to pass the checks for every type (`make models-qwen`);
+# SmolLM2-135M, the profile's default for speed, mostly writes QA the checks reject.
+GROUNDED_QA_MODEL = "qwen2.5-0.5b-instruct"
+
+
+def side_llm_server(cfg: Settings, model: str, name: str = "llm-server-qa") -> tuple[ServerSpec, str]:
+    """A second embedded LLM server serving ``model`` beside the profile's: the next port, its own pid and log
+    files (``name``). Returns the spec and its base URL; clients name the model ``model``."""
+    srv = cfg.llm.server.model_copy(update={"model": model, "served_name": model, "port": cfg.llm.server.port + 1})
+    spec = llm_server_spec(cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"server": srv})}))
+    return replace(spec, name=name), f"http://{srv.host}:{srv.port}/v1"
 
 
 def stop_llm_server(cfg: Settings | None = None) -> bool:

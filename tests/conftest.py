@@ -46,34 +46,24 @@ def llm_server():
         servers.stop(spec, cfg.paths.run_dir)
 
 
-# The model whose QA text is grounded enough to pass the checks for every type (SmolLM2-135M's mostly does not).
-GROUNDED_QA_MODEL = "qwen2.5-0.5b-instruct"
-
-
 @pytest.fixture(scope="session")
 def qa_llm_server(llm_server):
-    """A vLLM CPU server of ``GROUNDED_QA_MODEL`` beside the profile's (next port, its own pid file), when
-    `make models-qwen` installed it (`make test-flow` does); else the profile's server, where QA of every type
-    passing its checks is a matter of luck."""
-    from dataclasses import replace
-
+    """A vLLM CPU server of the grounded QA model beside the profile's, when `make models-qwen` installed it
+    (`make test-flow` does); else the profile's server, where QA of every type passing its checks is luck."""
     from flows import servers
     from schemas.settings import settings
     from tasks import model_cache
 
     cfg = settings()
     try:
-        model_cache.verify(GROUNDED_QA_MODEL, deep=False)
+        model_cache.verify(servers.GROUNDED_QA_MODEL, deep=False)
     except model_cache.ModelCacheError:
         yield llm_server
         return
-    srv = cfg.llm.server.model_copy(update={"model": GROUNDED_QA_MODEL, "served_name": GROUNDED_QA_MODEL,
-                                            "port": cfg.llm.server.port + 1})
-    spec = replace(servers.llm_server_spec(cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"server": srv})})),
-                   name="llm-server-qa")
+    spec, base_url = servers.side_llm_server(cfg, servers.GROUNDED_QA_MODEL)
     was_running = servers.is_running(spec, cfg.paths.run_dir)
     servers.start(spec, cfg.paths.run_dir)
-    yield LLMEndpoint(f"http://{srv.host}:{srv.port}/v1", GROUNDED_QA_MODEL)
+    yield LLMEndpoint(base_url, servers.GROUNDED_QA_MODEL)
     if not was_running:
         servers.stop(spec, cfg.paths.run_dir)
 

@@ -8,8 +8,9 @@
 3. Reference build: the same sources, uninterrupted, no chaos, with a copy of the faulty build's LLM cache (so the
    same requests get the same replies; a request it must still send is counted).
 4. Injection build: the sample whose narration says "ignore previous instructions..." alone, with the profile's
-   whole QA workload (the faulty build trims QA to one draft of one type): its QA must be valid and about the video,
-   and every request must quote the narration as data.
+   whole QA workload (the faulty build trims QA to one draft of one type), on the grounded QA model when `make
+   models-qwen` installed it: its QA must be valid and about the video, and every request must quote the
+   narration as data.
 5. Figures: good sources landed / expected, bad sources dead-lettered with a reason / expected, duplicate rows, QA
    rows failing the schema or a QA check, and whether both datasets are equal by content; printed, written to
    ``<out>/summary.json``; the exit status is 1 when a target is missed.
@@ -43,6 +44,7 @@ from flows.commit import committed
 from flows.demo import use_demo_llm
 from flows.sources import source_key
 from schemas.settings import PROJECT_ROOT, settings
+from tasks import model_cache
 
 from . import evaluate
 from .chaos import ChaosProxy
@@ -234,6 +236,17 @@ def ensure_servers(cfg) -> list:
     return started
 
 
+def grounded_qa_server(cfg) -> tuple[servers.ServerSpec, str] | None:
+    """The grounded QA model's server beside the profile's, when it is installed (`make fault` installs it)."""
+    if cfg.llm.server.model == servers.GROUNDED_QA_MODEL:
+        return None  # the profile's server already serves it
+    try:
+        model_cache.verify(servers.GROUNDED_QA_MODEL, deep=False)
+    except model_cache.ModelCacheError:
+        return None
+    return servers.side_llm_server(cfg, servers.GROUNDED_QA_MODEL)
+
+
 def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch_size: int = 4,
               chaos_window_s: float = 120.0, final_runs: int = 3, media_cache: Path | None = None,
               demo_llm: bool = True, workload: dict[str, str] | None = None) -> dict:
@@ -260,11 +273,16 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
     proxy = ChaosProxy(cfg.llm.resolved_base_url, seed=seed, window_s=chaos_window_s, fault_rate=0.9,
                        capture=INJECTION_RE.pattern)
     counter = ChaosProxy(cfg.llm.resolved_base_url, fault_rate=0.0, capture=INJECTION_RE.pattern)
-    inj_proxy = ChaosProxy(cfg.llm.resolved_base_url, fault_rate=0.0, capture=INJECTION_RE.pattern)
+    grounded = grounded_qa_server(cfg)
+    inj_proxy = ChaosProxy(grounded[1] if grounded else cfg.llm.resolved_base_url, fault_rate=0.0,
+                           capture=INJECTION_RE.pattern)
     proxy.start()
     counter.start()
     inj_proxy.start()
     started_servers = ensure_servers(cfg)
+    if grounded is not None and not servers.is_running(grounded[0], cfg.paths.run_dir):
+        servers.start(grounded[0], cfg.paths.run_dir)
+        started_servers.append(grounded[0])
     records: list[RunRecord] = []
     try:
         serve(sources, files, media)
@@ -309,12 +327,14 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
         records.append(ref)
 
         # Prompt injection: the narrated sample alone, with the profile's whole QA workload, through a proxy that
-        # captures every request quoting the narration.
+        # captures every request quoting the narration; on the grounded QA model when it is installed (SmolLM2's
+        # drafts mostly fail the checks, which would leave no QA row to judge).
         inj_sources = out / "injection-sources.yaml"
         inj_sources.write_text(yaml.safe_dump([s.url for s in sources if s.injection], allow_unicode=True))
-        injection = Build(inj_sources, out / "injection", out / "injection-llm.sqlite",
-                          {**plain_env, **INJECTION_WORKLOAD, "SAVEN_LLM__BASE_URL": inj_proxy.base_url},
-                          out / "logs", 1)
+        inj_env = {**plain_env, **INJECTION_WORKLOAD, "SAVEN_LLM__BASE_URL": inj_proxy.base_url}
+        if grounded is not None:
+            inj_env["SAVEN_LLM__MODEL"] = servers.GROUNDED_QA_MODEL
+        injection = Build(inj_sources, out / "injection", out / "injection-llm.sqlite", inj_env, out / "logs", 1)
         injection.cache.unlink(missing_ok=True)
         records.append(run_once(injection, RunRecord(1, "injection"), media, rng))
 
@@ -357,6 +377,7 @@ def summarise(sources, faulty: Path, reference: Path, records: list[RunRecord], 
     escapes += [str(p) for p in PROJECT_ROOT.glob("pwned-*")]
     faulty_runs = [r for r in records if r.role == "faulty"]
     injection["build_seconds"] = round(next((r.seconds for r in records if r.role == "injection"), 0.0), 1)
+    injection["qa_model"] = next((body.get("model") for body in inj_proxy.captured), None)
     summary = {
         "sources": len(sources),
         "good_landed": outcomes["good_landed"], "good_expected": outcomes["good_expected"],
