@@ -273,6 +273,18 @@ def side_llm_server(cfg: Settings, model: str, name: str = "llm-server-qa") -> t
     return replace(spec, name=name), f"http://{srv.host}:{srv.port}/v1"
 
 
+def grounded_qa_server(cfg: Settings) -> tuple[ServerSpec, str] | None:
+    """A side server of ``GROUNDED_QA_MODEL`` when it is installed and the profile's server does not already serve
+    it; None otherwise (then the profile's server is the one to use)."""
+    if cfg.llm.server.model == GROUNDED_QA_MODEL:
+        return None
+    try:
+        model_cache.verify(GROUNDED_QA_MODEL, deep=False)
+    except model_cache.ModelCacheError:
+        return None
+    return side_llm_server(cfg, GROUNDED_QA_MODEL)
+
+
 def stop_llm_server(cfg: Settings | None = None) -> bool:
     cfg = cfg or settings()
     return stop(_spec_for_stop("llm-server", cfg), cfg.paths.run_dir)

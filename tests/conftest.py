@@ -52,15 +52,13 @@ def qa_llm_server(llm_server):
     (`make test-flow` does); else the profile's server, where QA of every type passing its checks is luck."""
     from flows import servers
     from schemas.settings import settings
-    from tasks import model_cache
 
     cfg = settings()
-    try:
-        model_cache.verify(servers.GROUNDED_QA_MODEL, deep=False)
-    except model_cache.ModelCacheError:
+    grounded = servers.grounded_qa_server(cfg)
+    if grounded is None:
         yield llm_server
         return
-    spec, base_url = servers.side_llm_server(cfg, servers.GROUNDED_QA_MODEL)
+    spec, base_url = grounded
     was_running = servers.is_running(spec, cfg.paths.run_dir)
     servers.start(spec, cfg.paths.run_dir)
     yield LLMEndpoint(base_url, servers.GROUNDED_QA_MODEL)

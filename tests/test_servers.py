@@ -81,6 +81,28 @@ def test_server_commands_are_argument_lists_bound_to_loopback():
     assert pf.env["PREFECT_HOME"].startswith(os.fspath(cfg.paths.run_dir))
 
 
+def test_side_llm_server_has_its_own_port_files_and_model(monkeypatch):
+    cfg = load_settings("local-cpu")
+    model = cfg.llm.server.model  # installed by `make setup`: the spec resolves its folder
+    spec, base_url = servers.side_llm_server(cfg, model, name="llm-server-side")
+    port = cfg.llm.server.port + 1
+    assert spec.name == "llm-server-side" and spec.health_url == f"http://127.0.0.1:{port}/health"
+    assert base_url == f"http://127.0.0.1:{port}/v1"
+    assert spec.argv[spec.argv.index("--port") + 1] == str(port)
+    assert spec.argv[spec.argv.index("--served-model-name") + 1] == model
+    assert spec.pid_file(cfg.paths.run_dir) != servers.llm_server_spec(cfg).pid_file(cfg.paths.run_dir)
+    # No grounded-QA side server when the profile already serves that model, or when it is not installed.
+    same = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"server": cfg.llm.server.model_copy(
+        update={"model": servers.GROUNDED_QA_MODEL})})})
+    assert servers.grounded_qa_server(same) is None
+
+    def missing(name, deep=True):
+        raise servers.model_cache.ModelCacheError(f"{name} is not installed")
+
+    monkeypatch.setattr(servers.model_cache, "verify", missing)
+    assert servers.grounded_qa_server(cfg) is None
+
+
 def _free_port() -> int:
     import socket
 

@@ -44,7 +44,6 @@ from flows.commit import committed
 from flows.demo import use_demo_llm
 from flows.sources import source_key
 from schemas.settings import PROJECT_ROOT, settings
-from tasks import model_cache
 
 from . import evaluate
 from .chaos import ChaosProxy
@@ -236,17 +235,6 @@ def ensure_servers(cfg) -> list:
     return started
 
 
-def grounded_qa_server(cfg) -> tuple[servers.ServerSpec, str] | None:
-    """The grounded QA model's server beside the profile's, when it is installed (`make fault` installs it)."""
-    if cfg.llm.server.model == servers.GROUNDED_QA_MODEL:
-        return None  # the profile's server already serves it
-    try:
-        model_cache.verify(servers.GROUNDED_QA_MODEL, deep=False)
-    except model_cache.ModelCacheError:
-        return None
-    return servers.side_llm_server(cfg, servers.GROUNDED_QA_MODEL)
-
-
 def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch_size: int = 4,
               chaos_window_s: float = 120.0, final_runs: int = 3, media_cache: Path | None = None,
               demo_llm: bool = True, workload: dict[str, str] | None = None) -> dict:
@@ -273,7 +261,7 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
     proxy = ChaosProxy(cfg.llm.resolved_base_url, seed=seed, window_s=chaos_window_s, fault_rate=0.9,
                        capture=INJECTION_RE.pattern)
     counter = ChaosProxy(cfg.llm.resolved_base_url, fault_rate=0.0, capture=INJECTION_RE.pattern)
-    grounded = grounded_qa_server(cfg)
+    grounded = servers.grounded_qa_server(cfg)
     inj_proxy = ChaosProxy(grounded[1] if grounded else cfg.llm.resolved_base_url, fault_rate=0.0,
                            capture=INJECTION_RE.pattern)
     proxy.start()
