@@ -58,10 +58,16 @@ RUN_TIMEOUT_S = 3 * 3600
 # and the perception workers share the cores, so the work per video is trimmed to fit ~30 minutes for 200 sources
 # (run twice: faulty and reference): one keyframe per clip, one draft of one QA type and no consistency pass. Fusion
 # of every clip stays whole, and every check of the QA that is written still runs. The LLM server, not perception,
-# sets the pace (the reference run, with every reply cached, takes ~2.5 s per video); three drafts per question
-# tripled the QA requests. The prompt-injection video gets the full QA workload in a build of its own.
-WORKLOAD = {"SAVEN_QA__TYPES": '["time_point_anchored"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
-            "SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1"}
+# sets the pace (the reference run, with every reply cached, takes ~2 s per video), and on CPU it is bound by prompt
+# tokens and by decode steps: the QA type is temporal grounding (the model writes the question; the options are
+# clip intervals, so a reply is ~30 tokens, not ~150), its prompt shows the target clip's neighbourhood only (500
+# characters of timeline: ~320 fewer prompt tokens), and three batches are in flight, so the server decodes more
+# sequences per step (a CPU decode step costs about the same for 4 sequences as for 12). The first 200-source run
+# (one anchored question of ~150 tokens from the whole timeline, two batches) sent 361k prompt and 52k completion
+# tokens and took 46 min. The prompt-injection video gets the full QA workload in a build of its own.
+WORKLOAD = {"SAVEN_QA__TYPES": '["temporal_grounding"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
+            "SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_QA__TIMELINE_CHARS": "500",
+            "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1", "SAVEN_RAY__BATCHES_IN_FLIGHT": "3"}
 # The injection build: every QA type, three drafts each, the consistency pass (the profile's QA).
 INJECTION_WORKLOAD: dict[str, str] = {}
 
