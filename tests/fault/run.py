@@ -55,19 +55,19 @@ console = Console(stderr=True)
 PERCEPTION_ACTORS = ("ray::ASRWorker", "ray::VisualCaptionWorker", "ray::AudioEventsWorker")
 RUN_TIMEOUT_S = 3 * 3600
 # The run measures what faults do to the dataset, not caption or QA coverage. On a 2-core machine the CPU LLM server
-# and the perception workers share the cores, so the work per video is trimmed to fit ~30 minutes for 200 sources
-# (run twice: faulty and reference): one keyframe per clip, one draft of one QA type and no consistency pass. Fusion
-# of every clip stays whole, and every check of the QA that is written still runs. The LLM server, not perception,
-# sets the pace (the reference run, with every reply cached, takes ~2 s per video), and on CPU it is bound by prompt
-# tokens and by decode steps: the QA type is temporal grounding (the model writes the question; the options are
-# clip intervals, so a reply is ~30 tokens, not ~150), its prompt shows the target clip's neighbourhood only (500
-# characters of timeline: ~320 fewer prompt tokens), and three batches are in flight, so the server decodes more
-# sequences per step (a CPU decode step costs about the same for 4 sequences as for 12). The first 200-source run
-# (one anchored question of ~150 tokens from the whole timeline, two batches) sent 361k prompt and 52k completion
-# tokens and took 46 min. The prompt-injection video gets the full QA workload in a build of its own.
-WORKLOAD = {"SAVEN_QA__TYPES": '["temporal_grounding"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
-            "SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_QA__TIMELINE_CHARS": "500",
-            "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1", "SAVEN_RAY__BATCHES_IN_FLIGHT": "3"}
+# and the perception workers share the cores, and the LLM server sets the pace (prompt tokens and decode steps; the
+# reference run, with every reply cached, takes ~2 s per video). So the work is trimmed to fit ~30 minutes for 200
+# sources, run twice (faulty and reference): most generated videos are one scene (one clip, one fusion request;
+# every fifth has three, see ``sources._scenes``), the QA type is the cross-scene question (so only videos with cuts
+# get QA: three drafts each, every check), its prompt shows only the clips it asks about (500 characters of
+# timeline), one keyframe per clip, no consistency pass, and three batches in flight (a CPU decode step costs about
+# the same for 4 sequences as for 12). Fusion of every clip stays whole, and every check of the QA that is written
+# still runs. The first 200-source run (two clips per video, one anchored question each from the whole timeline,
+# two batches) sent 361k prompt and 52k completion tokens and took 46 min. The prompt-injection video gets the full
+# QA workload in a build of its own.
+WORKLOAD = {"SAVEN_QA__TYPES": '["cross_scene_transition"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
+            "SAVEN_QA__TIMELINE_CHARS": "500", "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1",
+            "SAVEN_RAY__BATCHES_IN_FLIGHT": "3"}
 # The injection build: every QA type, three drafts each, the consistency pass (the profile's QA).
 INJECTION_WORKLOAD: dict[str, str] = {}
 

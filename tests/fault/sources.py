@@ -24,7 +24,7 @@ from tasks.samples import ESPEAK_VOICE, ESPEAK_WPM, INJECTION_SENTENCE
 
 from .server import File, MediaServer, ShortBody, Status, Throttled
 
-GENERATOR_VERSION = "v1"  # bump when the media change, so cached files are rewritten
+GENERATOR_VERSION = "v2"  # bump when the media change, so cached files are rewritten
 LONG_VIDEO_S = 3 * 3600
 MAX_DURATION_S = 3600.0  # the cap the fault run sets (the local-cpu profile allows 4 h)
 # A refused 3-hour file may cost its header (the index of 3 hours of samples, ~1 MB) plus what the loopback socket
@@ -123,16 +123,21 @@ def _pattern(index: int, scene: int) -> str:
     return f"{p}={size}"
 
 
-def _scenes(index: int) -> list[float]:
-    """One cut (two clips) for most videos, two cuts for every fifth; every scene above the 2 s minimum clip."""
+def _scenes(index: int, count: int | None = None) -> list[float]:
+    """Scene lengths, each above the 2 s minimum clip: one scene for most videos, three for every fifth.
+
+    Cut detection and the clip policy run on every video either way; the run's QA type (a cross-scene question,
+    which needs two clips) applies to the fifth with cuts, and one clip is one fusion request: the LLM load on
+    the CPU server is what sets the run's pace."""
     rng = random.Random(f"fault/{GENERATOR_VERSION}/{index}/scenes")
-    count = 3 if index % 5 == 4 else 2
+    count = count or (3 if index % 5 == 4 else 1)
     return [round(rng.uniform(2.5, 3.5), 1) for _ in range(count)]
 
 
 def good_video(path: Path, index: int, *, audio: bool = True, faststart: bool = True,
-               narration: Path | None = None) -> None:
-    scenes = _scenes(index)
+               narration: Path | None = None, scenes: int | None = None) -> None:
+    """``scenes``: how many (default: ``_scenes``' choice for ``index``)."""
+    scenes = _scenes(index, scenes)
     args: list[str] = []
     for j, d in enumerate(scenes):
         args += ["-f", "lavfi", "-t", str(d), "-i", _pattern(index, j)]
@@ -209,7 +214,7 @@ def build_media(sources: list[Source], cache: Path) -> dict[int, Path]:
                 voice = work / "voice.wav"
                 _narration(voice)
                 files[i] = _atomic(cache / f"injection-{i}.mp4",
-                                   lambda p: good_video(p, i, narration=voice))
+                                   lambda p: good_video(p, i, narration=voice, scenes=3))
             elif s.kind in ("good", "http_429", "dotdot_title", "shell_meta") or s.variant == "short_body":
                 files[i] = _atomic(good, lambda p: good_video(p, i))
             elif s.kind == "no_audio":
@@ -226,13 +231,13 @@ def build_media(sources: list[Source], cache: Path) -> dict[int, Path]:
             elif s.variant == "cut_moov":
                 def cut_moov(p: Path, i=i) -> None:
                     whole = work / f"moov-end-{i}.mp4"
-                    good_video(whole, i, faststart=False)  # index at the end: a cut file has none
+                    good_video(whole, i, faststart=False, scenes=2)  # index at the end: a cut file has none
                     _cut(whole, p, 0.5)
                 files[i] = _atomic(cache / f"cut-moov-{i}.mp4", cut_moov)
             elif s.variant == "cut_faststart":
                 def cut_fast(p: Path, i=i) -> None:
                     whole = work / f"fast-{i}.mp4"
-                    good_video(whole, i)  # index first: the header promises frames the file lacks
+                    good_video(whole, i, scenes=2)  # index first: the header promises frames the file lacks
                     _cut(whole, p, 0.5)
                 files[i] = _atomic(cache / f"cut-fast-{i}.mp4", cut_fast)
             elif s.variant == "random_bytes":
