@@ -151,12 +151,21 @@ class RequestCache:
         return None if row is None else (row[0], int(row[1]), int(row[2]))
 
     def put(self, key: str, *, model: str, schema_name: str, content: str, prompt_tokens: int,
-            completion_tokens: int) -> None:
+            completion_tokens: int) -> str:
+        """Store ``content`` unless the key already has a reply; returns the reply stored for the key.
+
+        The first writer wins: two requests with the same key can be in flight at once (two clips whose prompts
+        are identical, in batches that run side by side, possibly in two processes), and a server that samples
+        without a seed answers them differently. Both callers then use the one stored reply, so a rerun, which
+        reads it from here, rebuilds exactly what the first run wrote.
+        """
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, model, schema_name, content, prompt_tokens, completion_tokens, time.time()),
             )
+            row = self._db.execute("SELECT content FROM replies WHERE key = ?", (key,)).fetchone()
+        return content if row is None else row[0]
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -326,8 +335,13 @@ class LLMClient:
         self.stats.completed += 1
         self.usage.append(usage)
         if self.cache is not None:
-            self.cache.put(key, model=self.model, schema_name=schema_name, content=content,
-                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            stored = self.cache.put(key, model=self.model, schema_name=schema_name, content=content,
+                                    prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            if stored != content:  # the same request, answered first elsewhere: use that answer, as a rerun will
+                try:
+                    value = self._validate(stored, response_model, validate)
+                except InvalidReply:  # stored under other rules; a rerun asks again (``_from_cache`` drops it)
+                    pass
         return LLMReply(value=value, usage=usage)
 
     def _from_cache(self, key: str, response_model: type[T], validate: Callable[[T], None] | None,

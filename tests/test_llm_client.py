@@ -250,3 +250,24 @@ def test_vllm_serve_script_defaults_match_the_gpu_profile(tmp_path):
     out = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "vllm-serve.sh")], env=env, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out[out.index("--tensor-parallel-size") + 1] == "4" and float(out[-1]) == server.gpu_memory_utilization
+
+
+def test_the_same_request_in_flight_twice_uses_one_reply_the_one_a_rerun_reads(fake, tmp_path):
+    """Two clips with identical prompts (the same captions and times in two videos) in batches that run side by
+    side: both miss the cache and a server sampling without a seed answers each differently. Both must end with
+    the reply the cache keeps, or a rerun from the cache would rebuild one of them differently."""
+    cache = tmp_path / "cache.sqlite"
+    fake.queue += [Reply('{"description": "first answer"}', delay_s=0.2),
+                   Reply('{"description": "second answer"}', delay_s=0.6)]
+    a, b = make_client(fake, cache, send_seed=False), make_client(fake, cache, send_seed=False)
+
+    async def both():
+        async with a, b:
+            return await asyncio.gather(*(c.complete_json(USER, Described, schema_name="described", stage=Stage.fuse,
+                                                          source_id="local-v1") for c in (a, b)))
+
+    first, second = asyncio.run(both())
+    assert fake.count == 2  # both were sent: neither was in the cache yet
+    assert first.value.description == second.value.description == "first answer"
+    rerun = make_client(fake, cache)
+    assert ask(rerun).value.description == "first answer" and rerun.stats.requests_sent == 0

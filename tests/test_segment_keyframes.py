@@ -13,12 +13,12 @@ import pytest
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from schemas.records import Clip
-from schemas.settings import load_settings
+from schemas.settings import Resources, load_settings
 from tasks.keyframes import CandidateStore, candidate_every, clip_keyframe_paths, extract_keyframes
 from tasks.probe import probe
 from tasks.samples import SampleTruth, make_samples
 from tasks.scene_detectors import FastAdaptiveDetector, FastContentDetector
-from tasks.segment import FrameReader, SideOutput, clip_spans, segment_video
+from tasks.segment import FrameReader, SideOutput, clip_spans, decode_threads, segment_video
 
 SEG = load_settings().segment
 
@@ -255,3 +255,44 @@ def test_reader_frames_match_ffmpeg_own_bgr_conversion(shared_media):
             assert np.abs(frame.astype(np.int16) - theirs[n].astype(np.int16)).mean() < 4.0, n  # rounding only
         if n == count - 1:
             break
+
+
+def test_side_frames_match_ffmpeg_own_bgr_conversion(shared_media):
+    """Keyframe candidates also come as YUV 4:2:0 and are converted by OpenCV on the side thread: the picture is
+    ffmpeg's own BGR at that size, up to rounding."""
+    path = shared_media / "big_buck_bunny_0_30.webm"
+    facts = probe(path, "x")
+    side: dict[float, np.ndarray] = {}
+    reader = FrameReader(path, width=64, height=36, fps_fraction=facts.fps_fraction, source_id="x",
+                         side=SideOutput(448, 252, 24, lambda t, frame: side.__setitem__(t, frame.copy())))
+    for _ in reader:
+        pass
+    assert len(side) == 30
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vf",
+           f"fps={facts.fps_fraction},select='not(mod(n\\,24))',scale=448:252:flags=bilinear,format=bgr24",
+           "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"]
+    theirs = np.frombuffer(subprocess.run(cmd, capture_output=True, check=True).stdout, np.uint8)
+    theirs = theirs.reshape(-1, 252, 448, 3)
+    assert len(theirs) == len(side)
+    for (t, frame), ref in zip(sorted(side.items()), theirs, strict=True):
+        assert np.abs(frame.astype(np.int16) - ref.astype(np.int16)).mean() < 4.0, t
+
+
+def test_decoder_threads_change_the_cost_not_the_frames(shared_media):
+    """The segmentation decode runs ffmpeg with the stage's declared CPUs as threads: every frame is the same as
+    with ffmpeg's default threading, and the cuts too."""
+    path = shared_media / "big_buck_bunny_0_30.webm"
+    facts = probe(path, "x")
+
+    def frames(threads):
+        reader = FrameReader(path, width=96, height=54, fps_fraction=facts.fps_fraction, source_id="x",
+                             threads=threads)
+        return reader.command(), [frame.copy() for _, frame in reader]
+
+    one_cmd, one = frames(1)
+    default_cmd, default = frames(None)
+    assert one_cmd[one_cmd.index("-threads") + 1] == "1" and "-threads" not in default_cmd
+    assert len(one) == len(default) == 720
+    assert all(np.array_equal(a, b) for a, b in zip(one, default, strict=True))
+    assert decode_threads(SEG) == 1
+    assert decode_threads(SEG.model_copy(update={"resources": Resources(num_cpus=2.5)})) == 3

@@ -58,27 +58,29 @@ def machine_label(m: dict) -> str:
 
 def media_rows(r: dict) -> list[dict]:
     s, videos = r["summary"], r["videos"]
-    seg, plain = sum(v["segment_keyframes_s"] for v in videos), sum(v["plain_decode_s"] for v in videos)
-    seg_cpu, plain_cpu = sum(v["segment_keyframes_cpu_s"] for v in videos), sum(v["plain_decode_cpu_s"] for v in videos)
+
+    def total(key: str) -> float:
+        return sum(v[key] for v in videos)
+
     target = s["target_ratio"]
-    rows = [row("segmentation + keyframes wall s / one plain decode", seg, baseline=plain, unit="s",
-                baseline_name="plain ffmpeg decode s", target=f"ratio <= {target} (every video)",
-                passed=s["ratio_target_met"],
-                note=f"{len(videos)} videos, best of {s['repeat']}, max per-video ratio {s['max_ratio']}"),
-            row("segmentation + keyframes CPU s / one plain decode", seg_cpu, baseline=plain_cpu, unit="s",
-                baseline_name="plain ffmpeg decode CPU s", target=f"ratio <= {target}",
-                passed=seg_cpu / plain_cpu <= target if plain_cpu else None),
-            row("segmentation + keyframes wall s / one decode scaled to the analysis size",
-                seg, baseline=sum(v["scaled_decode_s"] for v in videos), unit="s",
-                baseline_name="ffmpeg decode + scale to analysis width s", target=f"ratio <= {target}",
-                passed=seg / sum(v["scaled_decode_s"] for v in videos) <= target,
-                note="the issue's 'same resolution' baseline; ffmpeg's scaler makes it costlier than a plain decode")
-            if all("scaled_decode_s" in v for v in videos) else None,
+    seg, scaled, seg_cpu, scaled_cpu = (total("segment_keyframes_s"), total("scaled_decode_s"),
+                                        total("segment_keyframes_cpu_s"), total("scaled_decode_cpu_s"))
+    rows = [row("segmentation + keyframes wall s / one decode at the same resolution", seg, baseline=scaled,
+                unit="s", baseline_name="ffmpeg decode to BGR at the analysis size s",
+                target=f"ratio <= {target} (every video)", passed=s["ratio_target_met"],
+                note=f"{len(videos)} videos, best of {s['repeat']} interleaved rounds, max per-video ratio "
+                     f"{s['max_ratio']}"),
+            row("segmentation + keyframes CPU s / one decode at the same resolution", seg_cpu, baseline=scaled_cpu,
+                unit="s", baseline_name="ffmpeg decode to BGR at the analysis size CPU s",
+                target=f"ratio <= {target}", passed=seg_cpu / scaled_cpu <= target if scaled_cpu else None),
+            row("segmentation + keyframes wall s / one decode at the source size", seg,
+                baseline=total("plain_decode_s"), unit="s", baseline_name="ffmpeg decode, source size and format s",
+                note="no target: the least any frame pipeline pays"),
             row("decode passes per video (frames + audio)",
                 max(v["decode_passes"]["frames"] + v["decode_passes"]["audio"] for v in videos), baseline=2,
                 baseline_name="one frames pass + one audio pass", target="ratio == 1",
                 passed=s["passes_target_met"])]
-    return [r for r in rows if r is not None]
+    return rows
 
 
 def perception_rows(r: dict) -> list[dict]:
