@@ -142,9 +142,9 @@ class FrameReader:
                      f"[s]select='not(mod(n\\,{side.every}))',"
                      f"scale={side.width}:{side.height}:flags=bilinear,format=yuv420p[side]")
             outputs = ["-map", "[side]", "-fps_mode", "passthrough", "-f", "rawvideo", f"pipe:{side_fd}"]
-        threads = [] if self.threads is None else ["-threads", str(self.threads)]
-        filter_threads = [] if self.threads is None else ["-filter_complex_threads", str(self.threads)]
-        return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *filter_threads, *threads, "-i", str(self.path),
+        threads = [] if self.threads is None else ["-filter_complex_threads", str(self.threads),
+                                                   "-threads", str(self.threads)]
+        return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *threads, "-i", str(self.path),
                 "-filter_complex", graph, "-map", "[main]", "-fps_mode", "passthrough", "-f", "rawvideo",
                 "pipe:1", *outputs]
 
