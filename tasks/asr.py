@@ -11,6 +11,12 @@ its memory (the VAD pass, the speech it collects) grows with the audio's length.
 ``settings.asr.chunk_s`` end on clip bounds (``clip_chunks``), where a sentence is least likely to be cut, and
 their times are shifted back onto the source timeline. Afterwards each word belongs to the clip that holds its
 midpoint, so a segment spanning a cut is split at a word boundary and no word is counted twice.
+
+Why VAD runs before the model, not inside ``WhisperModel.transcribe``: when VAD keeps nothing (music, ambience,
+tones), faster-whisper still detects a language, which is one encoder pass over 30 s of padding (~1.5 s of CPU for
+Whisper base, whatever the audio's length). A chunk with no speech skips the model and has no language. A chunk
+with speech gets exactly what ``transcribe(vad_filter=True)`` does: the kept speech concatenated, then the times
+restored by faster-whisper's own functions.
 """
 
 from __future__ import annotations
@@ -62,11 +68,11 @@ class TranscriptSegment(BaseModel):
 
 
 class Transcript(BaseModel):
-    """One video's speech on its source timeline, before it is mapped onto clips."""
+    """One video's speech on its source timeline, before it is mapped onto clips. No speech: no language."""
 
     model_config = ConfigDict(extra="forbid")
-    language: str
-    language_probability: float
+    language: str | None
+    language_probability: float | None
     duration_s: float
     segments: list[TranscriptSegment]
 
@@ -104,17 +110,26 @@ class WhisperASR:
         _LOADS[cfg.model] = _LOADS.get(cfg.model, 0) + 1
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
+        from faster_whisper.transcribe import restore_speech_timestamps
+        from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         duration = audio.shape[0] / SAMPLE_RATE
-        kwargs = dict(language=LANGUAGE, beam_size=self.cfg.beam_size, word_timestamps=self.cfg.word_timestamps,
-                      vad_filter=self.cfg.vad, vad_parameters=VAD_PARAMETERS if self.cfg.vad else None)
+        kwargs = dict(language=LANGUAGE, beam_size=self.cfg.beam_size, word_timestamps=self.cfg.word_timestamps)
         if self.pipeline is not None:
-            # The batched pipeline needs VAD chunks to batch: it is always on there.
-            kwargs["vad_filter"] = True
-            kwargs["vad_parameters"] = VAD_PARAMETERS
-            segments, info = self.pipeline.transcribe(audio, batch_size=self.cfg.batch_size, **kwargs)
+            # The batched pipeline needs VAD chunks to batch: it is always on there, and it skips the language
+            # detection itself when VAD keeps nothing.
+            segments, info = self.pipeline.transcribe(audio, batch_size=self.cfg.batch_size, vad_filter=True,
+                                                      vad_parameters=VAD_PARAMETERS, **kwargs)
+        elif self.cfg.vad:
+            speech = get_speech_timestamps(audio, VadOptions(**VAD_PARAMETERS))
+            if not speech:
+                return Transcript(language=None, language_probability=None, duration_s=duration, segments=[])
+            kept = np.concatenate(collect_chunks(audio, speech)[0])
+            segments, info = self.model.transcribe(kept, vad_filter=False, **kwargs)
+            segments = restore_speech_timestamps(segments, speech, SAMPLE_RATE)
         else:
-            segments, info = self.model.transcribe(audio, **kwargs)
+            segments, info = self.model.transcribe(audio, vad_filter=False, **kwargs)
         out = []
         for seg in segments:  # a generator: decoding happens while it is consumed
             text = seg.text.strip()
@@ -138,7 +153,7 @@ def _shifted(seg: TranscriptSegment, dt: float) -> TranscriptSegment:
 def transcribe_spans(asr: WhisperASR, path: Path, spans: list[tuple[float, float]]) -> Transcript:
     """The saved waveform's ``spans`` transcribed one at a time (only that slice is read) on the source timeline.
 
-    The language is that of the span with the most speech: a span of music or silence detects a language too.
+    The language is that of the span with the most speech (None when no span has any).
     """
     duration = load_audio(path).shape[0] / SAMPLE_RATE
     spans = spans or [(0.0, duration)]  # no clips: the whole audio, which still tells the video's language
@@ -167,7 +182,7 @@ def speech_segments_for_clips(transcript: Transcript, video_id: str, clips: list
     """Each transcript segment split onto the clips by word midpoints (by its own midpoint when it has no words)."""
     clips = sorted(clips, key=lambda c: c.start_s)
     starts = [c.start_s for c in clips]
-    language_probability = float(np.clip(transcript.language_probability, 0, 1))
+    language_probability = float(np.clip(transcript.language_probability or 0.0, 0, 1))
     out: list[SpeechSegment] = []
     for seg in transcript.segments:
         groups: dict[int, list[TimedWord]] = {}

@@ -12,7 +12,8 @@ import pytest
 from perception_sample import prepared_sample
 from schemas.records import Clip, clip_id
 from schemas.settings import load_settings
-from tasks.asr import TimedWord, Transcript, TranscriptSegment, WhisperASR, speech_segments_for_clips, transcribe_video
+from tasks.asr import (LANGUAGE, VAD_PARAMETERS, TimedWord, Transcript, TranscriptSegment, WhisperASR,
+                       speech_segments_for_clips, transcribe_video)
 from tasks.audio import SAMPLE_RATE, clip_chunks, decode_audio_array
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -169,6 +170,44 @@ def test_missing_audio_is_a_dead_letter(asr, tmp_path):
 def test_silence_yields_no_speech(asr, tmp_path):
     transcript = asr.transcribe(np.zeros(SAMPLE_RATE * 5, dtype=np.float32))
     assert transcript.segments == []
+
+
+def test_audio_without_speech_skips_the_model_and_has_no_language(asr):
+    # Whisper would detect a language even here (one encoder pass over 30 s of padding): the VAD gate runs first.
+    t = np.arange(SAMPLE_RATE * 4) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    noise = (0.15 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
+    for audio in (tone, noise):
+        transcript = asr.transcribe(audio)
+        assert transcript.segments == [] and transcript.language is None
+        assert transcript.language_probability is None and transcript.duration_s == pytest.approx(4.0)
+    plain, _ = asr.model.transcribe(tone, vad_filter=True, vad_parameters=VAD_PARAMETERS)
+    assert list(plain) == []  # the same verdict as faster-whisper's own VAD
+
+
+def test_vad_gate_gives_what_faster_whisper_gives_with_its_own_vad(asr, shared_media):
+    # The sentence starts after 3 s of silence and is split by a 4 s tone: the kept speech is concatenated, so every
+    # time must be mapped back onto the original timeline, as faster-whisper does inside transcribe(vad_filter=True).
+    jfk = decode_audio_array(shared_media / "jfk.flac", "jfk")
+    cut = int(2.8 * SAMPLE_RATE)  # in the pause after "And so my fellow Americans"
+    t = np.arange(SAMPLE_RATE * 4) / SAMPLE_RATE
+    tone = (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    audio = np.concatenate([np.zeros(SAMPLE_RATE * 3, np.float32), jfk[:cut], tone, jfk[cut:]])
+    ours = asr.transcribe(audio)
+    segments, info = asr.model.transcribe(audio, language=LANGUAGE, beam_size=asr.cfg.beam_size,
+                                          word_timestamps=True, vad_filter=True, vad_parameters=VAD_PARAMETERS)
+    plain = [s for s in segments if s.text.strip()]
+    assert ours.language == info.language == "en"
+    assert [s.text for s in ours.segments] == [s.text.strip() for s in plain]
+    assert wer(JFK_TEXT, " ".join(s.text for s in ours.segments)) <= 0.15
+    assert [t for s in ours.segments for t in (s.start_s, s.end_s)] == \
+        pytest.approx([t for s in plain for t in (s.start, s.end)], abs=1e-6)
+    words = [w for s in ours.segments for w in s.words]
+    assert [(w.word, w.start_s) for w in words] == [(w.word, pytest.approx(w.start, abs=1e-6))
+                                                    for s in plain for w in s.words]
+    tone_at = 3.0 + 2.8
+    assert words[0].start_s >= 2.9 and not any(tone_at + 0.35 < w.start_s < tone_at + 4.0 - 0.35 for w in words)
+    assert any(w.start_s >= tone_at + 4.0 - 0.35 for w in words)
 
 
 def test_batched_pipeline_path_transcribes_with_words(shared_media):

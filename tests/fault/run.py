@@ -30,6 +30,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -313,17 +314,16 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
             if rec.returncode == 0 and not left:
                 break
 
-        # Reference: uninterrupted, no chaos, the faulty build's LLM replies.
+        # Reference: uninterrupted, no chaos, the faulty build's LLM replies. With every reply cached it is
+        # perception-bound, so the prompt-injection build, bound by its own LLM server, runs beside it.
         media.reset()
         reference = Build(sources_file, out / "reference", out / "reference-llm.sqlite",
                           {**base_env, "SAVEN_LLM__BASE_URL": counter.base_url}, out / "logs", batch_size)
         copy_sqlite(faulty.cache, reference.cache)
-        ref = run_once(reference, RunRecord(1, "reference"), media, rng)
-        records.append(ref)
 
         # Prompt injection: the narrated sample alone, with the profile's whole QA workload, through a proxy that
         # captures every request quoting the narration; on the grounded QA model when it is installed (SmolLM2's
-        # drafts mostly fail the checks, which would leave no QA row to judge).
+        # drafts mostly fail the checks, which would leave few drafts that say anything).
         inj_sources = out / "injection-sources.yaml"
         inj_sources.write_text(yaml.safe_dump([s.url for s in sources if s.injection], allow_unicode=True))
         inj_env = {**plain_env, **INJECTION_WORKLOAD, "SAVEN_LLM__BASE_URL": inj_proxy.base_url}
@@ -331,7 +331,10 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
             inj_env["SAVEN_LLM__MODEL"] = servers.GROUNDED_QA_MODEL
         injection = Build(inj_sources, out / "injection", out / "injection-llm.sqlite", inj_env, out / "logs", 1)
         injection.cache.unlink(missing_ok=True)
-        records.append(run_once(injection, RunRecord(1, "injection"), media, rng))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            side_by_side = [pool.submit(run_once, reference, RunRecord(1, "reference"), media, rng),
+                            pool.submit(run_once, injection, RunRecord(1, "injection"), media, rng)]
+            records += [f.result() for f in side_by_side]
 
         return summarise(sources, faulty.dataset, reference.dataset, records, proxy, counter, transient_seen,
                          markers_dir, out, media_cache, time.monotonic() - wall, injection.dataset, inj_proxy)
@@ -358,7 +361,9 @@ def summarise(sources, faulty: Path, reference: Path, records: list[RunRecord], 
     transient_good = {source_key(s.url) for s in sources if s.expect == LAND} & transient_seen
 
     long_paths = {s.path: s for s in sources if s.kind == "too_long"}
-    long_bytes = max((r.bytes_by_path.get(p, 0) for r in records for p in long_paths), default=0)
+    # The injection build runs beside the reference and fetches one video: its byte counts are the reference's.
+    long_bytes = max((r.bytes_by_path.get(p, 0) for r in records if r.role != "injection" for p in long_paths),
+                     default=0)
     long_size = next((f.stat().st_size for f in media_cache.rglob("three-hours.mp4")), 1)
 
     inj_source = next(s for s in sources if s.injection)
