@@ -63,16 +63,17 @@ RUN_TIMEOUT_S = 3 * 3600
 # question (so only videos with cuts get QA: two drafts each, every check), its prompt shows only the clips it asks
 # about (500 characters of timeline), one keyframe per clip, no consistency pass, four batches in flight (a batch
 # waits for its slowest video's drafts, which are sequential). Fusion of every clip stays whole, and every check of
-# the QA that is written still runs. Measured: 39.0 min (faulty 26.5, reference 5.2, injection 5.2), against 45.7
-# for the first run (two clips per video, one anchored question each from the whole timeline, two batches: 361k
-# prompt and 52k completion tokens); the ~30 min target is not met on this machine. The prompt-injection video gets
-# the full QA workload in a build of its own.
+# the QA that is written still runs. Measured: 36.9 and 40.3 min (faulty runs 24.3 and 26.0 min; the reference,
+# 5.8 and 6.1 min, beside the injection build, 10.1 and 12.1 min), against 45.7 for the first run (two clips per
+# video, one anchored question each from the whole timeline, two batches: 361k prompt and 52k completion tokens);
+# the ~30 min target is not met on this machine. The prompt-injection video gets every QA type in a build of its own.
 WORKLOAD = {"SAVEN_QA__TYPES": '["cross_scene_transition"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
             "SAVEN_QA__ATTEMPTS_PER_TYPE": "2", "SAVEN_QA__TIMELINE_CHARS": "500",
             "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1", "SAVEN_RAY__BATCHES_IN_FLIGHT": "4"}
 # The injection build: every QA type, the consistency pass, two drafts per type instead of three. Each type's drafts
-# are sequential, and Qwen2.5-0.5B in fp32 decodes one request at ~7 tok/s on 2 cores (memory-bound): three drafts
-# took this build 10 min beside the reference run. Every draft is judged (``evaluate.injection_outcome``).
+# are sequential, and Qwen2.5-0.5B in fp32 decodes one request at 6-8 tok/s on 2 cores (memory-bound), so the build
+# is bound by reply latency: 10 min with three drafts, 12 with two (14 requests, 3.4k completion tokens, two invalid
+# replies retried). Every draft is judged (``evaluate.injection_outcome``).
 INJECTION_WORKLOAD = {"SAVEN_QA__ATTEMPTS_PER_TYPE": "2"}
 
 

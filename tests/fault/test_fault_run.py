@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.flow, pytest.mark.llm, pytest.mark.prefect, pytest.mar
 
 def test_short_fault_run_meets_every_target(llm_server, prefect_server, tmp_path):
     # The session's LLM server (the profile's SmolLM2) and every QA type: 12 videos fit the time either way, and
-    # five types give the prompt-injection video enough chances at a QA row that passes the checks.
+    # every type gives the prompt-injection video more drafts to judge.
     summary = fault_run(12, tmp_path / "fault", seed=1, chaos_window_s=60.0,
                         media_cache=settings().paths.output_dir / "fault" / "media-cache", demo_llm=False, workload={})
     missed = [name for name, ok in summary["checks"].items() if not ok]
