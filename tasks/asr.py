@@ -117,8 +117,8 @@ class WhisperASR:
         duration = audio.shape[0] / SAMPLE_RATE
         kwargs = dict(language=LANGUAGE, beam_size=self.cfg.beam_size, word_timestamps=self.cfg.word_timestamps)
         if self.pipeline is not None:
-            # The batched pipeline needs VAD chunks to batch: it is always on there, and it skips the language
-            # detection itself when VAD keeps nothing.
+            # The batched pipeline needs VAD chunks to batch: it is always on there. It still detects a language
+            # when VAD keeps nothing (one encoder pass on a dummy frame); on the GPU it is meant for, that is cheap.
             segments, info = self.pipeline.transcribe(audio, batch_size=self.cfg.batch_size, vad_filter=True,
                                                       vad_parameters=VAD_PARAMETERS, **kwargs)
         elif self.cfg.vad:
