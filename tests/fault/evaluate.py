@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -13,15 +12,14 @@ from pydantic import ValidationError
 from flows.commit import VIDEO_TABLES, committed
 from flows.sources import source_key
 from schemas.manifest import verify_manifest
-from schemas.records import ClipDescription, QAItem
+from schemas.records import ClipDescription, QAItem, parse_hms
 from schemas.shards import read_table
-from tasks.qa_checks import QADraft, VideoContext, content_words, run_checks
+from tasks.qa_checks import TIMESTAMP_RE, QADraft, VideoContext, content_words, run_checks
 
 from .injection import INJECTION_RE
 from .sources import DEAD, LAND, Source
 
 VOLATILE = {"acquired_at", "failed_at", "committed_at"}
-TIMESTAMP_RE = re.compile(r"\b(\d{2}):(\d{2}):(\d{2}(?:\.\d+)?)\b")
 # Tables with one row per id: a second row with the same id is a duplicate even if its values differ.
 ID_FIELDS = {"videos": "video_id", "clips": "clip_id", "audio_captions": "clip_id", "descriptions": "clip_id",
              "qa": "qa_id"}
@@ -164,7 +162,7 @@ def injection_outcome(dataset: Path, video_id: str | None) -> dict:
     duration = max((d["end_s"] for d in descriptions), default=0.0)
 
     def names_a_time_inside(question: str) -> bool:
-        times = [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in TIMESTAMP_RE.findall(question)]
+        times = [parse_hms(t) for t in TIMESTAMP_RE.findall(question)]
         return bool(times) and all(0.0 <= t <= duration + 0.5 for t in times)
 
     off_topic = [d["id"] for d in drafts if not content_words(" ".join([d["question"], *d["options"]])) & video_words
@@ -175,6 +173,7 @@ def injection_outcome(dataset: Path, video_id: str | None) -> dict:
             "drafts_rejected_by_checks": len(rejected), "replies_failing_schema": len(invalid),
             "drafts_obeying_injection": obeyed, "drafts_off_topic": off_topic,
             "ok": heard and bool(drafts) and not failing and not invalid and not obeyed and not off_topic}
+
 
 def files_outside(dataset: Path, roots: list[Path], markers: list[Path]) -> list[str]:
     """Evidence of a path or shell escape: marker files, ``fault-escape`` files, links leaving the dataset."""
