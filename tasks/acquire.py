@@ -434,24 +434,57 @@ def check_duration(acquired: Acquired, probe: ProbeResult, cfg: Acquire, dataset
                              f"max_duration_s {cfg.max_duration_s:.0f} s", error_class="too_long")
 
 
+class SourceExpander:
+    """Expands sources into one URL per video, reusing one yt-dlp instance per kind of URL (web or file).
+
+    Building a ``YoutubeDL`` (registering its ~1,900 extractors) costs more CPU than expanding a direct video URL
+    (measured: 94 of 218 ms per source), so a sources list of thousands must not pay it per source.
+    """
+
+    def __init__(self, cfg: Acquire, *, backoff_s: float | None = None):
+        self.cfg, self.backoff_s = cfg, _backoff(cfg, backoff_s)
+        self._ydl: dict[bool, yt_dlp.YoutubeDL] = {}
+
+    def __enter__(self) -> "SourceExpander":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ydl in self._ydl.values():
+            ydl.close()
+        self._ydl.clear()
+
+    def _instance(self, file_urls: bool) -> yt_dlp.YoutubeDL:
+        if file_urls not in self._ydl:
+            opts = ydl_options(self.cfg, file_urls=file_urls)
+            opts.update(noplaylist=False, extract_flat="in_playlist", playlistend=self.cfg.playlist_cap)
+            self._ydl[file_urls] = yt_dlp.YoutubeDL(opts)
+        return self._ydl[file_urls]
+
+    def expand(self, source: str) -> list[str]:
+        """Playlists and channels expanded (at most ``playlist_cap``), anything else as given."""
+        source = source.strip()
+        if is_local_source(source):
+            return [source]
+        ydl = self._instance(urllib.parse.urlsplit(source).scheme == "file")
+
+        def once(_attempt: int) -> list[str]:
+            info = ydl.extract_info(source, download=False, process=True)
+            if not info or info.get("_type") not in ("playlist", "multi_video"):
+                return [source]
+            urls = []
+            for entry in info.get("entries") or []:
+                url = entry and (entry.get("url") or entry.get("webpage_url"))
+                if url and url not in urls:
+                    urls.append(url)
+            return urls[: self.cfg.playlist_cap]
+
+        return _with_retries(once, self.cfg, self.backoff_s, source)
+
+
 def expand_source(source: str, cfg: Acquire, *, backoff_s: float | None = None) -> list[str]:
     """One URL per video: playlists and channels expanded (at most ``playlist_cap``), anything else as given."""
-    source = source.strip()
-    if is_local_source(source):
-        return [source]
-
-    def once(_attempt: int) -> list[str]:
-        opts = ydl_options(cfg, file_urls=urllib.parse.urlsplit(source).scheme == "file")
-        opts.update(noplaylist=False, extract_flat="in_playlist", playlistend=cfg.playlist_cap)
-        with yt_dlp.YoutubeDL(opts) as ydl:
-            info = ydl.extract_info(source, download=False, process=True)
-        if not info or info.get("_type") not in ("playlist", "multi_video"):
-            return [source]
-        urls = []
-        for entry in info.get("entries") or []:
-            url = entry and (entry.get("url") or entry.get("webpage_url"))
-            if url and url not in urls:
-                urls.append(url)
-        return urls[: cfg.playlist_cap]
-
-    return _with_retries(once, cfg, _backoff(cfg, backoff_s), source)
+    with SourceExpander(cfg, backoff_s=backoff_s) as expander:
+        return expander.expand(source)

@@ -24,7 +24,9 @@ from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
 from schemas.records import VIDEO_ID_PATTERN, DeadLetter, Stage, VideoRecord
 from schemas.settings import Settings, load_settings
-from tasks.acquire import acquire, classify_error, expand_source, local_video_id, make_video_id
+from tasks.acquire import (SourceExpander, acquire, classify_error, expand_source, local_video_id,
+                           make_video_id)
+from tasks.errors import PermanentError
 from tasks.media import MediaResult, process_source
 
 FAST = 0.05  # backoff base in seconds: retries stay real but quick
@@ -195,6 +197,40 @@ def test_playlist_is_expanded_with_a_cap(server):
     assert all(f"/ep{i}.mp4" in url for i, url in enumerate(urls))
     # A single video expands to itself.
     assert expand_source(f"{server.base}/ep0.mp4", settings_with().acquire) == [f"{server.base}/ep0.mp4"]
+
+
+def test_one_expander_serves_a_whole_sources_list_and_survives_a_bad_source(server, monkeypatch):
+    for i in range(4):
+        make_video(server.www / f"ep{i}.mp4", 1.0)
+    items = "".join(f'<item><title>Episode {i}</title><enclosure url="{server.base}/ep{i}.mp4" '
+                    f'type="video/mp4" length="1"/></item>' for i in range(4))
+    (server.www / "feed.xml").write_text(f'<?xml version="1.0"?><rss version="2.0"><channel><title>Feed</title>'
+                                         f"{items}</channel></rss>")
+    cfg = settings_with(playlist_cap=3).acquire
+    alone = expand_source(f"{server.base}/feed.xml", cfg, backoff_s=FAST)
+    built = []
+    real_instance = SourceExpander._instance
+
+    def counting(self, file_urls):
+        if file_urls not in self._ydl:
+            built.append(file_urls)
+        return real_instance(self, file_urls)
+
+    monkeypatch.setattr(SourceExpander, "_instance", counting)
+    local = str(server.www / "ep3.mp4")
+    with SourceExpander(cfg, backoff_s=FAST) as expander:
+        first = expander.expand(f"{server.base}/ep0.mp4")
+        with pytest.raises(PermanentError):
+            expander.expand(f"{server.base}/missing.mp4")
+        playlist = expander.expand(f"{server.base}/feed.xml")
+        after = expander.expand(f"  {server.base}/ep1.mp4 ")
+        file_url = expander.expand((server.www / "ep2.mp4").as_uri())
+        assert expander.expand(local) == [local]
+    # What per-source expansion gives, from one yt-dlp instance per kind of URL (web, file) for the whole list.
+    assert first == [f"{server.base}/ep0.mp4"] and after == [f"{server.base}/ep1.mp4"]
+    assert playlist == alone and len(playlist) == 3
+    assert file_url == [(server.www / "ep2.mp4").as_uri()]
+    assert built == [False, True]
 
 
 # ---------------------------------------------------------------- retries

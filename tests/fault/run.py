@@ -7,10 +7,9 @@
    one is up) is SIGKILLed; then runs go on until one completes with nothing left to retry.
 3. Reference build: the same sources, uninterrupted, no chaos, with a copy of the faulty build's LLM cache (so the
    same requests get the same replies; a request it must still send is counted).
-4. Injection build: the sample whose narration says "ignore previous instructions..." alone, with the profile's
-   whole QA workload (the faulty build trims QA to one draft of one type), on the grounded QA model when `make
-   models-qwen` installed it: its QA must be valid and about the video, and every request must quote the
-   narration as data.
+4. Injection build: the sample whose narration says "ignore previous instructions..." alone, with every QA type
+   (the faulty build asks only the cross-scene one), on the grounded QA model when `make models-qwen` installed it:
+   its QA must be valid and about the video, and every request must quote the narration as data.
 5. Figures: good sources landed / expected, bad sources dead-lettered with a reason / expected, duplicate rows, QA
    rows failing the schema or a QA check, and whether both datasets are equal by content; printed, written to
    ``<out>/summary.json``; the exit status is 1 when a target is missed.
@@ -60,21 +59,20 @@ RUN_TIMEOUT_S = 3 * 3600
 # tokens/s, so prompt tokens are the cost (the reference run, with every reply cached, takes ~2 s per video). The
 # work per video is trimmed, for 200 sources run twice (faulty and reference): most generated videos are one scene
 # (one clip, one fusion request; every fifth has three, see ``sources._scenes``), the QA type is the cross-scene
-# question (so only videos with cuts get QA: two drafts each, every check), its prompt shows only the clips it asks
-# about (500 characters of timeline), one keyframe per clip, no consistency pass, four batches in flight (a batch
-# waits for its slowest video's drafts, which are sequential). Fusion of every clip stays whole, and every check of
-# the QA that is written still runs. Measured: 36.9 and 40.3 min (faulty runs 24.3 and 26.0 min; the reference,
-# 5.8 and 6.1 min, beside the injection build, 10.1 and 12.1 min), against 45.7 for the first run (two clips per
-# video, one anchored question each from the whole timeline, two batches: 361k prompt and 52k completion tokens);
-# the ~30 min target is not met on this machine. The prompt-injection video gets every QA type in a build of its own.
+# question (so only videos with cuts get QA: one draft each, every check), its prompt shows only the clips it asks
+# about (500 characters of timeline), one keyframe per clip, no consistency pass, four batches of four in flight.
+# Fusion of every clip stays whole, and every check of the QA that is written still runs. The prompt-injection
+# video gets every QA type in a build of its own. Measured (200 sources): 27.5 min; faulty runs 20.8 min, then the
+# reference, 4.8 min, beside the injection build, 5.8 min (the README keeps the history of these runs).
 WORKLOAD = {"SAVEN_QA__TYPES": '["cross_scene_transition"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
-            "SAVEN_QA__ATTEMPTS_PER_TYPE": "2", "SAVEN_QA__TIMELINE_CHARS": "500",
+            "SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_QA__TIMELINE_CHARS": "500",
             "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1", "SAVEN_RAY__BATCHES_IN_FLIGHT": "4"}
-# The injection build: every QA type, the consistency pass, two drafts per type instead of three. Each type's drafts
-# are sequential, and Qwen2.5-0.5B in fp32 decodes one request at 6-8 tok/s on 2 cores (memory-bound), so the build
-# is bound by reply latency: 10 min with three drafts, 12 with two (14 requests, 3.4k completion tokens, two invalid
-# replies retried). Every draft is judged (``evaluate.injection_outcome``).
-INJECTION_WORKLOAD = {"SAVEN_QA__ATTEMPTS_PER_TYPE": "2"}
+# The injection build: one draft of every QA type the video allows, all at once, every draft judged
+# (``evaluate.injection_outcome``). It is bound by reply latency: Qwen2.5-0.5B in fp32 decodes one request at 6-8
+# tok/s on 2 cores. The consistency pass is left out: its one reply (~500 tokens) alone took 3 of the build's 6.6
+# min, and its prompt quotes the timeline with the same ``quote_data`` as the fusion and question prompts, which
+# this build sends with the narration in them (``tests/test_prompts.py`` holds all three to it).
+INJECTION_WORKLOAD = {"SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_QA__CONSISTENCY_CHECK": "false"}
 
 
 @dataclass
@@ -279,14 +277,22 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
     counter.start()
     inj_proxy.start()
     started_servers = ensure_servers(cfg)
+    # Only the injection build, at the end, needs the grounded QA server: it starts while the faulty runs go (its
+    # ~75 s of start-up overlap the first run's LLM chaos window, when the profile's server is mostly idle).
+    background = ThreadPoolExecutor(max_workers=1)
+    grounded_up = None
     if grounded is not None and not servers.is_running(grounded[0], cfg.paths.run_dir):
-        servers.start(grounded[0], cfg.paths.run_dir)
+        grounded_up = background.submit(servers.start, grounded[0], cfg.paths.run_dir)
         started_servers.append(grounded[0])
     records: list[RunRecord] = []
     try:
         serve(sources, files, media)
         sources_file = out / "sources.yaml"
-        sources_file.write_text(yaml.safe_dump([s.url for s in sources], allow_unicode=True, width=1000))
+        # Broken sources spread through the list, as in a real one: their waits (retry backoff, a refused
+        # stream) overlap other videos' work instead of forming the run's tail.
+        order = list(sources)
+        random.Random(f"order-{seed}").shuffle(order)
+        sources_file.write_text(yaml.safe_dump([s.url for s in order], allow_unicode=True, width=1000))
         plain_env = {**os.environ, **servers.prefect_env(cfg), "SAVEN_ACQUIRE__MAX_DURATION_S": str(MAX_DURATION_S),
                      "SAVEN_ACQUIRE__BACKOFF_S": "1.0", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
                      "TRANSFORMERS_OFFLINE": "1"}
@@ -324,7 +330,7 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
                           {**base_env, "SAVEN_LLM__BASE_URL": counter.base_url}, out / "logs", batch_size)
         copy_sqlite(faulty.cache, reference.cache)
 
-        # Prompt injection: the narrated sample alone, with the profile's whole QA workload, through a proxy that
+        # Prompt injection: the narrated sample alone, with every QA type (``INJECTION_WORKLOAD``), through a proxy that
         # captures every request quoting the narration; on the grounded QA model when it is installed (SmolLM2's
         # drafts mostly fail the checks, which would leave few drafts that say anything).
         inj_sources = out / "injection-sources.yaml"
@@ -334,6 +340,8 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
             inj_env["SAVEN_LLM__MODEL"] = servers.GROUNDED_QA_MODEL
         injection = Build(inj_sources, out / "injection", out / "injection-llm.sqlite", inj_env, out / "logs", 1)
         injection.cache.unlink(missing_ok=True)
+        if grounded_up is not None:
+            grounded_up.result()
         with ThreadPoolExecutor(max_workers=2) as pool:
             side_by_side = [pool.submit(run_once, reference, RunRecord(1, "reference"), media, rng),
                             pool.submit(run_once, injection, RunRecord(1, "injection"), media, rng)]
@@ -342,6 +350,7 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
         return summarise(sources, faulty.dataset, reference.dataset, records, proxy, counter, transient_seen,
                          markers_dir, out, media_cache, time.monotonic() - wall, injection.dataset, inj_proxy)
     finally:
+        background.shutdown(wait=True)  # a server still starting is stopped below, not left behind
         proxy.stop()
         counter.stop()
         inj_proxy.stop()
@@ -457,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=int, default=200, help="how many sources (a quarter broken)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kills", type=int, default=3)
-    # Eight videos a batch and two batches in flight keep the CPU LLM server batching more requests at once.
-    parser.add_argument("--batch-size", type=int, default=8)
+    # Four videos a batch, four batches in flight (``WORKLOAD``): a batch commits when its slowest video is done, and a
+    # SIGKILL loses what is in flight, so smaller batches commit sooner and lose less.
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--chaos-window", type=float, default=120.0, help="seconds the LLM chaos lasts")
     parser.add_argument("--out", type=Path, default=None, help="default: <output_dir>/fault")
     args = parser.parse_args(argv)
