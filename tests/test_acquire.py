@@ -185,14 +185,19 @@ def test_cookies_file_is_used_but_left_unchanged(server, out, tmp_path):
     assert cookies.read_bytes() == before
 
 
-def test_playlist_is_expanded_with_a_cap(server):
-    for i in range(5):
+def make_feed(server, episodes: int) -> str:
+    """An RSS feed of ``episodes`` one-second videos on the server; returns its URL."""
+    for i in range(episodes):
         make_video(server.www / f"ep{i}.mp4", 1.0)
     items = "".join(f'<item><title>Episode {i}</title><enclosure url="{server.base}/ep{i}.mp4" '
-                    f'type="video/mp4" length="1"/></item>' for i in range(5))
+                    f'type="video/mp4" length="1"/></item>' for i in range(episodes))
     (server.www / "feed.xml").write_text(f'<?xml version="1.0"?><rss version="2.0"><channel><title>Feed</title>'
                                          f"{items}</channel></rss>")
-    urls = expand_source(f"{server.base}/feed.xml", settings_with(playlist_cap=3).acquire, backoff_s=FAST)
+    return f"{server.base}/feed.xml"
+
+
+def test_playlist_is_expanded_with_a_cap(server):
+    urls = expand_source(make_feed(server, 5), settings_with(playlist_cap=3).acquire, backoff_s=FAST)
     assert len(urls) == 3
     assert all(f"/ep{i}.mp4" in url for i, url in enumerate(urls))
     # A single video expands to itself.
@@ -200,14 +205,9 @@ def test_playlist_is_expanded_with_a_cap(server):
 
 
 def test_one_expander_serves_a_whole_sources_list_and_survives_a_bad_source(server, monkeypatch):
-    for i in range(4):
-        make_video(server.www / f"ep{i}.mp4", 1.0)
-    items = "".join(f'<item><title>Episode {i}</title><enclosure url="{server.base}/ep{i}.mp4" '
-                    f'type="video/mp4" length="1"/></item>' for i in range(4))
-    (server.www / "feed.xml").write_text(f'<?xml version="1.0"?><rss version="2.0"><channel><title>Feed</title>'
-                                         f"{items}</channel></rss>")
+    feed = make_feed(server, 4)
     cfg = settings_with(playlist_cap=3).acquire
-    alone = expand_source(f"{server.base}/feed.xml", cfg, backoff_s=FAST)
+    alone = expand_source(feed, cfg, backoff_s=FAST)
     built = []
     real_instance = SourceExpander._instance
 
@@ -222,7 +222,7 @@ def test_one_expander_serves_a_whole_sources_list_and_survives_a_bad_source(serv
         first = expander.expand(f"{server.base}/ep0.mp4")
         with pytest.raises(PermanentError):
             expander.expand(f"{server.base}/missing.mp4")
-        playlist = expander.expand(f"{server.base}/feed.xml")
+        playlist = expander.expand(feed)
         after = expander.expand(f"  {server.base}/ep1.mp4 ")
         file_url = expander.expand((server.www / "ep2.mp4").as_uri())
         assert expander.expand(local) == [local]
