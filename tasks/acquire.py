@@ -10,7 +10,8 @@ file under ``<dataset>/media/<video_id>.<ext>`` plus its source metadata.
   few MB at most), and only a file whose header states none either is checked after probing (``check_duration``).
 - Failures are classified: permanent (removed, private, unsupported, too long, not a video, HTTP 4xx) or transient
   (HTTP 429/408/5xx, timeouts, connection errors). Only transient ones are retried, with exponential backoff.
-- Playlists and channels are expanded by ``expand_source`` into one URL per video, at most ``playlist_cap``.
+- Playlists and channels are expanded into one URL per video, at most ``playlist_cap``, by a ``SourceExpander``
+  (one yt-dlp instance for a whole sources list) or ``expand_source`` (one source).
 """
 
 from __future__ import annotations

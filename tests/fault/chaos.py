@@ -35,6 +35,7 @@ KINDS = ("http_500", "hang", "garbage_body", "garbage_content")
 class ChaosProxy(LoopbackHTTPServer):
     thread_name = "chaos-proxy"
     base_path = "/v1"
+    quiet_disconnects = True  # the fault run SIGKILLs flows with requests in flight: their resets are expected
 
     def __init__(self, upstream: str, *, seed: int = 0, start_after: int = 5, window_s: float = 60.0,
                  fault_rate: float = 0.8, hang_s: float = 15.0, capture: str | None = None,

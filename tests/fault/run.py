@@ -62,8 +62,8 @@ RUN_TIMEOUT_S = 3 * 3600
 # question (so only videos with cuts get QA: one draft each, every check), its prompt shows only the clips it asks
 # about (500 characters of timeline), one keyframe per clip, no consistency pass, four batches of four in flight.
 # Fusion of every clip stays whole, and every check of the QA that is written still runs. The prompt-injection
-# video gets every QA type in a build of its own. Measured (200 sources): 27.5 min; faulty runs 20.8 min, then the
-# reference, 4.8 min, beside the injection build, 5.8 min (the README keeps the history of these runs).
+# video gets every QA type in a build of its own. Measured (200 sources): 27.5 and 27.6 min; faulty runs 20.8 and
+# 20.1 min, then the reference, ~4.9 min, beside the injection build, 5.8 and 6.4 min (README: the history).
 WORKLOAD = {"SAVEN_QA__TYPES": '["cross_scene_transition"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
             "SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_QA__TIMELINE_CHARS": "500",
             "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1", "SAVEN_RAY__BATCHES_IN_FLIGHT": "4"}
