@@ -28,7 +28,7 @@ from flows import video_pipeline
 from schemas.manifest import build_manifest
 from schemas.settings import Settings, load_settings
 from schemas.shards import consolidate_dead_letters, write_bytes_atomic
-from tasks.acquire import SourceExpander, is_local_source
+from tasks.acquire import SourceExpander
 from tasks.qa import QAOptions
 
 FLOW_NAME = "build-dataset"
@@ -66,9 +66,6 @@ def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None) -> 
     out: list[str] = []
     with SourceExpander(cfg.acquire) as expander:
         for src in read_sources(Path(sources_file)):
-            if is_local_source(src):
-                out.append(src)
-                continue
             try:
                 out += expander.expand(src)
             except Exception:  # noqa: BLE001 — an unexpandable source is tried as is and dead-lettered there
