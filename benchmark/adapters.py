@@ -27,16 +27,15 @@ from typing import Annotated, Any, Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from benchmark.mcq import LETTERS, mcq_text
+from infra.registry import Registry
 from schemas.records import AVBenchItem, Clip, ClipDescription, SpeechSegment, Stage, VideoRecord, hms
 
-ADAPTERS: dict[str, type["ModelAdapter"]] = {}
+ADAPTERS: Registry[type["ModelAdapter"]] = Registry("model")  # the adapters are all in this module
 
 
 def register(name: str) -> Callable[[type["ModelAdapter"]], type["ModelAdapter"]]:
     def add(cls: type[ModelAdapter]) -> type[ModelAdapter]:
-        if name in ADAPTERS:
-            raise ValueError(f"adapter {name!r} is already registered ({ADAPTERS[name].__name__})")
-        ADAPTERS[name] = cls
+        ADAPTERS.register(name)(cls)
         cls.registry_name = name
         return cls
     return add
@@ -150,9 +149,7 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 def make_adapter(spec: str, context: BenchContext | None = None, **overrides: Any) -> ModelAdapter:
     name, kwargs = parse_model_spec(spec)
-    if name not in ADAPTERS:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(ADAPTERS))}")
-    return ADAPTERS[name](context=context, **{**kwargs, **overrides})
+    return ADAPTERS.get(name)(context=context, **{**kwargs, **overrides})
 
 
 # --- random baseline -------------------------------------------------------------------------------------------
@@ -281,7 +278,7 @@ class OpenAIAdapter(ModelAdapter):
     """An OpenAI-compatible chat model reading the video's descriptions (per ``modality``) and the question.
 
     ``reply="letter"`` constrains the reply to one letter (JSON-schema decoding); ``reply="text"`` lets the model
-    write up to 200 characters, which the scorer's extraction reads. Requests go through ``tasks.llm_client``
+    write up to 200 characters, which the scorer's extraction reads. Requests go through ``infra.llm_client``
     (bounded concurrency, retries, its own request cache under ``context.cache_dir``).
     """
 
@@ -303,7 +300,7 @@ class OpenAIAdapter(ModelAdapter):
 
     def _client(self, base_url, model, api_key, temperature, seed, max_concurrency):
         from schemas.settings import settings
-        from tasks.llm_client import LLMClient
+        from infra.llm_client import LLMClient
 
         cache = self.context.cache_dir / "llm_cache.sqlite" if self.context.cache_dir else None
         overrides: dict[str, Any] = {"temperature": temperature, "seed": seed, "max_tokens": self.max_tokens}
@@ -339,7 +336,7 @@ class OpenAIAdapter(ModelAdapter):
         return _run_async(self._answer_all(list(items)))
 
     async def _answer_all(self, items: list[AVBenchItem]) -> list[str]:
-        from tasks.errors import StageError
+        from infra.errors import StageError
 
         reply_model = LetterReply if self.reply == "letter" else TextReply
 
@@ -347,7 +344,7 @@ class OpenAIAdapter(ModelAdapter):
             try:
                 reply = await self.client.complete_json(
                     self.messages(item), reply_model, schema_name=f"avbench_{self.reply}", stage=Stage.benchmark,
-                    source_id=item.video_id, item_id=item.item_id, max_tokens=self.max_tokens)
+                    subject=item.video_id, item_id=item.item_id, max_tokens=self.max_tokens)
             except StageError as exc:
                 self.errors[i] = f"{exc.error_class}: {exc.message}"
                 return ""

@@ -239,7 +239,7 @@ def _build(inputs: _Inputs, out_dir: Path, config: BuildConfig, models: FilterMo
     for qa in inputs.qa:
         video = inputs.videos.get(qa.video_id)
         if video is None:
-            dead.append(DeadLetter(stage=Stage.benchmark, source_id=qa.video_id, item_id=qa.qa_id,
+            dead.append(DeadLetter(stage=Stage.benchmark, video_id=qa.video_id, item_id=qa.qa_id,
                                    error_class="MissingVideo", failed_at=utc_now(),
                                    message=f"QA item {qa.qa_id}: its video is not in the videos table "
                                            "(no duration, no media): left out of AVBench"))

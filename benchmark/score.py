@@ -11,10 +11,7 @@
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -22,6 +19,7 @@ import numpy as np
 from benchmark.adapters import ModelAdapter, sha256_text
 from benchmark.extract import extract
 from benchmark.mcq import LETTERS, rotate_options
+from infra.sqlite_store import SqliteStore
 from schemas.records import AVBenchItem, Prediction, Score
 
 DURATION_EDGES_S = (60.0, 300.0, 1200.0)  # <1 min, 1-5 min, 5-20 min, >= 20 min
@@ -37,38 +35,22 @@ def rotate(item: AVBenchItem, k: int) -> AVBenchItem:
                                        "answer_letter": LETTERS[answer_index]})
 
 
-class PredictionCache:
+class PredictionCache(SqliteStore):
     """Raw answers by (model fingerprint, item id, rotation, prompt hash) in one sqlite file (WAL, shareable)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS answers (model TEXT NOT NULL, item_id TEXT NOT NULL, rotation INTEGER NOT "
-            "NULL, prompt_hash TEXT NOT NULL, raw_answer TEXT NOT NULL, PRIMARY KEY (model, item_id, rotation, "
-            "prompt_hash))")
+    TABLE = "answers"
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS answers (model TEXT NOT NULL, item_id TEXT NOT NULL, rotation INTEGER NOT "
+              "NULL, prompt_hash TEXT NOT NULL, raw_answer TEXT NOT NULL, PRIMARY KEY (model, item_id, rotation, "
+              "prompt_hash))")
 
     def get(self, model: str, item_id: str, rotation: int, prompt_hash: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT raw_answer FROM answers WHERE model=? AND item_id=? AND rotation=? AND "
-                                   "prompt_hash=?", (model, item_id, rotation, prompt_hash)).fetchone()
+        row = self.one("SELECT raw_answer FROM answers WHERE model=? AND item_id=? AND rotation=? AND prompt_hash=?",
+                       (model, item_id, rotation, prompt_hash))
         return None if row is None else row[0]
 
     def put(self, model: str, item_id: str, rotation: int, prompt_hash: str, raw_answer: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
-                             (model, item_id, rotation, prompt_hash, raw_answer))
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.execute(("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
+                      (model, item_id, rotation, prompt_hash, raw_answer)))
 
 
 @dataclass(frozen=True)

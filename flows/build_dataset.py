@@ -29,7 +29,7 @@ from schemas.manifest import build_manifest
 from schemas.settings import Settings, load_settings
 from schemas.shards import consolidate_dead_letters, write_bytes_atomic
 from tasks.acquire import SourceExpander
-from tasks.qa import QAOptions
+from schemas.settings import QAOptions
 
 FLOW_NAME = "build-dataset"
 
@@ -105,6 +105,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     started = time.perf_counter()
     logger = get_run_logger()
     cfg = load_settings(profile)
+    video_pipeline.check_backends(cfg)  # a misspelt backend fails here, before any download
     dataset_dir = Path(output).resolve()
     dataset_dir.mkdir(parents=True, exist_ok=True)
     cache = llm_cache or str(dataset_dir / "_cache" / "llm.sqlite")
@@ -148,6 +149,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
                     collect_oldest()
             while in_flight:
                 collect_oldest()
+            stats.workers = video_pipeline.POOLS[pool_key].stats()
     finally:
         for _, future in in_flight:  # a batch failed: let the others finish before their Ray goes away
             future.wait()

@@ -27,7 +27,7 @@ console = Console()
 def models_install(qwen: bool = typer.Option(False, help="also the optional Qwen2.5-0.5B model"),
                    force: bool = typer.Option(False, help="reinstall even when verified")) -> None:
     """Install (or verify) the embedded models; quick when already done."""
-    from tasks import model_cache
+    from infra import model_cache
 
     names = model_cache.OPTIONAL if qwen else None
     for name, path in model_cache.install(names, force=force).items():
@@ -37,7 +37,7 @@ def models_install(qwen: bool = typer.Option(False, help="also the optional Qwen
 @models_app.command("status")
 def models_status() -> None:
     """Which embedded models are installed, and where."""
-    from tasks import model_cache
+    from infra import model_cache
 
     table = Table("model", "status")
     for name, state in model_cache.status().items():
@@ -177,7 +177,7 @@ def _newest_checkpoint(*train_dirs: Path) -> Path | None:
 def make_samples(out: Optional[Path] = typer.Option(None, help="default: <output_dir>/samples"),
                  seed: int = 0, count: int = 3) -> None:
     """Synthetic sample videos (known cuts, text, sounds, narration) with a truth file each."""
-    from tasks.samples import make_samples_cli
+    from devdata.samples import make_samples_cli
 
     make_samples_cli(out or settings().paths.output_dir / "samples", seed=seed, count=count)
 

@@ -70,7 +70,7 @@ def commit_video(dataset_dir: Path, source: str, video_id: str, tables: Mapping[
         rows[table] = result.rows
         invalid += len(result.dead_letters)
     # Item-level failures of this video replace whatever an earlier attempt at this source left.
-    write_dead_letters(dataset_dir, source_key(source), failures)
+    write_dead_letters(dataset_dir, source_key(source), [d.filed_for(source, video_id) for d in failures])
     marker = CommitMarker(source=source, source_key=source_key(source), video_id=video_id, rows=rows,
                           invalid_rows=invalid, committed_at=utc_now())
     write_bytes_atomic(marker_path(dataset_dir, source), marker.model_dump_json(indent=2).encode())
@@ -79,7 +79,7 @@ def commit_video(dataset_dir: Path, source: str, video_id: str, tables: Mapping[
 
 def record_source_failure(dataset_dir: Path, source: str, dead_letters: Sequence[DeadLetter]) -> None:
     """A source that produced no committed video: its dead letters, keyed by the source (a rerun replaces them)."""
-    write_dead_letters(dataset_dir, source_key(source), list(dead_letters))
+    write_dead_letters(dataset_dir, source_key(source), [d.filed_for(source) for d in dead_letters])
 
 
 def failed_sources(dataset_dir: Path) -> set[str]:

@@ -25,8 +25,8 @@ from flows import servers
 from model.train import train
 from schemas.manifest import verify_manifest
 from schemas.settings import PROJECT_ROOT, Settings, settings
-from tasks import model_cache
-from tasks.samples import make_samples
+from infra import model_cache
+from devdata.samples import make_samples
 
 console = Console()
 SHARED_MEDIA = (PROJECT_ROOT / ".." / "shared" / "media").resolve()

@@ -25,6 +25,7 @@ class RunStats(BaseModel):
     dead_letters_by_stage: Counter = Field(default_factory=Counter)
     seconds_by_stage: Counter = Field(default_factory=Counter)
     llm: Counter = Field(default_factory=Counter)  # requests, cache_hits, prompt_tokens, completion_tokens, ...
+    workers: list[dict] = Field(default_factory=list)  # infra.worker.WorkerStats of the run's model workers
     wall_s: float = 0.0
 
     def add_seconds(self, seconds: dict[str, float]) -> None:
@@ -62,6 +63,10 @@ def run_markdown(stats: RunStats, dataset_dir: Path, profile: str) -> str:
         _table(["counter", "value"], [[k, v] for k, v in sorted(stats.llm.items())] or [["-", 0]]),
         "## Dead letters by stage",
         _table(["stage", "count"], [[s, n] for s, n in sorted(stats.dead_letters_by_stage.items())] or [["-", 0]]),
+        "## Model workers",
+        _table(["stage", "model", "loads", "setup s", "videos", "clips", "seconds"],
+               [[w["stage"], w["model"], w["model_loads"], f"{w['setup_s']:.1f}", w["videos"], w["clips"],
+                 f"{w['seconds']:.1f}"] for w in stats.workers] or [["-", "-", 0, 0, 0, 0, 0]]),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -90,7 +95,7 @@ def dataset_card(dataset_dir: Path, manifest: Manifest, cfg: Settings, sources: 
         _table(["dead letters by stage", "count"], [[s, n] for s, n in sorted(dead_by_stage.items())] or [["-", 0]]),
         "## Models",
         _table(["stage", "model"], [
-            ["ASR", f"faster-whisper `{cfg.asr.model}` ({cfg.asr.device}, {cfg.asr.compute_type})"],
+            ["ASR", f"`{cfg.asr.kind}` `{cfg.asr.model}` ({cfg.asr.device}, {cfg.asr.compute_type})"],
             ["audio events", f"`{cfg.audio_tagger.kind}`" + (f" `{cfg.audio_tagger.model}`" if cfg.audio_tagger.model else "")],
             ["keyframe captions", f"`{cfg.visual_captioner.kind}`"],
             ["scene cuts", f"PySceneDetect `{cfg.segment.detector}`"],

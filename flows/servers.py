@@ -19,7 +19,7 @@ from typing import Callable
 import httpx
 
 from schemas.settings import PROJECT_ROOT, Settings, settings
-from tasks import model_cache
+from infra import model_cache
 
 
 class ServerError(RuntimeError):

@@ -20,20 +20,39 @@ from pathlib import Path
 import ray
 
 from flows.commit import commit_video, record_source_failure
+from flows.media_chain import MediaResult, process_source
 from flows.report import RunStats
+from infra.ray_stage import in_ray
+from infra.registry import Registry
+from infra.worker import StageWorker
+from schemas.handoff import ASROutput, AudioEventsOutput, VideoWork, VisualCaptionOutput
 from schemas.records import DeadLetter, Stage, utc_now
 from schemas.settings import Settings
-from tasks.asr import ASROutput, asr_actor
-from tasks.audio_caption import caption_clips
-from tasks.audio_events import AudioEventsOutput, audio_events_actor
+from tasks.asr import ASRWorker
+from tasks.audio_caption import caption_video
+from tasks.audio_events import AudioEventsWorker
+from tasks.captioners import CAPTIONERS
 from tasks.fuse import group_inputs, run_fuse
-from tasks.media import MediaResult, process_source
 from tasks.qa import QAOptions, run_qa
-from tasks.ray_stage import as_ray_task
-from tasks.visual_caption import VisualCaptionOutput, visual_caption_actor
+from tasks.scene_detectors import DETECTORS
+from tasks.taggers import TAGGERS
+from tasks.transcribers import TRANSCRIBERS
+from tasks.visual_caption import VisualCaptionWorker
 
 log = logging.getLogger("saven.pipeline")
 ACTOR_RESTARTS = 3  # per perception actor and run; a video whose calls outlive them is retried by the next run
+
+# Every backend choice of the profile: (section, field) -> the registry that must know the name.
+BACKEND_FIELDS: dict[tuple[str, str], Registry] = {
+    ("segment", "detector"): DETECTORS, ("asr", "kind"): TRANSCRIBERS, ("audio_tagger", "kind"): TAGGERS,
+    ("visual_captioner", "kind"): CAPTIONERS,
+}
+
+
+def check_backends(cfg: Settings) -> None:
+    """Every backend the profile names is registered (an unknown one raises, listing the known ones)."""
+    for (section, name), registry in BACKEND_FIELDS.items():
+        registry.get(getattr(getattr(cfg, section), name))
 
 
 class _RoundRobin:
@@ -41,8 +60,8 @@ class _RoundRobin:
         self.actors = actors
         self._next = itertools.cycle(actors)
 
-    def submit(self, *args):
-        return next(self._next).process.remote(*args)
+    def submit(self, work: VideoWork):
+        return next(self._next).run.remote(work)
 
 
 @dataclass
@@ -55,20 +74,22 @@ class PerceptionPool:
 
     @classmethod
     def create(cls, cfg: Settings) -> "PerceptionPool":
-        def actors(make, section):
+        check_backends(cfg)
+
+        def actors(worker: type[StageWorker], section):
             # A killed actor process is restarted (its model loaded again) and the calls it held are retried there,
             # instead of failing every later video of the run: the calls only read the video's files.
-            cls_ = make(section).options(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
-            return _RoundRobin([cls_.remote(section) for _ in range(max(1, section.resources.replicas))])
+            actor_cls = worker.in_ray(section, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+            return _RoundRobin([actor_cls.remote(section) for _ in range(max(1, section.resources.replicas))])
 
-        return cls(asr=actors(asr_actor, cfg.asr), audio_events=actors(audio_events_actor, cfg.audio_tagger),
-                   visual=actors(visual_caption_actor, cfg.visual_captioner))
+        return cls(asr=actors(ASRWorker, cfg.asr), audio_events=actors(AudioEventsWorker, cfg.audio_tagger),
+                   visual=actors(VisualCaptionWorker, cfg.visual_captioner))
 
     def all_actors(self) -> list:
         return self.asr.actors + self.audio_events.actors + self.visual.actors
 
     def stats(self) -> list[dict]:
-        return ray.get([a.stats.remote() for a in self.all_actors()])
+        return [s.model_dump() for s in ray.get([a.stats.remote() for a in self.all_actors()])]
 
 
 POOLS: dict[str, PerceptionPool] = {}  # the actors of the flow runs in this process, by run key
@@ -94,8 +115,9 @@ class BatchReport:
 
 
 def _media_task(cfg: Settings):
-    # max_retries covers a worker process that dies (system failure); bad input is a DeadLetter, not an exception.
-    return as_ray_task(process_source, cfg.segment.resources, max_retries=2)
+    # The chain is dominated by the decode, so it takes the segment stage's resources. max_retries covers a worker
+    # process that dies (system failure); bad input is a DeadLetter, not an exception.
+    return in_ray(process_source, cfg.segment.resources, max_retries=2)
 
 
 def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: PerceptionPool, *,
@@ -119,17 +141,17 @@ def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: Percep
             _fail(dataset_dir, src, outcome, stats, report)
             continue
         stats.add_seconds(outcome.seconds)
-        vid, clips = outcome.video.video_id, outcome.clips
-        perception[vid] = (src, outcome, (pool.asr.submit(dataset, vid, clips),
-                                          pool.audio_events.submit(dataset, vid, clips),
-                                          pool.visual.submit(dataset, vid, clips)))
+        work = VideoWork(dataset_dir=dataset, video_id=outcome.video.video_id, clips=outcome.clips)
+        perception[work.video_id] = (src, outcome, (pool.asr.submit(work), pool.audio_events.submit(work),
+                                                    pool.visual.submit(work)))
 
     ready: list[_Perceived] = []
     for vid, (src, result, refs) in perception.items():
         try:
             asr_out, events_out, visual_out = ray.get(list(refs))
         except Exception as exc:  # noqa: BLE001 — an actor died: the video is retried on the next run
-            _fail(dataset_dir, src, DeadLetter(stage=Stage.flow, source_id=vid, error_class=type(exc).__name__,
+            _fail(dataset_dir, src, DeadLetter(stage=Stage.flow, source_id=src, video_id=vid,
+                                               error_class=type(exc).__name__,
                                                message=str(exc)[:2000] or repr(exc), failed_at=utc_now()),
                   stats, report)
             continue
@@ -157,8 +179,7 @@ def _fail_many(dataset_dir: Path, source: str, dead: list[DeadLetter], stats: Ru
 
 def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Settings, *, llm_cache: Path | None,
                            qa_options: QAOptions | None, stats: RunStats, report: BatchReport) -> None:
-    audio_captions = {p.media.video.video_id: caption_clips(p.media.clips, p.asr.speech, p.events.events)
-                      for p in ready}
+    audio_captions = {p.media.video.video_id: caption_video(p.media.clips, p.asr, p.events) for p in ready}
     inputs, missing = [], []
     for p in ready:
         vid = p.media.video.video_id
@@ -184,7 +205,7 @@ def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Sett
     for p in ready:
         vid = p.media.video.video_id
         qa = qa_by_video[vid]
-        failures = (p.dead_letters + [d for d in missing + fused.dead_letters if d.source_id == vid]
+        failures = (p.dead_letters + [d for d in missing + fused.dead_letters if d.video_id == vid]
                     + qa.dead_letters)
         if any(d.transient for d in failures):
             # E.g. the LLM server was down: committing would freeze a hole into the dataset. Leave the video

@@ -7,7 +7,7 @@ features from the model cache, a small random-init vision tower); ``7b`` is the 
 large-v3 encoder, Qwen2.5-7B-Instruct), whose ``arch`` blocks let it also be built with random weights offline.
 
 Model names: a name with a "/" is a hub id, an existing path is a folder, anything else is a model-cache name
-(``tasks.model_cache``).
+(``infra.model_cache``).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def resolve_model(name: str) -> str:
     if "/" in name or Path(name).expanduser().exists():
         return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
     try:
-        from tasks.model_cache import model_path
+        from infra.model_cache import model_path
     except ImportError:  # the cache module is optional for the model package
         folder = Path(os.environ.get("SAVEN_MODEL_CACHE", Path.home() / ".cache" / "saven-vid" / "models")) / name
         if not folder.is_dir():

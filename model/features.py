@@ -24,9 +24,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.config import ModelConfig, ResamplerConfig, VisionConfig
+from schemas.paths import features_path
 from schemas.records import Clip, DeadLetter, Stage, VideoRecord, utc_now
 
-FEATURES_DIR = "features"
 FORMAT_VERSION = "1"
 # The schema has no feature stage yet; dead letters are filed under the flow until it does.
 FEATURE_STAGE = getattr(Stage, "features", Stage.flow)
@@ -45,10 +45,6 @@ class VideoFeatures:
     audio: torch.Tensor  # [audio tokens, Da]
     audio_t: torch.Tensor  # [audio tokens]
     fingerprints: dict[str, str]
-
-
-def features_path(dataset_dir: Path, preset: str, video_id: str) -> Path:
-    return Path(dataset_dir) / FEATURES_DIR / preset / f"{video_id}.safetensors"
 
 
 def save_features(path: Path, feats: VideoFeatures) -> None:
@@ -80,7 +76,7 @@ def load_features(path: Path) -> VideoFeatures:
 def load_frames(dataset_dir: Path, video: VideoRecord, clips: list[Clip], vcfg: VisionConfig
                 ) -> tuple[list[float], list[np.ndarray]]:
     """RGB frames and their times: the clips' keyframe JPEGs, else frames decoded from the media at fallback_fps."""
-    from tasks.keyframes import clip_keyframe_paths
+    from schemas.paths import clip_keyframe_paths
 
     times, frames = [], []
     for clip in sorted(clips, key=lambda c: c.start_s):
@@ -110,7 +106,8 @@ def _decode_frames(media: Path, video_id: str, vcfg: VisionConfig) -> tuple[list
 
 def load_waveform(dataset_dir: Path, video: VideoRecord) -> np.ndarray | None:
     """16 kHz mono float32 samples: the audio stage's file, else decoded from the media; None without audio."""
-    from tasks.audio import audio_path, decode_audio_array, load_audio
+    from infra.audio_io import decode_audio_array, load_audio
+    from schemas.paths import audio_path
 
     if not video.has_audio:
         return None
@@ -183,7 +180,8 @@ def compute_features(dataset_dir: Path, config: ModelConfig, *, video_ids: list[
             report.written.append(vid)
         except Exception as exc:  # one bad video must not stop the others; it is recorded, not lost
             dead.append(DeadLetter(
-                stage=FEATURE_STAGE, source_id=vid, error_class=type(exc).__name__,
+                stage=FEATURE_STAGE, source_id=videos[vid].source if vid in videos else None, video_id=vid,
+                error_class=type(exc).__name__,
                 message=f"feature step ({config.preset}): {str(exc) or repr(exc)}"[:2000], failed_at=utc_now()))
         # keyed per video: a rerun replaces (or, on success, clears) only this video's dead letter
         write_dead_letters(dataset_dir, f"features.{config.preset}.{vid}", dead)
@@ -251,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"features: {len(report.written)} written, {len(report.skipped)} cached, "
           f"{len(report.dead_letters)} failed")
     for d in report.dead_letters:
-        print(f"  {d.source_id}: {d.error_class}: {d.message}")
+        print(f"  {d.video_id}: {d.error_class}: {d.message}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = "1.2.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train
+SCHEMA_VERSION = "1.3.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train; 1.3: DeadLetter.video_id
 
 # Ids are safe as file names by construction: they come from extractor ids or hashes, never from titles.
 VIDEO_ID_PATTERN = r"^[a-z0-9]{1,24}-[A-Za-z0-9_-]{1,64}$"
@@ -350,8 +350,17 @@ class Score(Record):
 
 
 class DeadLetter(Record):
+    """One failed source or item, with its reason.
+
+    ``source_id`` is always the source as it was given (URL or path: what a rerun fetches again), ``video_id`` the
+    video it became once one is known. A stage that works on a video knows only the video id; the flow stamps the
+    source when it files the letter. Rows made after the pipeline (AVBench, features, invalid rows) may have only
+    the video id.
+    """
+
     stage: Stage
-    source_id: NonEmptyText  # video id when known, else the source URL/path as given
+    source_id: NonEmptyText | None = None
+    video_id: NonEmptyText | None = None
     item_id: str | None = None  # clip/QA id or row key when the failure is about one item
     error_class: NonEmptyText  # exception class or check name, e.g. "HTTPError", "check:options_distinct"
     message: NonEmptyText
@@ -359,6 +368,16 @@ class DeadLetter(Record):
     failed_at: UtcDatetime
     detail: str = ""  # e.g. the offending row as JSON
     transient: bool = False  # e.g. the LLM server was unreachable: a rerun tries this source again
+
+    @model_validator(mode="after")
+    def _names_what_failed(self) -> "DeadLetter":
+        if self.source_id is None and self.video_id is None:
+            raise ValueError("a dead letter needs its source_id or its video_id")
+        return self
+
+    def filed_for(self, source: str, video_id: str | None = None) -> "DeadLetter":
+        """This letter with the source it belongs to stamped in (and the video id, when it had none)."""
+        return self.model_copy(update={"source_id": source, "video_id": self.video_id or video_id})
 
 
 ALL_RECORDS: dict[str, type[Record]] = {

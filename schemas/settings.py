@@ -116,7 +116,7 @@ class Acquire(Section):
 
 
 class Segment(Section):
-    detector: Literal["adaptive", "content"] = "adaptive"
+    detector: str = "adaptive"  # a registered scene detector (tasks.scene_detectors)
     adaptive_threshold: float = 3.0
     content_threshold: float = 27.0
     min_scene_len_frames: int = 8
@@ -129,6 +129,7 @@ class Segment(Section):
 
 
 class ASR(Section):
+    kind: str = "faster-whisper"  # a registered transcriber (tasks.transcribers)
     model: str = "whisper-base"  # a model-cache name, or a faster-whisper size/hub name on the GPU profile
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
@@ -144,7 +145,7 @@ class ASR(Section):
 
 
 class AudioTagger(Section):
-    kind: Literal["signal-analysis", "audioset", "clap"] = "signal-analysis"
+    kind: str = "signal-analysis"  # a registered audio tagger (tasks.taggers)
     model: str | None = None  # a transformers model name or path for audioset/clap
     labels: list[str] = Field(default_factory=list)  # zero-shot vocabulary for clap
     window_s: float = 1.0
@@ -154,7 +155,7 @@ class AudioTagger(Section):
 
 
 class VisualCaptioner(Section):
-    kind: Literal["opencv-describer", "open-clip"] = "opencv-describer"
+    kind: str = "opencv-describer"  # a registered visual captioner (tasks.captioners)
     coca_model: str = "coca_ViT-L-14"
     coca_pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k"
     clip_model: str = "ViT-L-14"

@@ -37,8 +37,7 @@ from yt_dlp.utils import DownloadError, GeoRestrictedError, UnsupportedError, Yo
 
 from schemas.records import VIDEO_ID_PATTERN, Stage, UtcDatetime, utc_now
 from schemas.settings import Acquire
-from tasks.errors import PermanentError, StageError, TransientError
-from tasks.probe import ProbeResult
+from infra.errors import PermanentError, StageError, TransientError
 
 log = logging.getLogger("saven.acquire")
 
@@ -68,7 +67,7 @@ _TRANSIENT_HINTS = re.compile(
 
 
 class Acquired(BaseModel):
-    """What acquisition knows about one video before probing (``tasks.media`` joins both into a VideoRecord)."""
+    """What acquisition knows about one video before probing (``flows.media_chain`` joins both into a VideoRecord)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -204,7 +203,7 @@ def _with_retries(fn, cfg: Acquire, backoff_s: float, source_id: str):
     try:
         return retrying(once)  # reraise=True: the last StageError itself comes out, not tenacity's RetryError
     except StageError as exc:
-        exc.attempts = attempt  # read by tasks.media for DeadLetter.attempts
+        exc.attempts = attempt  # read by flows.media_chain for DeadLetter.attempts
         raise
 
 
@@ -425,14 +424,6 @@ def acquire(source: str, dataset_dir: Path, cfg: Acquire, *, backoff_s: float | 
         return _copy_local(source, dataset_dir)
     return _with_retries(lambda attempt: _download_url(source, dataset_dir, cfg, attempt), cfg,
                          _backoff(cfg, backoff_s), source)
-
-
-def check_duration(acquired: Acquired, probe: ProbeResult, cfg: Acquire, dataset_dir: Path) -> None:
-    """Sources whose extractor stated no duration are checked once probed; a refused file is removed."""
-    if probe.duration_s > cfg.max_duration_s:
-        (Path(dataset_dir) / acquired.media_path).unlink(missing_ok=True)
-        raise PermanentError(Stage.acquire, acquired.video_id, f"too long: {probe.duration_s:.0f} s > "
-                             f"max_duration_s {cfg.max_duration_s:.0f} s", error_class="too_long")
 
 
 class SourceExpander:

@@ -3,12 +3,17 @@
 Built from records only: narration is the ASR text of the clip; the other four axes are the clip's audio events
 filed under that axis, strongest first, each with the times it is heard (seconds on the source timeline). The
 ``sentence`` is a short rendering of the top item per axis, for the fusion prompt and for people.
+
+A video gets audio captions only when both audio stages heard it (``caption_video``): a caption built without the
+transcript would say "no narration" where there may be some, and one without the tagger would say nothing about
+the sound as if there were none. The stage that failed has its own dead letter saying why captions are missing.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from schemas.handoff import ASROutput, AudioEventsOutput
 from schemas.records import AudioAxis, AudioCaption, AudioEvent, Clip, SpeechSegment
 
 MIN_SCORE = 0.2  # weaker events are noise from the tagger, not something to tell a caption writer
@@ -91,3 +96,10 @@ def caption_clips(clips: list[Clip], speech: list[SpeechSegment], events: list[A
         by_clip_events[e.clip_id].append(e)
     return [caption_clip(c, by_clip_speech[c.clip_id], by_clip_events[c.clip_id])
             for c in sorted(clips, key=lambda c: c.start_s)]
+
+
+def caption_video(clips: list[Clip], asr: ASROutput, events: AudioEventsOutput) -> list[AudioCaption]:
+    """One video's audio captions from its two audio stages' outputs; none when either stage failed."""
+    if asr.failed or events.failed:
+        return []
+    return caption_clips(clips, asr.speech, events.events)

@@ -18,17 +18,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from schemas.records import (AudioCaption, Clip, ClipDescription, DeadLetter, SpeechSegment, Stage, VisualCaption,
                              hms, utc_now)
-from schemas.settings import LLM, Resources
-from tasks.errors import StageError
-from tasks.llm_client import LLMClient
+from schemas.settings import LLM
+from infra.errors import StageError
+from infra.llm_client import LLMClient
 from tasks.prompts import load_prompt, quote_data
-from tasks.text_bounds import cut_at_sentence
+from infra.text_bounds import cut_at_sentence
 
 PROMPT = "fuse.v1"
 MAX_DESCRIPTION_CHARS = 400
 MAX_SPEECH_CHARS = 1200  # a clip is at most ~30 s: this keeps all of normal speech and bounds a pathological one
 MAX_VISUAL_CAPTIONS = 6
-RESOURCES = Resources(num_cpus=0.25)  # HTTP-bound: the work happens in the LLM server
 # Timestamps or a "From .. to ..:" lead-in the model adds despite the prompt; code owns the prefix.
 _TS = r"\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?"
 _MODEL_PREFIX_RE = re.compile(rf"^\s*(?:from\s+)?{_TS}\s*(?:to|-|–)\s*{_TS}\s*[:,.-]?\s*", re.IGNORECASE)
@@ -74,7 +73,7 @@ def group_inputs(clips: Sequence[Clip], visual_captions: Iterable[VisualCaption]
         missing = [name for name, ok in (("visual caption", bool(visual[clip.clip_id])),
                                          ("audio caption", clip.clip_id in audio)) if not ok]
         if missing:
-            dead.append(DeadLetter(stage=Stage.fuse, source_id=clip.video_id, item_id=clip.clip_id,
+            dead.append(DeadLetter(stage=Stage.fuse, video_id=clip.video_id, item_id=clip.clip_id,
                                    error_class="MissingInput", message=f"clip has no {' and no '.join(missing)}",
                                    failed_at=utc_now()))
             continue
@@ -143,7 +142,7 @@ async def fuse_clip(client: LLMClient, inputs: ClipInputs) -> ClipDescription:
     clip, audio = inputs.clip, inputs.audio
     reply = await client.complete_json(
         render_messages(inputs), FusedReply, schema_name="fused_clip", stage=Stage.fuse,
-        source_id=clip.video_id, item_id=clip.clip_id, validate=_check_reply(clip))
+        subject=clip.video_id, item_id=clip.clip_id, validate=_check_reply(clip))
     return ClipDescription(
         video_id=clip.video_id, clip_id=clip.clip_id, start_s=clip.start_s, end_s=clip.end_s,
         visual=visual_text(inputs.visual), narration=audio.narration, environment=audio.environment,
@@ -178,10 +177,3 @@ def run_fuse(inputs: Sequence[ClipInputs], *, llm: LLM, cache_path: Path | None)
         return asyncio.run(main())
     finally:
         client.close()
-
-
-def remote_run_fuse(resources: Resources = RESOURCES):
-    """``run_fuse`` as a Ray task (ray imported only here, so the stage itself runs without it)."""
-    from tasks.ray_stage import as_ray_task
-
-    return as_ray_task(run_fuse, resources)

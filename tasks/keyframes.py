@@ -19,24 +19,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from infra.errors import PermanentError
+from infra.frame_reader import FrameReader
+from schemas.paths import keyframe_dir, keyframe_path
 from schemas.records import Clip, Stage
-from tasks.errors import PermanentError
 
-KEYFRAME_DIR = "keyframes"
 JPEG_QUALITY = 90
-
-
-def keyframe_dir(dataset_dir: Path, video_id: str) -> Path:
-    return Path(dataset_dir) / KEYFRAME_DIR / video_id
-
-
-def keyframe_path(dataset_dir: Path, video_id: str, clip_id: str, k: int) -> Path:
-    return keyframe_dir(dataset_dir, video_id) / f"{clip_id}_{k}.jpg"
-
-
-def clip_keyframe_paths(dataset_dir: Path, clip: Clip) -> list[Path]:
-    """The JPEG files of ``clip``, in the order of ``clip.keyframe_times``."""
-    return [keyframe_path(dataset_dir, clip.video_id, clip.clip_id, k) for k in range(len(clip.keyframe_times))]
 
 
 def candidate_every(fps: float, keyframes_per_clip: int, min_clip_s: float) -> int:
@@ -123,8 +111,6 @@ def reset_keyframe_dir(dataset_dir: Path, video_id: str) -> Path:
 def extract_keyframes(media_path: Path, clips: list[Clip], dataset_dir: Path, *, fps_fraction: str,
                       width: int, height: int, keyframes_per_clip: int, stream_index: int = 0) -> list[Clip]:
     """Keyframes for existing clips in ONE extra decode pass; returns the clips with ``keyframe_times`` filled."""
-    from tasks.segment import FrameReader  # the decode pipe lives with the pass that mainly uses it
-
     if not clips:
         return []
     video_id = clips[0].video_id

@@ -10,33 +10,13 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import ffmpeg
-from pydantic import BaseModel, ConfigDict
 
+from infra.errors import PermanentError
+from schemas.handoff import ProbeResult
 from schemas.records import Stage
-from tasks.errors import PermanentError
-
-
-class ProbeResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    duration_s: float
-    duration_from: Literal["format", "stream", "packets"]
-    video_duration_s: float | None = None  # the video stream's own, when stated (audio can outlast the video)
-    fps: float
-    fps_fraction: str  # exact rate as "num/den", for ffmpeg's fps filter
-    video_stream_index: int = 0  # absolute index in the container (cover-art streams are skipped)
-    width: int
-    height: int
-    video_codec: str
-    has_audio: bool
-    audio_codec: str | None = None
-    audio_sample_rate: int | None = None
-    audio_channels: int | None = None
-    format_name: str
-    size_bytes: int
+from schemas.settings import Acquire
 
 
 def _ffprobe(path: Path, **kwargs) -> dict:
@@ -142,3 +122,16 @@ def probe(path: Path, source_id: str) -> ProbeResult:
         audio_channels=int(audio["channels"]) if audio and audio.get("channels") else None,
         format_name=str(fmt.get("format_name") or "unknown"), size_bytes=size,
     )
+
+
+def check_duration(facts: ProbeResult, cfg: Acquire, video_id: str) -> None:
+    """Sources whose extractor stated no duration are checked once probed (the media chain removes the file)."""
+    if facts.duration_s > cfg.max_duration_s:
+        raise PermanentError(Stage.acquire, video_id, f"too long: {facts.duration_s:.0f} s > "
+                             f"max_duration_s {cfg.max_duration_s:.0f} s", error_class="too_long")
+
+
+def require_audio(facts: ProbeResult, video_id: str) -> None:
+    if not facts.has_audio:
+        raise PermanentError(Stage.audio, video_id, "the video has no audio stream; an audio-visual dataset needs "
+                             "sound for ASR, audio captions and AV questions", error_class="no_audio_stream")

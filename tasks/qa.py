@@ -36,18 +36,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from schemas.records import (KIND_OF_TYPE, ClipDescription, DeadLetter, QAItem, QAType, Stage, VideoRecord, hms,
                              parse_hms, utc_now)
-from schemas.settings import LLM, Resources
+from schemas.settings import LLM
 from schemas.settings import QAOptions  # noqa: F401  (re-exported: the QA stage's options live in the profile)
-from tasks.errors import StageError
-from tasks.llm_client import LLMClient
+from infra.errors import StageError
+from infra.llm_client import LLMClient
 from tasks.prompts import load_prompt, quote_data
-from tasks.text_bounds import cut_at_sentence, cut_at_word
+from infra.text_bounds import cut_at_sentence, cut_at_word
 from tasks.qa_checks import (LEADING_ANCHOR_RE, QADraft, VideoContext, no_duplicate_question, normalise_text,
                              run_checks, token_overlap)
 
 QA_PROMPT = "qa.v1"
 CONSISTENCY_PROMPT = "consistency.v1"
-RESOURCES = Resources(num_cpus=0.25)  # HTTP-bound: the work happens in the LLM server
 MIN_CLIPS: dict[QAType, int] = {
     QAType.global_av_inference: 1,
     QAType.cross_scene_transition: 2,
@@ -391,7 +390,7 @@ def render_consistency_messages(timeline: Sequence[ClipDescription]) -> list[dic
 
 
 def check_dead_letter(draft: QADraft, failed: Sequence[tuple[str, str]]) -> DeadLetter:
-    return DeadLetter(stage=Stage.qa, source_id=draft.video_id, item_id=qa_id_for(draft.video_id, draft.question),
+    return DeadLetter(stage=Stage.qa, video_id=draft.video_id, item_id=qa_id_for(draft.video_id, draft.question),
                       error_class=f"check:{failed[0][0]}", message="; ".join(f"{n}: {r}" for n, r in failed),
                       failed_at=utc_now(), detail=draft.model_dump_json())
 
@@ -411,7 +410,7 @@ async def check_consistency(client: LLMClient, video_id: str, timeline: Sequence
     """The timeline with the model's corrections applied, and the issues it reported."""
     reply = await client.complete_json(
         render_consistency_messages(timeline), consistency_model([c.clip_id for c in timeline]),
-        schema_name="consistency_check", stage=Stage.qa, source_id=video_id, max_tokens=max_tokens)
+        schema_name="consistency_check", stage=Stage.qa, subject=video_id, max_tokens=max_tokens)
     fixed = {c.clip_id: c for c in timeline}
     issues = []
     for issue in reply.value.issues:
@@ -441,7 +440,7 @@ async def _questions_of_type(client: LLMClient, plan: VideoPlan, ctx: VideoConte
         try:
             temperature = min(1.0, client.temperature + attempt * ATTEMPT_TEMPERATURE_STEP)
             reply = await client.complete_json(messages, reply_model, schema_name=f"qa_{qa_type.value}",
-                                               stage=Stage.qa, source_id=plan.video.video_id, seed=seed,
+                                               stage=Stage.qa, subject=plan.video.video_id, seed=seed,
                                                temperature=temperature, max_tokens=options.qa_max_tokens)
         except StageError as exc:
             dead.append(exc.to_dead_letter())
@@ -463,7 +462,8 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
     result = QAResult(video_id=video.video_id)
     timeline = sorted((c for c in timeline if c.video_id == video.video_id), key=lambda c: c.start_s)
     if not timeline:
-        result.dead_letters.append(DeadLetter(stage=Stage.qa, source_id=video.video_id, error_class="EmptyTimeline",
+        result.dead_letters.append(DeadLetter(stage=Stage.qa, source_id=video.source, video_id=video.video_id,
+                                              error_class="EmptyTimeline",
                                               message="no clip descriptions for this video", failed_at=utc_now()))
         return result
     if options.consistency_check:
@@ -528,11 +528,3 @@ def run_qa(videos: Sequence[tuple[VideoRecord, Sequence[ClipDescription]]], *, l
     finally:
         client.close()
     return QABatch(results=results, llm=client.stats.snapshot())
-
-
-def remote_run_qa(resources: Resources = RESOURCES):
-    """``run_qa`` as a Ray task (ray imported only here, so the stage itself runs without it)."""
-    from tasks.ray_stage import as_ray_task
-
-    return as_ray_task(run_qa, resources)
-

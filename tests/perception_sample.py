@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from schemas.records import Clip
-from tasks.audio import audio_path, load_audio
-from tasks.media import MediaResult, process_source
-from tasks.samples import SampleTruth, load_truth, make_samples
+from infra.audio_io import load_audio
+from schemas.paths import audio_path
+from flows.media_chain import MediaResult, process_source
+from devdata.samples import SampleTruth, load_truth, make_samples
 
 SEED = 0
 

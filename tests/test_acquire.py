@@ -26,8 +26,8 @@ from schemas.records import VIDEO_ID_PATTERN, DeadLetter, Stage, VideoRecord
 from schemas.settings import Settings, load_settings
 from tasks.acquire import (SourceExpander, acquire, classify_error, expand_source, local_video_id,
                            make_video_id)
-from tasks.errors import PermanentError
-from tasks.media import MediaResult, process_source
+from infra.errors import PermanentError
+from flows.media_chain import MediaResult, process_source
 
 FAST = 0.05  # backoff base in seconds: retries stay real but quick
 

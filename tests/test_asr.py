@@ -12,9 +12,10 @@ import pytest
 from perception_sample import prepared_sample
 from schemas.records import Clip, clip_id
 from schemas.settings import load_settings
-from tasks.asr import (LANGUAGE, VAD_PARAMETERS, TimedWord, Transcript, TranscriptSegment, WhisperASR,
-                       speech_segments_for_clips, transcribe_video)
-from tasks.audio import SAMPLE_RATE, clip_chunks, decode_audio_array
+from infra.audio_io import SAMPLE_RATE, clip_chunks, decode_audio_array
+from tasks.asr import speech_segments_for_clips, transcribe_video
+from tasks.transcribers import TimedWord, Transcript, TranscriptSegment
+from tasks.transcribers.whisper import LANGUAGE, VAD_PARAMETERS, WhisperASR
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
@@ -164,7 +165,7 @@ def test_missing_audio_is_a_dead_letter(asr, tmp_path):
     out = transcribe_video(asr, tmp_path, "local-abc", clips)
     assert out.speech == [] and len(out.dead_letters) == 1
     dl = out.dead_letters[0]
-    assert dl.stage.value == "asr" and dl.error_class == "audio_missing" and dl.source_id == "local-abc"
+    assert dl.stage.value == "asr" and dl.error_class == "audio_missing" and dl.video_id == "local-abc"
 
 
 def test_silence_yields_no_speech(asr, tmp_path):

@@ -11,11 +11,16 @@ import pytest
 from perception_sample import prepared_sample
 from schemas.records import AudioAxis, AudioEvent, Clip, SpeechSegment, clip_id
 from schemas.settings import AudioTagger
-from tasks.audio import SAMPLE_RATE, clip_chunks, decode_audio_array
+from infra.audio_io import SAMPLE_RATE, clip_chunks, decode_audio_array
+from schemas.handoff import VideoWork
 from tasks.audio_caption import caption_clip, caption_clips
-from tasks.audio_events import (AudioEventsWorker, axis_of_label, events_for_clips, load_tagger, merge_window_labels,
-                                tag_video)
-from tasks.audio_signal import SOUND_CLASSES, TAGGER_NAME, Span, analyse
+from tasks.audio_events import AudioEventsWorker, events_for_clips, tag_video
+from tasks.taggers import TAGGERS, Span, axis_of_label, merge_window_labels
+from tasks.taggers.signal_analysis import SOUND_CLASSES, TAGGER_NAME, analyse
+
+
+def load_tagger(cfg: AudioTagger):
+    return TAGGERS.get(cfg.kind)(cfg)
 
 TRUTH_MARGIN_S = 0.6  # boundaries are judged by what is heard on either side, so the edges are left out
 
@@ -92,14 +97,14 @@ def test_film_excerpt_is_music_and_sound_without_speech(shared_media):
 
 def test_video_events_are_cut_onto_clips(sample):
     worker = AudioEventsWorker(AudioTagger())
-    out = worker.process(str(sample.dataset_dir), sample.video_id, sample.clips)
+    out = worker.run(VideoWork(dataset_dir=str(sample.dataset_dir), video_id=sample.video_id, clips=sample.clips))
     assert not out.dead_letters and out.events
     clips = {c.clip_id: c for c in sample.clips}
     assert set(clips) == {e.clip_id for e in out.events}
     for e in out.events:
         c = clips[e.clip_id]
         assert c.start_s <= e.start_s < e.end_s <= c.end_s and e.tagger == TAGGER_NAME
-    assert worker.stats()["clips"] == len(sample.clips) and worker.stats()["model_loads"] >= 1
+    assert worker.stats().clips == len(sample.clips) and worker.stats().model_loads >= 1
 
 
 def test_chunked_tagging_is_on_the_source_timeline(sample):
@@ -273,7 +278,7 @@ def test_clap_tagger_scores_its_vocabulary(tmp_path):
 
 
 def test_short_runs_join_their_longer_neighbour_and_speech_is_kept():
-    from tasks.audio_signal import _absorb_short, runs_of
+    from tasks.taggers.signal_analysis import _absorb_short, runs_of
 
     s, m, n, sp = (SOUND_CLASSES.index(c) for c in ("silence", "music", "noise", "speech"))
     cls = np.array([m] * 20 + [n] * 3 + [m] * 10 + [s] * 2 + [n] * 2 + [s] * 30 + [sp] * 2 + [s] * 20)

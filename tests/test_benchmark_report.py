@@ -191,8 +191,11 @@ def test_printed_table_keeps_bracketed_model_names(tmp_path, monkeypatch):
         def __init__(self, context=None):
             super().__init__("B")
 
-    monkeypatch.setitem(adapters.ADAPTERS, "test-bracketed", Bracketed)
+    adapters.ADAPTERS.register("test-bracketed")(Bracketed)
     buf = StringIO()
-    run_avbench(make_dataset(tmp_path / "ds", 2), tmp_path / "out", ["test-bracketed"], config=CONFIG,
-                filters="none", export=False, console=Console(file=buf, width=200))
+    try:
+        run_avbench(make_dataset(tmp_path / "ds", 2), tmp_path / "out", ["test-bracketed"], config=CONFIG,
+                    filters="none", export=False, console=Console(file=buf, width=200))
+    finally:
+        adapters.ADAPTERS.unregister("test-bracketed")
     assert "const[blind]" in buf.getvalue()

@@ -14,7 +14,7 @@ from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply, schema_name_
 from schemas.records import QA_ID_PATTERN, KIND_OF_TYPE, ClipDescription, QAItem, QAType, Stage, hms
 from schemas.settings import LLM
 from tasks import fuse, qa
-from tasks.llm_client import LLMClient
+from infra.llm_client import LLMClient
 from tasks.qa_checks import (CHECK_NAMES, QADraft, VideoContext, answer_index_valid, evidence_clips_known,
                              grounding_options_are_clip_intervals, involves_seen_and_heard, no_duplicate_question,
                              options_distinct, question_is_substantive, run_checks, timestamps_in_video,
@@ -302,7 +302,7 @@ def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     assert any(d.message.startswith("consistency check skipped") for d in result.dead_letters)
     assert classes.count("InvalidReply") == 2  # time-point QA, both attempts
     assert classes.count("check:options_distinct") == 2  # global QA, both attempts
-    assert all(d.stage == Stage.qa and d.source_id == V for d in result.dead_letters)
+    assert all(d.stage == Stage.qa and d.video_id == V for d in result.dead_letters)
     assert client.stats.failures == 5
 
     # Resume on a healthy server: only what failed is asked again; what succeeded comes from the cache.
@@ -435,7 +435,7 @@ def test_overlong_prose_and_answers_are_cut_at_a_word_not_rejected():
 
 
 def test_an_overlong_fused_description_keeps_its_whole_sentences():
-    from tasks.text_bounds import cut_at_sentence
+    from infra.text_bounds import cut_at_sentence
 
     text = "A man walks a dog in the park. " * 15 + "Then rain falls"
     reply = fuse.FusedReply.model_validate({"description": text})

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply, schema_responder
 from schemas.records import Stage
 from schemas.settings import load_settings
-from tasks.llm_client import LLMClient, LLMPermanentError, LLMTransientError, strict_json_schema
+from infra.llm_client import LLMClient, LLMPermanentError, LLMTransientError, strict_json_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 USER = [{"role": "user", "content": "Describe the clip."}]
@@ -46,7 +46,7 @@ def ask(client: LLMClient, n: int = 1, messages=USER, **kw):
         async with client:
             calls = [client.complete_json(messages if n == 1 else [{"role": "user", "content": f"clip {i}"}],
                                           Described, schema_name="described", stage=Stage.fuse,
-                                          source_id="local-v1", item_id=f"local-v1.c{i:04d}", **kw)
+                                          subject="local-v1", item_id=f"local-v1.c{i:04d}", **kw)
                      for i in range(n)]
             return await asyncio.gather(*calls, return_exceptions=True)
 
@@ -264,7 +264,7 @@ def test_the_same_request_in_flight_twice_uses_one_reply_the_one_a_rerun_reads(f
     async def both():
         async with a, b:
             return await asyncio.gather(*(c.complete_json(USER, Described, schema_name="described", stage=Stage.fuse,
-                                                          source_id="local-v1") for c in (a, b)))
+                                                          subject="local-v1") for c in (a, b)))
 
     first, second = asyncio.run(both())
     assert fake.count == 2  # both were sent: neither was in the cache yet

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from tasks import model_cache
-from tasks.model_cache import ModelCacheError
+from infra import model_cache
+from infra.model_cache import ModelCacheError
 
 
 def test_required_models_are_installed_and_verified():

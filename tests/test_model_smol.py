@@ -16,7 +16,7 @@ pytestmark = [
 def test_one_training_step_and_generate_with_real_smollm2(tmp_path, shared_media):
     from model.features import compute_features, features_path, load_features
     from model.generate import SavenVidPredictor
-    from model.sample_data import CHAPLIN, build_sample_dataset
+    from devdata.model_sample import CHAPLIN, build_sample_dataset
     from model.train import train
 
     ds = build_sample_dataset(tmp_path / "ds", shared_media, videos=(CHAPLIN,))

@@ -13,7 +13,7 @@ from model.config import preset_config
 from model.data import caption_target, load_examples
 from model.features import FEATURE_STAGE, compute_features, features_path, load_features
 from model.generate import SavenVidPredictor, generate
-from model.sample_data import BUNNY, CHAPLIN, build_sample_dataset
+from devdata.model_sample import BUNNY, CHAPLIN, build_sample_dataset
 from model.train import METRICS_FILE, checkpoints, train
 from schemas.records import DeadLetter, QAItem
 
@@ -68,8 +68,8 @@ def test_a_broken_video_becomes_a_dead_letter(dataset, tmp_path):
     report = compute_features(ds, preset_config("tiny"))
     assert report.written == [BUNNY]
     [dead] = report.dead_letters
-    assert dead.source_id == CHAPLIN and dead.stage == FEATURE_STAGE and "no frames decoded" in dead.message
-    assert [d.source_id for d in read_records(ds, "dead_letter", DeadLetter)] == [CHAPLIN]
+    assert dead.video_id == CHAPLIN and dead.stage == FEATURE_STAGE and "no frames decoded" in dead.message
+    assert [d.video_id for d in read_records(ds, "dead_letter", DeadLetter)] == [CHAPLIN]
     # training goes on without it (its examples are skipped), on the videos that have features
     ckpt = train(ds, tmp_path / "out", "tiny", 1, 2)
     assert ckpt.name == "checkpoint-000002"

@@ -10,11 +10,13 @@ import pytest
 
 from schemas.records import Stage
 from schemas.settings import load_settings
-from tasks.audio import SAMPLE_RATE, audio_path, decode_audio, decode_audio_array, load_audio
-from tasks.errors import PermanentError
-from tasks.media import MediaResult, process_source, ray_tasks
+from infra.audio_io import SAMPLE_RATE, decode_audio_array, load_audio
+from infra.frame_reader import FrameReader
+from schemas.paths import audio_path
+from tasks.audio import decode_audio
+from infra.errors import PermanentError
+from flows.media_chain import MediaResult, process_source
 from tasks.probe import probe
-from tasks.segment import FrameReader
 
 
 def make_video(path: Path, seconds: float, *, audio: str | None = "sine=frequency=440") -> Path:
@@ -126,10 +128,17 @@ def test_truncated_file_is_caught_by_decode_not_silently_shortened(tmp_path):
     assert err.value.error_class == "truncated" and "6.00 s" in err.value.message
 
 
-def test_ray_wrappers_declare_resources_from_settings():
+def test_stages_in_ray_hold_the_resources_their_profile_declares():
+    from flows.video_pipeline import _media_task
+    from tasks.asr import ASRWorker
+    from tasks.audio_events import AudioEventsWorker
+    from tasks.visual_caption import VisualCaptionWorker
+
     cfg = load_settings()
-    tasks = ray_tasks(cfg)
-    assert tasks["acquire"]._default_options["num_cpus"] == cfg.acquire.resources.num_cpus
-    for name in ("probe", "audio", "segment", "media"):
-        assert tasks[name]._default_options["num_cpus"] == cfg.segment.resources.num_cpus
-        assert tasks[name]._default_options["num_gpus"] == cfg.segment.resources.num_gpus
+    media = _media_task(cfg)  # the media chain is decode-bound: it takes the segment stage's resources
+    assert media._default_options["num_cpus"] == cfg.segment.resources.num_cpus
+    assert media._default_options["num_gpus"] == cfg.segment.resources.num_gpus
+    for worker, section in ((ASRWorker, cfg.asr), (AudioEventsWorker, cfg.audio_tagger),
+                            (VisualCaptionWorker, cfg.visual_captioner)):
+        options = worker.in_ray(section)._default_options
+        assert (options["num_cpus"], options["num_gpus"]) == (section.resources.num_cpus, section.resources.num_gpus)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from tasks.samples import (
+from devdata.samples import (
     AUDIO_KINDS,
     INJECTION_SENTENCE,
     SampleToolError,

@@ -14,11 +14,13 @@ from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from schemas.records import Clip
 from schemas.settings import Resources, load_settings
-from tasks.keyframes import CandidateStore, candidate_every, clip_keyframe_paths, extract_keyframes
+from infra.frame_reader import FrameReader, SideOutput
+from schemas.paths import clip_keyframe_paths
+from tasks.keyframes import CandidateStore, candidate_every, extract_keyframes
 from tasks.probe import probe
-from tasks.samples import SampleTruth, make_samples
-from tasks.scene_detectors import FastAdaptiveDetector, FastContentDetector
-from tasks.segment import FrameReader, SideOutput, clip_spans, decode_threads, segment_video
+from devdata.samples import SampleTruth, make_samples
+from tasks.scene_detectors.opencv_fast import FastAdaptiveDetector, FastContentDetector
+from tasks.segment import clip_spans, decode_threads, segment_video
 
 SEG = load_settings().segment
 

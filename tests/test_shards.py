@@ -146,9 +146,9 @@ def test_dicts_are_validated_and_bad_rows_dead_lettered(tmp_path):
     assert {d.error_class for d in dead} == {"ValidationError"}
     by_row = {d.message.split(":")[0]: d for d in dead}
     assert "end_s" in by_row["row 1"].message and by_row["row 1"].item_id == f"{VID}.c0001"
-    assert by_row["row 1"].source_id == VID and '"end_s": 0.5' in by_row["row 1"].detail
+    assert by_row["row 1"].video_id == VID and '"end_s": 0.5' in by_row["row 1"].detail
     assert "clip_id" in by_row["row 2"].message and by_row["row 2"].item_id == "../evil"
-    assert by_row["row 4"].source_id == VID and by_row["row 4"].item_id is None  # the key stands in
+    assert by_row["row 4"].video_id == VID and by_row["row 4"].item_id is None  # the key stands in
     assert visible_shards(tmp_path, "dead_letter") == [shard_path(tmp_path, "dead_letter", f"clips.{VID}")]
 
     # A clean rerun of the key replaces both its rows and its dead letters.
@@ -163,7 +163,7 @@ def test_int_beyond_int64_is_dead_lettered(tmp_path):
     result = write_shard(tmp_path, "scores", key="run-1", records=[score, huge])
     assert result.rows == 1
     (dead,) = result.dead_letters
-    assert dead.error_class in ("OverflowError", "ArrowInvalid") and dead.source_id == "run-1"
+    assert dead.error_class in ("OverflowError", "ArrowInvalid") and dead.video_id == "run-1"
 
 
 def test_wrong_record_class_is_a_programming_error(tmp_path):

@@ -11,9 +11,12 @@ import pytest
 
 from perception_sample import prepared_sample
 from schemas.settings import VisualCaptioner
-from tasks.keyframes import clip_keyframe_paths
-from tasks.opencv_describer import NAME, OpenCVDescriber, named_colours
-from tasks.visual_caption import OpenClipCaptioner, VisualCaptionWorker, caption_video, load_captioner
+from schemas.paths import clip_keyframe_paths
+from schemas.handoff import VideoWork
+from tasks.captioners import CAPTIONERS
+from tasks.captioners.coca_clip import OpenClipCaptioner
+from tasks.captioners.opencv import NAME, OpenCVDescriber, named_colours
+from tasks.visual_caption import VisualCaptionWorker, caption_video
 
 # Clips of seed 0 that cover a static pattern, a moving one, light text on a busy pattern (yuvtestsrc) and a
 # short text-free scene merged into its neighbour.
@@ -29,7 +32,7 @@ def sample(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def describer() -> OpenCVDescriber:
-    return load_captioner(VisualCaptioner())
+    return CAPTIONERS.get("opencv-describer")(VisualCaptioner())
 
 
 @pytest.fixture(scope="module")
@@ -175,14 +178,14 @@ def test_open_clip_captioner_loads_saved_weights_and_writes_captions_and_tags(ti
     cfg = VisualCaptioner(kind="open-clip", coca_model="saven-tiny-coca", coca_pretrained=str(coca_path),
                           clip_model="saven-tiny-clip", clip_pretrained=str(clip_path), labels=labels, device="cpu")
     worker = VisualCaptionWorker(cfg)
-    captioner = worker.captioner
+    captioner = worker.backend
     assert isinstance(captioner, OpenClipCaptioner)
     for model, state in ((captioner.coca, coca_state), (captioner.clip, clip_state)):
         loaded = model.state_dict()
         assert all(torch.equal(tensor, loaded[name]) for name, tensor in state.items())
     assert captioner.label_features.shape == (len(labels), 32)
     clip = sample.clips[0]
-    out = worker.process(str(sample.dataset_dir), sample.video_id, [clip])
+    out = worker.run(VideoWork(dataset_dir=str(sample.dataset_dir), video_id=sample.video_id, clips=[clip]))
     assert not out.dead_letters and len(out.captions) == len(clip.keyframe_times)
     for cap in out.captions:
         assert cap.text.strip() and "<end_of_text>" not in cap.text
@@ -197,7 +200,7 @@ def test_coca_greedy_decoding_is_deterministic_and_respects_lengths(tiny_open_cl
     import open_clip
     import torch
 
-    from tasks.visual_caption import EOT_TOKEN, SOT_TOKEN, coca_greedy
+    from tasks.captioners.coca_clip import EOT_TOKEN, SOT_TOKEN, coca_greedy
 
     coca_path, _ = tiny_open_clip["saven-tiny-coca"]
     model, _, _ = open_clip.create_model_and_transforms("saven-tiny-coca", pretrained=str(coca_path))

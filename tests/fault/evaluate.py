@@ -137,7 +137,7 @@ def injection_outcome(dataset: Path, video_id: str | None) -> dict:
     qa = [r for r in read_table(dataset, "qa").to_pylist() if r["video_id"] == video_id]
     _, _, failures = qa_failures(dataset)
     failing = [f for f in failures if f.startswith(f"{video_id}.")]
-    letters = [r for r in dead_letters(dataset) if r["stage"] == "qa" and r["source_id"] == video_id]
+    letters = [r for r in dead_letters(dataset) if r["stage"] == "qa" and r["video_id"] == video_id]
     rejected, invalid = [], [r["error_class"] for r in letters if r["error_class"] == "InvalidReply"]
     for r in letters:
         if r["error_class"].startswith("check:"):

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.samples import ESPEAK_VOICE, ESPEAK_WPM, INJECTION_SENTENCE
+from devdata.samples import ESPEAK_VOICE, ESPEAK_WPM, INJECTION_SENTENCE
 
 from .server import File, MediaServer, ShortBody, Status, Throttled
 

@@ -17,10 +17,10 @@ from schemas.records import DeadLetter, QAType, Stage, utc_now
 from schemas.settings import load_settings
 from schemas.shards import consolidate_dead_letters, write_dead_letters, write_shard
 from tasks import fuse, qa
-from tasks.llm_client import LLMClient, LLMTransientError
-from tasks.media import process_source
+from infra.llm_client import LLMClient, LLMTransientError
+from flows.media_chain import process_source
 from tasks.qa_checks import QADraft
-from tasks.samples import INJECTION_SENTENCE
+from devdata.samples import INJECTION_SENTENCE
 
 from . import evaluate
 from .chaos import ChaosProxy
@@ -73,7 +73,7 @@ def _ask(base_url: str, **kw) -> Reply:
     async def main():
         async with client:
             return await client.complete_json([{"role": "user", "content": "describe"}], Reply,
-                                              schema_name="reply", stage=Stage.fuse, source_id="v")
+                                              schema_name="reply", stage=Stage.fuse, subject="v")
 
     return asyncio.run(main()).value
 
@@ -155,7 +155,7 @@ def test_a_plain_file_over_the_duration_cap_is_refused_from_its_header_without_d
 def _draft_letter(video_id: str, check: str, question: str, options: list[str]) -> DeadLetter:
     draft = QADraft(video_id=video_id, type=QAType.global_av_inference, question=question, options=options,
                     answer_index=0, evidence_clip_ids=[f"{video_id}.c0000"])
-    return DeadLetter(stage=Stage.qa, source_id=video_id, error_class=f"check:{check}", message=f"{check}: failed",
+    return DeadLetter(stage=Stage.qa, video_id=video_id, error_class=f"check:{check}", message=f"{check}: failed",
                       failed_at=utc_now(), detail=draft.model_dump_json())
 
 

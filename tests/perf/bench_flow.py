@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from flows import servers
     from schemas.settings import settings
-    from tasks.samples import make_samples
+    from devdata.samples import make_samples
 
     cfg = settings()
     servers.start_prefect_server(cfg)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the sample timeline lives beside
 import llm_samples as S  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 from tasks import fuse  # noqa: E402
-from tasks.llm_client import LLMClient, strict_json_schema  # noqa: E402
+from infra.llm_client import LLMClient, strict_json_schema  # noqa: E402
 
 TARGET_RATIO = 0.85
 

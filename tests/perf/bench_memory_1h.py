@@ -70,7 +70,7 @@ def scene_durations(minutes: float) -> list[float]:
 
 
 def narration(work: Path) -> Path:
-    from tasks.samples import SENTENCES
+    from devdata.samples import SENTENCES
 
     text, wav = work / "narration.txt", work / "narration.wav"
     if not wav.is_file():
@@ -143,7 +143,7 @@ def run_stage(stage: str, video: Path, ds: Path) -> dict:
         audio = decode_audio(video, ds, VIDEO_ID)
         return {"samples": audio.num_samples, "audio_s": audio.duration_s}
     if stage == "segment":
-        from tasks.probe import ProbeResult
+        from schemas.handoff import ProbeResult
         from tasks.segment import segment_video
 
         facts = ProbeResult.model_validate_json((state / "probe.json").read_text())
@@ -151,23 +151,25 @@ def run_stage(stage: str, video: Path, ds: Path) -> dict:
         (state / "clips.json").write_text(json.dumps([c.model_dump(mode="json") for c in seg.clips]))
         return {"frames": seg.frames_decoded, "cuts": len(seg.cuts_s), "clips": len(seg.clips),
                 "keyframes": sum(len(c.keyframe_times) for c in seg.clips)}
+    from schemas.handoff import VideoWork
+
     if stage == "asr":
         from tasks.asr import ASRWorker
 
-        out = ASRWorker(cfg.asr).process(str(ds), VIDEO_ID, clips())
+        out = ASRWorker(cfg.asr).run(VideoWork(dataset_dir=str(ds), video_id=VIDEO_ID, clips=clips()))
         return {"speech_segments": len(out.speech), "words": sum(len(s.words) for s in out.speech),
-                "dead_letters": [d.reason for d in out.dead_letters]}
+                "dead_letters": [d.message for d in out.dead_letters]}
     if stage == "audio_events":
         from tasks.audio_events import AudioEventsWorker
 
-        out = AudioEventsWorker(cfg.audio_tagger).process(str(ds), VIDEO_ID, clips())
-        return {"events": len(out.events), "dead_letters": [d.reason for d in out.dead_letters]}
+        out = AudioEventsWorker(cfg.audio_tagger).run(VideoWork(dataset_dir=str(ds), video_id=VIDEO_ID, clips=clips()))
+        return {"events": len(out.events), "dead_letters": [d.message for d in out.dead_letters]}
     if stage == "visual_caption":
         from tasks.visual_caption import VisualCaptionWorker
 
-        out = VisualCaptionWorker(cfg.visual_captioner).process(str(ds), VIDEO_ID, clips())
+        out = VisualCaptionWorker(cfg.visual_captioner).run(VideoWork(dataset_dir=str(ds), video_id=VIDEO_ID, clips=clips()))
         return {"captions": len(out.captions), "keyframes": out.keyframes,
-                "dead_letters": [d.reason for d in out.dead_letters]}
+                "dead_letters": [d.message for d in out.dead_letters]}
     raise SystemExit(f"unknown stage {stage}")
 
 

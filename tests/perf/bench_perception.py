@@ -4,7 +4,7 @@ For each sample video (run through the real media stage first):
 - ``asr ratio`` = (ASR as the pipeline runs it: ``ASRWorker.process`` reading the saved waveform, transcribing,
   mapping words onto clips) / (plain ``WhisperModel.transcribe`` on the same waveform with the same options, its
   segments consumed). Target <= 1.1: the stage should add almost nothing to the model's own time. With ``--ray``
-  (default) the same is measured through a Ray actor as well (``asr_actor``; the call and result transfer count).
+  (default) the same is measured through a Ray actor as well (``ASRWorker.in_ray``; the call and result transfer count).
   CPU seconds of this process are recorded beside wall time: on a shared machine they are the steadier measure.
 - clips per second of ASR, audio events, audio captions and keyframe captions, in-process.
 
@@ -33,12 +33,15 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from schemas.settings import load_settings  # noqa: E402
-from tasks.asr import LANGUAGE, VAD_PARAMETERS, ASRWorker, resolve_model  # noqa: E402
-from tasks.audio import audio_path, load_audio  # noqa: E402
-from tasks.audio_caption import caption_clips  # noqa: E402
+from schemas.handoff import VideoWork  # noqa: E402
+from tasks.asr import ASRWorker  # noqa: E402
+from tasks.transcribers.whisper import LANGUAGE, VAD_PARAMETERS, resolve_model  # noqa: E402
+from infra.audio_io import load_audio  # noqa: E402
+from schemas.paths import audio_path  # noqa: E402
+from tasks.audio_caption import caption_video  # noqa: E402
 from tasks.audio_events import AudioEventsWorker  # noqa: E402
-from tasks.media import MediaResult, process_source  # noqa: E402
-from tasks.samples import make_samples  # noqa: E402
+from flows.media_chain import MediaResult, process_source  # noqa: E402
+from devdata.samples import make_samples  # noqa: E402
 from tasks.visual_caption import VisualCaptionWorker  # noqa: E402
 
 TARGET_ASR_RATIO = 1.1
@@ -109,18 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         rows, stage = [], {k: [0, 0.0] for k in ("asr", "audio_events", "audio_caption", "visual_caption")}
         for m in media:
             vid, clips = m.video.video_id, m.clips
+            work = VideoWork(dataset_dir=str(dataset), video_id=vid, clips=clips)
             audio = np.asarray(load_audio(audio_path(dataset, vid)))
             best = {k: float("inf") for k in ("plain", "pipeline", "plain_cpu", "pipeline_cpu")}
             for _ in range(args.repeat):
                 wall, cpu, _ = timed_cpu(lambda: plain(audio))
                 best["plain"], best["plain_cpu"] = min(best["plain"], wall), min(best["plain_cpu"], cpu)
-                wall, cpu, out = timed_cpu(lambda: asr.process(str(dataset), vid, clips))
+                wall, cpu, out = timed_cpu(lambda: asr.run(work))
                 best["pipeline"], best["pipeline_cpu"] = min(best["pipeline"], wall), min(best["pipeline_cpu"], cpu)
             stage["asr"][0] += len(clips)
             stage["asr"][1] += best["pipeline"]
-            ev_s, ev = timed(lambda: events.process(str(dataset), vid, clips))
-            cap_s, caps = timed(lambda: caption_clips(clips, out.speech, ev.events))
-            vis_s, vis = timed(lambda: visual.process(str(dataset), vid, clips))
+            ev_s, ev = timed(lambda: events.run(work))
+            cap_s, caps = timed(lambda: caption_video(clips, out, ev))
+            vis_s, vis = timed(lambda: visual.run(work))
             for key, secs in (("audio_events", ev_s), ("audio_caption", cap_s), ("visual_caption", vis_s)):
                 stage[key][0] += len(clips)
                 stage[key][1] += secs
@@ -133,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                          "pipeline_asr_cpu_s": round(best["pipeline_cpu"], 3),
                          "asr_cpu_ratio": round(best["pipeline_cpu"] / best["plain_cpu"], 3)})
             print(f"  {vid}: asr ratio {rows[-1]['asr_ratio']}", file=sys.stderr)
-        models = {"asr": asr.asr.name, "audio_events": events.tagger.name, "audio_caption": "code",
-                  "visual_caption": visual.captioner.name}
+        models = {"asr": asr.model_name, "audio_events": events.model_name, "audio_caption": "code",
+                  "visual_caption": visual.model_name}
         stages = {key: {"model": models[key], "clips": n, "seconds": round(secs, 3),
                         "clips_per_s": round(n / secs, 3) if secs > 0 else None} for key, (n, secs) in stage.items()}
         summary = summarise(cfg, rows, args.repeat)
@@ -152,17 +156,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def ray_rows(cfg, dataset: Path, media: list[MediaResult], rows: list[dict], repeat: int) -> None:
-    """The same ASR through a Ray actor (``asr_actor``): call and result transfer included."""
+    """The same ASR through a Ray actor (``ASRWorker.in_ray``): call and result transfer included."""
     import ray
-
-    from tasks.asr import asr_actor
 
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        actor = asr_actor(cfg.asr).remote(cfg.asr)
+        actor = ASRWorker.in_ray(cfg.asr).remote(cfg.asr)
         ray.get(actor.stats.remote())  # loaded before timing
         for m, row in zip(media, rows):
-            best = min(timed(lambda: ray.get(actor.process.remote(str(dataset), m.video.video_id, m.clips)))[0]
+            best = min(timed(lambda: ray.get(actor.run.remote(VideoWork(dataset_dir=str(dataset), video_id=m.video.video_id,
+                                                                 clips=m.clips))))[0]
                        for _ in range(repeat))
             row.update(ray_asr_s=round(best, 3), ray_asr_ratio=round(best / row["plain_asr_s"], 3))
     finally:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf_rows import row  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 from tasks.probe import probe  # noqa: E402
-from tasks.samples import make_samples  # noqa: E402
+from devdata.samples import make_samples  # noqa: E402
 from tasks.segment import segment_video  # noqa: E402
 
 V2D_VERSION = "1.3.0"

@@ -1,7 +1,7 @@
-"""The media chain for one source: acquire -> probe -> audio -> segment + keyframes.
+"""The media chain for one source: acquire -> probe -> audio -> segment + keyframes (wiring of ``tasks/`` stages).
 
 ``process_source`` never raises on bad input: it returns a ``MediaResult`` or a ``DeadLetter`` whose stage and
-reason say what went wrong. On a failure after acquisition the video's files (media, audio, keyframes) are removed,
+reason say what went wrong (``source_id`` the source as given, ``video_id`` once known). On a failure after acquisition the video's files (media, audio, keyframes) are removed,
 so the dataset folder holds only videos that have records; the dead letter keeps the source to fetch again.
 
 A video without an audio stream is a dead letter (stage ``audio``, ``no_audio_stream``): SAVEn-Vid is an
@@ -20,14 +20,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from infra.errors import StageError, dead_letter_from_exception
+from schemas.handoff import AudioResult, ProbeResult, SegmentResult
+from schemas.paths import audio_path, keyframe_dir
 from schemas.records import Clip, DeadLetter, Stage, VideoRecord
 from schemas.settings import Settings, settings as default_settings
-from tasks.acquire import Acquired, acquire, check_duration
-from tasks.audio import AudioResult, audio_path, decode_audio
-from tasks.errors import PermanentError, StageError, dead_letter_from_exception
-from tasks.keyframes import keyframe_dir
-from tasks.probe import ProbeResult, probe
-from tasks.segment import SegmentResult, segment_video
+from tasks.acquire import Acquired, acquire
+from tasks.audio import decode_audio
+from tasks.probe import check_duration, probe, require_audio
+from tasks.segment import segment_video
 
 log = logging.getLogger("saven.media")
 
@@ -62,12 +63,6 @@ def remove_video_files(dataset_dir: Path, video_id: str, media_path: str | None)
     shutil.rmtree(keyframe_dir(dataset_dir, video_id), ignore_errors=True)
 
 
-def require_audio(facts: ProbeResult, video_id: str) -> None:
-    if not facts.has_audio:
-        raise PermanentError(Stage.audio, video_id, "the video has no audio stream; an audio-visual dataset needs "
-                             "sound for ASR, audio captions and AV questions", error_class="no_audio_stream")
-
-
 def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, *,
                    backoff_s: float | None = None) -> MediaResult | DeadLetter:
     """Run the whole media chain for one source; bad input ends in a ``DeadLetter``, never an exception."""
@@ -83,7 +78,7 @@ def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, 
 
         stage, t = Stage.probe, time.perf_counter()
         facts = probe(dataset_dir / acquired.media_path, acquired.video_id)
-        check_duration(acquired, facts, cfg.acquire, dataset_dir)
+        check_duration(facts, cfg.acquire, acquired.video_id)
         require_audio(facts, acquired.video_id)
         record = video_record(acquired, facts)
         seconds["probe"] = time.perf_counter() - t
@@ -102,25 +97,8 @@ def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, 
         attempts = getattr(exc, "attempts", None) or (acquired.attempts if acquired else 1)
         if not isinstance(exc, StageError):
             log.exception("unexpected failure in %s for %s", stage.value, source_id)
-        letter = dead_letter_from_exception(exc, stage, source_id, attempts=attempts)
-        if letter.source_id != source and not letter.detail:
-            letter.detail = f"source: {source}"  # the id alone cannot be fetched again
-        return letter
+        return dead_letter_from_exception(exc, stage, acquired.video_id if acquired else None, source=source or
+                                          "<empty>", attempts=attempts)
     return MediaResult(video=record, clips=seg.clips, audio=audio, probe=facts, cuts_s=seg.cuts_s,
                        keyframe_dir=seg.keyframe_dir, seconds=seconds,
                        decode_passes={"video": seg.decode_passes, "audio": audio.decode_passes})
-
-
-def ray_tasks(cfg: Settings | None = None) -> dict:
-    """Ray remote versions of the stages, each placed with the resources its config section declares."""
-    from tasks.ray_stage import as_ray_task  # ray is heavy; stage code runs without it
-
-    cfg = cfg or default_settings()
-    return {
-        "acquire": as_ray_task(acquire, cfg.acquire.resources),
-        "probe": as_ray_task(probe, cfg.segment.resources),
-        "audio": as_ray_task(decode_audio, cfg.segment.resources),
-        "segment": as_ray_task(segment_video, cfg.segment.resources),
-        # The chain is dominated by the decode, so it takes the segment stage's resources.
-        "media": as_ray_task(process_source, cfg.segment.resources, max_retries=0),
-    }

@@ -19,6 +19,7 @@ from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 from scenedetect.detector import SceneDetector
 
 from schemas.settings import Segment
+from tasks.scene_detectors import DETECTORS
 
 
 class _OpenCVScore:
@@ -56,7 +57,11 @@ class FastAdaptiveDetector(_OpenCVScore, AdaptiveDetector):
     pass
 
 
-def make_detector(cfg: Segment) -> SceneDetector:
-    if cfg.detector == "content":
-        return FastContentDetector(threshold=cfg.content_threshold, min_scene_len=cfg.min_scene_len_frames)
+@DETECTORS.register("content")
+def content_detector(cfg: Segment) -> SceneDetector:
+    return FastContentDetector(threshold=cfg.content_threshold, min_scene_len=cfg.min_scene_len_frames)
+
+
+@DETECTORS.register("adaptive")
+def adaptive_detector(cfg: Segment) -> SceneDetector:
     return FastAdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold, min_scene_len=cfg.min_scene_len_frames)

@@ -1,6 +1,6 @@
 """Bounding prose that an LLM wrote: cut it, instead of rejecting the whole reply.
 
-The JSON-schema grammar carries no length bound (``tasks.llm_client.strict_json_schema``: xgrammar takes seconds
+The JSON-schema grammar carries no length bound (``infra.llm_client.strict_json_schema``: xgrammar takes seconds
 to compile one), so a small model overruns a bound now and then, and each rejected reply costs the CPU server
 minutes. Prose survives a cut: at the last sentence end when there is one in the second half, else at a word.
 """

@@ -9,7 +9,7 @@ What it adds over the ``openai`` SDK:
   re-sends a request that once got a validated reply (only those are cached);
 - counters (requests sent, cache hits, failures, tokens) and per-request usage, so a caller can report throughput
   and a test can assert "zero new requests".
-A request that still fails raises ``LLMTransientError`` / ``LLMPermanentError`` (``tasks.errors`` kinds) with the
+A request that still fails raises ``LLMTransientError`` / ``LLMPermanentError`` (``infra.errors`` kinds) with the
 attempt count.
 """
 
@@ -19,8 +19,6 @@ import asyncio
 import copy
 import hashlib
 import json
-import sqlite3
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +30,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 
 from schemas.records import Stage
 from schemas.settings import LLM
-from tasks.errors import PermanentError, TransientError
+from infra.errors import PermanentError, TransientError
+from infra.sqlite_store import SqliteStore
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -128,26 +127,16 @@ def request_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-class RequestCache:
+class RequestCache(SqliteStore):
     """Validated replies by request key, in one sqlite file that several processes may share (WAL)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT NOT NULL, schema_name TEXT NOT NULL,"
-            " content TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
-            " created_at REAL NOT NULL)"
-        )
+    TABLE = "replies"
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT NOT NULL, schema_name TEXT NOT "
+              "NULL, content TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
+              " created_at REAL NOT NULL)")
 
     def get(self, key: str) -> tuple[str, int, int] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT content, prompt_tokens, completion_tokens FROM replies WHERE key = ?", (key,)
-            ).fetchone()
+        row = self.one("SELECT content, prompt_tokens, completion_tokens FROM replies WHERE key = ?", (key,))
         return None if row is None else (row[0], int(row[1]), int(row[2]))
 
     def put(self, key: str, *, model: str, schema_name: str, content: str, prompt_tokens: int,
@@ -159,25 +148,14 @@ class RequestCache:
         without a seed answers them differently. Both callers then use the one stored reply, so a rerun, which
         reads it from here, rebuilds exactly what the first run wrote.
         """
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, model, schema_name, content, prompt_tokens, completion_tokens, time.time()),
-            )
-            row = self._db.execute("SELECT content FROM replies WHERE key = ?", (key,)).fetchone()
+        row = self.execute(
+            ("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (key, model, schema_name, content, prompt_tokens, completion_tokens, time.time())),
+            ("SELECT content FROM replies WHERE key = ?", (key,)))
         return content if row is None else row[0]
 
     def delete(self, key: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM replies WHERE key = ?", (key,))
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.execute(("DELETE FROM replies WHERE key = ?", (key,)))
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -277,7 +255,7 @@ class LLMClient:
                 "seed": self.seed if seed is None else seed, "frequency_penalty": self.frequency_penalty}
 
     async def complete_json(self, messages: list[dict[str, str]], response_model: type[T], *, schema_name: str,
-                            stage: Stage, source_id: str, item_id: str | None = None,
+                            stage: Stage, subject: str, item_id: str | None = None,
                             validate: Callable[[T], None] | None = None, max_tokens: int | None = None,
                             seed: int | None = None, temperature: float | None = None) -> LLMReply[T]:
         """The reply to ``messages`` decoded against ``response_model``'s JSON schema.
@@ -327,7 +305,7 @@ class LLMClient:
                         raise
         except (InvalidReply, MalformedResponse, openai.OpenAIError) as exc:
             self.stats.failures += 1
-            raise self._as_stage_error(exc, stage, source_id, item_id, attempts, schema_name) from exc
+            raise self._as_stage_error(exc, stage, subject, item_id, attempts, schema_name) from exc
 
         usage = RequestUsage(key=key, schema_name=schema_name, prompt_tokens=prompt_tokens,
                              completion_tokens=completion_tokens, attempts=attempts, cached=False,
@@ -409,17 +387,17 @@ class LLMClient:
         return value
 
     @staticmethod
-    def _as_stage_error(exc: BaseException, stage: Stage, source_id: str, item_id: str | None, attempts: int,
+    def _as_stage_error(exc: BaseException, stage: Stage, subject: str, item_id: str | None, attempts: int,
                         schema_name: str) -> LLMTransientError | LLMPermanentError:
         attempts = max(attempts, 1)
         what = f"LLM request {schema_name!r} failed after {attempts} attempt(s)"
         if isinstance(exc, InvalidReply):
-            return LLMPermanentError(stage, source_id, f"{what}: invalid reply", item_id=item_id,
+            return LLMPermanentError(stage, subject, f"{what}: invalid reply", item_id=item_id,
                                      detail=str(exc)[:2000], error_class="InvalidReply", attempts=attempts)
         if _is_retryable(exc):
-            return LLMTransientError(stage, source_id, f"{what}: {type(exc).__name__}: {exc}", item_id=item_id,
+            return LLMTransientError(stage, subject, f"{what}: {type(exc).__name__}: {exc}", item_id=item_id,
                                      error_class=type(exc).__name__, attempts=attempts)
         # A 4xx (bad request, unknown model, context too long) or a malformed response: retrying cannot help.
         status = f"HTTP {exc.status_code}: " if isinstance(exc, openai.APIStatusError) else ""
-        return LLMPermanentError(stage, source_id, f"{what}: {status}{exc}", item_id=item_id,
+        return LLMPermanentError(stage, subject, f"{what}: {status}{exc}", item_id=item_id,
                                  error_class=type(exc).__name__, attempts=attempts)

@@ -1,4 +1,4 @@
-"""Signal analysis of a 16 kHz waveform: the embedded profile's audio tagger ("signal-analysis-v1").
+"""Signal analysis of a 16 kHz waveform: the ``signal-analysis`` audio tagger ("signal-analysis-v1").
 
 No pretrained audio tagger can be had offline, so this module labels sound from measures that need no training:
 
@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.handoff import SAMPLE_RATE
 from schemas.records import AudioAxis
+from schemas.settings import AudioTagger
+from tasks.taggers import TAGGERS, Span
 
-SAMPLE_RATE = 16_000
 HOP = 512  # Silero VAD scores 512-sample windows at 16 kHz
 N_FFT = 1024
 FRAME_S = HOP / SAMPLE_RATE
@@ -61,17 +63,6 @@ CLASS_AXIS = {
     "rhythm": AudioAxis.event,
 }
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-
-
-@dataclass(frozen=True)
-class Span:
-    """One labelled stretch of the waveform (seconds from its first sample)."""
-
-    start_s: float
-    end_s: float
-    label: str
-    axis: AudioAxis
-    score: float
 
 
 @dataclass
@@ -460,3 +451,18 @@ def analyse(audio: np.ndarray) -> list[Span]:
     spans.extend(_transients(fr, onset_frames, cls, n_samples))
     spans = [sp for sp in spans if sp.end_s > sp.start_s]
     return sorted(spans, key=lambda sp: (sp.start_s, sp.axis.value, sp.label))
+
+
+@TAGGERS.register("signal-analysis")
+class SignalTagger:
+    """Silero VAD plus waveform measures; nothing to load but VAD. Its records say ``tagger="signal-analysis-v1"``."""
+
+    name = TAGGER_NAME
+
+    def __init__(self, cfg: AudioTagger | None = None):
+        from faster_whisper.vad import get_vad_model
+
+        get_vad_model()  # the ONNX session, cached for the process: loaded here, not on the first video
+
+    def tag(self, audio: np.ndarray) -> list[Span]:
+        return analyse(audio)

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 
 from schemas.records import Tag
+from schemas.settings import VisualCaptioner
+from tasks.captioners import CAPTIONERS
 
 NAME = "opencv-describer-v1"
 HAAR_DIRS = (Path("/usr/share/opencv4/haarcascades"), Path("/usr/share/opencv/haarcascades"),
@@ -187,12 +189,13 @@ def _motion_word(m: float) -> str:
     return "static" if m < 0.02 else ("some movement" if m < 0.08 else "large change")
 
 
+@CAPTIONERS.register("opencv-describer")
 class OpenCVDescriber:
     """Facts about keyframes from OpenCV, Haar cascades and tesseract (no learned caption model)."""
 
     name = NAME
 
-    def __init__(self):
+    def __init__(self, cfg: VisualCaptioner | None = None):
         if not hasattr(cv2, "CascadeClassifier"):
             raise DescriberSetupError(
                 f"this OpenCV ({cv2.__version__}) has no CascadeClassifier (removed in OpenCV 5); the describer "

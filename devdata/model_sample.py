@@ -56,7 +56,7 @@ def _video(dataset: Path, vid: str, media: Path, duration: float, w: int, h: int
 
 def _keyframes(dataset: Path, media: Path, clips: list[Clip], width: int = 160) -> list[Clip]:
     """Two keyframes per clip, from one ffmpeg decode at 2 fps."""
-    from tasks.keyframes import keyframe_path
+    from schemas.paths import keyframe_path
 
     h = width * 9 // 16
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(media.resolve()), "-an", "-vf", f"fps=2,scale={width}:{h}",
