@@ -161,15 +161,16 @@ class Build:
 
 
 def run_once(build: Build, record: RunRecord, media: MediaServer, rng: random.Random, *,
-             kill_after: int | None = None, kill_worker: bool = False,
+             kill_after: int | None = None, kill_after_s: float | None = None, kill_worker: bool = False,
              status: Callable[[], str] | None = None) -> RunRecord:
-    """One flow process; SIGKILLed ``kill_after`` new commits (plus a random delay) in, when that is given."""
+    """One flow process; SIGKILLed ``kill_after`` new commits (plus a random delay) in, or ``kill_after_s`` seconds
+    in, when one is given."""
     before_bytes = {p: s.bytes_sent for p, s in media.stats.items()}
     record.committed_before = len(committed(build.dataset))
     record.kill_after_commits = kill_after
     started = time.monotonic()
     proc = build.start(record.n)
-    kill_at: float | None = None
+    kill_at: float | None = started + kill_after_s if kill_after_s is not None else None
     # The worker dies while the run is busy (models loaded, media being decoded), early enough for the run to go on.
     worker_at = started + rng.uniform(30.0, 60.0) if kill_worker else None
     worker_done_before = 0
@@ -309,9 +310,14 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
         while sum(r.killed for r in records) < kills and n < kills * 3:
             n += 1
             remaining = len(good_keys - set(committed(faulty.dataset)))
-            kill_after = rng.randint(1, max(1, remaining // (2 * kills)))
+            # A batch commits its videos together, so earlier kills can land after everything has committed: a run
+            # with no commit left to wait for is killed a few seconds in (start-up, sweep, finalize), which a resume
+            # must survive just the same.
+            kill_after = rng.randint(1, max(1, remaining // (2 * kills))) if remaining else None
+            kill_after_s = None if remaining else rng.uniform(3.0, 12.0)
             records.append(run_once(faulty, RunRecord(n, "faulty"), media, rng, kill_after=kill_after,
-                                    kill_worker=n == 2, status=lambda: f"LLM proxy {proxy.summary()}"))
+                                    kill_after_s=kill_after_s, kill_worker=n == 2,
+                                    status=lambda: f"LLM proxy {proxy.summary()}"))
             transient_seen |= retryable_left(faulty.dataset, keys)
         for _ in range(final_runs):
             n += 1
