@@ -7,8 +7,9 @@ VENV := .venv
 VLLM_VENV := .venv-vllm
 PY := $(VENV)/bin/python
 SAVEN := $(VENV)/bin/saven
-APT_PACKAGES := ffmpeg espeak-ng sox tesseract-ocr opencv-data fonts-dejavu-core
+APT_PACKAGES := ffmpeg espeak-ng sox tesseract-ocr opencv-data fonts-dejavu-core darknet
 VLLM_VERSION := 0.32.0
+RAPIDOCR_VERSION := 1.4.4
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
@@ -33,6 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps rapidocr-onnxruntime==$(RAPIDOCR_VERSION)  # see pyproject.toml: its deps are ours
 	@touch $@
 
 # vLLM for the CPU server lives in its own venv: it pins torch 2.13.0+cpu, which breaks torchvision/open_clip.

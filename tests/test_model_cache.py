@@ -1,6 +1,7 @@
 """The embedded model cache: installed models verify; a missing or corrupt file is a clear error naming the fix."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,44 @@ def test_every_part_is_read_from_its_packages_own_folder_and_every_file_is_pinne
             assert len(spec.sha256.get(target, "")) == 64, (spec.name, target)
             for part in parts:
                 assert part.member.split("/")[0] == part.package.replace("-", "_"), part
+
+
+DARKNET_PHOTOS = Path("/usr/share/darknet/data")  # Debian's darknet package (make setup installs it)
+
+
+def test_perception_models_are_the_networks_they_claim():
+    """The pinned perception files load in their runtimes and see what real photos hold (COCO ids: 2 bicycle,
+    18 dog); YAMNet's graph takes its quantised log-mel patch and scores the 521 classes of its class map."""
+    import csv
+
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    ssd = model_cache.model_path("ssd-mobilenet-v2-coco")
+    net = cv2.dnn.readNetFromTensorflow(str(ssd / "frozen_inference_graph.pb"),
+                                        str(ssd / "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"))
+    net.setInput(cv2.dnn.blobFromImage(cv2.imread(str(DARKNET_PHOTOS / "dog.jpg")), size=(300, 300), swapRB=True))
+    assert {2, 18} <= {int(d[1]) for d in net.forward()[0, 0] if d[2] >= 0.5}
+
+    eff = model_cache.model_path("efficientnet-lite3")
+    labels = (eff / "efficientnet_labels.txt").read_text().split("\n")
+    interpreter = Interpreter(model_path=str(eff / "efficientnet_lite3.tflite"), num_threads=1)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rgb = cv2.cvtColor(cv2.imread(str(DARKNET_PHOTOS / "eagle.jpg")), cv2.COLOR_BGR2RGB)
+    interpreter.set_tensor(inp["index"], cv2.resize(rgb, tuple(int(v) for v in inp["shape"][2:0:-1]))[None])
+    interpreter.invoke()
+    assert len(labels) == 1000 and labels[int(np.argmax(interpreter.get_tensor(out["index"])[0]))].startswith("bald eagle")
+
+    yamnet = model_cache.model_path("yamnet")
+    with open(yamnet / "yamnet_class_map.csv", newline="") as f:
+        classes = [row["display_name"] for row in csv.DictReader(f)]
+    session = ort.InferenceSession(str(yamnet / "model.onnx"), providers=["CPUExecutionProvider"])
+    scores = session.run(None, {session.get_inputs()[0].name: np.full((1, 1, 96, 64), 144, dtype=np.uint8)})[0]
+    assert scores.shape == (1, len(classes)) == (1, 521) and classes[0] == "Speech"
+
+    ocr = model_cache.model_path("pp-ocrv4")
+    for name in ("ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx", "ch_ppocr_mobile_v2.0_cls_infer.onnx"):
+        ort.InferenceSession(str(ocr / name), providers=["CPUExecutionProvider"])
