@@ -87,6 +87,27 @@ def use_demo_llm(cfg: Settings) -> Settings:
     return settings()
 
 
+def show_perception(dataset: Path, per_table: int = 6) -> None:
+    """A few keyframe and audio captions of the new dataset, spread over its videos: what the models saw and heard.
+    Video text is data: printed without rich markup."""
+    from rich.markup import escape
+
+    from schemas.records import AudioCaption, VisualCaption
+    from schemas.shards import read_records
+
+    for title, records, text in (("keyframe captions", read_records(dataset, "visual_captions", VisualCaption),
+                                  lambda r: r.text),
+                                 ("audio captions", read_records(dataset, "audio_captions", AudioCaption),
+                                  lambda r: r.sentence)):
+        by_video: dict[str, list] = {}
+        for r in records:
+            by_video.setdefault(r.video_id, []).append(r)
+        picked = [rs[len(rs) // 2] for rs in by_video.values()][:per_table]
+        console.print(f"[bold]{title}[/] ({len(records)} in all), one per video:")
+        for r in picked:
+            console.print(f"  {escape(r.clip_id)}: {escape(text(r))}", highlight=False)
+
+
 def run_demo(out: Path) -> None:
     cfg = use_demo_llm(settings())
     out = out.resolve()
@@ -115,7 +136,10 @@ def run_demo(out: Path) -> None:
         if problems:
             raise SystemExit("dataset manifest does not verify:\n" + "\n".join(problems))
 
-        console.rule("4. train SAVEn-Vid (smol preset: SmolLM2-135M + LoRA, Whisper-base audio features)")
+        show_perception(dataset)
+
+        console.rule("4. train SAVEn-Vid (smol preset: SmolLM2-135M + LoRA; EfficientNet-Lite3 frame and Whisper-base "
+                     "audio features)")
         checkpoint = train(dataset, out / "train", preset="smol", stage="both")
         console.print(f"checkpoint: {checkpoint}")
 

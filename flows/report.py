@@ -26,6 +26,11 @@ class RunStats(BaseModel):
     seconds_by_stage: Counter = Field(default_factory=Counter)
     llm: Counter = Field(default_factory=Counter)  # requests, cache_hits, prompt_tokens, completion_tokens, ...
     workers: list[dict] = Field(default_factory=list)  # infra.worker.WorkerStats of the run's model workers
+    # What perception found in committed videos: audio event label -> events, COCO class -> keyframes showing it.
+    audio_events: Counter = Field(default_factory=Counter)
+    objects: Counter = Field(default_factory=Counter)
+    keyframes: int = 0
+    keyframes_with_objects: int = 0
     wall_s: float = 0.0
 
     def add_seconds(self, seconds: dict[str, float]) -> None:
@@ -36,7 +41,10 @@ class RunStats(BaseModel):
         self.videos_ok += batch.videos_ok
         self.videos_failed += batch.videos_failed
         self.clips += batch.clips
+        self.keyframes += batch.keyframes
+        self.keyframes_with_objects += batch.keyframes_with_objects
         for mine, theirs in ((self.qa_by_type, batch.qa_by_type), (self.llm, batch.llm),
+                             (self.audio_events, batch.audio_events), (self.objects, batch.objects),
                              (self.dead_letters_by_stage, batch.dead_letters_by_stage),
                              (self.seconds_by_stage, batch.seconds_by_stage)):
             mine.update(theirs)
@@ -63,6 +71,12 @@ def run_markdown(stats: RunStats, dataset_dir: Path, profile: str) -> str:
         _table(["counter", "value"], [[k, v] for k, v in sorted(stats.llm.items())] or [["-", 0]]),
         "## Dead letters by stage",
         _table(["stage", "count"], [[s, n] for s, n in sorted(stats.dead_letters_by_stage.items())] or [["-", 0]]),
+        "## Perception found",
+        _table(["what", "count", "most frequent"], [
+            ["audio events", sum(stats.audio_events.values()), _top(stats.audio_events)],
+            ["keyframes with a COCO object", f"{stats.keyframes_with_objects} of {stats.keyframes}",
+             _top(stats.objects)],
+        ]),
         "## Model workers",
         _table(["stage", "model", "loads", "setup s", "videos", "clips", "seconds"],
                [[w["stage"], w["model"], w["model_loads"], f"{w['setup_s']:.1f}", w["videos"], w["clips"],
@@ -71,9 +85,50 @@ def run_markdown(stats: RunStats, dataset_dir: Path, profile: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _top(counts: Counter, n: int = 8) -> str:
+    return ", ".join(f"{escape_cell(k)} ({v})" for k, v in counts.most_common(n)) or "-"
+
+
+def escape_cell(text: str) -> str:
+    """Labels come from models and OCR'd video text: data, never table syntax."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def _rows(dataset_dir: Path, manifest: Manifest, table: str) -> int:
     entry = manifest.tables.get(table)
     return entry.rows if entry else 0
+
+
+def _distinct(dataset_dir: Path, table: str, column: str) -> str:
+    folder = dataset_dir / table
+    names: set[str] = set()
+    for shard in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        names.update(pq.read_table(shard, columns=[column]).column(column).unique().to_pylist())
+    return ", ".join(f"`{escape_cell(n)}`" for n in sorted(names)) or "-"
+
+
+def models_table(dataset_dir: Path, cfg: Settings) -> list[list[str]]:
+    """Each stage's registered backend, the real model it runs (the backend's ``model_card``), and the model names
+    the rows themselves carry (``audio_events.tagger``, ``visual_captions.captioner``)."""
+    from tasks.captioners import CAPTIONERS
+    from tasks.scene_detectors import DETECTORS
+    from tasks.taggers import TAGGERS
+    from tasks.transcribers import TRANSCRIBERS
+
+    def card(registry, kind: str, section) -> str:
+        described = getattr(registry.get(kind), "model_card", None)
+        return described(section) if callable(described) else (described or kind)
+
+    return [
+        ["ASR", f"`{cfg.asr.kind}`", card(TRANSCRIBERS, cfg.asr.kind, cfg.asr), "-"],
+        ["audio events", f"`{cfg.audio_tagger.kind}`", card(TAGGERS, cfg.audio_tagger.kind, cfg.audio_tagger),
+         _distinct(dataset_dir, "audio_events", "tagger")],
+        ["keyframe captions", f"`{cfg.visual_captioner.kind}`",
+         card(CAPTIONERS, cfg.visual_captioner.kind, cfg.visual_captioner),
+         _distinct(dataset_dir, "visual_captions", "captioner")],
+        ["scene cuts", f"`{cfg.segment.detector}`", card(DETECTORS, cfg.segment.detector, cfg.segment), "-"],
+        ["fusion and QA", "OpenAI-compatible server", f"`{cfg.llm.resolved_model}`", "-"],
+    ]
 
 
 def dataset_card(dataset_dir: Path, manifest: Manifest, cfg: Settings, sources: list[str]) -> str:
@@ -94,13 +149,7 @@ def dataset_card(dataset_dir: Path, manifest: Manifest, cfg: Settings, sources: 
         _table(["QA type", "items"], [[t, n] for t, n in sorted(qa_types.items())] or [["-", 0]]),
         _table(["dead letters by stage", "count"], [[s, n] for s, n in sorted(dead_by_stage.items())] or [["-", 0]]),
         "## Models",
-        _table(["stage", "model"], [
-            ["ASR", f"`{cfg.asr.kind}` `{cfg.asr.model}` ({cfg.asr.device}, {cfg.asr.compute_type})"],
-            ["audio events", f"`{cfg.audio_tagger.kind}`" + (f" `{cfg.audio_tagger.model}`" if cfg.audio_tagger.model else "")],
-            ["keyframe captions", f"`{cfg.visual_captioner.kind}`"],
-            ["scene cuts", f"PySceneDetect `{cfg.segment.detector}`"],
-            ["fusion and QA", f"`{cfg.llm.resolved_model}` via an OpenAI-compatible server"],
-        ]),
+        _table(["stage", "backend", "model", "named in the rows"], models_table(dataset_dir, cfg)),
         f"## Sources ({len(sources)})",
         "\n".join(f"- `{s}`" for s in sources[:200]) + ("\n- ..." if len(sources) > 200 else ""),
         "## Files",

@@ -222,5 +222,10 @@ def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Sett
         stats.videos_ok += 1
         stats.clips += len(p.media.clips)
         stats.qa_by_type.update(item.type.value for item in qa.items)
+        stats.audio_events.update(e.label for e in p.events.events)
+        objects = [{t.label.split(":", 1)[1] for t in c.tags if t.label.startswith("object:")} for c in p.visual.captions]
+        stats.objects.update(label for seen in objects for label in seen)
+        stats.keyframes += len(objects)
+        stats.keyframes_with_objects += sum(1 for seen in objects if seen)
         stats.dead_letters_by_stage.update(d.stage.value for d in failures)
         report.committed.append(vid)

@@ -2,8 +2,8 @@
 
 A preset names every part: the frozen vision and audio encoders, the AVTS resampler's token budget, the LLM and its
 LoRA, and the training hyper-parameters of both stages. ``tiny`` is built entirely in code (random init, byte-level
-tokenizer) for CPU tests; ``smol`` is the embedded profile (real SmolLM2-135M-Instruct and real Whisper-base audio
-features from the model cache, a small random-init vision tower); ``7b`` is the GPU profile (SigLIP-so400m, Whisper
+tokenizer) for CPU tests; ``smol`` is the embedded profile (real SmolLM2-135M-Instruct, real EfficientNet-Lite3 frame
+features and real Whisper-base audio features, all from the model cache); ``7b`` is the GPU profile (SigLIP-so400m, Whisper
 large-v3 encoder, Qwen2.5-7B-Instruct), whose ``arch`` blocks let it also be built with random weights offline.
 
 Model names: a name with a "/" is a hub id, an existing path is a folder, anything else is a model-cache name
@@ -27,8 +27,8 @@ class _Cfg(BaseModel):
 
 
 class VisionConfig(_Cfg):
-    kind: Literal["siglip"] = "siglip"
-    name_or_path: str | None = None  # None: random init from ``arch`` (seeded, so reproducible)
+    kind: Literal["siglip", "efficientnet-lite3"] = "siglip"  # a tower in model.encoders.VISION_TOWERS
+    name_or_path: str | None = None  # None: random init from ``arch`` (siglip; seeded, so reproducible)
     arch: dict[str, Any] = Field(default_factory=dict)  # SiglipVisionConfig kwargs
     image_size: int = 32
     feature_dim: int = 32  # the tower's hidden size: what the cache holds per token
@@ -160,9 +160,10 @@ def _tiny() -> ModelConfig:
 def _smol() -> ModelConfig:
     return ModelConfig(
         preset="smol",
-        vision=VisionConfig(arch=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                      num_attention_heads=4, image_size=64, patch_size=16),
-                            image_size=64, feature_dim=128, pool_grid=2),
+        # Both frozen encoders are real pretrained networks from the model cache: EfficientNet-Lite3 (ImageNet) for
+        # frames, the Whisper-base encoder for audio.
+        vision=VisionConfig(kind="efficientnet-lite3", name_or_path="efficientnet-lite3", image_size=280,
+                            feature_dim=1280, pool_grid=2),
         audio=AudioConfig(kind="ct2-whisper", name_or_path="whisper-base", n_mels=80, feature_dim=512, token_hz=2.0),
         llm=LLMConfig(name_or_path="smollm2-135m-instruct", max_length=768,
                       lora=LoRAConfig(r=8, alpha=16, dropout=0.05,

@@ -1,5 +1,10 @@
 """The frozen encoders: a vision tower over sampled frames and an audio encoder over 16 kHz log-mel windows.
 
+Vision towers are registered by ``VisionConfig.kind`` in ``VISION_TOWERS``: ``siglip`` (a pretrained SigLIP, or a
+seeded random init for the tiny test preset) and ``efficientnet-lite3`` (the ImageNet-trained int8 network the
+model cache holds; its last 9x9x1280 feature map, average-pooled, is the embedded ``smol`` preset's real vision
+features). ``vision_tower(cfg)`` builds the one the config names.
+
 Both only ever run without gradients, once per video, in the feature step (``model.features``); training reads
 their cached outputs. A random-init encoder (tiny and smol vision, tiny audio) is built under a fixed seed so the
 same config always gives the same weights; its ``fingerprint`` (a digest of the weights) is stored with the cached
@@ -15,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import math
 from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from infra.registry import Registry
 from model.config import AudioConfig, VisionConfig, resolve_model
 
 SAMPLE_RATE = 16_000
@@ -49,6 +56,23 @@ def _freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module.eval()
 
 
+VISION_TOWERS: Registry[type] = Registry("vision tower")
+
+
+def vision_tower(cfg: VisionConfig, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """The tower ``cfg.kind`` names: ``encode(rgb frames) -> [N, pool_grid**2, feature_dim]``, ``fingerprint``."""
+    return VISION_TOWERS.get(cfg.kind)(cfg, device, dtype)
+
+
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@VISION_TOWERS.register("siglip")
 class VisionTower:
     """SigLIP vision tower (pretrained or seeded random init); frames -> [N, pool_grid**2, feature_dim]."""
 
@@ -87,6 +111,56 @@ class VisionTower:
             h = F.adaptive_avg_pool2d(h, self.cfg.pool_grid).flatten(2).transpose(1, 2)
             out.append(h.cpu())
         return torch.cat(out)
+
+
+@VISION_TOWERS.register("efficientnet-lite3")
+class EfficientNetLite3Tower:
+    """EfficientNet-Lite3 (ImageNet, int8 TFLite, model cache ``efficientnet-lite3``) as a frozen vision tower.
+
+    A frame is resized to the network's 280x280 RGB input; the head's Relu6 feature map ([9, 9, 1280], before the
+    global pool and the classifier) is dequantised and average-pooled to ``pool_grid`` x ``pool_grid`` tokens of
+    1280. The TFLite interpreter keeps intermediate tensors only when asked (``experimental_preserve_all_tensors``),
+    which costs a few MB on a network this size. The fingerprint is the weights file's sha256.
+    """
+
+    FEATURE_TENSOR = "efficientnet-lite3/model/head/Relu6"
+
+    def __init__(self, cfg: VisionConfig, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        import warnings
+
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.cfg = cfg
+        path = Path(resolve_model(cfg.name_or_path or "efficientnet-lite3")) / "efficientnet_lite3.tflite"
+        with warnings.catch_warnings():  # "for debugging purposes only": the one tensor read is what is wanted
+            warnings.simplefilter("ignore", UserWarning)
+            self.interpreter = Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True)
+        self.interpreter.allocate_tensors()
+        self.inp = self.interpreter.get_input_details()[0]
+        (self.feature,) = [d for d in self.interpreter.get_tensor_details()
+                           if d["name"].startswith(self.FEATURE_TENSOR) and len(d["shape"]) == 4]
+        width = int(self.feature["shape"][-1])
+        if width != cfg.feature_dim:
+            raise ValueError(f"efficientnet-lite3 features are {width} wide, config feature_dim is {cfg.feature_dim}")
+        self.size = int(self.inp["shape"][1])
+        self.fingerprint = f"pretrained:efficientnet-lite3:{file_digest(path)}"
+
+    def feature_map(self, rgb: np.ndarray) -> np.ndarray:
+        """[9, 9, 1280] float32 of one RGB uint8 frame."""
+        x = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        self.interpreter.set_tensor(self.inp["index"], x[None].astype(np.uint8))
+        self.interpreter.invoke()
+        q = self.interpreter.get_tensor(self.feature["index"])[0].astype(np.float32)
+        scale, zero = self.feature["quantization"]
+        return (q - zero) * scale
+
+    @torch.no_grad()
+    def encode(self, frames: list[np.ndarray], batch_size: int = 16) -> torch.Tensor:
+        g = self.cfg.pool_grid
+        if not frames:
+            return torch.zeros(0, g * g, self.cfg.feature_dim)
+        maps = torch.from_numpy(np.stack([self.feature_map(f) for f in frames])).permute(0, 3, 1, 2)
+        return F.adaptive_avg_pool2d(maps, g).flatten(2).transpose(1, 2).contiguous()
 
 
 class AudioEncoder:

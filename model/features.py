@@ -123,10 +123,10 @@ class FrozenEncoders:
     """Both encoders, loaded once (load once, process many); ``encode`` is one video's features."""
 
     def __init__(self, config: ModelConfig, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        from model.encoders import AudioEncoder, VisionTower
+        from model.encoders import AudioEncoder, vision_tower
 
         self.config = config
-        self.vision = VisionTower(config.vision, device, dtype)
+        self.vision = vision_tower(config.vision, device, dtype)
         self.audio = AudioEncoder(config.audio, device, dtype)
         self.fingerprints = {"vision": self.vision.fingerprint, "audio": self.audio.fingerprint}
 

@@ -145,9 +145,11 @@ class ASR(Section):
 
 
 class AudioTagger(Section):
-    kind: str = "signal-analysis"  # a registered audio tagger (tasks.taggers)
+    kind: str = "yamnet"  # a registered audio tagger (tasks.taggers)
     model: str | None = None  # a transformers model name or path for audioset/clap
     labels: list[str] = Field(default_factory=list)  # zero-shot vocabulary for clap
+    # yamnet: also the signal analyser's descriptors (voice pitch, tempo, tone frequency, noise colour, mood cues)
+    signal_measures: bool = True
     window_s: float = 1.0
     # Seconds of audio per call, cut on clip bounds: memory stays bounded on long videos (0 = the whole audio).
     chunk_s: float = 600.0
@@ -155,7 +157,7 @@ class AudioTagger(Section):
 
 
 class VisualCaptioner(Section):
-    kind: str = "opencv-describer"  # a registered visual captioner (tasks.captioners)
+    kind: str = "object-detector"  # a registered visual captioner (tasks.captioners)
     coca_model: str = "coca_ViT-L-14"
     coca_pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k"
     clip_model: str = "ViT-L-14"

@@ -19,6 +19,9 @@ from tasks.taggers import TAGGERS, Span, axis_of_label, merge_window_labels
 from tasks.taggers.signal_analysis import SOUND_CLASSES, TAGGER_NAME, analyse
 
 
+SIGNAL = AudioTagger(kind="signal-analysis")  # the model-free fallback these tests measure against the truth
+
+
 def load_tagger(cfg: AudioTagger):
     return TAGGERS.get(cfg.kind)(cfg)
 
@@ -96,7 +99,7 @@ def test_film_excerpt_is_music_and_sound_without_speech(shared_media):
 
 
 def test_video_events_are_cut_onto_clips(sample):
-    worker = AudioEventsWorker(AudioTagger())
+    worker = AudioEventsWorker(SIGNAL)
     out = worker.run(VideoWork(dataset_dir=str(sample.dataset_dir), video_id=sample.video_id, clips=sample.clips))
     assert not out.dead_letters and out.events
     clips = {c.clip_id: c for c in sample.clips}
@@ -108,7 +111,7 @@ def test_video_events_are_cut_onto_clips(sample):
 
 
 def test_chunked_tagging_is_on_the_source_timeline(sample):
-    tagger = load_tagger(AudioTagger())
+    tagger = load_tagger(SIGNAL)
     assert len(clip_chunks(sample.clips, 20.0)) >= 4
     whole = tag_video(tagger, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=0)
     chunked = tag_video(tagger, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=20.0)
@@ -194,7 +197,7 @@ def test_window_labels_merge_into_spans_and_axes_are_assigned():
 
 
 def test_missing_audio_is_a_dead_letter(tmp_path):
-    out = tag_video(load_tagger(AudioTagger()), tmp_path, "local-abc", [])
+    out = tag_video(load_tagger(SIGNAL), tmp_path, "local-abc", [])
     assert not out.events and out.dead_letters[0].error_class == "audio_missing"
     assert out.dead_letters[0].stage.value == "audio_events"
 

@@ -1,4 +1,5 @@
-"""The embedded (smol) preset with the real SmolLM2-135M-Instruct and real Whisper-base audio features."""
+"""The embedded (smol) preset with the real SmolLM2-135M-Instruct, real EfficientNet-Lite3 frame features and real
+Whisper-base audio features."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from model.config import model_available, preset_config
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (model_available("smollm2-135m-instruct") and model_available("whisper-base")),
-                       reason="model cache lacks smollm2-135m-instruct / whisper-base (run `make models`)"),
+    pytest.mark.skipif(not all(model_available(m) for m in ("smollm2-135m-instruct", "whisper-base",
+                                                            "efficientnet-lite3")),
+                       reason="model cache lacks smollm2-135m-instruct / whisper-base / efficientnet-lite3 "
+                              "(run `make models`)"),
 ]
 
 
@@ -27,7 +30,9 @@ def test_one_training_step_and_generate_with_real_smollm2(tmp_path, shared_media
     # the real Whisper-base encoder: 512 wide, 2 tokens/s over the 9.64 s track, and not constant
     assert feats.audio.shape[1] == 512 and feats.audio.shape[0] in (19, 20)
     assert feats.audio.std(0).mean() > 0.01 and feats.fingerprints["audio"] == "ct2:whisper-base"
-    assert feats.vision.shape == (5, 4, 128)
+    # the real EfficientNet-Lite3 head: 1280 wide, 2x2 pooled, and frames of the film differ from each other
+    assert feats.vision.shape == (5, 4, 1280) and feats.vision.std(0).mean() > 0.01
+    assert feats.fingerprints["vision"].startswith("pretrained:efficientnet-lite3:")
 
     ckpt = train(ds, tmp_path / "out", "smol", 2, 1)
     predictor = SavenVidPredictor.from_checkpoint(ckpt, "cpu")

@@ -20,3 +20,34 @@ def test_batches_add_up_into_the_run():
     assert run.seconds_by_stage == Counter(asr=2.0, fuse=2.0)
     assert run.dead_letters_by_stage == Counter(probe=1) and run.qa_by_type == Counter(global_av_inference=2)
     assert "| 5 | 1 | 3 | 1 | 10 |" in run_markdown(run, Path("out/x"), "local-cpu")
+
+
+def test_perception_counts_add_up_and_are_reported():
+    run = RunStats()
+    run.add_batch(RunStats(audio_events=Counter(Music=3, Speech=2), objects=Counter(person=4), keyframes=6,
+                           keyframes_with_objects=4))
+    run.add_batch(RunStats(audio_events=Counter(Music=1), objects=Counter(dog=1, person=1), keyframes=3,
+                           keyframes_with_objects=2))
+    assert run.audio_events == Counter(Music=4, Speech=2) and run.objects == Counter(person=5, dog=1)
+    md = run_markdown(run, Path("out/x"), "local-cpu")
+    assert "| audio events | 6 | Music (4), Speech (2) |" in md
+    assert "| keyframes with a COCO object | 6 of 9 | person (5), dog (1) |" in md
+
+
+def test_the_card_names_the_real_models_and_what_the_rows_say(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flows.report import models_table
+    from schemas.settings import load_settings
+
+    (tmp_path / "audio_events").mkdir()
+    pq.write_table(pa.table({"tagger": ["yamnet-audioset521-w8a8+signal-analysis-v1"] * 2}),
+                   tmp_path / "audio_events" / "a.parquet")
+    rows = {r[0]: r for r in models_table(tmp_path, load_settings("local-cpu"))}
+    assert "YAMNet, AudioSet 521 classes" in rows["audio events"][2]
+    assert rows["audio events"][3] == "`yamnet-audioset521-w8a8+signal-analysis-v1`"
+    assert "SSD MobileNet v2 COCO" in rows["keyframe captions"][2] and rows["keyframe captions"][3] == "-"
+    assert "Whisper `whisper-base`" in rows["ASR"][2]
+    gpu = {r[0]: r for r in models_table(tmp_path, load_settings("gpu-cluster"))}
+    assert "MIT/ast-finetuned-audioset" in gpu["audio events"][2] and "CoCa" in gpu["keyframe captions"][2]

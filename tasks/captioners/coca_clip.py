@@ -43,6 +43,11 @@ def _open_clip_model(name: str, pretrained: str | None, device: str):
 class OpenClipCaptioner:
     """CoCa captions plus CLIP zero-shot tags over a label vocabulary."""
 
+    @staticmethod
+    def model_card(cfg: VisualCaptioner) -> str:
+        return (f"CoCa `{cfg.coca_model}` ({cfg.coca_pretrained}) captions, CLIP `{cfg.clip_model}` "
+                f"({cfg.clip_pretrained}) zero-shot tags")
+
     def __init__(self, cfg: VisualCaptioner):
         import open_clip
         import torch

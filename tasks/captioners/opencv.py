@@ -54,7 +54,7 @@ class FrameFacts:
     extra: dict = field(default_factory=dict)
 
 
-def _haar_path() -> Path:
+def haar_path() -> Path:
     for folder in HAAR_DIRS:
         if (folder / FACE_CASCADE).is_file():
             return folder / FACE_CASCADE
@@ -181,11 +181,23 @@ def read_text(ocr: Tesseract, grey: np.ndarray) -> tuple[str, float]:
     return " ".join(w for w, _ in words), float(np.mean([c for _, c in words]) / 100.0)
 
 
-def _brightness_word(v: float) -> str:
+def keyframe_motion(frames: list[np.ndarray]) -> list[float | None]:
+    """Per keyframe of one clip: mean absolute grey difference (0-1) to the one before it (the first: to the next);
+    None for a clip's only keyframe."""
+    greys = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
+             .astype(np.float32) / 255.0 for f in frames]
+    out: list[float | None] = []
+    for i in range(len(greys)):
+        j = i - 1 if i > 0 else i + 1
+        out.append(float(np.mean(np.abs(greys[i] - greys[j]))) if 0 <= j < len(greys) else None)
+    return out
+
+
+def brightness_word(v: float) -> str:
     return "dark" if v < 0.25 else ("dim" if v < 0.45 else ("bright" if v > 0.7 else "moderately lit"))
 
 
-def _motion_word(m: float) -> str:
+def motion_word(m: float) -> str:
     return "static" if m < 0.02 else ("some movement" if m < 0.08 else "large change")
 
 
@@ -194,15 +206,16 @@ class OpenCVDescriber:
     """Facts about keyframes from OpenCV, Haar cascades and tesseract (no learned caption model)."""
 
     name = NAME
+    model_card = "OpenCV colours, brightness and motion, Haar-cascade faces, tesseract OCR; no trained caption model"
 
     def __init__(self, cfg: VisualCaptioner | None = None):
         if not hasattr(cv2, "CascadeClassifier"):
             raise DescriberSetupError(
                 f"this OpenCV ({cv2.__version__}) has no CascadeClassifier (removed in OpenCV 5); the describer "
                 "needs opencv-python-headless<5 (and opencv-python<5, which scenedetect pulls in)")
-        self.faces = cv2.CascadeClassifier(str(_haar_path()))
+        self.faces = cv2.CascadeClassifier(str(haar_path()))
         if self.faces.empty():
-            raise DescriberSetupError(f"could not load the Haar cascade {_haar_path()}")
+            raise DescriberSetupError(f"could not load the Haar cascade {haar_path()}")
         self.ocr = Tesseract()
 
     def facts(self, bgr: np.ndarray) -> FrameFacts:
@@ -222,18 +235,14 @@ class OpenCVDescriber:
     def describe(self, frames: list[np.ndarray]) -> list[tuple[str, list[Tag]]]:
         """(text, tags) per keyframe of ONE clip, in order (motion compares neighbouring keyframes)."""
         facts = [self.facts(f) for f in frames]
-        greys = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
-                 .astype(np.float32) / 255.0 for f in frames]
-        for i, fact in enumerate(facts):
-            j = i - 1 if i > 0 else i + 1
-            if 0 <= j < len(frames):
-                fact.motion = float(np.mean(np.abs(greys[i] - greys[j])))
+        for fact, motion in zip(facts, keyframe_motion(frames)):
+            fact.motion = motion
         return [(self.render(f), self.tags(f)) for f in facts]
 
     @staticmethod
     def tags(f: FrameFacts) -> list[Tag]:
         tags = [Tag(label=f"colour:{name}", score=share) for name, share in f.colours]
-        tags.append(Tag(label=f"brightness:{_brightness_word(f.brightness).split()[-1]}", score=round(f.brightness, 3)))
+        tags.append(Tag(label=f"brightness:{brightness_word(f.brightness).split()[-1]}", score=round(f.brightness, 3)))
         vivid = "colourful" if f.colourfulness >= 0.35 else ("muted" if f.colourfulness >= 0.1 else "monochrome")
         tags.append(Tag(label=f"colourfulness:{vivid}", score=round(f.colourfulness, 3)))
         tags.append(Tag(label="detail:" + ("busy" if f.edge_density > 0.08 else "plain"),
@@ -243,14 +252,14 @@ class OpenCVDescriber:
         if f.text:
             tags.append(Tag(label=f"text:{f.text}", score=round(f.text_conf, 3)))
         if f.motion is not None:
-            tags.append(Tag(label=f"motion:{_motion_word(f.motion).replace(' ', '-')}",
+            tags.append(Tag(label=f"motion:{motion_word(f.motion).replace(' ', '-')}",
                             score=round(min(1.0, f.motion * 5), 3)))
         return tags
 
     @staticmethod
     def render(f: FrameFacts) -> str:
         vivid = "colourful" if f.colourfulness >= 0.35 else ("muted" if f.colourfulness >= 0.1 else "black-and-white")
-        parts = [f"A {_brightness_word(f.brightness)}, {vivid} frame"]
+        parts = [f"A {brightness_word(f.brightness)}, {vivid} frame"]
         if f.colours:
             names = [n for n, _ in f.colours[:3]]
             parts[0] += " mostly " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
@@ -258,6 +267,6 @@ class OpenCVDescriber:
         n = len(f.faces)
         parts.append("no face detected" if n == 0 else (f"{n} face{'s' if n > 1 else ''} detected"))
         if f.motion is not None:
-            parts.append(f"{_motion_word(f.motion)} between keyframes")
+            parts.append(f"{motion_word(f.motion)} between keyframes")
         parts.append("busy, detailed texture" if f.edge_density > 0.08 else "plain, smooth areas")
         return "; ".join(parts) + "."

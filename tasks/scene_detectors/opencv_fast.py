@@ -65,3 +65,8 @@ def content_detector(cfg: Segment) -> SceneDetector:
 @DETECTORS.register("adaptive")
 def adaptive_detector(cfg: Segment) -> SceneDetector:
     return FastAdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold, min_scene_len=cfg.min_scene_len_frames)
+
+
+# What the dataset card says each detector is (``flows.report.models_table``).
+content_detector.model_card = "PySceneDetect ContentDetector (HSV frame change, scored with OpenCV)"
+adaptive_detector.model_card = "PySceneDetect AdaptiveDetector (frame change against its rolling average)"

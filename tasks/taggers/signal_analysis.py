@@ -458,6 +458,7 @@ class SignalTagger:
     """Silero VAD plus waveform measures; nothing to load but VAD. Its records say ``tagger="signal-analysis-v1"``."""
 
     name = TAGGER_NAME
+    model_card = "Silero VAD (faster-whisper's ONNX) plus waveform measures; no trained sound classifier"
 
     def __init__(self, cfg: AudioTagger | None = None):
         from faster_whisper.vad import get_vad_model

@@ -30,6 +30,11 @@ DEFAULT_CLAP_LABELS = (
 class TransformersTagger:
     """An AudioSet classifier (``audioset``) or a CLAP model scoring a label vocabulary (``clap``)."""
 
+    @staticmethod
+    def model_card(cfg: AudioTagger) -> str:
+        what = "AudioSet classifier" if cfg.kind == "audioset" else "CLAP, zero-shot over a label vocabulary"
+        return f"`{cfg.model}` ({what})"
+
     def __init__(self, cfg: AudioTagger, device: str | None = None):
         import torch
         from transformers import AutoFeatureExtractor

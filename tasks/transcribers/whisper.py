@@ -44,6 +44,10 @@ def resolve_model(name: str) -> str:
 class WhisperASR:
     """A loaded faster-whisper model plus the transcription options of one ``settings.asr``."""
 
+    @staticmethod
+    def model_card(cfg: ASR) -> str:
+        return f"Whisper `{cfg.model}` on faster-whisper (CTranslate2, {cfg.device}, {cfg.compute_type})"
+
     def __init__(self, cfg: ASR):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 

@@ -33,6 +33,7 @@ BENCHES = {
     "video2dataset": "tests/perf/bench_video2dataset.py",
     "memory_1h": "tests/perf/bench_memory_1h.py",
     "flow": "tests/perf/bench_flow.py",
+    "backends": "tests/perf/bench_backends.py",
 }
 
 
