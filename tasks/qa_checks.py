@@ -14,6 +14,7 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict
 
 from schemas.records import ClipDescription, QAType, hms, parse_hms
+from tasks.grounding import ungrounded_names
 
 TIME_TOLERANCE_S = 0.0015  # timestamps are printed to the millisecond
 TIMESTAMP_RE = re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?\b")
@@ -217,6 +218,20 @@ def involves_seen_and_heard(d: QADraft, ctx: VideoContext) -> str | None:
     return None
 
 
+def names_only_what_the_timeline_has(d: QADraft, ctx: VideoContext) -> str | None:
+    """The question and its correct answer name no entity, number or nameable thing that the video's perception
+    (keyframe captions with objects and OCR text, transcript, audio event labels) never reported
+    (``tasks.grounding``). The fused descriptions are not evidence here: they are an LLM's words too."""
+    timeline = [t for c in ctx.clips for t in (c.visual, c.narration, c.environment, c.timbre, c.event, c.emotion)]
+    text = d.question
+    if d.type != QAType.temporal_grounding and 0 <= d.answer_index < len(d.options):
+        text += " " + d.options[d.answer_index]
+    missing = ungrounded_names(text, timeline)
+    if missing:
+        return f"names what the video's perception never reported: {missing}"
+    return None
+
+
 def no_duplicate_question(d: QADraft, ctx: VideoContext) -> str | None:
     for other in ctx.accepted_questions:
         if normalise_text(other) == normalise_text(d.question) or token_overlap(other, d.question) >= DUPLICATE_OVERLAP:
@@ -233,6 +248,7 @@ CHECKS: tuple[Check, ...] = (
     timestamps_match_clips,
     grounding_options_are_clip_intervals,
     involves_seen_and_heard,
+    names_only_what_the_timeline_has,
     no_duplicate_question,
 )
 CHECK_NAMES = tuple(c.__name__ for c in CHECKS)

@@ -16,6 +16,7 @@ from schemas.settings import LLM
 from tasks import fuse, qa
 from infra.llm_client import LLMClient
 from tasks.qa_checks import (CHECK_NAMES, QADraft, VideoContext, answer_index_valid, evidence_clips_known,
+                             names_only_what_the_timeline_has,
                              grounding_options_are_clip_intervals, involves_seen_and_heard, no_duplicate_question,
                              options_distinct, question_is_substantive, run_checks, timestamps_in_video,
                              timestamps_match_clips)
@@ -131,6 +132,36 @@ def test_involves_seen_and_heard():
     other_clip = draft(question="At 00:00:06.200, what does the woman play?", options=["A piano melody", "b", "c",
                                                                                        "d"])
     assert involves_seen_and_heard(other_clip, ctx()) is not None  # true of the video, not of the evidence clip
+
+
+def test_names_only_what_the_timeline_has():
+    assert names_only_what_the_timeline_has(draft(), ctx()) is None
+    assert names_only_what_the_timeline_has(grounding(), ctx()) is None
+    # the invention a 135M model wrote for the Big Buck Bunny excerpt, planted in this video
+    venice = grounding(question="Which time range best captures the scene of the 2015 Summer Olympics, filmed on a "
+                                "bridge in Venice, Italy?")
+    reason = names_only_what_the_timeline_has(venice, ctx())
+    assert reason and all(w in reason for w in ("2015", "olympic", "venice", "italy", "bridge"))
+    violin = draft(options=["A violin plays while birds chirp", "b", "c", "d"])
+    assert "violin" in names_only_what_the_timeline_has(violin, ctx())
+    year = draft(question="At 00:00:06.200, what sound does the brown dog make in the park in 1998?")
+    assert "1998" in names_only_what_the_timeline_has(year, ctx())
+    # only the correct answer is judged: distractors are meant to be wrong
+    assert names_only_what_the_timeline_has(draft(options=["It barks while birds chirp", "A violin solo",
+                                                           "A jet engine", "Thunder in Venice"]), ctx()) is None
+
+
+def test_grounding_reads_names_numbers_and_things_from_the_perception_timeline():
+    from tasks.grounding import ungrounded_names
+
+    timeline = ['Two people on the left and a dog in the centre; on-screen text reads "OPEN CAMPUS 2026".',
+                "Speech; Music (0.0-4.3 s)", "President Kennedy said ask not what your country can do"]
+    assert ungrounded_names("What does President Kennedy say while 2 people stand near the dog?", timeline) == []
+    assert ungrounded_names("Which umbrella says Open Campus 2026?", timeline) == ["umbrella"]
+    assert ungrounded_names("When does Lincoln speak about the 3 dogs and a cat?", timeline) == \
+        ["3", "cat", "lincoln"]
+    # timestamps are anchors, not numbers the video must contain; sentence-initial capitals are not names
+    assert ungrounded_names("At 00:01:02.500, What is heard? Dogs bark.", timeline) == []
 
 
 def test_no_duplicate_question():
