@@ -24,7 +24,7 @@ from rich.console import Console
 from flows.commit import committed, sweep_uncommitted
 from flows.report import RunStats, dataset_card, run_markdown
 from flows.sources import read_sources, source_key
-from flows import video_pipeline
+from flows import progress, video_pipeline
 from schemas.manifest import build_manifest
 from schemas.settings import Settings, load_settings
 from schemas.shards import consolidate_dead_letters, write_bytes_atomic
@@ -76,11 +76,14 @@ def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None) -> 
 
 @task(name="process-batch", cache_policy=NO_CACHE, retries=0)
 def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: str, llm_cache: str | None,
-                  qa_options: QAOptions) -> dict:
+                  qa_options: QAOptions, batch_no: int = 0) -> dict:
     stats = RunStats()  # its own: batches run concurrently; the flow adds them up
+    board = progress.BOARDS.get(pool_key)
     report = video_pipeline.run_batch(batch, Path(dataset_dir), cfg, video_pipeline.POOLS[pool_key],
                                       llm_cache=Path(llm_cache) if llm_cache else None, qa_options=qa_options,
-                                      stats=stats)
+                                      stats=stats,
+                                      on_stage=(lambda what: board.stage(batch_no, what)) if board else
+                                      (lambda what: None))
     return {"committed": report.committed, "failed": report.failed, "stats": stats}
 
 
@@ -121,6 +124,8 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
         logger.info("removed the shards of %d video(s) a previous run did not commit: %s", len(swept), swept)
     pending = [s for s in all_sources if source_key(s) not in done]
     stats.skipped_committed = len(all_sources) - len(pending)
+    board = progress.BOARDS[str(dataset_dir)] = progress.ProgressBoard(dataset_dir, len(pending),
+                                                                       stats.skipped_committed)
     logger.info("%d sources, %d already committed, %d to process", len(all_sources), stats.skipped_committed,
                 len(pending))
 
@@ -139,12 +144,14 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
                 n, future = in_flight.popleft()
                 result = future.result()  # a batch that raised fails the flow, as a direct call would
                 stats.add_batch(result["stats"])
+                board.batch_done(n, len(result["committed"]), len(result["failed"]))
                 console.print(f"[bold]batch {n}/{len(batches)}[/]: {len(result['committed'])} committed, "
                               f"{len(result['failed'])} failed")
 
             for n, batch in enumerate(batches, start=1):
+                board.stage(n, "queued")
                 in_flight.append((n, process_batch.with_options(task_run_name=f"batch-{n:04d}-of-{len(batches):04d}")
-                                  .submit(batch, str(dataset_dir), cfg, pool_key, cache, qa_options)))
+                                  .submit(batch, str(dataset_dir), cfg, pool_key, cache, qa_options, n)))
                 if len(in_flight) >= (batches_in_flight or cfg.ray.batches_in_flight):
                     collect_oldest()
             while in_flight:
@@ -154,6 +161,8 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
         for _, future in in_flight:  # a batch failed: let the others finish before their Ray goes away
             future.wait()
         video_pipeline.POOLS.pop(pool_key, None)
+        progress.BOARDS.pop(pool_key, None)
+        board.finish()
         if started_ray:
             ray.shutdown()
 
@@ -164,6 +173,8 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     summary = {"dataset": str(dataset_dir), "rows": rows, "videos_ok": stats.videos_ok,
                "videos_failed": stats.videos_failed, "skipped_committed": stats.skipped_committed,
                "qa_by_type": dict(stats.qa_by_type), "dead_letters_by_stage": dict(stats.dead_letters_by_stage),
-               "llm": dict(stats.llm), "seconds_by_stage": dict(stats.seconds_by_stage), "wall_s": stats.wall_s}
+               "llm": dict(stats.llm), "seconds_by_stage": dict(stats.seconds_by_stage), "wall_s": stats.wall_s,
+               "cost_per_accepted": stats.cost_rows(), "qa_checks": stats.check_rows()}
     console.print(markdown)
+    logger.info("cost per accepted item: %s", stats.cost_line())
     return summary

@@ -110,14 +110,15 @@ def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="Y
     """Run the build-dataset flow in this process (needs the Prefect and LLM servers of the profile)."""
     import os
 
-    from flows import servers
+    from flows import progress, servers
     from flows.build_dataset import build_dataset
 
     cfg = settings()
     os.environ.update(servers.prefect_env(cfg))
-    build_dataset(sources=str(sources), output=str(output), profile=profile or cfg.profile, max_videos=max_videos,
-                  batch_size=batch_size, batches_in_flight=batches_in_flight, questions_per_type=questions_per_type,
-                  llm_cache=str(llm_cache) if llm_cache else None)
+    with progress.Watcher(output.resolve(), progress.metrics_url_of(cfg.llm.resolved_base_url)):
+        build_dataset(sources=str(sources), output=str(output), profile=profile or cfg.profile,
+                      max_videos=max_videos, batch_size=batch_size, batches_in_flight=batches_in_flight,
+                      questions_per_type=questions_per_type, llm_cache=str(llm_cache) if llm_cache else None)
 
 
 @app.command("train")

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from benchmark.build import BuildConfig
 from benchmark.run import run_avbench
-from flows import servers
+from flows import progress, servers
 from model.train import train
 from schemas.manifest import verify_manifest
 from schemas.settings import PROJECT_ROOT, Settings, settings
@@ -55,15 +55,29 @@ def flow_run_id(stdout: str) -> str | None:
     return match.group(1) if match else None
 
 
-def run_deployment(sources: Path, dataset: Path, env: dict[str, str], questions_per_type: int = 1) -> str:
-    """`prefect deployment run build-dataset/local ... --watch`; returns the flow run id."""
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def flow_run_state(api_url: str, run_id: str) -> str | None:
+    try:
+        return httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+        return None
+
+
+def run_deployment(sources: Path, dataset: Path, env: dict[str, str], cfg: Settings,
+                   questions_per_type: int = 1) -> str:
+    """`prefect deployment run build-dataset/local ...`, then the run's live progress (the flow's progress board
+    and the LLM server's metrics) until it ends; returns the flow run id."""
     proc = _prefect(["deployment", "run", "build-dataset/local", "-p", f"sources={sources}",
-                     "-p", f"output={dataset}", "-p", f"questions_per_type={questions_per_type}", "--watch"], env)
+                     "-p", f"output={dataset}", "-p", f"questions_per_type={questions_per_type}"], env)
     console.print(proc.stdout[-3000:])
     run_id = flow_run_id(proc.stdout)
     if proc.returncode != 0 or run_id is None:
         raise SystemExit(f"the deployment run failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
                          f"{proc.stderr[-2000:]}")
+    progress.watch(dataset, progress.metrics_url_of(cfg.llm.resolved_base_url),
+                   lambda: flow_run_state(cfg.prefect.api_url, run_id) in FINAL_STATES, console=console)
     return run_id
 
 
@@ -126,7 +140,7 @@ def run_demo(out: Path) -> None:
     env = servers.prefect_env(cfg)
     try:
         console.rule("3. prefect deployment run build-dataset/local")
-        run_id = run_deployment(sources, dataset, env, cfg.demo.questions_per_type)
+        run_id = run_deployment(sources, dataset, env, cfg, cfg.demo.questions_per_type)
         state, artifacts = flow_run_report(cfg.prefect.api_url, run_id)
         console.print(f"flow run {run_id}: {state}; artifacts: {artifacts}")
         if state != "COMPLETED" or "build-dataset-summary" not in artifacts:

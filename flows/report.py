@@ -31,6 +31,12 @@ class RunStats(BaseModel):
     objects: Counter = Field(default_factory=Counter)
     keyframes: int = 0
     keyframes_with_objects: int = 0
+    # LLM cost per phase (the client's counters of each phase's requests) and what each phase produced.
+    llm_fuse: Counter = Field(default_factory=Counter)
+    llm_qa: Counter = Field(default_factory=Counter)
+    descriptions: int = 0
+    qa_drafts: int = 0  # schema-valid QA candidates that went through the checks
+    qa_check_failures: Counter = Field(default_factory=Counter)  # check name -> drafts it rejected
     wall_s: float = 0.0
 
     def add_seconds(self, seconds: dict[str, float]) -> None:
@@ -43,11 +49,58 @@ class RunStats(BaseModel):
         self.clips += batch.clips
         self.keyframes += batch.keyframes
         self.keyframes_with_objects += batch.keyframes_with_objects
+        self.descriptions += batch.descriptions
+        self.qa_drafts += batch.qa_drafts
         for mine, theirs in ((self.qa_by_type, batch.qa_by_type), (self.llm, batch.llm),
+                             (self.llm_fuse, batch.llm_fuse), (self.llm_qa, batch.llm_qa),
+                             (self.qa_check_failures, batch.qa_check_failures),
                              (self.audio_events, batch.audio_events), (self.objects, batch.objects),
                              (self.dead_letters_by_stage, batch.dead_letters_by_stage),
                              (self.seconds_by_stage, batch.seconds_by_stage)):
             mine.update(theirs)
+
+
+    @property
+    def qa_items(self) -> int:
+        return sum(self.qa_by_type.values())
+
+    def cost_rows(self) -> list[dict]:
+        """Per LLM phase: what it sent and generated, its seconds, what it produced, and the cost per accepted
+        record (fused description, QA item)."""
+        rows = []
+        for phase, llm, accepted in (("fuse", self.llm_fuse, self.descriptions), ("qa", self.llm_qa, self.qa_items)):
+            seconds = float(self.seconds_by_stage.get(phase, 0.0))
+            per = (lambda v: round(v / accepted, 1)) if accepted else (lambda v: None)
+            rows.append({"phase": phase, "requests": llm.get("requests_sent", 0),
+                         "prompt_tokens": llm.get("prompt_tokens", 0),
+                         "completion_tokens": llm.get("completion_tokens", 0), "llm_s": round(seconds, 1),
+                         "accepted": accepted, "prompt_per_accepted": per(llm.get("prompt_tokens", 0)),
+                         "completion_per_accepted": per(llm.get("completion_tokens", 0)),
+                         "seconds_per_accepted": per(seconds)})
+        return rows
+
+    def check_rows(self) -> list[dict]:
+        """Per QA check: the drafts it rejected and the share of drafts that passed it."""
+        return [{"check": name, "rejected": n,
+                 "pass_rate": round(1 - n / self.qa_drafts, 3) if self.qa_drafts else None}
+                for name, n in sorted(self.qa_check_failures.items(), key=lambda kv: -kv[1])]
+
+    def cost_line(self) -> str:
+        parts = []
+        for r in self.cost_rows():
+            if r["accepted"]:
+                parts.append(f"{r['phase']}: {r['accepted']} accepted, {r['prompt_per_accepted']:.0f} prompt + "
+                             f"{r['completion_per_accepted']:.0f} generated tokens and "
+                             f"{r['seconds_per_accepted']:.1f} s each")
+            else:
+                parts.append(f"{r['phase']}: none accepted ({r['prompt_tokens']} prompt + "
+                             f"{r['completion_tokens']} generated tokens spent)")
+        rate = f"{self.qa_items}/{self.qa_drafts} QA drafts accepted" if self.qa_drafts else "no QA drafts"
+        return "; ".join(parts) + f"; {rate}"
+
+
+def _per(value) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def _table(header: list[str], rows: list[list[object]]) -> str:
@@ -69,6 +122,15 @@ def run_markdown(stats: RunStats, dataset_dir: Path, profile: str) -> str:
                or [["-", 0]]),
         "## LLM",
         _table(["counter", "value"], [[k, v] for k, v in sorted(stats.llm.items())] or [["-", 0]]),
+        "## Cost per accepted item",
+        _table(["phase", "requests", "prompt tokens", "generated tokens", "LLM s", "accepted", "prompt / accepted",
+                "generated / accepted", "s / accepted"],
+               [[r["phase"], r["requests"], r["prompt_tokens"], r["completion_tokens"], r["llm_s"], r["accepted"],
+                 _per(r["prompt_per_accepted"]), _per(r["completion_per_accepted"]),
+                 _per(r["seconds_per_accepted"])] for r in stats.cost_rows()]),
+        f"QA: {stats.qa_items} of {stats.qa_drafts} schema-valid drafts accepted.",
+        _table(["QA check", "drafts rejected", "pass rate"],
+               [[r["check"], r["rejected"], _per(r["pass_rate"])] for r in stats.check_rows()] or [["-", 0, "-"]]),
         "## Dead letters by stage",
         _table(["stage", "count"], [[s, n] for s, n in sorted(stats.dead_letters_by_stage.items())] or [["-", 0]]),
         "## Perception found",

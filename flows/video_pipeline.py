@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import ray
 
@@ -121,8 +122,12 @@ def _media_task(cfg: Settings):
 
 
 def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: PerceptionPool, *,
-              llm_cache: Path | None, qa_options: QAOptions | None, stats: RunStats) -> BatchReport:
+              llm_cache: Path | None, qa_options: QAOptions | None, stats: RunStats,
+              on_stage: Callable[[str], None] = lambda what: None) -> BatchReport:
+    """One batch end to end; ``on_stage`` hears which stage it is in (for the run's progress board)."""
     report = BatchReport()
+    n = len(sources)
+    on_stage(f"media: 0/{n} videos decoded and cut")
     dataset = str(dataset_dir)
     media = _media_task(cfg)
     media_refs = {media.remote(src, dataset, cfg): src for src in sources}
@@ -137,6 +142,7 @@ def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: Percep
         except Exception as exc:  # noqa: BLE001 — e.g. the worker died more often than max_retries
             outcome = DeadLetter(stage=Stage.flow, source_id=src, error_class=type(exc).__name__,
                                  message=str(exc)[:2000] or repr(exc), attempts=3, failed_at=utc_now())
+        on_stage(f"media: {n - len(media_refs)}/{n} videos decoded and cut; perception running")
         if isinstance(outcome, DeadLetter):
             _fail(dataset_dir, src, outcome, stats, report)
             continue
@@ -146,7 +152,8 @@ def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: Percep
                                                     pool.visual.submit(work)))
 
     ready: list[_Perceived] = []
-    for vid, (src, result, refs) in perception.items():
+    for k, (vid, (src, result, refs)) in enumerate(perception.items()):
+        on_stage(f"perception: {k}/{len(perception)} videos heard and seen")
         try:
             asr_out, events_out, visual_out = ray.get(list(refs))
         except Exception as exc:  # noqa: BLE001 — an actor died: the video is retried on the next run
@@ -161,7 +168,7 @@ def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: Percep
 
     if ready:
         _synthesize_and_commit(ready, dataset_dir, cfg, llm_cache=llm_cache, qa_options=qa_options, stats=stats,
-                               report=report)
+                               report=report, on_stage=on_stage)
     return report
 
 
@@ -178,7 +185,8 @@ def _fail_many(dataset_dir: Path, source: str, dead: list[DeadLetter], stats: Ru
 
 
 def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Settings, *, llm_cache: Path | None,
-                           qa_options: QAOptions | None, stats: RunStats, report: BatchReport) -> None:
+                           qa_options: QAOptions | None, stats: RunStats, report: BatchReport,
+                           on_stage: Callable[[str], None]) -> None:
     audio_captions = {p.media.video.video_id: caption_video(p.media.clips, p.asr, p.events) for p in ready}
     inputs, missing = [], []
     for p in ready:
@@ -187,20 +195,25 @@ def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Sett
         inputs += clip_inputs
         missing += dead
 
+    on_stage(f"fusion: {len(inputs)} clips of {len(ready)} videos")
     t = time.perf_counter()
     fused = run_fuse(inputs, llm=cfg.llm, cache_path=llm_cache)
     stats.add_seconds({"fuse": time.perf_counter() - t})
     stats.llm.update(fused.llm)
+    stats.llm_fuse.update(fused.llm)
 
     by_video = {p.media.video.video_id: [] for p in ready}
     for d in fused.descriptions:
         by_video[d.video_id].append(d)
+    on_stage(f"QA: {len(ready)} videos, {len(fused.descriptions)} described clips")
     t = time.perf_counter()
     qa_batch = run_qa([(p.media.video, sorted(by_video[p.media.video.video_id], key=lambda d: d.start_s))
                        for p in ready], llm=cfg.llm, cache_path=llm_cache, options=qa_options)
     stats.add_seconds({"qa": time.perf_counter() - t})
     stats.llm.update(qa_batch.llm)
+    stats.llm_qa.update(qa_batch.llm)
     qa_by_video = {r.video_id: r for r in qa_batch.results}
+    on_stage(f"commit: {len(ready)} videos")
 
     for p in ready:
         vid = p.media.video.video_id
@@ -222,6 +235,9 @@ def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Sett
         stats.videos_ok += 1
         stats.clips += len(p.media.clips)
         stats.qa_by_type.update(item.type.value for item in qa.items)
+        stats.descriptions += len(by_video[vid])
+        stats.qa_drafts += qa.drafts
+        stats.qa_check_failures.update(qa.check_failures)
         stats.audio_events.update(e.label for e in p.events.events)
         objects = [{t.label.split(":", 1)[1] for t in c.tags if t.label.startswith("object:")} for c in p.visual.captions]
         stats.objects.update(label for seen in objects for label in seen)

@@ -26,6 +26,8 @@ from tasks.captioners.coco import COCO_LABELS, plural
 WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
 NUMBER_RE = re.compile(r"(?<![\d:.])\d+(?:\.\d+)?(?![\d:])")
 TIMESTAMP_RE = re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?\b")
+# Ids and times the timeline itself prints: clip ids ("local-0777d8c27df1c0a6.c0002") and event times ("0.5-5.8 s").
+IDS_RE = re.compile(r"\b[a-z]+-[0-9a-f]{8,}(?:\.c\d{4})?\b")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 # Vocabulary words too generic to be a claim about this video (they name the medium or a whole category).
 GENERIC = frozenset("""
@@ -35,7 +37,7 @@ light dark colour color side front back part view screen text sign
 start effect system unit space site record track scale signal stage rule etc file maker helper player killer pick
 spot cover clear call aid bit case hand head home star pulse press close hot inside outside place tone watch stock
 store block board card chain line shade slide switch pack pad plant gear tool metal liquid material wood paper
-scope shop market maze set lot kit mini semi hack pal bank match grand dial drop fill hip""".split())
+scope shop market maze set lot kit mini semi hack pal bank match grand dial drop fill hip can""".split())
 # AudioSet names some sounds by what makes them ("Run", "Walk, footsteps"): as words they are actions, not things.
 VERBS = frozenset("""
 run walk shuffle sniff chew clap knock tap squeak squeal slam slap smash crash shatter break bang boom burst pop
@@ -94,7 +96,8 @@ def nameable() -> frozenset[str]:
 
 def _digits(text: str) -> set[str]:
     """Numbers written in digits, timestamps left out ("2015", "3.5")."""
-    return {str(float(n)).rstrip("0").rstrip(".") for n in NUMBER_RE.findall(TIMESTAMP_RE.sub(" ", text))}
+    text = IDS_RE.sub(" ", TIMESTAMP_RE.sub(" ", text))
+    return {str(float(n)).rstrip("0").rstrip(".") for n in NUMBER_RE.findall(text)}
 
 
 def _known_numbers(text: str) -> set[str]:
@@ -118,6 +121,7 @@ def _capitalised(text: str) -> set[str]:
 
 def ungrounded_names(text: str, timeline: Iterable[str]) -> list[str]:
     """The names, numbers and nameable things ``text`` mentions that no ``timeline`` text has, sorted."""
+    text = IDS_RE.sub(" ", text)
     known_text = " ".join(timeline)
     known = words(known_text)
     missing = {w for w in _capitalised(text) if w not in known}

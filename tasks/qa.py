@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import Counter
 import random
 import re
 from dataclasses import dataclass
@@ -42,8 +43,8 @@ from infra.errors import StageError
 from infra.llm_client import LLMClient
 from tasks.prompts import load_prompt, quote_data
 from infra.text_bounds import cut_at_sentence, cut_at_word
-from tasks.qa_checks import (LEADING_ANCHOR_RE, QADraft, VideoContext, no_duplicate_question, normalise_text,
-                             run_checks, token_overlap)
+from tasks.qa_checks import (LEADING_ANCHOR_RE, CheckOutcome, QADraft, VideoContext, no_duplicate_question,
+                             normalise_text, run_checks, token_overlap)
 
 QA_PROMPT = "qa.v1"
 CONSISTENCY_PROMPT = "consistency.v1"
@@ -98,6 +99,8 @@ class QAResult(BaseModel):
     issues: list[ConsistencyIssue] = Field(default_factory=list)
     dropped_clip_ids: list[str] = Field(default_factory=list)  # by the redundancy check
     skipped_types: dict[str, str] = Field(default_factory=dict)  # type -> why no question was asked
+    drafts: int = 0  # schema-valid candidates that went through the checks
+    check_failures: dict[str, int] = Field(default_factory=dict)  # check name -> drafts it rejected
 
 
 class QABatch(BaseModel):
@@ -426,10 +429,13 @@ async def check_consistency(client: LLMClient, video_id: str, timeline: Sequence
 
 
 async def _questions_of_type(client: LLMClient, plan: VideoPlan, ctx: VideoContext, qa_type: QAType,
-                             options: QAOptions) -> tuple[list[tuple[QADraft, tuple[str, ...]]], list[DeadLetter]]:
-    """Up to ``questions_per_type`` accepted drafts (with the checks they passed) for one type, and the rejects."""
+                             options: QAOptions
+                             ) -> tuple[list[tuple[QADraft, tuple[str, ...]]], list[DeadLetter], list[CheckOutcome]]:
+    """Up to ``questions_per_type`` accepted drafts (with the checks they passed) for one type, the rejects, and
+    every draft's check outcome."""
     accepted: list[tuple[QADraft, tuple[str, ...]]] = []
     dead: list[DeadLetter] = []
+    outcomes: list[CheckOutcome] = []
     reply_model = plan.reply_model(qa_type)
     for attempt in range(options.attempts_per_type):
         if len(accepted) >= options.questions_per_type:
@@ -448,11 +454,12 @@ async def _questions_of_type(client: LLMClient, plan: VideoPlan, ctx: VideoConte
         draft = plan.draft(qa_type, target, reply.value, seed=seed)
         outcome = run_checks(draft, VideoContext(ctx.video_id, ctx.duration_s, ctx.clips,
                                                  tuple(d.question for d, _ in accepted)))
+        outcomes.append(outcome)
         if outcome.ok:
             accepted.append((draft, outcome.passed))
         else:
             dead.append(check_dead_letter(draft, outcome.failed))
-    return accepted, dead
+    return accepted, dead, outcomes
 
 
 async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[ClipDescription],
@@ -491,12 +498,16 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
 
     # Across types in a fixed order, so which of two duplicates survives does not depend on reply timing.
     questions: list[str] = []
-    for accepted, dead in per_type:
+    failures: Counter[str] = Counter()
+    for accepted, dead, outcomes in per_type:
+        result.drafts += len(outcomes)
+        failures.update(name for o in outcomes for name, _ in o.failed)
         result.dead_letters.extend(dead)
         for draft, passed in accepted:
             reason = no_duplicate_question(draft, VideoContext(ctx.video_id, ctx.duration_s, ctx.clips,
                                                                tuple(questions)))
             if reason is not None:
+                failures[no_duplicate_question.__name__] += 1
                 result.dead_letters.append(check_dead_letter(draft, [(no_duplicate_question.__name__, reason)]))
                 continue
             try:
@@ -506,6 +517,7 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
                 continue
             questions.append(draft.question)
             result.items.append(item)
+    result.check_failures = dict(failures)
     return result
 
 

@@ -333,6 +333,8 @@ def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     assert any(d.message.startswith("consistency check skipped") for d in result.dead_letters)
     assert classes.count("InvalidReply") == 2  # time-point QA, both attempts
     assert classes.count("check:options_distinct") == 2  # global QA, both attempts
+    # drafts that reached the checks: 2 accepted + 2 rejected; every rejection counted under its checks
+    assert result.drafts == len(result.items) + 2 and result.check_failures.get("options_distinct") == 2
     assert all(d.stage == Stage.qa and d.video_id == V for d in result.dead_letters)
     assert client.stats.failures == 5
 
@@ -472,3 +474,12 @@ def test_an_overlong_fused_description_keeps_its_whole_sentences():
     reply = fuse.FusedReply.model_validate({"description": text})
     assert len(reply.description) <= fuse.MAX_DESCRIPTION_CHARS and reply.description.endswith("park.")
     assert cut_at_sentence("One. " + "word " * 100, 60).endswith("…")  # no sentence end in the second half
+
+
+def test_grounding_ignores_the_ids_and_times_the_timeline_prints():
+    from tasks.grounding import ungrounded_names
+
+    timeline = ["Music (0.5-5.8 s); Beep, bleep x2 (11.6-15.9 s)"]
+    assert ungrounded_names("At 00:00:13.729, in clip local-0777d8c27df1c0a6.c0002, can you hear Music "
+                            "(0.5-5.8 s)?", timeline) == []
+    assert ungrounded_names("Is the beep heard 12 times?", timeline) == ["12"]

@@ -51,3 +51,25 @@ def test_the_card_names_the_real_models_and_what_the_rows_say(tmp_path):
     assert "Whisper `whisper-base`" in rows["ASR"][2]
     gpu = {r[0]: r for r in models_table(tmp_path, load_settings("gpu-cluster"))}
     assert "MIT/ast-finetuned-audioset" in gpu["audio events"][2] and "CoCa" in gpu["keyframe captions"][2]
+
+
+def test_cost_per_accepted_item_and_check_pass_rates():
+    run = RunStats()
+    batch = RunStats(descriptions=8, qa_by_type=Counter(global_av_inference=2, time_point_anchored=2), qa_drafts=10,
+                     llm_fuse=Counter(requests_sent=8, prompt_tokens=8000, completion_tokens=800),
+                     llm_qa=Counter(requests_sent=12, prompt_tokens=24000, completion_tokens=2400),
+                     qa_check_failures=Counter(involves_seen_and_heard=5, names_only_what_the_timeline_has=2))
+    batch.add_seconds({"fuse": 40.0, "qa": 100.0})
+    run.add_batch(batch)
+    fuse, qa = run.cost_rows()
+    assert (fuse["accepted"], fuse["prompt_per_accepted"], fuse["completion_per_accepted"],
+            fuse["seconds_per_accepted"]) == (8, 1000.0, 100.0, 5.0)
+    assert (qa["accepted"], qa["prompt_per_accepted"], qa["completion_per_accepted"]) == (4, 6000.0, 600.0)
+    assert run.check_rows()[0] == {"check": "involves_seen_and_heard", "rejected": 5, "pass_rate": 0.5}
+    md = run_markdown(run, Path("out/x"), "local-cpu")
+    assert "| qa | 12 | 24000 | 2400 | 100.0 | 4 | 6000 | 600 | 25 |" in md
+    assert "QA: 4 of 10 schema-valid drafts accepted." in md
+    assert run.cost_line().startswith("fuse: 8 accepted, 1000 prompt + 100 generated tokens and 5.0 s each")
+    empty = RunStats()
+    assert "none accepted" in empty.cost_line() and "| fuse | 0 | 0 | 0 | 0.0 | 0 | - | - | - |" in \
+        run_markdown(empty, Path("out/x"), "local-cpu")
