@@ -85,7 +85,7 @@ perf: setup  ## every benchmark (ratios against a baseline measured in the same 
 fault: setup models-qwen  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs, Ray worker kill -> out/fault/summary.json
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m tests.fault.run
 
-demo: setup  ## the main job end to end on the embedded default; prints where its output is
+demo: setup models-qwen  ## the main job end to end on the embedded default; prints where its output is
 	$(SAVEN) demo
 
 # Two passes: the vLLM server (which holds a core while it runs) lives only through the second.

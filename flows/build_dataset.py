@@ -84,6 +84,8 @@ def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: s
                                       stats=stats,
                                       on_stage=(lambda what: board.stage(batch_no, what)) if board else
                                       (lambda what: None))
+    if board:
+        board.batch_done(batch_no, len(report.committed), len(report.failed))
     return {"committed": report.committed, "failed": report.failed, "stats": stats}
 
 
@@ -144,7 +146,6 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
                 n, future = in_flight.popleft()
                 result = future.result()  # a batch that raised fails the flow, as a direct call would
                 stats.add_batch(result["stats"])
-                board.batch_done(n, len(result["committed"]), len(result["failed"]))
                 console.print(f"[bold]batch {n}/{len(batches)}[/]: {len(result['committed'])} committed, "
                               f"{len(result['failed'])} failed")
 

@@ -143,11 +143,31 @@ def progress_table(progress: dict | None, now: ServerSample | None, before: Serv
     return table
 
 
+def progress_line(progress: dict | None, now: ServerSample | None, before: ServerSample | None) -> str:
+    """The table as one line, for a terminal that is a log file."""
+    labels, values = progress_table(progress, now, before).columns
+    return " | ".join(f"{a}: {b}" for a, b in zip(labels.cells, values.cells))
+
+
 def watch(dataset_dir: Path, metrics_url: str | None, stop: Callable[[], bool], *, console: Console | None = None,
-          refresh_s: float = REFRESH_S) -> None:
-    """Redraw the progress table every ``refresh_s`` until ``stop()`` is true (checked at each redraw)."""
+          refresh_s: float = REFRESH_S, log_every_s: float = 30.0) -> None:
+    """Redraw the progress table every ``refresh_s`` until ``stop()`` is true (checked at each redraw). Where the
+    console is not a terminal (a log, CI), one line every ``log_every_s`` instead."""
     console = console or Console(stderr=True)
     before = None
+    if not console.is_terminal:
+        last = 0.0
+        while True:
+            now = sample_server(metrics_url) if metrics_url else None
+            done = stop()
+            if done or time.time() - last >= log_every_s:
+                console.print(progress_line(read_progress(dataset_dir), now, before), highlight=False,
+                              soft_wrap=True)
+                last = time.time()
+                before = now or before
+            if done:
+                return
+            time.sleep(refresh_s)
     with Live(progress_table(read_progress(dataset_dir), None, None), console=console, auto_refresh=False) as live:
         while True:
             now = sample_server(metrics_url) if metrics_url else None

@@ -177,16 +177,26 @@ def interval_text(clip: ClipDescription) -> str:
     return f"From {hms(clip.start_s)} to {hms(clip.end_s)}"
 
 
+# Clauses of a keyframe caption that measure pixels (brightness, colours, motion) rather than name what is seen,
+# and the model names a caption adds to a hint: the question writer copies whatever it is offered verbatim.
+_PIXEL_CLAUSE_RE = re.compile(r"\bframe\b|between keyframes|^no coco object detected$", re.IGNORECASE)
+_EVENT_TIMES_RE = re.compile(r"\s*\((?:\d[\d.]*-\d[\d.]* s(?:, |; )?)+(?: and \d+ more)?\)|\s+x\d+\b")
+
+
 def seen_of(clip: ClipDescription) -> str:
-    """The first sentence of what a clip shows."""
-    return re.split(r"(?<=[.!?])\s", clip.visual.strip(), maxsplit=1)[0].rstrip(".!?")
+    """What a clip's first keyframe caption names (objects, hints, on-screen text), without its pixel measures;
+    the whole first sentence when it names nothing else."""
+    first = re.split(r"(?<=[.!?])\s", clip.visual.strip(), maxsplit=1)[0].rstrip(".!?")
+    named = [c.replace(" (ImageNet)", "") for c in first.split("; ") if not _PIXEL_CLAUSE_RE.search(c.strip())]
+    return "; ".join(named) if named else first
 
 
 def heard_of(clip: ClipDescription) -> str:
-    """The most concrete thing a clip's sound carries: its events, else ambience, speech, timbre or mood."""
+    """The most concrete thing a clip's sound carries: its events, else ambience, speech, timbre or mood (the
+    labels, without the times and counts the caption lists them with)."""
     for text in (clip.event, clip.environment, clip.narration, clip.timbre, clip.emotion):
         if text.strip():
-            return text.strip().rstrip(".")
+            return _EVENT_TIMES_RE.sub("", text.strip()).rstrip(".") or text.strip().rstrip(".")
     return "silence"
 
 

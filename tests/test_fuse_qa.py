@@ -483,3 +483,15 @@ def test_grounding_ignores_the_ids_and_times_the_timeline_prints():
     assert ungrounded_names("At 00:00:13.729, in clip local-0777d8c27df1c0a6.c0002, can you hear Music "
                             "(0.5-5.8 s)?", timeline) == []
     assert ungrounded_names("Is the beep heard 12 times?", timeline) == ["12"]
+
+
+def test_the_question_writer_is_offered_names_not_pixel_measures_or_times():
+    base = S.descriptions()[0].model_dump()
+    clip = S.descriptions()[0].model_validate({
+        **base, "visual": "Two people on the left and a dog in the centre; looks like malamute (ImageNet); "
+                          "bright, muted frame mostly green; static between keyframes. No COCO object detected.",
+        "event": "Bark x3 (2.4-4.8 s, 5.8-7.2 s, 8.2-9.1 s and 2 more); Beep, bleep (11.6-15.9 s)"})
+    assert qa.seen_of(clip) == "Two people on the left and a dog in the centre; looks like malamute"
+    assert qa.heard_of(clip) == "Bark; Beep, bleep"
+    bare = clip.model_validate({**clip.model_dump(), "visual": "No COCO object detected; dark frame mostly black."})
+    assert qa.seen_of(bare) == "No COCO object detected; dark frame mostly black"  # nothing named: told as it is

@@ -57,9 +57,21 @@ def test_watch_redraws_until_told_to_stop(tmp_path):
         calls.append(time.time())
         return len(calls) >= 3
 
-    console = Console(width=100, record=True, force_terminal=False)
+    console = Console(width=100, record=True, force_terminal=True)
     progress.watch(tmp_path, "http://127.0.0.1:9/metrics", stop, console=console, refresh_s=0.01)
     assert len(calls) == 3 and "0/1 done" in console.export_text()
+
+
+def test_watch_into_a_log_prints_lines_not_frames(tmp_path):
+    board = progress.ProgressBoard(tmp_path, total=2)
+    board.stage(1, "QA: 2 videos, 9 described clips")
+    calls = []
+    console = Console(width=300, record=True, force_terminal=False)
+    progress.watch(tmp_path, None, lambda: calls.append(1) or len(calls) >= 4, console=console, refresh_s=0.01,
+                   log_every_s=3600)
+    lines = console.export_text().strip().splitlines()
+    assert len(lines) == 2  # the first line, then the last when the run ended
+    assert lines[0].startswith("videos: 0/2 done") and "batch 1: QA: 2 videos, 9 described clips" in lines[0]
 
 
 def test_metrics_url_of_the_openai_base():
