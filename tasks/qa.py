@@ -204,8 +204,10 @@ def timeline_data(timeline: Sequence[ClipDescription]) -> list[dict[str, Any]]:
     """What the consistency checker and the question writer read per clip."""
     out = []
     for c in timeline:
-        heard = {axis: getattr(c, axis) for axis in ("narration", "environment", "timbre", "event", "emotion")
-                 if getattr(c, axis)}
+        # Labels without the times and counts inside the clip: the clip has its range, a writer copies such
+        # "(5.8-11.8 s)" into answers, and every character is prefill on a CPU server.
+        heard = {axis: _EVENT_TIMES_RE.sub("", getattr(c, axis)) for axis in
+                 ("narration", "environment", "timbre", "event", "emotion") if getattr(c, axis)}
         out.append({"clip_id": c.clip_id, "from": hms(c.start_s), "to": hms(c.end_s), "description": body_of(c),
                     "seen": c.visual, "heard": heard})
     return out
