@@ -64,14 +64,6 @@ def vision_tower(cfg: VisionConfig, device: str = "cpu", dtype: torch.dtype = to
     return VISION_TOWERS.get(cfg.kind)(cfg, device, dtype)
 
 
-def file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 @VISION_TOWERS.register("siglip")
 class VisionTower:
     """SigLIP vision tower (pretrained or seeded random init); frames -> [N, pool_grid**2, feature_dim]."""
@@ -130,6 +122,8 @@ class EfficientNetLite3Tower:
 
         from ai_edge_litert.interpreter import Interpreter
 
+        from infra.model_cache import sha256_file
+
         self.cfg = cfg
         path = Path(resolve_model(cfg.name_or_path or "efficientnet-lite3")) / "efficientnet_lite3.tflite"
         with warnings.catch_warnings():  # "for debugging purposes only": the one tensor read is what is wanted
@@ -143,7 +137,7 @@ class EfficientNetLite3Tower:
         if width != cfg.feature_dim:
             raise ValueError(f"efficientnet-lite3 features are {width} wide, config feature_dim is {cfg.feature_dim}")
         self.size = int(self.inp["shape"][1])
-        self.fingerprint = f"pretrained:efficientnet-lite3:{file_digest(path)}"
+        self.fingerprint = f"pretrained:efficientnet-lite3:{sha256_file(path)[:16]}"
 
     def feature_map(self, rgb: np.ndarray) -> np.ndarray:
         """[9, 9, 1280] float32 of one RGB uint8 frame."""

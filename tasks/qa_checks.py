@@ -14,10 +14,9 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict
 
 from schemas.records import ClipDescription, QAType, hms, parse_hms
-from tasks.grounding import ungrounded_names
+from tasks.grounding import TIMESTAMP_RE, ungrounded_names
 
 TIME_TOLERANCE_S = 0.0015  # timestamps are printed to the millisecond
-TIMESTAMP_RE = re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?\b")
 INTERVAL_OPTION_RE = re.compile(r"^From (\d{2}:\d{2}:\d{2}\.\d{3}) to (\d{2}:\d{2}:\d{2}\.\d{3})$")
 LEADING_ANCHOR_RE = re.compile(
     r"^\s*(?:at\s+\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?|from\s+\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?\s+to\s+"

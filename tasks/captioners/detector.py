@@ -27,8 +27,8 @@ from schemas.records import Tag
 from schemas.settings import VisualCaptioner
 from tasks.captioners import CAPTIONERS
 from tasks.captioners.coco import COCO_LABELS, counted
-from tasks.captioners.opencv import (DescriberSetupError, brightness_word, colourfulness, haar_path, keyframe_motion,
-                                     motion_word, named_colours)
+from tasks.captioners.opencv import (DescriberSetupError, brightness_word, colour_tags, colourfulness, detect_faces,
+                                     haar_path, keyframe_motion, motion_tags, motion_word, named_colours)
 
 NAME = "ssd-coco+efficientnet-lite3+pp-ocrv4-v1"
 SSD_SIZE = 300
@@ -192,8 +192,7 @@ class ObjectDescriber:
 
     def facts(self, bgr: np.ndarray) -> SeenFacts:
         grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        side = min(grey.shape)
-        faces = self.faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(max(16, side // 20),) * 2)
+        faces, _ = detect_faces(self.faces, grey)
         text, text_score = self.reader.read(bgr)
         hsv_v = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)[..., 2]
         return SeenFacts(objects=self.detector.detect(bgr), imagenet=self.classifier.top(bgr), text=text,
@@ -217,12 +216,7 @@ class ObjectDescriber:
             tags.append(Tag(label=f"text:{f.text}", score=round(min(1.0, f.text_score), 3)))
         if f.faces:
             tags.append(Tag(label=f"faces:{f.faces}", score=1.0))
-        tags += [Tag(label=f"colour:{name}", score=share) for name, share in f.colours]
-        tags.append(Tag(label=f"brightness:{brightness_word(f.brightness).split()[-1]}", score=round(f.brightness, 3)))
-        if f.motion is not None:
-            tags.append(Tag(label=f"motion:{motion_word(f.motion).replace(' ', '-')}",
-                            score=round(min(1.0, f.motion * 5), 3)))
-        return tags
+        return tags + colour_tags(f.colours, f.brightness) + motion_tags(f.motion)
 
     @staticmethod
     def render(f: SeenFacts) -> str:

@@ -193,6 +193,27 @@ def keyframe_motion(frames: list[np.ndarray]) -> list[float | None]:
     return out
 
 
+def detect_faces(cascade, grey: np.ndarray):
+    """Haar-cascade faces with this project's settings: (rects, level weights)."""
+    side = min(grey.shape)
+    rects, _, weights = cascade.detectMultiScale3(grey, scaleFactor=1.1, minNeighbors=5,
+                                                  minSize=(max(16, side // 20),) * 2, outputRejectLevels=True)
+    return rects, weights
+
+
+def colour_tags(colours: list[tuple[str, float]], brightness: float) -> list[Tag]:
+    """The colour and brightness tags both describers give a frame."""
+    tags = [Tag(label=f"colour:{name}", score=share) for name, share in colours]
+    tags.append(Tag(label=f"brightness:{brightness_word(brightness).split()[-1]}", score=round(brightness, 3)))
+    return tags
+
+
+def motion_tags(motion: float | None) -> list[Tag]:
+    if motion is None:
+        return []
+    return [Tag(label=f"motion:{motion_word(motion).replace(' ', '-')}", score=round(min(1.0, motion * 5), 3))]
+
+
 def brightness_word(v: float) -> str:
     return "dark" if v < 0.25 else ("dim" if v < 0.45 else ("bright" if v > 0.7 else "moderately lit"))
 
@@ -222,9 +243,7 @@ class OpenCVDescriber:
         grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
         edges = cv2.Canny(grey, 100, 200)
-        side = min(grey.shape)
-        rects, _, weights = self.faces.detectMultiScale3(grey, scaleFactor=1.1, minNeighbors=5,
-                                                         minSize=(max(16, side // 20),) * 2, outputRejectLevels=True)
+        rects, weights = detect_faces(self.faces, grey)
         faces = [tuple(int(v) for v in r) for r in rects]
         text, conf = read_text(self.ocr, grey)
         return FrameFacts(colours=named_colours(bgr), brightness=float(hsv[..., 2].mean() / 255.0),
@@ -241,8 +260,7 @@ class OpenCVDescriber:
 
     @staticmethod
     def tags(f: FrameFacts) -> list[Tag]:
-        tags = [Tag(label=f"colour:{name}", score=share) for name, share in f.colours]
-        tags.append(Tag(label=f"brightness:{brightness_word(f.brightness).split()[-1]}", score=round(f.brightness, 3)))
+        tags = colour_tags(f.colours, f.brightness)
         vivid = "colourful" if f.colourfulness >= 0.35 else ("muted" if f.colourfulness >= 0.1 else "monochrome")
         tags.append(Tag(label=f"colourfulness:{vivid}", score=round(f.colourfulness, 3)))
         tags.append(Tag(label="detail:" + ("busy" if f.edge_density > 0.08 else "plain"),
@@ -251,10 +269,7 @@ class OpenCVDescriber:
             tags.append(Tag(label=f"faces:{len(f.faces)}", score=round(f.face_score, 3)))
         if f.text:
             tags.append(Tag(label=f"text:{f.text}", score=round(f.text_conf, 3)))
-        if f.motion is not None:
-            tags.append(Tag(label=f"motion:{motion_word(f.motion).replace(' ', '-')}",
-                            score=round(min(1.0, f.motion * 5), 3)))
-        return tags
+        return tags + motion_tags(f.motion)
 
     @staticmethod
     def render(f: FrameFacts) -> str:

@@ -16,7 +16,6 @@ best of ``--repeat`` runs. ``ratio`` = new / old seconds per minute: what the re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_rows import row  # noqa: E402
+from perf_rows import row, write_report  # noqa: E402
 
 from devdata.samples import make_samples  # noqa: E402
 from flows.media_chain import MediaResult, process_source  # noqa: E402
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{r['records']} records vs {base['records']}"))
     report = {"rows": rows, "backends": results, "audio_minutes": round(audio_min, 3),
               "video_minutes": round(video_min, 3), "keyframes": keyframes, "repeat": args.repeat}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

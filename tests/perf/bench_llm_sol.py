@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import llm_samples as S  # noqa: E402
-from perf_rows import row  # noqa: E402
+from perf_rows import row, write_report  # noqa: E402
 
 from flows.progress import metrics_url_of  # noqa: E402
 from infra.llm_client import LLMClient  # noqa: E402
@@ -185,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          "metrics": pipe_b},
               "plain": {"wall_s": plain_wall, "generated_tok_s": round(plain_rate, 2), "metrics": plain_b},
               "requests": len(sent), "prompt_tokens": prompt, "generated_tokens": gen}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

@@ -3,7 +3,16 @@ ratio, the target and whether it was met. run_all.py adds the machine; benchmark
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """The benchmark's JSON report (run_all.py reads its "rows"), also printed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
 
 
 def row(metric: str, value: float | None, *, baseline: float | None = None, target: str = "",
