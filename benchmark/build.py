@@ -30,7 +30,7 @@ from benchmark.filters import (AUDIO_ONLY, BLIND, NEAR_DUPLICATE, VISUAL_ONLY, i
                                model_filter, near_duplicate_filter)
 from benchmark.mcq import LETTERS
 from benchmark.score import PredictionCache
-from benchmark.split import DEFAULT_FRACTION, DEFAULT_SALT, is_heldout
+from benchmark.split import DEFAULT_FRACTION, DEFAULT_SALT, HeldOut
 from schemas.records import (SCHEMA_VERSION, AVBenchItem, ClipDescription, DeadLetter, FilterResult, QAItem,
                              SpeechSegment, Stage, UtcDatetime, VideoRecord, utc_now)
 
@@ -131,8 +131,9 @@ class _Inputs:
 
 def _load_inputs(dataset_dir: Path, config: BuildConfig) -> _Inputs:
     videos = {v.video_id: v for v in _read(dataset_dir, "videos", VideoRecord)}
-    held = lambda vid: is_heldout(vid, config.heldout_fraction, config.split_salt)  # noqa: E731
-    qa = sorted((q for q in _read(dataset_dir, "qa", QAItem) if held(q.video_id)), key=lambda q: q.qa_id)
+    all_qa = _read(dataset_dir, "qa", QAItem)
+    held = HeldOut.of((q.video_id for q in all_qa), config.heldout_fraction, config.split_salt)
+    qa = sorted((q for q in all_qa if held(q.video_id)), key=lambda q: q.qa_id)
     wanted = {q.video_id for q in qa}
     descriptions = sorted((d for d in _read(dataset_dir, "descriptions", ClipDescription) if d.video_id in wanted),
                           key=lambda d: (d.clip_id, d.start_s))

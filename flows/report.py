@@ -35,6 +35,7 @@ class RunStats(BaseModel):
     llm_fuse: Counter = Field(default_factory=Counter)
     llm_qa: Counter = Field(default_factory=Counter)
     descriptions: int = 0
+    descriptions_from_facts: int = 0  # written from the clip facts: the LLM's replies named what nobody reported
     qa_drafts: int = 0  # schema-valid QA candidates that went through the checks
     qa_check_failures: Counter = Field(default_factory=Counter)  # check name -> drafts it rejected
     wall_s: float = 0.0
@@ -50,6 +51,7 @@ class RunStats(BaseModel):
         self.keyframes += batch.keyframes
         self.keyframes_with_objects += batch.keyframes_with_objects
         self.descriptions += batch.descriptions
+        self.descriptions_from_facts += batch.descriptions_from_facts
         self.qa_drafts += batch.qa_drafts
         for mine, theirs in ((self.qa_by_type, batch.qa_by_type), (self.llm, batch.llm),
                              (self.llm_fuse, batch.llm_fuse), (self.llm_qa, batch.llm_qa),
@@ -128,7 +130,9 @@ def run_markdown(stats: RunStats, dataset_dir: Path, profile: str) -> str:
                [[r["phase"], r["requests"], r["prompt_tokens"], r["completion_tokens"], r["llm_s"], r["accepted"],
                  _per(r["prompt_per_accepted"]), _per(r["completion_per_accepted"]),
                  _per(r["seconds_per_accepted"])] for r in stats.cost_rows()]),
-        f"QA: {stats.qa_items} of {stats.qa_drafts} schema-valid drafts accepted.",
+        f"Fused descriptions: {stats.descriptions - stats.descriptions_from_facts} by the LLM, "
+        f"{stats.descriptions_from_facts} written from the clip facts (the LLM's replies named what perception never "
+        f"reported). QA: {stats.qa_items} of {stats.qa_drafts} phrased questions accepted.",
         _table(["QA check", "drafts rejected", "pass rate"],
                [[r["check"], r["rejected"], _per(r["pass_rate"])] for r in stats.check_rows()] or [["-", 0, "-"]]),
         "## Dead letters by stage",

@@ -33,7 +33,7 @@ from tasks.asr import ASRWorker
 from tasks.audio_caption import caption_video
 from tasks.audio_events import AudioEventsWorker
 from tasks.captioners import CAPTIONERS
-from tasks.fuse import group_inputs, run_fuse
+from tasks.fuse import FACTS_MODEL, group_inputs, run_fuse
 from tasks.qa import QAOptions, run_qa
 from tasks.scene_detectors import DETECTORS
 from tasks.taggers import TAGGERS
@@ -236,6 +236,7 @@ def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Sett
         stats.clips += len(p.media.clips)
         stats.qa_by_type.update(item.type.value for item in qa.items)
         stats.descriptions += len(by_video[vid])
+        stats.descriptions_from_facts += sum(1 for d in by_video[vid] if d.model == FACTS_MODEL)
         stats.qa_drafts += qa.drafts
         stats.qa_check_failures.update(qa.check_failures)
         stats.audio_events.update(e.label for e in p.events.events)

@@ -257,13 +257,18 @@ class LLMClient:
     async def complete_json(self, messages: list[dict[str, str]], response_model: type[T], *, schema_name: str,
                             stage: Stage, subject: str, item_id: str | None = None,
                             validate: Callable[[T], None] | None = None, max_tokens: int | None = None,
-                            seed: int | None = None, temperature: float | None = None) -> LLMReply[T]:
+                            seed: int | None = None, temperature: float | None = None,
+                            max_invalid_retries: int | None = None) -> LLMReply[T]:
         """The reply to ``messages`` decoded against ``response_model``'s JSON schema.
 
         ``validate`` may raise ``ValueError`` for a reply that is schema-valid but unusable; that counts as an
         invalid reply (retried, never cached). ``seed`` and ``temperature`` override the configured ones, e.g. to
         ask for a second, different candidate; like all sampling they are part of the cache key.
+        ``max_invalid_retries`` overrides the client's for this call (a caller with a fallback of its own retries
+        less).
         """
+        invalid_limit = self.max_invalid_retries if max_invalid_retries is None else \
+            min(max_invalid_retries, self.max_retries)
         schema = strict_json_schema(response_model)
         sampling = self.sampling(max_tokens=max_tokens, seed=seed, temperature=temperature)
         key = request_key({"model": self.model, "messages": messages, "schema": schema, "sampling": sampling})
@@ -279,7 +284,7 @@ class LLMClient:
         attempts = 0
 
         def stop_on_invalid(retry_state) -> bool:
-            return invalid_seen > self.max_invalid_retries
+            return invalid_seen > invalid_limit
 
         retrying = AsyncRetrying(
             stop=stop_any(stop_after_attempt(self.max_retries + 1), stop_on_invalid),

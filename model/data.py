@@ -70,19 +70,21 @@ def load_examples(dataset_dir: Path, stage: int, *, include_heldout: bool = Fals
     """Training examples; AVBench's held-out videos (schemas.split, fraction and salt from settings) are left out."""
     from schemas.settings import settings
     from schemas.shards import read_records
-    from schemas.split import is_heldout
+    from schemas.split import HeldOut
 
     bench = settings().benchmark
+    qa_items = read_records(dataset_dir, "qa", QAItem)
+    held = HeldOut.of((q.video_id for q in qa_items), bench.heldout_fraction, bench.split_salt)
 
     def keep(video_id: str) -> bool:
-        return include_heldout or not is_heldout(video_id, bench.heldout_fraction, bench.split_salt)
+        return include_heldout or not held(video_id)
 
     if stage == 1:
         descriptions = [d for d in read_records(dataset_dir, "descriptions", ClipDescription) if keep(d.video_id)]
         examples = stage1_examples(descriptions)
     elif stage == 2:
         durations = {v.video_id: v.duration_s for v in read_records(dataset_dir, "videos", VideoRecord)}
-        items = [q for q in read_records(dataset_dir, "qa", QAItem) if keep(q.video_id)]
+        items = [q for q in qa_items if keep(q.video_id)]
         examples = stage2_examples(items, durations)
     else:
         raise ValueError(f"stage must be 1 or 2, not {stage!r}")

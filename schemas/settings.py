@@ -171,16 +171,12 @@ class QAOptions(Section):
     """How the QA stage asks (``tasks.qa``); the profile's ``qa:`` section, the flow's parameters override it."""
 
     questions_per_type: int = Field(default=1, ge=1)
-    attempts_per_type: int = Field(default=3, ge=1)
-    redundancy_overlap: float = Field(default=0.8, gt=0.0, le=1.0)
-    consistency_check: bool = True
+    attempts_per_type: int = Field(default=3, ge=1)  # rounds: each asks again for a type still short of questions
     types: list[QAType] = Field(default_factory=lambda: list(QAType))
-    qa_max_tokens: int | None = None  # None: the client's max_tokens
-    consistency_max_tokens: int | None = None
-    # How much timeline (JSON characters) one prompt may quote. A long video's whole timeline does not fit a small
-    # context (the server answers 400): a question sees the clips nearest its target, the consistency check runs
-    # over consecutive windows. ~3 characters per token: 7000 keeps prompt + reply inside a 4096-token context.
-    timeline_chars: int = Field(default=7000, ge=500)
+    # Cards per request: the system prompt and the reply's JSON frame are paid once per request, and requests in
+    # flight keep a CPU server's decode batch full; a failed request loses all its cards.
+    questions_per_request: int = Field(default=5, ge=1, le=16)
+    tokens_per_question: int = Field(default=64, ge=16)  # the reply's max_tokens is this per card (+16)
 
 
 class Benchmark(Section):

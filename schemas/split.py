@@ -3,11 +3,18 @@
 Split by video, never by item, so no question about a benchmark video can leak into training. The decision for
 one video never depends on the others, so adding videos to the dataset never moves an existing one across the
 split. Training code excludes ``is_heldout`` videos with the same fraction and salt.
+
+A small dataset can still leave the hash with no held-out video that has questions (or no training video): with 7
+videos and a fraction of 0.5, about one build in a hundred. ``HeldOut`` fixes that and only that: among the videos
+that have QA items, when the hash holds out none of two or more, the one nearest the cut joins the held-out side
+(and when it holds out all of them, the farthest joins training). AVBench and training both decide with
+``HeldOut.of(qa_video_ids, ...)`` over the same QA table, so they agree; on a large dataset it is the hash alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Iterable
 
 DEFAULT_SALT = "avbench-heldout-v1"
@@ -29,3 +36,30 @@ def is_heldout(video_id: str, fraction: float = DEFAULT_FRACTION, salt: str = DE
 def heldout_video_ids(video_ids: Iterable[str], fraction: float = DEFAULT_FRACTION,
                       salt: str = DEFAULT_SALT) -> list[str]:
     return sorted(v for v in set(video_ids) if is_heldout(v, fraction, salt))
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Which videos are held out: the hash, plus at most one video moved so that both sides have questions."""
+
+    fraction: float = DEFAULT_FRACTION
+    salt: str = DEFAULT_SALT
+    moved_in: frozenset[str] = frozenset()
+    moved_out: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, qa_video_ids: Iterable[str], fraction: float = DEFAULT_FRACTION,
+           salt: str = DEFAULT_SALT) -> "HeldOut":
+        ids = sorted(set(qa_video_ids), key=lambda v: (heldout_score(v, salt), v))
+        held = [v for v in ids if is_heldout(v, fraction, salt)]
+        if len(ids) < 2 or fraction in (0.0, 1.0):
+            return cls(fraction, salt)
+        if not held:
+            return cls(fraction, salt, moved_in=frozenset(ids[:1]))
+        if len(held) == len(ids):
+            return cls(fraction, salt, moved_out=frozenset(ids[-1:]))
+        return cls(fraction, salt)
+
+    def __call__(self, video_id: str) -> bool:
+        return video_id in self.moved_in or (is_heldout(video_id, self.fraction, self.salt)
+                                             and video_id not in self.moved_out)

@@ -20,11 +20,16 @@ from schemas.records import (AudioCaption, Clip, ClipDescription, DeadLetter, Sp
                              hms, utc_now)
 from schemas.settings import LLM
 from infra.errors import StageError
-from infra.llm_client import LLMClient
+from infra.llm_client import LLMClient, LLMPermanentError
+from tasks.clip_facts import keys_of, sights_of, sounds_of
+from tasks.grounding import ungrounded_names, words
 from tasks.prompts import load_prompt, quote_data
 from infra.text_bounds import cut_at_sentence
 
-PROMPT = "fuse.v1"
+PROMPT = "fuse.v2"
+FACTS_MODEL = "clip-facts"  # ClipDescription.model of a description written from the facts, not by the LLM
+INVALID_RETRIES = 1
+MAX_REPLY_TOKENS = 160  # two sentences; the reply is cut at 400 characters anyway
 MAX_DESCRIPTION_CHARS = 400
 MAX_SPEECH_CHARS = 1200  # a clip is at most ~30 s: this keeps all of normal speech and bounds a pathological one
 MAX_VISUAL_CAPTIONS = 6
@@ -84,14 +89,10 @@ def group_inputs(clips: Sequence[Clip], visual_captions: Iterable[VisualCaption]
 
 
 def clip_data(inputs: ClipInputs) -> dict[str, Any]:
-    """The JSON the model reads for one clip: captions, tags, the five audio axes, the timed transcript."""
-    clip, audio = inputs.clip, inputs.audio
-    seen = []
-    for caption in inputs.visual[:MAX_VISUAL_CAPTIONS]:
-        entry: dict[str, Any] = {"at": hms(caption.t), "caption": caption.text}
-        if caption.tags:
-            entry["tags"] = [t.label for t in sorted(caption.tags, key=lambda t: -t.score)[:5]]
-        seen.append(entry)
+    """The JSON the model reads for one clip: what perception found, as the short phrases a person would say
+    (``tasks.clip_facts``: no detector jargon, ImageNet guesses, pixel measures, moods or event times, which a small
+    model copies into the description), and the timed transcript."""
+    clip = inputs.clip
     speech, budget = [], MAX_SPEECH_CHARS
     for seg in inputs.speech:
         if budget <= 0:
@@ -101,11 +102,34 @@ def clip_data(inputs: ClipInputs) -> dict[str, Any]:
         speech.append({"from": hms(seg.start_s), "to": hms(seg.end_s), "text": text})
     return {
         "clip": f"{hms(clip.start_s)} to {hms(clip.end_s)}",
-        "seen": seen,
-        "heard": {axis: getattr(audio, axis) for axis in ("narration", "environment", "timbre", "event", "emotion")},
-        "heard_summary": audio.sentence,
+        "seen": [f.phrase for f in sights_of(visual_text(inputs.visual[:MAX_VISUAL_CAPTIONS]))],
+        "heard": [f.phrase for f in sounds_of(inputs.audio, speech=False)],
         "speech": speech,
     }
+
+
+def facts_description(inputs: ClipInputs) -> str:
+    """The description written from the facts alone: what fusion falls back to when the model keeps inventing."""
+    seen = [f.phrase for f in sights_of(visual_text(inputs.visual[:MAX_VISUAL_CAPTIONS]))]
+    heard = [f.phrase for f in sounds_of(inputs.audio)]
+    parts = []
+    if seen:
+        parts.append("We see " + _and(seen))
+    if heard:
+        parts.append(("and hear " if parts else "We hear ") + _and(heard))
+    return (", ".join(parts) or "Nothing is reported for this clip") + "."
+
+
+def _and(phrases: Sequence[str]) -> str:
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def perception_texts(inputs: ClipInputs) -> list[str]:
+    """Everything perception reported for the clip: what a description may name."""
+    audio = inputs.audio
+    return [*(c.text for c in inputs.visual), *(t.label for c in inputs.visual for t in c.tags),
+            audio.narration, audio.environment, audio.timbre, audio.event, audio.emotion,
+            *(s.text for s in inputs.speech)]
 
 
 def render_messages(inputs: ClipInputs) -> list[dict[str, str]]:
@@ -121,9 +145,21 @@ def fused_text(clip: Clip, body: str) -> str:
     return f"From {hms(clip.start_s)} to {hms(clip.end_s)}: {body}"
 
 
-def _check_reply(clip: Clip):
+def _check_reply(inputs: ClipInputs):
+    """The reply's body exists once the prefix is removed, names nothing perception did not report, and says
+    something of what is seen and of what is heard (when the clip has either)."""
+    known = perception_texts(inputs)
+    data = clip_data(inputs)
+
     def validate(reply: FusedReply) -> None:
-        fused_text(clip, reply.description)
+        body = fused_text(inputs.clip, reply.description).split(": ", 1)[1]
+        invented = ungrounded_names(body, known)
+        if invented:
+            raise ValueError(f"names what perception never reported: {invented}")
+        said = words(body)
+        for side, phrases in (("seen", data["seen"]), ("heard", data["heard"] + [s["text"] for s in data["speech"]])):
+            if phrases and not any(keys_of(p) & said for p in phrases):
+                raise ValueError(f"says nothing of what is {side}: {phrases}")
 
     return validate
 
@@ -138,16 +174,27 @@ def visual_text(captions: Sequence[VisualCaption]) -> str:
 
 
 async def fuse_clip(client: LLMClient, inputs: ClipInputs) -> ClipDescription:
-    """One clip's description; raises a ``StageError`` (with the attempt count) when the LLM cannot produce one."""
+    """One clip's description; raises a ``StageError`` (with the attempt count) when the server cannot be reached.
+
+    A reply that invents (or ignores a modality) is asked for once more; if the second is no better, the clip gets
+    the description its facts make (``facts_description``, ``model`` = ``FACTS_MODEL``): a timeline with a plain
+    true sentence is worth more than one with a fluent false one, and no clip is lost to a model's style."""
     clip, audio = inputs.clip, inputs.audio
-    reply = await client.complete_json(
-        render_messages(inputs), FusedReply, schema_name="fused_clip", stage=Stage.fuse,
-        subject=clip.video_id, item_id=clip.clip_id, validate=_check_reply(clip))
+    try:
+        reply = await client.complete_json(
+            render_messages(inputs), FusedReply, schema_name="fused_clip", stage=Stage.fuse,
+            subject=clip.video_id, item_id=clip.clip_id, validate=_check_reply(inputs),
+            max_invalid_retries=INVALID_RETRIES, max_tokens=MAX_REPLY_TOKENS)
+        body, model = reply.value.description, client.model
+    except LLMPermanentError as exc:
+        if exc.error_class != "InvalidReply":
+            raise
+        body, model = facts_description(inputs), FACTS_MODEL
     return ClipDescription(
         video_id=clip.video_id, clip_id=clip.clip_id, start_s=clip.start_s, end_s=clip.end_s,
         visual=visual_text(inputs.visual), narration=audio.narration, environment=audio.environment,
         timbre=audio.timbre, event=audio.event, emotion=audio.emotion,
-        fused=fused_text(clip, reply.value.description), model=client.model)
+        fused=fused_text(clip, body), model=model)
 
 
 async def fuse_clips(client: LLMClient, inputs: Sequence[ClipInputs]) -> FuseResult:

@@ -14,14 +14,16 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict
 
 from schemas.records import ClipDescription, QAType, hms, parse_hms
-from tasks.grounding import TIMESTAMP_RE, ungrounded_names
+from tasks.clip_facts import keys_of
+from tasks.grounding import TIMESTAMP_RE, ungrounded_names, words
 
 TIME_TOLERANCE_S = 0.0015  # timestamps are printed to the millisecond
 INTERVAL_OPTION_RE = re.compile(r"^From (\d{2}:\d{2}:\d{2}\.\d{3}) to (\d{2}:\d{2}:\d{2}\.\d{3})$")
 LEADING_ANCHOR_RE = re.compile(
     r"^\s*(?:at\s+\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?|from\s+\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?\s+to\s+"
     r"\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?)\s*[,:]?\s*", re.IGNORECASE)
-MIN_QUESTION_WORDS = 3
+MIN_QUESTION_WORDS = 4
+MAX_QUESTION_CHARS = 240  # beyond the anchor: a question that long has stopped asking
 DUPLICATE_OVERLAP = 0.9  # token Jaccard at or above which two questions count as the same question
 
 ANCHORED_TYPES = (QAType.time_point_anchored, QAType.time_range_anchored, QAType.temporal_grounding)
@@ -54,6 +56,7 @@ class QADraft(BaseModel):
     evidence_clip_ids: list[str]
     start_s: float | None = None
     end_s: float | None = None
+    cues: list[str] = []  # phrases of the timeline the question was asked to name (tasks.qa_plan)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class VideoContext:
     video_id: str
     duration_s: float
     clips: tuple[ClipDescription, ...]  # every clip of the video with a description
-    accepted_questions: tuple[str, ...] = ()  # questions already accepted for this video
+    accepted_questions: tuple[str, ...] = ()  # ``question_key`` of the items already accepted for this video
     by_id: dict[str, ClipDescription] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,11 +106,72 @@ def _close(a: float, b: float) -> bool:
 
 
 def question_is_substantive(d: QADraft, ctx: VideoContext) -> str | None:
-    """Beyond its anchor, the question has words of its own (a model may write only a time, or nothing)."""
+    """Beyond its anchor, the question has words of its own (a model may write only a time, or nothing), and not
+    too many. Content words are not required: a question whose options carry the sights and sounds ("which sight
+    and which sound occur together here?") names none on purpose."""
     rest = LEADING_ANCHOR_RE.sub("", d.question, count=1)
-    if len(rest.split()) < MIN_QUESTION_WORDS or len(content_words(rest)) < 2:
+    if len(re.findall(r"[A-Za-z]+", rest)) < MIN_QUESTION_WORDS:
         return f"the question says nothing beyond its anchor: {d.question!r}"
+    if len(rest) > MAX_QUESTION_CHARS:
+        return f"the question runs to {len(rest)} characters (at most {MAX_QUESTION_CHARS}): {d.question[:80]!r}..."
     return None
+
+
+def question_is_a_question(d: QADraft, ctx: VideoContext) -> str | None:
+    """One sentence that asks: it ends with "?" and has no second sentence before it (a model may write a
+    statement, or an answer followed by a question)."""
+    rest = LEADING_ANCHOR_RE.sub("", d.question, count=1).strip()
+    if not rest.endswith("?"):
+        return f"not a question: {d.question!r}"
+    if re.search(r"[.!?]\s+[A-Z]", rest[:-1]):
+        return f"more than one sentence: {d.question!r}"
+    return None
+
+
+_MOMENT_RE = re.compile(r"\b(?:this|that|a given|the given) (?:moment|instant|time|point)\b|\bright now\b", re.I)
+
+
+def question_is_anchored_as_its_type(d: QADraft, ctx: VideoContext) -> str | None:
+    """A question about the whole video, or about a change of scene, does not speak of "this moment": it has no
+    moment (a model rewriting one question may borrow the words of another type)."""
+    if d.type in (QAType.global_av_inference, QAType.cross_scene_transition) and _MOMENT_RE.search(d.question):
+        return f"a {d.type.value} question speaks of a moment it does not state: {d.question!r}"
+    return None
+
+
+def question_names_its_cues(d: QADraft, ctx: VideoContext) -> str | None:
+    """The question names each phrase it was asked to name (one of the phrase's key words at least): without it a
+    grounding or transition question does not say what it is about."""
+    said = words(d.question)
+    missing = [cue for cue in d.cues if keys_of(cue) and not keys_of(cue) & said]
+    if missing:
+        return f"does not name {missing}"
+    return None
+
+
+def pointing_words(question: str, options: list[str], answer_index: int) -> str | None:
+    """Why the question's words single out the correct option, or None: the question has a key word that the
+    correct option has and no wrong option has, or it shares more key words with the correct option than with every
+    wrong one. A cue counts too: a question that quotes speech naming the answer ("while a man says 'catch it'" ->
+    "a man throws a frisbee and the dog catches it") gives it away as surely as one the model wrote."""
+    asked = keys_of(LEADING_ANCHOR_RE.sub("", question, count=1))
+    correct = keys_of(options[answer_index])
+    wrong = frozenset().union(*(keys_of(o) for i, o in enumerate(options) if i != answer_index))
+    telling = sorted(asked & (correct - wrong))
+    if telling:
+        return f"the question names {telling}, which only the correct option has"
+    shared = [len(asked & keys_of(o)) for o in options]
+    best = shared[answer_index]
+    if best and all(best > n for i, n in enumerate(shared) if i != answer_index):
+        return "the question shares more words with the correct option than with any wrong one"
+    return None
+
+
+def question_does_not_point_to_answer(d: QADraft, ctx: VideoContext) -> str | None:
+    """No word of the question singles out the correct option (``pointing_words``); interval options are exempt."""
+    if d.type == QAType.temporal_grounding or not 0 <= d.answer_index < len(d.options):
+        return None
+    return pointing_words(d.question, d.options, d.answer_index)
 
 
 def answer_index_valid(d: QADraft, ctx: VideoContext) -> str | None:
@@ -231,15 +295,32 @@ def names_only_what_the_timeline_has(d: QADraft, ctx: VideoContext) -> str | Non
     return None
 
 
+def question_key(d: QADraft) -> str:
+    """What makes two items the same item: the question and its correct answer (two questions worded alike about
+    different moments or with different answers are different items)."""
+    correct = d.options[d.answer_index] if 0 <= d.answer_index < len(d.options) else ""
+    return f"{d.question} || {correct}"
+
+
 def no_duplicate_question(d: QADraft, ctx: VideoContext) -> str | None:
+    mine = question_key(d)
     for other in ctx.accepted_questions:
-        if normalise_text(other) == normalise_text(d.question) or token_overlap(other, d.question) >= DUPLICATE_OVERLAP:
-            return f"duplicates an accepted question: {other!r}"
+        if normalise_text(other) == normalise_text(mine) or (
+                token_overlap(other, mine) >= DUPLICATE_OVERLAP and _numbers(other) == _numbers(mine)):
+            return f"duplicates an accepted question: {other.split(' || ')[0]!r}"
     return None
+
+
+def _numbers(text: str) -> list[str]:
+    return re.findall(r"\d+", text)
 
 
 CHECKS: tuple[Check, ...] = (
     question_is_substantive,
+    question_is_a_question,
+    question_is_anchored_as_its_type,
+    question_names_its_cues,
+    question_does_not_point_to_answer,
     answer_index_valid,
     options_distinct,
     evidence_clips_known,

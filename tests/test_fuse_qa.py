@@ -13,13 +13,14 @@ import llm_samples as S
 from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply, schema_name_of
 from schemas.records import QA_ID_PATTERN, KIND_OF_TYPE, ClipDescription, QAItem, QAType, Stage, hms
 from schemas.settings import LLM
-from tasks import fuse, qa
+from tasks import fuse, qa, qa_plan
 from infra.llm_client import LLMClient
 from tasks.qa_checks import (CHECK_NAMES, QADraft, VideoContext, answer_index_valid, evidence_clips_known,
-                             names_only_what_the_timeline_has,
-                             grounding_options_are_clip_intervals, involves_seen_and_heard, no_duplicate_question,
-                             options_distinct, question_is_substantive, run_checks, timestamps_in_video,
-                             timestamps_match_clips)
+                             grounding_options_are_clip_intervals, involves_seen_and_heard,
+                             names_only_what_the_timeline_has, no_duplicate_question, options_distinct,
+                             question_does_not_point_to_answer, question_is_a_question,
+                             question_is_anchored_as_its_type, question_is_substantive, question_key,
+                             question_names_its_cues, run_checks, timestamps_in_video, timestamps_match_clips)
 
 V = S.VIDEO_ID
 C = [f"{V}.c{i:04d}" for i in range(5)]
@@ -61,7 +62,58 @@ def test_the_reference_drafts_pass_every_check():
 def test_question_is_substantive():
     assert question_is_substantive(draft(), ctx()) is None
     assert "nothing beyond its anchor" in question_is_substantive(draft(question="At 00:00:06.200,"), ctx())
-    assert question_is_substantive(draft(question="At 00:00:06.200, the the the"), ctx()) is not None
+    assert question_is_substantive(draft(question="At 00:00:06.200, the the?"), ctx()) is not None
+    assert "characters" in question_is_substantive(draft(question="At 00:00:06.200, " + "why " * 70 + "?"), ctx())
+    # a question whose options carry the sights and sounds names none itself
+    assert question_is_substantive(draft(question="At 00:00:06.200, what is seen and heard here?"), ctx()) is None
+
+
+def test_question_is_a_question():
+    assert question_is_a_question(draft(), ctx()) is None
+    assert "not a question" in question_is_a_question(draft(question="At 00:00:06.200, the dog barks."), ctx())
+    assert "more than one sentence" in question_is_a_question(
+        draft(question="At 00:00:06.200, The dog barks. What does it do?"), ctx())
+    assert "not a question" in question_is_a_question(
+        draft(question="From 00:00:00.000 to 00:00:11.200, what is on screen while silence is heard? Keep silence."),
+        ctx())
+
+
+def test_question_is_anchored_as_its_type():
+    global_q = dict(type=QAType.global_av_inference, start_s=None, question="What can be seen and heard at this "
+                                                                             "instant?")
+    assert "does not state" in question_is_anchored_as_its_type(draft(**global_q), ctx())
+    assert question_is_anchored_as_its_type(draft(**{**global_q, "question": "Which sight goes with which sound "
+                                                                             "in this video?"}), ctx()) is None
+    assert question_is_anchored_as_its_type(draft(question="At 00:00:06.200, what is heard at this moment?"),
+                                            ctx()) is None  # a time-point question has its moment
+
+
+def test_question_names_its_cues():
+    cued = draft(type=QAType.time_range_anchored, question="From 00:00:00.000 to 00:00:12.400, what is on screen "
+                                                           "while dog barking is heard?",
+                 cues=["dog barking, birds chirping"], start_s=0.0, end_s=12.4)
+    assert question_names_its_cues(cued, ctx()) is None
+    assert "does not name" in question_names_its_cues(
+        cued.model_copy(update={"question": "From 00:00:00.000 to 00:00:12.400, what is on screen?"}), ctx())
+    assert question_names_its_cues(draft(), ctx()) is None  # nothing to name
+
+
+def test_question_does_not_point_to_answer():
+    pairs = ["A brown dog in a park, with barking", "A brown dog in a park, with a piano",
+             "A woman at a piano, with barking", "A woman at a piano, with a piano"]
+    asked = draft(question="At 00:00:06.200, which sight and which sound occur together?", options=pairs)
+    assert question_does_not_point_to_answer(asked, ctx()) is None
+    # naming the sight and the sound of the correct pair singles it out
+    told = asked.model_copy(update={"question": "At 00:00:06.200, what goes with the brown dog barking?"})
+    assert "shares more words" in question_does_not_point_to_answer(told, ctx())
+    only_right = draft(question="At 00:00:06.200, which of these barks?")
+    assert "only the correct option has" in question_does_not_point_to_answer(only_right, ctx())
+    # a cue gives the answer away as surely as a word the model wrote
+    cued = draft(type=QAType.time_range_anchored, question="From 00:00:00.000 to 00:00:12.400, what is on screen "
+                                                           "while a voice says 'the dog'?",
+                 options=["A brown dog in a park", "A woman at a piano", "A city street", "A frisbee"],
+                 cues=["a voice saying 'the dog'"], start_s=0.0, end_s=12.4)
+    assert "only the correct option has" in question_does_not_point_to_answer(cued, ctx())
 
 
 def test_answer_index_valid():
@@ -165,9 +217,14 @@ def test_grounding_reads_names_numbers_and_things_from_the_perception_timeline()
 
 
 def test_no_duplicate_question():
-    assert no_duplicate_question(draft(), ctx(("How does the piano sound?",))) is None
-    same = ("at 00:00:06.200 -- What sound does the brown dog make in the PARK",)
+    assert no_duplicate_question(draft(), ctx(("How does the piano sound? || A piano",))) is None
+    same = (question_key(draft()).replace("What sound", "what SOUND") + "!",)
     assert "duplicates" in no_duplicate_question(draft(), ctx(same))
+    # the same words about another moment, or with another answer, is another item
+    assert no_duplicate_question(draft(question=draft().question.replace("06.200", "08.000"), start_s=8.0),
+                                 ctx((question_key(draft()),))) is None
+    other_answer = draft(answer_index=1)
+    assert no_duplicate_question(other_answer, ctx((question_key(draft()),))) is None
 
 
 # -- shuffle, ids, anchors, redundancy, plans ------------------------------------------------------------------
@@ -197,39 +254,24 @@ def test_anchors_are_written_by_code():
         "From 00:00:00.000 to 00:00:12.400, Rex barks?"
 
 
-def test_redundancy_check_drops_a_repeated_description():
-    bodies = list(S.FUSED_BODIES)
-    bodies[3] = bodies[2].replace("slow, calm", "calm and slow")  # same words as the clip before
-    timeline = S.descriptions(bodies=bodies)
-    kept, dropped = qa.drop_redundant(timeline, threshold=0.8)
+def test_redundancy_check_drops_a_clip_that_repeats_the_sight_and_sound_before_it():
+    timeline = S.descriptions()
+    repeat = timeline[3].model_copy(update={"visual": timeline[2].visual, "event": timeline[2].event,
+                                            "environment": timeline[2].environment, "timbre": timeline[2].timbre})
+    kept, dropped = qa.drop_redundant([*timeline[:3], repeat, timeline[4]])
     assert dropped == [C[3]] and [c.clip_id for c in kept] == [C[0], C[1], C[2], C[4]]
-    assert qa.drop_redundant(S.descriptions(), threshold=0.8)[1] == []
+    assert qa.drop_redundant(timeline)[1] == []
 
 
-def test_allowed_types_depend_on_the_clip_count():
-    for n, skipped in ((1, {"cross_scene_transition", "temporal_grounding"}), (3, {"temporal_grounding"}), (4, set())):
-        allowed, why = qa.allowed_types(n)
-        assert set(why) == skipped and len(allowed) == 5 - len(skipped)
-        assert all("needs at least" in reason for reason in why.values())
-
-
-def test_time_ranges_span_only_neighbouring_clips():
-    kept = [c for c in S.descriptions() if c.clip_id != C[2]]  # clip 2 dropped: 1 and 3 are not neighbours
-    plan = qa.VideoPlan(S.video_record(), kept)
-    spans = {t.clip_ids for t in plan.targets(QAType.time_range_anchored)}
-    assert (C[0], C[1]) in spans and (C[3], C[4]) in spans and (C[1], C[3]) not in spans
-    assert {t.clip_ids for t in plan.targets(QAType.cross_scene_transition)} >= {(C[1], C[3])}
-    targets = [plan.target_for(QAType.time_point_anchored, a, seed=0) for a in range(4)]
-    assert len({t.clip_ids for t in targets}) == 4 and targets[0] == plan.target_for(QAType.time_point_anchored, 0, 0)
-
-
-def test_repeated_wrong_answers_become_temporal_distractors():
-    plan = qa.VideoPlan(S.video_record(), S.descriptions())
-    target = plan.targets(QAType.time_point_anchored)[0]
-    wrong = plan.replace_repeated("It barks", ["it barks!", "It howls", "It howls"], target, seed=1)
-    assert wrong[1] == "It howls"
-    facts = {qa.heard_of(c) for c in S.descriptions()[1:]}
-    assert wrong[0] in facts and wrong[2] in facts and wrong[0] != wrong[2]
+def test_the_models_sentence_is_cleaned_and_anchored_by_code():
+    assert qa.clean_stem('Q1: "At 00:00:03.000, what is  heard?"') == "what is heard?"
+    assert qa.clean_stem("2. Which sound?") == "Which sound?"
+    plan = qa.VideoPlan.build(V, S.DURATION_S, S.descriptions())
+    planned = plan.candidates[QAType.time_point_anchored][0]
+    d = qa.draft_of(V, planned, "At 00:09:00.000, What is seen and heard then?", seed=0)
+    assert d.question == f"{planned.anchor}, what is seen and heard then?"
+    assert d.options[d.answer_index] == planned.options[0] and sorted(d.options) == sorted(planned.options)
+    assert d.evidence_clip_ids == list(planned.clip_ids) and d.start_s == planned.start_s
 
 
 def test_fused_text_prefix_comes_from_the_clip_bounds():
@@ -280,8 +322,9 @@ def assert_valid_items(result: qa.QAResult, timeline: list[ClipDescription]) -> 
 
 
 def make_faulty():
-    """Clip 1 hangs once, clip 2 always 500, clip 3 always schema-breaking, consistency always 502, time-point QA
-    always broken, global QA repeats its answer (a check failure); the rest answer like a careful model."""
+    """Clip 1 hangs once, clip 2 always 500, clip 3 always schema-breaking; a request phrasing a time-point question
+    always breaks its schema, a global question comes back as a statement (a check failure); the rest answer like
+    a careful model."""
     hung: list[bool] = []
 
     def responder(body: dict) -> Reply | Fail | Hang:
@@ -294,56 +337,60 @@ def make_faulty():
     return responder
 
 
+def _drafts(body: dict) -> list[str]:
+    return [c["draft"] for c in S.quoted_json(body, "cards")]
+
+
 def faulty(body: dict) -> Reply | Fail | Hang:
     name, user = schema_name_of(body), body["messages"][-1]["content"]
     if name == "fused_clip" and '"clip": "00:00:24.800 to 00:00:37.200"' in user:
         return Fail(500)
     if name == "fused_clip" and '"clip": "00:00:37.200 to 00:00:49.600"' in user:
         return Reply('{"description": "unterminated')
-    if name == "consistency_check":
-        return Fail(502)
-    if name == "qa_time_point_anchored":
-        return Reply('{"question": 42}')
-    reply = S.grounded_responder(body)
-    if name == "qa_global_av_inference":  # the same sentence four times: no repair for global questions
-        content = json.loads(reply.content)
-        content.update(wrong_answer_1=content["correct_answer"], wrong_answer_2=content["correct_answer"])
-        return Reply(json.dumps(content))
-    return reply
+    if name.startswith("qa_questions_"):
+        drafts = _drafts(body)
+        if any(d in qa_plan.DRAFTS[QAType.time_point_anchored] for d in drafts):
+            return Reply('{"q1": 42}')
+        if any(d in qa_plan.DRAFTS[QAType.global_av_inference] for d in drafts):
+            return Reply(json.dumps({f"q{i}": "The dog barks in the park." for i in range(1, len(drafts) + 1)}))
+    return S.grounded_responder(body)
 
 
 def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     cache = tmp_path / "llm_cache.sqlite"
+    options = qa.QAOptions(attempts_per_type=2, questions_per_request=1)
     with FakeOpenAIServer(make_faulty()) as server:
         client = client_for(server, cache)
-        fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=2))
+        fused, result = run_pipeline(client, options)
 
-    assert [d.clip_id for d in fused.descriptions] == [C[0], C[1], C[4]]  # clip 1 survived its timeout
+    # clip 1 survived its timeout; clip 3's replies never parsed, so its description is written from its facts
+    assert [d.clip_id for d in fused.descriptions] == [C[0], C[1], C[3], C[4]]
+    assert [d.model for d in fused.descriptions] == ["fake-model", "fake-model", fuse.FACTS_MODEL, "fake-model"]
+    assert fused.descriptions[2].fused.startswith("From 00:00:37.200 to 00:00:49.600: We see close-up of hands")
     letters = {d.item_id: d for d in fused.dead_letters}
+    assert list(letters) == [C[2]]
     assert letters[C[2]].error_class == "InternalServerError" and letters[C[2]].attempts == 3
-    assert letters[C[3]].error_class == "InvalidReply" and letters[C[3]].attempts == 2
-    assert all(d.stage == Stage.fuse for d in fused.dead_letters)
+    assert letters[C[2]].stage == Stage.fuse
 
-    # Three clips left: no grounding (needs 4); the types that work produce checked items.
-    assert set(result.skipped_types) == {"temporal_grounding"}
-    assert {i.type for i in result.items} == {QAType.cross_scene_transition, QAType.time_range_anchored}
+    # The types that work produce checked items; the broken ones are dead letters, each with its reason.
+    assert {i.type for i in result.items} == {QAType.cross_scene_transition, QAType.time_range_anchored,
+                                              QAType.temporal_grounding}
     assert_valid_items(result, fused.descriptions)
     classes = [d.error_class for d in result.dead_letters]
-    assert classes.count("InternalServerError") == 1  # the consistency pass, skipped
-    assert any(d.message.startswith("consistency check skipped") for d in result.dead_letters)
-    assert classes.count("InvalidReply") == 2  # time-point QA, both attempts
-    assert classes.count("check:options_distinct") == 2  # global QA, both attempts
-    # drafts that reached the checks: 2 accepted + 2 rejected; every rejection counted under its checks
-    assert result.drafts == len(result.items) + 2 and result.check_failures.get("options_distinct") == 2
+    assert classes.count("InvalidReply") == 2  # time-point QA, both rounds
+    assert classes.count("check:question_is_a_question") == 2  # global QA, both rounds
+    # drafts that reached the checks: the accepted ones + the two statements
+    assert result.drafts == len(result.items) + 2 and result.check_failures.get("question_is_a_question") == 2
     assert all(d.stage == Stage.qa and d.video_id == V for d in result.dead_letters)
-    assert client.stats.failures == 5
+    assert client.stats.failures >= 3
 
     # Resume on a healthy server: only what failed is asked again; what succeeded comes from the cache.
     with FakeOpenAIServer(S.grounded_responder) as healthy:
         rerun = client_for(healthy, cache)
-        fused2, result2 = run_pipeline(rerun, qa.QAOptions(attempts_per_type=2))
+        fused2, result2 = run_pipeline(rerun, options)
     assert len(fused2.descriptions) == 5 and not fused2.dead_letters
-    assert rerun.stats.cache_hits == 3  # the three fused clips
+    assert all(d.model == "fake-model" for d in fused2.descriptions)
+    assert rerun.stats.cache_hits >= 3  # the three fused clips, at least
     assert [schema_name_of(b) for b in healthy.requests].count("fused_clip") == 2
     assert healthy.count == rerun.stats.requests_sent
     assert {i.type for i in result2.items} == set(QAType)
@@ -355,7 +402,7 @@ def test_a_rerun_with_the_cache_sends_zero_requests(tmp_path):
         first_client = client_for(server, cache)
         fused, result = run_pipeline(first_client)
         sent = server.count
-        assert sent == first_client.stats.requests_sent == 5 + 1 + 5  # fuse, consistency, one per type
+        assert sent == first_client.stats.requests_sent == 5 + 1  # fuse, then one request for the five questions
         rerun = client_for(server, cache)
         fused2, result2 = run_pipeline(rerun)
         assert server.count == sent
@@ -366,25 +413,32 @@ def test_a_rerun_with_the_cache_sends_zero_requests(tmp_path):
     assert_valid_items(result, fused.descriptions)
 
 
-def test_model_prefixes_are_replaced_and_corrections_applied(tmp_path):
+def test_model_prefixes_are_replaced_and_inventions_fall_back_to_the_facts(tmp_path):
+    asked: list[str] = []
+
     def responder(body):
-        name = schema_name_of(body)
-        if name == "fused_clip":
-            return Reply(json.dumps({"description": "From 00:09:00.000 to 00:10:00.000: We see a dog and hear it."}))
-        if name == "consistency_check":
-            return Reply(json.dumps({"issues": [{"clip_id": C[2], "problem": "says guitar, heard says piano",
-                                                 "corrected_description": "We see a woman at a piano, and hear it."}]}))
+        if schema_name_of(body) == "fused_clip":
+            data = S.quoted_json(body, "clip_data")
+            asked.append(data["clip"])
+            if data["clip"].startswith("00:00:24.800"):  # the piano clip: a model that invents a violin, twice
+                return Reply(json.dumps({"description": "We see a woman with a violin, and hear a violin."}))
+            if data["clip"].startswith("00:00:37.200"):  # one that only says what is seen, then gets it right
+                if asked.count(data["clip"]) == 1:
+                    return Reply(json.dumps({"description": "We see hands pressing keys."}))
+            return Reply(json.dumps({"description": f"From 00:09:00.000 to 00:10:00.000: We see {data['seen'][0]}, "
+                                                    f"and hear {data['heard'][0]}."}))
         return S.grounded_responder(body)
 
     with FakeOpenAIServer(responder) as server:
         fused, result = run_pipeline(client_for(server, None))
-    for clip, d in zip(S.clips(), fused.descriptions):
-        assert d.fused == f"From {hms(clip.start_s)} to {hms(clip.end_s)}: We see a dog and hear it."
-    # Every fused body is the same but clip 2's corrected one: each repeat of the clip before it is dropped.
-    assert result.dropped_clip_ids == [C[1], C[4]]
-    fixed = {d.clip_id: d for d in result.timeline}
-    assert fixed[C[2]].fused == "From 00:00:24.800 to 00:00:37.200: We see a woman at a piano, and hear it."
-    assert result.issues[0].applied and result.issues[0].clip_id == C[2]
+    by_clip = {d.clip_id: d for d in fused.descriptions}
+    assert by_clip[C[0]].fused == "From 00:00:00.000 to 00:00:12.400: We see a brown dog runs across green grass in " \
+                                  "a sunny park, and hear dog barking, birds chirping."
+    assert by_clip[C[2]].model == fuse.FACTS_MODEL and "violin" not in by_clip[C[2]].fused
+    assert by_clip[C[2]].fused == ("From 00:00:24.800 to 00:00:37.200: We see a woman sits at a black piano in a "
+                                   "bright living room, and hear piano melody, quiet indoor room and warm piano tone.")
+    assert by_clip[C[3]].model == "fake-model" and asked.count("00:00:37.200 to 00:00:49.600") == 2
+    assert not fused.dead_letters and len(result.items) == 5
 
 
 def test_sync_entry_points(tmp_path):
@@ -396,7 +450,7 @@ def test_sync_entry_points(tmp_path):
     assert len(fused.descriptions) == 5 and fused.llm["requests_sent"] == 5
     assert len(batch.results) == 1 and len(batch.results[0].items) == 5
     # The batch's counters, once: the client's totals, nothing in flight after the run.
-    assert batch.llm["completed"] >= 5 and batch.llm["in_flight"] == 0
+    assert batch.llm["completed"] >= 1 and batch.llm["in_flight"] == 0
     assert batch.llm["requests_sent"] == batch.llm["completed"] + batch.llm["retries"]
 
 
@@ -407,64 +461,24 @@ def test_sync_entry_points(tmp_path):
 @pytest.mark.flow  # minutes on a 2-core CPU server: run by `make test-flow`, which installs the grounded QA model
 def test_real_llm_fuses_every_clip_and_writes_checked_qa_of_every_allowed_type(qa_llm_server, tmp_path):
     llm_server = qa_llm_server
-    # Small budgets keep this in ~1-2 min on 2 cores; the schemas bound every string, so replies fit.
+    # Short replies keep this under a minute on 2 cores.
     client = LLMClient(base_url=llm_server.base_url, model=llm_server.model, cache_path=tmp_path / "cache.sqlite",
                        max_concurrency=8, timeout_s=300, max_retries=2, temperature=0.2, max_tokens=448, seed=0,
                        frequency_penalty=0.5, send_seed=False)  # see LLMClient.from_settings: vLLM CPU and seeds
-    fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=6))
+    fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=3))
 
     assert not fused.dead_letters, fused.dead_letters
     assert [d.clip_id for d in fused.descriptions] == C
     for clip, d in zip(S.clips(), fused.descriptions):
         assert d.fused.startswith(f"From {hms(clip.start_s)} to {hms(clip.end_s)}: ")
-        assert d.model == llm_server.model
+    assert sum(d.model == llm_server.model for d in fused.descriptions) >= 3  # the rest written from the facts
 
-    allowed, _ = qa.allowed_types(len(qa.drop_redundant(result.timeline, 0.8)[0]))
-    assert {i.type for i in result.items} == set(allowed), [d.message for d in result.dead_letters]
+    plan = qa.VideoPlan.build(V, S.DURATION_S, qa.drop_redundant(result.timeline)[0])
+    planned = {t for t, found in plan.candidates.items() if found}
+    assert {i.type for i in result.items} == planned, [d.message for d in result.dead_letters]
     assert_valid_items(result, result.timeline)
     assert all(i.generator_model == llm_server.model for i in result.items)
     assert client.stats.completion_tokens > 0
-
-
-def test_a_long_timeline_is_cut_to_the_prompt_budget_around_the_target():
-    timeline = S.descriptions(S.VIDEO_ID)
-    whole = qa.timeline_near(timeline, [timeline[0].clip_id], 10**6)
-    assert whole == list(timeline)
-    one = len(qa.quote_data(qa.timeline_data(timeline[:1])))
-    budget = len(qa.quote_data(qa.timeline_data(timeline[2:4]))) + 1  # room for about two clips
-    near = qa.timeline_near(timeline, [timeline[3].clip_id], budget)
-    assert timeline[3] in near and len(near) < len(timeline)
-    assert [c.start_s for c in near] == sorted(c.start_s for c in near)
-    assert len(qa.quote_data(qa.timeline_data(near))) <= max(budget, one)
-    # the focus clip survives even a budget smaller than itself
-    assert qa.timeline_near(timeline, [timeline[4].clip_id], 10) == [timeline[4]]
-
-    windows = qa.timeline_windows(timeline, budget)
-    assert [c for w in windows for c in w] == list(timeline) and len(windows) > 1
-    assert all(len(w) == 1 or len(qa.quote_data(qa.timeline_data(w))) <= budget for w in windows)
-
-
-def test_qa_prompts_quote_only_the_budgeted_timeline():
-    timeline = S.descriptions(S.VIDEO_ID)
-    plan = qa.VideoPlan(S.video_record(), timeline)
-    target = plan.target_for(QAType.time_point_anchored, 0, 0)
-    full = qa.render_qa_messages(plan, QAType.time_point_anchored, target)
-    small = qa.render_qa_messages(plan, QAType.time_point_anchored, target, timeline_chars=500)
-    assert len(json.dumps(small)) < len(json.dumps(full))
-    assert target.clip_ids[0] in json.dumps(small)
-
-
-def test_overlong_prose_and_answers_are_cut_at_a_word_not_rejected():
-    reply = qa.consistency_model(C).model_validate({"issues": [
-        {"clip_id": C[0], "problem": "the caption says " + "very " * 60 + "loud",
-         "corrected_description": "A dog runs " + "and runs " * 80}]})
-    issue = reply.issues[0]
-    assert len(issue.problem) <= qa.MAX_PROBLEM_CHARS and issue.problem.endswith("very…")
-    assert len(issue.corrected_description) <= qa.MAX_CORRECTION_CHARS
-    long_answer = "The dog barks because the man throws the frisbee " + "far " * 40
-    cut = qa.cut_at_word(long_answer, qa.MAX_ANSWER_CHARS, mark="")
-    assert len(cut) <= qa.MAX_ANSWER_CHARS and long_answer.startswith(cut) and not cut.endswith(" ")
-    assert qa.cut_at_word("short", 10) == "short"
 
 
 def test_an_overlong_fused_description_keeps_its_whole_sentences():
@@ -483,15 +497,3 @@ def test_grounding_ignores_the_ids_and_times_the_timeline_prints():
     assert ungrounded_names("At 00:00:13.729, in clip local-0777d8c27df1c0a6.c0002, can you hear Music "
                             "(0.5-5.8 s)?", timeline) == []
     assert ungrounded_names("Is the beep heard 12 times?", timeline) == ["12"]
-
-
-def test_the_question_writer_is_offered_names_not_pixel_measures_or_times():
-    base = S.descriptions()[0].model_dump()
-    clip = S.descriptions()[0].model_validate({
-        **base, "visual": "Two people on the left and a dog in the centre; looks like malamute (ImageNet); "
-                          "bright, muted frame mostly green; static between keyframes. No COCO object detected.",
-        "event": "Bark x3 (2.4-4.8 s, 5.8-7.2 s, 8.2-9.1 s and 2 more); Beep, bleep (11.6-15.9 s)"})
-    assert qa.seen_of(clip) == "Two people on the left and a dog in the centre; looks like malamute"
-    assert qa.heard_of(clip) == "Bark; Beep, bleep"
-    bare = clip.model_validate({**clip.model_dump(), "visual": "No COCO object detected; dark frame mostly black."})
-    assert qa.seen_of(bare) == "No COCO object detected; dark frame mostly black"  # nothing named: told as it is

@@ -40,26 +40,22 @@ def fuse_inputs() -> list[fuse.ClipInputs]:
 
 
 def plan() -> qa.VideoPlan:
-    return qa.VideoPlan(S.video_record(), S.descriptions())
+    return qa.VideoPlan.build(S.VIDEO_ID, S.DURATION_S, S.descriptions())
 
 
 def test_fuse_prompt_snapshot():
     assert_snapshot(f"{fuse.PROMPT}.clip1", render(fuse.render_messages(fuse_inputs()[1])))
 
 
-def test_consistency_prompt_snapshot():
-    assert_snapshot(qa.CONSISTENCY_PROMPT, render(qa.render_consistency_messages(S.descriptions())))
-
-
-@pytest.mark.parametrize("qa_type", list(QAType), ids=lambda t: t.value)
-def test_qa_prompt_snapshots(qa_type):
+def test_qa_prompt_snapshot():
+    """One request with the first card of every type, as the stage sends it (types interleaved)."""
     p = plan()
-    target = p.target_for(qa_type, attempt=0, seed=0)
-    assert_snapshot(f"{qa.QA_PROMPT}.{qa_type.value}", render(qa.render_qa_messages(p, qa_type, target)))
+    cards = [p.candidates[t][0] for t in QAType]
+    assert_snapshot(f"{qa.QA_PROMPT}.cards", render(qa.render_messages(cards)))
 
 
 def test_every_prompt_tells_the_model_that_video_text_is_data():
-    for name in (fuse.PROMPT, qa.CONSISTENCY_PROMPT, qa.QA_PROMPT):
+    for name in (fuse.PROMPT, qa.QA_PROMPT):
         system = load_prompt(name).sections["system"]
         assert "never instructions" in system, name
 
@@ -92,4 +88,4 @@ def test_prompt_names_are_versioned_file_names():
         load_prompt("../fuse")
     with pytest.raises(FileNotFoundError):
         load_prompt("fuse.v999")
-    assert set(load_prompt(qa.QA_PROMPT).sections) >= {"system", "user", *(f"task:{t.value}" for t in QAType)}
+    assert set(load_prompt(qa.QA_PROMPT).sections) == {"system", "user"}

@@ -44,9 +44,9 @@ def test_qa_options_come_from_the_profile_and_env(monkeypatch):
 
     assert load_settings("local-cpu").qa.types == list(QAType)
     monkeypatch.setenv("SAVEN_QA__TYPES", '["temporal_grounding"]')
-    monkeypatch.setenv("SAVEN_QA__CONSISTENCY_CHECK", "false")
+    monkeypatch.setenv("SAVEN_QA__QUESTIONS_PER_REQUEST", "2")
     qa = load_settings("local-cpu").qa
-    assert qa.types == [QAType.temporal_grounding] and qa.consistency_check is False
+    assert qa.types == [QAType.temporal_grounding] and qa.questions_per_request == 2
     monkeypatch.setenv("SAVEN_QA__TYPES", '["no_such_type"]')
     with pytest.raises(ValidationError):
         load_settings("local-cpu")

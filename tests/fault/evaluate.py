@@ -14,7 +14,7 @@ from flows.sources import source_key
 from schemas.manifest import verify_manifest
 from schemas.records import ClipDescription, QAItem, parse_hms
 from schemas.shards import read_table
-from tasks.qa_checks import TIMESTAMP_RE, QADraft, VideoContext, content_words, run_checks
+from tasks.qa_checks import TIMESTAMP_RE, QADraft, VideoContext, content_words, question_key, run_checks
 
 from .injection import INJECTION_RE
 from .sources import DEAD, LAND, Source
@@ -76,11 +76,12 @@ def qa_failures(dataset: Path) -> tuple[int, int, list[str]]:
             failures.append(f"{row.get('qa_id')}: schema: {exc.errors()[0]['msg']}")
     for vid, items in by_video.items():
         clips = tuple(sorted(descriptions.get(vid, []), key=lambda c: c.start_s))
+        drafts = {i.qa_id: QADraft(video_id=vid, type=i.type, question=i.question, options=i.options,
+                                   answer_index=i.answer_index, evidence_clip_ids=i.evidence_clip_ids,
+                                   start_s=i.start_s, end_s=i.end_s) for i in items}
         for item in items:
-            others = tuple(i.question for i in items if i.qa_id != item.qa_id)
-            draft = QADraft(video_id=vid, type=item.type, question=item.question, options=item.options,
-                            answer_index=item.answer_index, evidence_clip_ids=item.evidence_clip_ids,
-                            start_s=item.start_s, end_s=item.end_s)
+            others = tuple(question_key(d) for qa_id, d in drafts.items() if qa_id != item.qa_id)
+            draft = drafts[item.qa_id]
             outcome = run_checks(draft, VideoContext(vid, durations.get(vid, 0.0), clips, others))
             if not outcome.ok:
                 failures.append(f"{item.qa_id}: {'; '.join(f'{n}: {r}' for n, r in outcome.failed)}")

@@ -59,20 +59,17 @@ RUN_TIMEOUT_S = 3 * 3600
 # tokens/s, so prompt tokens are the cost (the reference run, with every reply cached, takes ~2 s per video). The
 # work per video is trimmed, for 200 sources run twice (faulty and reference): most generated videos are one scene
 # (one clip, one fusion request; every fifth has three, see ``sources._scenes``), the QA type is the cross-scene
-# question (so only videos with cuts get QA: one draft each, every check), its prompt shows only the clips it asks
-# about (500 characters of timeline), one keyframe per clip, no consistency pass, four batches of four in flight.
+# question (so only videos with cuts get QA: one draft each, every check), one keyframe per clip, four batches of
+# four in flight.
 # Fusion of every clip stays whole, and every check of the QA that is written still runs. The prompt-injection
 # video gets every QA type in a build of its own. Measured (200 sources): 27.5 and 27.6 min; faulty runs 20.8 and
 # 20.1 min, then the reference, ~4.9 min, beside the injection build, 5.8 and 6.4 min (README: the history).
-WORKLOAD = {"SAVEN_QA__TYPES": '["cross_scene_transition"]', "SAVEN_QA__CONSISTENCY_CHECK": "false",
-            "SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_QA__TIMELINE_CHARS": "500",
+WORKLOAD = {"SAVEN_QA__TYPES": '["cross_scene_transition"]', "SAVEN_QA__ATTEMPTS_PER_TYPE": "1",
             "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1", "SAVEN_RAY__BATCHES_IN_FLIGHT": "4"}
 # The injection build: one draft of every QA type the video allows, all at once, every draft judged
 # (``evaluate.injection_outcome``). It is bound by reply latency: Qwen2.5-0.5B in fp32 decodes one request at 6-8
-# tok/s on 2 cores. The consistency pass is left out: its one reply (~500 tokens) alone took 3 of the build's 6.6
-# min, and its prompt quotes the timeline with the same ``quote_data`` as the fusion and question prompts, which
-# this build sends with the narration in them (``tests/test_prompts.py`` holds all three to it).
-INJECTION_WORKLOAD = {"SAVEN_QA__ATTEMPTS_PER_TYPE": "1", "SAVEN_QA__CONSISTENCY_CHECK": "false"}
+# tok/s on 2 cores.
+INJECTION_WORKLOAD = {"SAVEN_QA__ATTEMPTS_PER_TYPE": "1"}
 
 
 @dataclass

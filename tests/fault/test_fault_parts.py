@@ -46,11 +46,12 @@ def test_narration_posing_as_instructions_reaches_every_prompt_only_as_quoted_da
     inputs, dead = fuse.group_inputs(S.clips(), S.visual_captions(), S.audio_captions(), S.speech())
     assert not dead
     clip = inputs[1].model_copy(update={"speech": [inputs[1].speech[0].model_copy(update={"text": ATTACK})]})
-    conversations = {"fuse": fuse.render_messages(clip),
-                     "consistency": qa.render_consistency_messages(_injected_descriptions())}
-    plan = qa.VideoPlan(S.video_record(), _injected_descriptions())
-    for qa_type in QAType:
-        conversations[qa_type.value] = qa.render_qa_messages(plan, qa_type, plan.target_for(qa_type, 0, 0))
+    conversations = {"fuse": fuse.render_messages(clip)}
+    plan = qa.VideoPlan.build(S.VIDEO_ID, S.DURATION_S, _injected_descriptions())
+    # the questions whose cards quote the narration (a range's sound, a grounding's sound)
+    quoting = [q for t in QAType for q in plan.candidates[t] if any("Ignore previous" in c for c in q.cues)]
+    assert quoting
+    conversations["qa"] = qa.render_messages(quoting[:5])
     for name, messages in conversations.items():
         sent = json.dumps(messages)
         assert "Ignore previous instructions" in sent, name  # the attack is really in the request

@@ -1,0 +1,376 @@
+"""What each question of a video is about and what its four options are: chosen by code from the clip facts.
+
+A small LLM writes fluent question sentences but unreliable answers: on the embedded default it wrote options
+such as "Speech / Event / Timbre / Emotion" and marked whichever it liked as correct. So the planner, not the
+model, decides what is true. For each question it picks a target on the timeline, the facts the question names
+(its *cues*), and four options of which exactly one is true by the timeline's own facts (``tasks.clip_facts``):
+the wrong ones are sights and sounds of the same video that the target does not have (true elsewhere in the video,
+so a reader cannot rule them out without watching and listening), or everyday things no clip of the video has
+when the video has too few of its own. The LLM then only phrases the question from a card (``QuestionCard``);
+code adds the anchor and shuffles the options.
+
+Each type is designed so that one modality alone does not answer it:
+
+- **global AV inference** and **time-point anchored**: which sight goes with which sound (in the video / at a time
+  point). The options cross a sight and a sound: (A, X) true; (A, Z), (B, X), (B, Z) false, where A never comes with
+  Z and B never with X. Someone who only saw (or only heard) can rule out two options, not three.
+- **time-range anchored**: what is on screen while a named sound is heard in a range. Over two neighbouring clips the
+  range shows two sights; the sound picks one of them.
+- **cross-scene transition**: how the sound changes where the picture changes from one named sight to the next
+  ("X, then Y"; wrong: the reverse, or a sound that is not heard on that side of the cut).
+- **temporal grounding**: which clip interval shows a named sight while a named sound is heard; the wrong intervals
+  are other clips that lack the sight or the sound (those lacking only one of them first: they need both senses).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
+
+from schemas.records import ClipDescription, QAType, hms, parse_hms
+from tasks.qa_checks import pointing_words
+from tasks.clip_facts import SPARE_SIGHTS, SPARE_SOUNDS, ClipFacts, Fact, facts_of, spare_facts
+
+# Draft questions per type, in a few wordings (one picked per question with a seeded RNG). The model rewrites the
+# draft in its own words; a small model often keeps it nearly as it is, which is still a correct question.
+DRAFTS: dict[QAType, tuple[str, ...]] = {
+    QAType.global_av_inference: (
+        "Which sight and which sound occur together somewhere in this video?",
+        "In this video, which of these is seen at the same time as the sound paired with it?",
+        "Which pairing of something seen and something heard actually happens in the video?",
+    ),
+    QAType.time_point_anchored: (
+        "what is on screen, and what is heard at that moment?",
+        "which sight and which sound occur together at this moment?",
+        "what can be seen and heard at this instant?",
+    ),
+    QAType.time_range_anchored: (
+        "what is on screen while {sound} is heard?",
+        "which of these is shown while {sound} can be heard?",
+        "what do we see during the part where {sound} is heard?",
+    ),
+    QAType.cross_scene_transition: (
+        "When the picture changes from {first} to {second}, how does the sound change?",
+        "As the view cuts from {first} to {second}, what happens to the sound?",
+    ),
+    QAType.temporal_grounding: (
+        "Which time range best captures the moment when {sight} is seen and {sound} is heard?",
+        "When is {sight} visible while {sound} can be heard?",
+    ),
+}
+
+
+def stable_seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def interval_text(start_s: float, end_s: float) -> str:
+    return f"From {hms(start_s)} to {hms(end_s)}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def pair_option(sight: Fact, sound: Fact) -> str:
+    return _cap(f"{sight.phrase}, with {sound.phrase}")
+
+
+def sequence_option(first: Fact, then: Fact) -> str:
+    return _cap(f"{first.phrase}, then {then.phrase}")
+
+
+@dataclass(frozen=True)
+class PlannedQuestion:
+    """One question before it is phrased: its target, cues and options (the correct one first)."""
+
+    type: QAType
+    clip_ids: tuple[str, ...]  # the evidence
+    options: tuple[str, str, str, str]  # options[0] is correct
+    cues: tuple[str, ...] = ()  # phrases the question must name
+    anchor: str = ""  # "At hh:mm:ss.mmm" / "From a to b" / "" (written by code before the question)
+    start_s: float | None = None
+    end_s: float | None = None
+    key: str = ""  # what the target is (a clip, a time, a sound)
+    rank: int = 0  # lower is asked first: designs that need both senses before those one sense can answer
+
+    draft: str = ""  # the question in code's words, for the model to rewrite
+
+    def card(self, n: int) -> dict:
+        """What the LLM reads to phrase this question (quoted as data in the prompt)."""
+        out: dict = {"n": n, "draft": self.draft}
+        if self.cues:
+            out["keep"] = list(self.cues)
+        return out
+
+
+@dataclass
+class VideoPlan:
+    """Every question each type can ask about one video, in a seeded order; ``take`` hands them out in rounds."""
+
+    video_id: str
+    duration_s: float
+    facts: list[ClipFacts]
+    seed: int = 0
+    candidates: dict[QAType, list[PlannedQuestion]] = field(default_factory=dict)
+    _taken: dict[QAType, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, video_id: str, duration_s: float, timeline: Sequence[ClipDescription], seed: int = 0
+              ) -> "VideoPlan":
+        plan = cls(video_id, duration_s, [facts_of(c) for c in sorted(timeline, key=lambda c: c.start_s)], seed)
+        for qa_type, planner in PLANNERS.items():
+            found = [_with_draft(q, plan) for q in _distinct(planner(plan))]
+            random.Random(stable_seed(seed, video_id, qa_type.value)).shuffle(found)
+            plan.candidates[qa_type] = sorted(found, key=lambda q: q.rank)  # stable: seeded order within a rank
+        return plan
+
+    def take(self, qa_type: QAType, n: int) -> list[PlannedQuestion]:
+        start = self._taken.get(qa_type, 0)
+        out = self.candidates.get(qa_type, [])[start:start + n]
+        self._taken[qa_type] = start + len(out)
+        return out
+
+    # -- what the facts allow --------------------------------------------------------------------------------
+
+    def sights(self) -> list[Fact]:
+        return _distinct_facts(s for f in self.facts for s in f.sights)
+
+    def sounds(self) -> list[Fact]:
+        return _distinct_facts(s for f in self.facts for s in f.sounds)
+
+    def spare_sights(self) -> list[Fact]:
+        return [s for s in spare_facts(SPARE_SIGHTS, "spare") if not any(f.shows(s) for f in self.facts)]
+
+    def spare_sounds(self) -> list[Fact]:
+        return [s for s in spare_facts(SPARE_SOUNDS, "spare") if not any(f.sounds_like(s) for f in self.facts)]
+
+    def ever_together(self, sight: Fact, sound: Fact) -> bool:
+        return any(f.shows(sight) and f.sounds_like(sound) for f in self.facts)
+
+    def rng(self, *parts: object) -> random.Random:
+        return random.Random(stable_seed(self.seed, self.video_id, *parts))
+
+
+def _with_draft(q: PlannedQuestion, plan: "VideoPlan") -> PlannedQuestion:
+    wordings = DRAFTS[q.type]
+    wording = wordings[plan.rng("draft", q.type.value, q.key).randrange(len(wordings))]
+    names = {"sound": q.cues[-1] if q.cues else "", "sight": q.cues[0] if q.cues else ""}
+    if q.type == QAType.cross_scene_transition:
+        names = {"first": q.cues[0], "second": q.cues[1]}
+    return replace(q, draft=wording.format(**names))
+
+
+def _distinct_facts(facts: Iterable[Fact]) -> list[Fact]:
+    out: list[Fact] = []
+    for f in facts:
+        if f.keys and all(f.differs_from(o) for o in out):
+            out.append(f)
+    return out
+
+
+def _distinct(questions: list[PlannedQuestion]) -> list[PlannedQuestion]:
+    """Each question once, with four different options, and none whose cues alone point at the answer (a sound
+    cue whose words name the correct sight: the planner's own giveaway, not a model's)."""
+    seen: set[tuple] = set()
+    out = []
+    for q in questions:
+        ident = (q.anchor, q.options[0], q.cues)
+        pointed = q.type != QAType.temporal_grounding and q.cues and pointing_words(" ".join(q.cues), list(q.options), 0)
+        if ident not in seen and len({o.casefold() for o in q.options}) == 4 and not pointed:
+            seen.add(ident)
+            out.append(q)
+    return out
+
+
+def _pick(pool: Sequence[Fact], ok, rng: random.Random, n: int = 1, avoid: Sequence[Fact] = ()) -> list[Fact]:
+    """Up to ``n`` facts of ``pool`` (seeded order) for which ``ok`` holds, that differ from ``avoid`` and each
+    other."""
+    candidates = list(pool)
+    rng.shuffle(candidates)
+    chosen: list[Fact] = []
+    for f in candidates:
+        if ok(f) and all(f.differs_from(o) for o in [*avoid, *chosen]):
+            chosen.append(f)
+            if len(chosen) == n:
+                break
+    return chosen
+
+
+def _own_then_spare(own: Sequence[Fact], spare: Sequence[Fact], ok, rng: random.Random, n: int,
+                    avoid: Sequence[Fact]) -> list[Fact]:
+    """Wrong facts from the video's own first (plausible to anyone who did not watch and listen), then spares."""
+    chosen = _pick(own, ok, rng, n, avoid)
+    if len(chosen) < n:
+        chosen += _pick(spare, ok, rng, n - len(chosen), [*avoid, *chosen])
+    return chosen
+
+
+# -- planners, one per type --------------------------------------------------------------------------------------
+
+
+def _crossed(plan: VideoPlan, sight: Fact, sound: Fact, rng: random.Random, *, never_with) -> tuple[str, ...] | None:
+    """The four crossed options (correct first): (A, X), (A, Z), (B, X), (B, Z)."""
+    wrong_sound = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda z: never_with(sight, z), rng, 1,
+                                  [sound])
+    wrong_sight = _own_then_spare(plan.sights(), plan.spare_sights(),
+                                  lambda b: never_with(b, sound) and (not wrong_sound or never_with(b, wrong_sound[0])),
+                                  rng, 1, [sight])
+    if not wrong_sound or not wrong_sight:
+        return None
+    z, b = wrong_sound[0], wrong_sight[0]
+    return pair_option(sight, sound), pair_option(sight, z), pair_option(b, sound), pair_option(b, z)
+
+
+def _weak(sight: Fact) -> int:
+    """1 for a sight that is only the picture's brightness and colours: asked after objects and on-screen text."""
+    return 1 if sight.kind == "picture" else 0
+
+
+def plan_global(plan: VideoPlan) -> list[PlannedQuestion]:
+    out = []
+    for f in plan.facts:
+        for sight in f.sights[:1]:
+            for sound in f.sounds[:2]:
+                rng = plan.rng("global", f.clip_id, sound.phrase)
+                options = _crossed(plan, sight, sound, rng,
+                                   never_with=lambda a, x: not plan.ever_together(a, x))
+                if options is None:
+                    continue
+                evidence = tuple(g.clip_id for g in plan.facts if g.shows(sight) and g.sounds_like(sound))
+                out.append(PlannedQuestion(QAType.global_av_inference, evidence, options, key=f.clip_id,
+                                           rank=_weak(sight)))
+    return out
+
+
+def _time_point(f: ClipFacts, sound: Fact) -> float | None:
+    """A time inside the clip where ``sound`` is heard (the middle of its longest span there), on the
+    millisecond grid the question prints. A free-text description of the clip's sound (no label times at all)
+    covers the clip; speech without times does not: a moment could fall between its words."""
+    if not sound.spans and sound.kind == "description" and not any(s.spans for s in f.sounds):
+        return parse_hms(hms((f.start_s + f.end_s) / 2))
+    spans = [(max(s, f.start_s), min(e, f.end_s)) for s, e in sound.spans]
+    spans = [(s, e) for s, e in spans if e - s >= 0.5]
+    if not spans:
+        return None
+    s, e = max(spans, key=lambda se: se[1] - se[0])
+    return parse_hms(hms((s + e) / 2))
+
+
+def plan_time_point(plan: VideoPlan) -> list[PlannedQuestion]:
+    out = []
+    for f in plan.facts:
+        for sight in f.sights[:1]:
+            for sound in f.sounds:
+                t = _time_point(f, sound)
+                if t is None:  # speech and free-text sounds have no times: the moment could miss them
+                    continue
+                rng = plan.rng("point", f.clip_id, sound.phrase)
+                options = _crossed(plan, sight, sound, rng,
+                                   never_with=lambda a, x: not (f.shows(a) and f.sounds_like(x)))
+                if options is None:
+                    continue
+                out.append(PlannedQuestion(QAType.time_point_anchored, (f.clip_id,), options,
+                                           anchor=f"At {hms(t)}", start_s=t, key=f"{f.clip_id}@{t}",
+                                           rank=_weak(sight)))
+    return out
+
+
+def plan_time_range(plan: VideoPlan) -> list[PlannedQuestion]:
+    out = []
+    facts = plan.facts
+    for a, b in zip(facts, facts[1:]):
+        if _index(b.clip_id) != _index(a.clip_id) + 1 or not a.main_sight or not b.main_sight:
+            continue
+        # Over two neighbouring clips: the sound heard only in one of them picks its sight out of the two seen.
+        for here, there in ((a, b), (b, a)):
+            sight, other_sight = here.main_sight, there.main_sight
+            if not sight.differs_from(other_sight) or here.shows(other_sight) or there.shows(sight):
+                continue
+            for sound in here.sounds[:2]:
+                if there.sounds_like(sound):
+                    continue
+                rng = plan.rng("range2", here.clip_id, sound.phrase)
+                wrong = _own_then_spare(plan.sights(), plan.spare_sights(),
+                                        lambda s: not a.shows(s) and not b.shows(s), rng, 2, [sight, other_sight])
+                if len(wrong) < 2:
+                    continue
+                options = (_cap(sight.phrase), _cap(other_sight.phrase), *(_cap(w.phrase) for w in wrong))
+                out.append(PlannedQuestion(QAType.time_range_anchored, (a.clip_id, b.clip_id), options,
+                                           cues=(sound.phrase,), anchor=interval_text(a.start_s, b.end_s),
+                                           start_s=a.start_s, end_s=b.end_s, key=f"{here.clip_id}+{sound.phrase}"))
+    for f in facts:  # one clip: what is seen while its sound is heard
+        for sight in f.sights[:1]:
+            for sound in f.sounds[:2]:
+                rng = plan.rng("range1", f.clip_id, sound.phrase)
+                wrong = _own_then_spare(plan.sights(), plan.spare_sights(), lambda s: not f.shows(s), rng, 3,
+                                        [sight])
+                if len(wrong) < 3:
+                    continue
+                options = (_cap(sight.phrase), *(_cap(w.phrase) for w in wrong))
+                # One sense answers it (the range shows one sight): asked after the two-clip questions.
+                out.append(PlannedQuestion(QAType.time_range_anchored, (f.clip_id,), options, cues=(sound.phrase,),
+                                           anchor=interval_text(f.start_s, f.end_s), start_s=f.start_s,
+                                           end_s=f.end_s, key=f"{f.clip_id}+{sound.phrase}", rank=1))
+    return out
+
+
+def _index(clip_id: str) -> int:
+    return int(clip_id.rsplit(".c", 1)[1])
+
+
+def plan_transition(plan: VideoPlan) -> list[PlannedQuestion]:
+    out = []
+    facts = plan.facts
+    for a, b in zip(facts, facts[1:]):
+        if not (a.main_sight and b.main_sight and a.sounds and b.sounds):
+            continue
+        first, second = a.main_sight, b.main_sight
+        if not first.differs_from(second) or b.shows(first) or a.shows(second):
+            continue  # the picture must really change
+        # The same change of picture elsewhere in the video would make the question ambiguous.
+        if any(c.shows(first) and d.shows(second) for c, d in zip(facts, facts[1:]) if c is not a):
+            continue
+        x = next((s for s in a.sounds if not b.sounds_like(s)), None)
+        y = next((s for s in b.sounds if not a.sounds_like(s)), None)
+        if x is None or y is None or not x.differs_from(y):
+            continue  # the sound must really change too
+        rng = plan.rng("transition", a.clip_id)
+        w = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s: not b.sounds_like(s), rng, 1, [x, y])
+        v = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s: not a.sounds_like(s), rng, 1, [x, y, *w])
+        if not w or not v:
+            continue
+        options = (sequence_option(x, y), sequence_option(y, x), sequence_option(x, w[0]), sequence_option(v[0], y))
+        out.append(PlannedQuestion(QAType.cross_scene_transition, (a.clip_id, b.clip_id), options,
+                                   cues=(first.phrase, second.phrase), key=a.clip_id))
+    return out
+
+
+def plan_grounding(plan: VideoPlan) -> list[PlannedQuestion]:
+    out = []
+    for f in plan.facts:
+        for sight in f.sights[:1]:
+            for sound in f.sounds[:2]:
+                others = [g for g in plan.facts if g is not f and not (g.shows(sight) and g.sounds_like(sound))]
+                if len(others) < 3 or any(g is not f and g.shows(sight) and g.sounds_like(sound) for g in plan.facts):
+                    continue  # another clip has both: two options would be right
+                rng = plan.rng("grounding", f.clip_id, sound.phrase)
+                rng.shuffle(others)
+                # Clips with one of the two first: ruling them out takes both senses.
+                others.sort(key=lambda g: 0 if (g.shows(sight) or g.sounds_like(sound)) else 1)
+                options = tuple(interval_text(g.start_s, g.end_s) for g in [f, *others[:3]])
+                out.append(PlannedQuestion(QAType.temporal_grounding, (f.clip_id,), options,  # type: ignore[arg-type]
+                                           cues=(sight.phrase, sound.phrase), start_s=f.start_s, end_s=f.end_s,
+                                           key=f"{f.clip_id}+{sound.phrase}", rank=_weak(sight)))
+    return out
+
+
+PLANNERS = {
+    QAType.global_av_inference: plan_global,
+    QAType.cross_scene_transition: plan_transition,
+    QAType.time_point_anchored: plan_time_point,
+    QAType.time_range_anchored: plan_time_range,
+    QAType.temporal_grounding: plan_grounding,
+}

@@ -1,0 +1,160 @@
+"""Clip facts read from real perception text, and the QA planner: every planned option is true or false by the facts.
+
+The timeline below is written the way the embedded models write it (the object detector's caption clauses, YAMNet
+labels and signal measures with their times, Whisper's transcript), not as hand-made prose.
+"""
+
+from __future__ import annotations
+
+from schemas.records import ClipDescription, QAType, hms
+from tasks.clip_facts import facts_of, keys_of, sights_of, sounds_of
+from tasks.qa_checks import pointing_words
+from tasks.qa_plan import DRAFTS, VideoPlan
+
+V = "local-facts0001"
+CLIPS = [  # (start, end, visual, narration, environment, timbre, event)
+    (0.0, 10.0, "A dog in the centre; looks like malamute (ImageNet); bright, colourful frame mostly green; some "
+                "movement between keyframes.", "", "Outdoor, rural or natural (0.0-9.0 s)", "",
+     "Bark x3 (1.0-3.0 s, 4.0-6.0 s, 7.0-8.0 s)"),
+    (10.0, 20.0, 'Two people on the left and a bicycle in the centre; a face visible; on-screen text reads "CITY '
+                 'RIDE"; dim, colourful frame mostly grey; static between keyframes.', "Welcome to the city ride.",
+     "", "voice, low register, median pitch 110 Hz (10.0-14.0 s)", "Bicycle bell (15.0-17.0 s)"),
+    (20.0, 30.0, "No COCO object detected; dark, black-and-white frame mostly black; static between keyframes.", "",
+     "Silence (20.0-30.0 s)", "", ""),
+    (30.0, 40.0, "A piano in the centre; looks like grand piano (ImageNet); dim, muted frame mostly black; static "
+                 "between keyframes.", "", "Music (30.0-40.0 s)",
+     "Piano (30.0-40.0 s); tonal, harmonically rich, dark, warm sound (30.0-40.0 s)", ""),
+    (40.0, 50.0, 'No COCO object detected; on-screen text reads "00:00:45.000 125 THE END"; bright, muted frame '
+                 'mostly white; static between keyframes.', "", "", "pure tone near 440 Hz (A4) (40.0-50.0 s)",
+     "Sine wave (40.0-50.0 s); Busy signal x2 (41.0-42.0 s, 44.0-45.0 s)"),
+]
+
+
+def timeline() -> list[ClipDescription]:
+    out = []
+    for i, (s, e, visual, narration, env, timbre, event) in enumerate(CLIPS):
+        out.append(ClipDescription(video_id=V, clip_id=f"{V}.c{i:04d}", start_s=s, end_s=e, visual=visual,
+                                   narration=narration, environment=env, timbre=timbre, event=event,
+                                   emotion="calm, gentle (0.0-1.0 s)", fused=f"From {hms(s)} to {hms(e)}: x",
+                                   model="test"))
+    return out
+
+
+def test_sights_are_objects_and_text_never_imagenet_guesses_or_motion():
+    sights = sights_of(CLIPS[1][2])
+    assert [s.phrase for s in sights] == ["two people on the left and a bicycle in the centre",
+                                          'the on-screen text "CITY RIDE"']
+    assert [s.phrase for s in sights_of(CLIPS[0][2])] == ["a dog in the centre"]  # not "malamute"
+    # nothing named: the picture itself, as a last resort
+    assert [s.phrase for s in sights_of(CLIPS[2][2])] == ["a dark, black-and-white picture, mostly black"]
+    # OCR of a test pattern's clock and counter is not text anyone reads; the same words read twice are one sight
+    assert [s.phrase for s in sights_of(CLIPS[4][2])] == ['the on-screen text "THE END"']
+    twice = 'No COCO object detected; on-screen text reads "GENTLEGARDEN". No COCO object detected; on-screen ' \
+            'text reads "GENTLE GARDEN".'
+    assert len(sights_of(twice)) == 1
+
+
+def test_sounds_are_named_as_a_person_would_and_judgements_are_left_out():
+    clips = timeline()
+    assert [s.phrase for s in sounds_of(clips[0])] == ["outdoor ambience", "the sound of a bark"]
+    assert [s.phrase for s in sounds_of(clips[1])][0] == 'a voice saying "Welcome to the city ride"'
+    assert "the sound of a bicycle bell" in [s.phrase for s in sounds_of(clips[1])]
+    assert not any("register" in s.phrase for s in sounds_of(clips[1]))  # the voice's measures are not a sound
+    assert [s.phrase for s in sounds_of(clips[3])] == ["music", "the sound of a piano"]  # no "warm sound", no mood
+    # a measure names a synthetic tone better than the tagger's guesses over the same stretch
+    assert [s.phrase for s in sounds_of(clips[4])] == ["a pure tone near 440 Hz"]
+    assert [s.phrase for s in sounds_of(clips[2])] == ["silence"]
+    bird = clips[0].model_copy(update={"environment": "Bird vocalization, bird call, bird song (1.0-5.0 s); Bird "
+                                                      "(1.0-5.0 s)", "event": ""})
+    assert [s.phrase for s in sounds_of(bird)] == ["bird song"]  # the narrower label of the two
+    beat = clips[0].model_copy(update={"event": "regular beat at 90 bpm (0.0-9.0 s)", "environment": "",
+                                       "timbre": "short sharp clicks pitched near 1500 Hz (0.0-9.0 s)"})
+    assert [s.phrase for s in sounds_of(beat)] == ["a regular beat at 90 bpm"]  # its clicks are the beat
+    mumble = clips[0].model_copy(update={"narration": "unintelligible speech (2.0-3.0 s)"})
+    assert sounds_of(mumble)[0].phrase == "indistinct speech" and sounds_of(mumble)[0].spans == ((2.0, 3.0),)
+
+
+def _pair(option: str) -> tuple[frozenset, frozenset]:
+    sight, sound = option.rsplit(", with ", 1)
+    return keys_of(sight), keys_of(sound)
+
+
+def _together(fact, sight_keys, sound_keys) -> bool:
+    return bool(sight_keys & fact.seen_words) and bool(sound_keys & fact.heard_words)
+
+
+def test_every_planned_option_is_true_or_false_by_the_facts():
+    plan = VideoPlan.build(V, 50.0, timeline())
+    facts = {f.clip_id: f for f in plan.facts}
+    assert all(plan.candidates[t] for t in QAType), {t.value: len(c) for t, c in plan.candidates.items()}
+    for qa_type, questions in plan.candidates.items():
+        for q in questions:
+            correct, wrong = q.options[0], q.options[1:]
+            if qa_type == QAType.global_av_inference:
+                assert any(_together(f, *_pair(correct)) for f in plan.facts)
+                assert all(_together(facts[c], *_pair(correct)) for c in q.clip_ids)
+                assert not any(_together(f, *_pair(w)) for w in wrong for f in plan.facts), q
+            elif qa_type == QAType.time_point_anchored:
+                f = facts[q.clip_ids[0]]
+                assert f.start_s <= q.start_s <= f.end_s and q.end_s is None and q.anchor == f"At {hms(q.start_s)}"
+                assert _together(f, *_pair(correct)) and not any(_together(f, *_pair(w)) for w in wrong)
+                sound = next(s for s in f.sounds if s.keys == _pair(correct)[1])
+                assert any(s <= q.start_s <= e for s, e in sound.spans)  # the sound is heard at that moment
+            elif qa_type == QAType.time_range_anchored:
+                cue = keys_of(q.cues[0])
+                with_cue = [facts[c] for c in q.clip_ids if cue & facts[c].heard_words]
+                assert with_cue and all(keys_of(correct) & f.seen_words for f in with_cue)
+                assert not any(keys_of(w) & f.seen_words for w in wrong for f in with_cue), q
+                assert q.anchor == f"From {hms(q.start_s)} to {hms(q.end_s)}"
+            elif qa_type == QAType.cross_scene_transition:
+                a, b = (facts[c] for c in q.clip_ids)
+                first, then = correct.split(", then ")
+                assert keys_of(first) & a.heard_words and keys_of(then) & b.heard_words
+                assert keys_of(q.cues[0]) & a.seen_words and keys_of(q.cues[1]) & b.seen_words
+                for w in wrong:
+                    x, y = w.split(", then ")
+                    assert not (keys_of(x) & a.heard_words and keys_of(y) & b.heard_words), w
+            else:  # grounding: the target interval has both cues, every other one lacks one of them
+                target = facts[q.clip_ids[0]]
+                assert correct == f"From {hms(target.start_s)} to {hms(target.end_s)}"
+                sight, sound = (keys_of(c) for c in q.cues)
+                assert sight & target.seen_words and sound & target.heard_words
+                others = [f for f in plan.facts if f"From {hms(f.start_s)} to {hms(f.end_s)}" in wrong]
+                assert len(others) == 3 and not any(sight & f.seen_words and sound & f.heard_words for f in others)
+            if q.cues and qa_type != QAType.temporal_grounding:
+                assert pointing_words(" ".join(q.cues), list(q.options), 0) is None
+
+
+def test_drafts_name_their_cues_and_cards_quote_them():
+    plan = VideoPlan.build(V, 50.0, timeline())
+    for questions in plan.candidates.values():
+        for q in questions:
+            assert q.draft.endswith("?") and all(c in q.draft for c in q.cues)
+            names = {"sound": q.cues[-1] if q.cues else "", "sight": q.cues[0] if q.cues else "",
+                     "first": q.cues[0] if q.cues else "", "second": q.cues[-1] if q.cues else ""}
+            assert any(q.draft == w.format(**names) for w in DRAFTS[q.type]), q.draft
+            card = q.card(3)
+            assert card["n"] == 3 and card["draft"] == q.draft and card.get("keep", []) == list(q.cues)
+
+
+def test_the_plan_is_seeded_and_handed_out_without_repeats():
+    first, again = VideoPlan.build(V, 50.0, timeline()), VideoPlan.build(V, 50.0, timeline())
+    assert first.candidates == again.candidates
+    other = VideoPlan.build(V, 50.0, timeline(), seed=7)
+    assert any(first.candidates[t] != other.candidates[t] for t in QAType)
+    taken = first.take(QAType.time_range_anchored, 2) + first.take(QAType.time_range_anchored, 2)
+    assert len(taken) == len(set(taken)) and taken == first.candidates[QAType.time_range_anchored][:len(taken)]
+    # a two-clip range needs both senses: asked before the one-clip ranges that sight alone answers
+    ranks = [len(q.clip_ids) for q in first.candidates[QAType.time_range_anchored]]
+    assert ranks == sorted(ranks, reverse=True)
+
+
+def test_a_video_with_too_little_to_tell_apart_gets_no_question_of_that_type():
+    one = timeline()[:1]
+    plan = VideoPlan.build(V, 10.0, one)
+    assert not plan.candidates[QAType.temporal_grounding]  # four intervals need four clips
+    assert not plan.candidates[QAType.cross_scene_transition]
+    # the options of a one-clip video come from everyday things the clip does not have
+    q = plan.candidates[QAType.global_av_inference][0]
+    assert _together(facts_of(one[0]), *_pair(q.options[0]))
+    assert not any(_together(facts_of(one[0]), *_pair(w)) for w in q.options[1:])
