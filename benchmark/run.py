@@ -127,8 +127,11 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
                       f"hash {bench.manifest.content_hash[:12]})")
         items = select(bench, subset)
         if not items:
-            raise ValueError(f"AVBench has no {subset} items ({bench.manifest.counts}); a small dataset may have no "
-                             f"held-out video at heldout_fraction={config.heldout_fraction}")
+            why = (f"heldout_fraction={config.heldout_fraction} holds out no video" if config.heldout_fraction == 0
+                   else "the held-out split gives AVBench a video with questions whenever two or more videos have "
+                        "any, so the pipeline itself produced too few QA items (see the dataset card's counts and "
+                        "dead_letter.parquet)")
+            raise ValueError(f"AVBench has no {subset} items ({bench.manifest.counts}): {why}")
         setup = ScoringSetup(subset=subset, circular=circular, rotations=4 if circular else 1, seed=seed)
         runs = [score_model(spec, items, context, cache, setup) for spec in models]
         _unique_names(runs)

@@ -24,12 +24,13 @@ console = Console()
 
 
 @models_app.command("install")
-def models_install(qwen: bool = typer.Option(False, help="also the optional Qwen2.5-0.5B model"),
+def models_install(qwen_1_5b: bool = typer.Option(False, "--qwen-1.5b",
+                                                  help="only the optional Qwen2.5-Coder-1.5B model (1.1 GB)"),
                    force: bool = typer.Option(False, help="reinstall even when verified")) -> None:
     """Install (or verify) the embedded models; quick when already done."""
     from infra import model_cache
 
-    names = model_cache.OPTIONAL if qwen else None
+    names = model_cache.OPTIONAL if qwen_1_5b else None
     for name, path in model_cache.install(names, force=force).items():
         console.print(f"[green]ok[/] {name}: {path}")
 

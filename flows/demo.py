@@ -81,11 +81,38 @@ def run_deployment(sources: Path, dataset: Path, env: dict[str, str], cfg: Setti
     return run_id
 
 
-def flow_run_report(api_url: str, run_id: str) -> tuple[str, list[str]]:
+def flow_run_report(api_url: str, run_id: str) -> tuple[str, dict[str, str]]:
+    """The run's final state and its artifacts (key -> markdown)."""
     state = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
     artifacts = httpx.post(f"{api_url}/artifacts/filter", timeout=10,
                            json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
-    return state, [a["key"] for a in artifacts]
+    return state, {a["key"]: a.get("data") or "" for a in artifacts}
+
+
+def artifact_section(markdown: str, title: str) -> str:
+    """One ``## title`` section of the run artifact, without its heading."""
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", markdown, re.MULTILINE | re.DOTALL)
+    return m.group(1).strip() if m else ""
+
+
+def show_qa(dataset: Path) -> None:
+    """One accepted QA item of each type, with its options and the correct one marked. Video text is data: printed
+    without rich markup."""
+    from rich.markup import escape
+
+    from schemas.records import LETTERS, QAItem
+    from schemas.shards import read_records
+
+    items = read_records(dataset, "qa", QAItem)
+    shown: dict[str, QAItem] = {}
+    for item in sorted(items, key=lambda i: i.qa_id):
+        shown.setdefault(item.type.value, item)
+    console.print(f"[bold]QA items[/] ({len(items)} in all), one of each type:")
+    for item in shown.values():
+        console.print(f"  [{item.type.value}] {escape(item.question)}", highlight=False)
+        for k, option in enumerate(item.options):
+            mark = "*" if k == item.answer_index else " "
+            console.print(f"     {mark} {LETTERS[k]}. {escape(option)}", highlight=False)
 
 
 def use_demo_llm(cfg: Settings) -> Settings:
@@ -94,7 +121,7 @@ def use_demo_llm(cfg: Settings) -> Settings:
     model = cfg.demo.llm_model
     if not model or model == cfg.llm.server.model:
         return cfg
-    model_cache.verify(model, deep=False)  # missing: a clear error naming `make models-qwen`
+    model_cache.verify(model, deep=False)  # missing: a clear error naming the make target
     os.environ["SAVEN_LLM__SERVER__MODEL"] = model
     os.environ["SAVEN_LLM__SERVER__SERVED_NAME"] = model
     settings.cache_clear()
@@ -142,15 +169,19 @@ def run_demo(out: Path) -> None:
         console.rule("3. prefect deployment run build-dataset/local")
         run_id = run_deployment(sources, dataset, env, cfg, cfg.demo.questions_per_type)
         state, artifacts = flow_run_report(cfg.prefect.api_url, run_id)
-        console.print(f"flow run {run_id}: {state}; artifacts: {artifacts}")
+        console.print(f"flow run {run_id}: {state}; artifacts: {sorted(artifacts)}")
         if state != "COMPLETED" or "build-dataset-summary" not in artifacts:
-            raise SystemExit(f"flow run {run_id} ended {state} with artifacts {artifacts}")
+            raise SystemExit(f"flow run {run_id} ended {state} with artifacts {sorted(artifacts)}")
+        console.print("[bold]cost per accepted item[/] (from the run artifact):")
+        console.print(artifact_section(artifacts["build-dataset-summary"], "Cost per accepted item"), markup=False,
+                      highlight=False)
         servers.stop_deployment_server(cfg)
         problems = verify_manifest(dataset)
         if problems:
             raise SystemExit("dataset manifest does not verify:\n" + "\n".join(problems))
 
         show_perception(dataset)
+        show_qa(dataset)
 
         console.rule("4. train SAVEn-Vid (smol preset: SmolLM2-135M + LoRA; EfficientNet-Lite3 frame and Whisper-base "
                      "audio features)")

@@ -260,8 +260,9 @@ def start_llm_server(cfg: Settings | None = None) -> RunningServer:
     return start(llm_server_spec(cfg), cfg.paths.run_dir)
 
 
-# The embedded model whose QA text is grounded enough to pass the checks for every type (`make models-qwen`);
-# SmolLM2-135M, the profile's default for speed, mostly writes QA the checks reject.
+# The embedded model whose QA text passes the checks for every type (`make models`), the local-cpu profile's own
+# since 2026-12-03. A profile serving another model (SmolLM2-135M for speed, say) gets it as a side server where a
+# test or the fault run needs grounded QA.
 GROUNDED_QA_MODEL = "qwen2.5-0.5b-instruct"
 
 

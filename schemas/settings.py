@@ -43,8 +43,8 @@ class LLMServer(Section):
     """How ``saven llm-server`` starts the OpenAI-compatible server this profile talks to."""
 
     kind: Literal["vllm-cpu", "vllm-gpu", "external"] = "vllm-cpu"
-    model: str = "smollm2-135m-instruct"  # a model-cache name, or a hub name for vllm-gpu
-    served_name: str = "smollm2-135m-instruct"
+    model: str = "qwen2.5-0.5b-instruct"  # a model-cache name, or a hub name for vllm-gpu
+    served_name: str = "qwen2.5-0.5b-instruct"
     host: str = "127.0.0.1"
     port: int = 8000
     dtype: str = "bfloat16"

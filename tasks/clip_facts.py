@@ -53,6 +53,7 @@ _MEASURES: tuple[tuple[re.Pattern, str], ...] = (
 )
 # Descriptors that judge a sound rather than name it (timbre adjectives, voice register).
 _JUDGEMENTS = re.compile(r"^(tonal|mixed)\b.*\bsound$|^voice, \w+ register\b", re.I)
+_VOICE_RE = re.compile(r"^voice, \w+ register\b", re.I)
 _AXIS_TIMES_RE = re.compile(r"\s*(?:x\d+\s*)?\(((?:\d+(?:\.\d+)?-\d+(?:\.\d+)?\s*s(?:,\s*)?)+)(?:\s*and \d+ more)?\)\s*$")
 _SPAN_RE = re.compile(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)\s*s")
 _UNINTELLIGIBLE = "unintelligible speech"
@@ -198,11 +199,14 @@ def sounds_of(clip: ClipDescription | AudioCaption, *, speech: bool = True) -> l
     sounds, tagger labels."""
     facts: list[Fact] = []
     narration = clip.narration.strip() if speech else ""
+    # Where a voice is heard: the signal measures time it ("voice, low register, ... (20.8-24.2 s)"); the transcript
+    # in the caption has no times of its own.
+    voiced = tuple(span for label, spans in _axis_items(clip.timbre) if _VOICE_RE.match(label) for span in spans)
     if narration.lower().startswith(_UNINTELLIGIBLE):
         spans = tuple((float(a), float(b)) for a, b in _SPAN_RE.findall(narration))
         facts.append(Fact("indistinct speech", keys_of("speech"), spans, "speech"))
     elif narration:
-        facts.append(Fact(_speech_phrase(narration), keys_of(narration) | {"speech"}, (), "speech"))
+        facts.append(Fact(_speech_phrase(narration), keys_of(narration) | {"speech"}, voiced, "speech"))
     measured: list[Fact] = []
     labelled: list[Fact] = []
     free: list[Fact] = []

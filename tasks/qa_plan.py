@@ -62,6 +62,9 @@ DRAFTS: dict[QAType, tuple[str, ...]] = {
 }
 
 
+MIN_POINT_SPAN_S = 1.0  # a time point sits in a stretch of its sound at least this long, inside the clip
+
+
 def stable_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
 
@@ -252,7 +255,7 @@ def _time_point(f: ClipFacts, sound: Fact) -> float | None:
     if not sound.spans and sound.kind == "description" and not any(s.spans for s in f.sounds):
         return parse_hms(hms((f.start_s + f.end_s) / 2))
     spans = [(max(s, f.start_s), min(e, f.end_s)) for s, e in sound.spans]
-    spans = [(s, e) for s, e in spans if e - s >= 0.5]
+    spans = [(s, e) for s, e in spans if e - s >= MIN_POINT_SPAN_S]
     if not spans:
         return None
     s, e = max(spans, key=lambda se: se[1] - se[0])
@@ -333,8 +336,12 @@ def plan_transition(plan: VideoPlan) -> list[PlannedQuestion]:
         # The same change of picture elsewhere in the video would make the question ambiguous.
         if any(c.shows(first) and d.shows(second) for c, d in zip(facts, facts[1:]) if c is not a):
             continue
-        x = next((s for s in a.sounds if not b.sounds_like(s)), None)
-        y = next((s for s in b.sounds if not a.sounds_like(s)), None)
+        # The sounds either side of the cut: the last heard before it, the first heard after it (those with times
+        # first; a sound without times covers its clip).
+        x = next((s for s in sorted(a.sounds, key=lambda s: -max((e for _, e in s.spans), default=a.end_s))
+                  if not b.sounds_like(s)), None)
+        y = next((s for s in sorted(b.sounds, key=lambda s: min((t for t, _ in s.spans), default=b.start_s))
+                  if not a.sounds_like(s)), None)
         if x is None or y is None or not x.differs_from(y):
             continue  # the sound must really change too
         rng = plan.rng("transition", a.clip_id)

@@ -48,8 +48,8 @@ def llm_server():
 
 @pytest.fixture(scope="session")
 def qa_llm_server(llm_server):
-    """A vLLM CPU server of the grounded QA model beside the profile's, when `make models-qwen` installed it
-    (`make test-flow` does); else the profile's server, where QA of every type passing its checks is luck."""
+    """The server of the grounded QA model: the profile's own when it serves it (local-cpu does), else a side
+    server beside the profile's."""
     from flows import servers
     from schemas.settings import settings
 

@@ -13,7 +13,7 @@ from benchmark.build import (BuildConfig, FilterModels, bench_folder, build_avbe
 from benchmark.filters import (AUDIO_ONLY, BLIND, NEAR_DUPLICATE, VISUAL_ONLY, MiniLMSimilarity, TokenOverlap,
                                minilm_dir, near_duplicate_filter)
 from benchmark.score import PredictionCache
-from benchmark.split import heldout_video_ids, is_heldout
+from benchmark.split import HeldOut, heldout_score, heldout_video_ids, is_heldout
 from schemas.records import QAItem, QAType
 from schemas.shards import read_records
 from test_benchmark_support import Failing, KnowsAnswers, clips_of, make_dataset, make_question, video_id
@@ -64,6 +64,48 @@ def test_heldout_split_is_by_video_deterministic_and_sized():
     assert heldout_video_ids(ids, 0.2, salt="other") != held
     with pytest.raises(ValueError):
         is_heldout("yt-1", 1.5)
+
+
+def test_a_small_dataset_always_has_a_heldout_and_a_training_video_with_questions():
+    ids = [f"local-{i:04d}" for i in range(40)]
+    # seven videos the hash splits 7/0 or 0/7 at 0.5 (about one build in 64 for random ids)
+    none_held = [v for v in ids if not is_heldout(v, 0.5)][:7]
+    all_held = [v for v in ids if is_heldout(v, 0.5)][:7]
+    mixed = ids[:7]
+    assert 0 < len(heldout_video_ids(mixed, 0.5)) < 7
+    for group in (none_held, all_held):
+        held = HeldOut.of(group, 0.5)
+        inside = [v for v in group if held(v)]
+        assert 1 <= len(inside) <= 6, (group, inside)
+        assert len(set(group) - set(inside)) >= 1
+        assert HeldOut.of(reversed(group), 0.5) == held  # order-free
+    # the video moved in is the one nearest the cut; where the hash already splits, it alone decides
+    assert [v for v in none_held if HeldOut.of(none_held, 0.5)(v)] == \
+        [min(none_held, key=lambda v: heldout_score(v))]
+    assert [v for v in mixed if HeldOut.of(mixed, 0.5)(v)] == heldout_video_ids(mixed, 0.5)
+    # a video without questions keeps the hash's decision; one video, or a fraction of 0 or 1, is left alone
+    assert HeldOut.of(none_held[:1], 0.5)(none_held[0]) is False
+    assert not any(HeldOut.of(none_held, 0.0)(v) for v in none_held)
+
+
+def test_avbench_and_training_agree_on_the_moved_video(tmp_path, monkeypatch):
+    """Two videos with questions that the hash both keeps for training: AVBench gets one, training the other."""
+    from model.data import load_examples
+    from schemas.settings import settings
+
+    pair = [video_id(0), video_id(1)]
+    fraction = min(heldout_score(v) for v in pair) / 2  # the hash holds out neither
+    ds = make_dataset(tmp_path / "ds", 2)
+    monkeypatch.setenv("SAVEN_BENCHMARK__HELDOUT_FRACTION", str(fraction))
+    settings.cache_clear()
+    try:
+        bench = build_avbench(ds, tmp_path / "bench", BuildConfig(heldout_fraction=fraction,
+                                                                  similarity="token_overlap"))
+        benched = {it.video_id for it in bench.items}
+        trained = {e.video_id for e in load_examples(ds, 2)}
+    finally:
+        settings.cache_clear()
+    assert len(benched) == 1 and len(trained) == 1 and benched | trained == set(pair)
 
 
 def test_items_come_only_from_heldout_videos_and_whole_videos(dataset, tmp_path):

@@ -38,8 +38,8 @@ def test_missing_file_and_missing_model_name_the_make_target(cache_copy):
     (cache_copy / "model.bin").unlink()
     with pytest.raises(ModelCacheError, match=r"missing.*make models"):
         model_cache.verify("whisper-tiny.en")
-    with pytest.raises(ModelCacheError, match=r"not installed.*make models-qwen"):
-        model_cache.verify("qwen2.5-0.5b-instruct")
+    with pytest.raises(ModelCacheError, match=r"not installed.*make models-qwen-1.5b"):
+        model_cache.verify("qwen2.5-1.5b-instruct")
 
 
 def test_smollm2_conversion_loads_with_transformers():

@@ -98,7 +98,8 @@ def test_every_planned_option_is_true_or_false_by_the_facts():
                 f = facts[q.clip_ids[0]]
                 assert f.start_s <= q.start_s <= f.end_s and q.end_s is None and q.anchor == f"At {hms(q.start_s)}"
                 assert _together(f, *_pair(correct)) and not any(_together(f, *_pair(w)) for w in wrong)
-                sound = next(s for s in f.sounds if s.keys == _pair(correct)[1])
+                said = correct.rsplit(", with ", 1)[1]
+                sound = next(s for s in f.sounds if s.phrase.casefold() == said.casefold())
                 assert any(s <= q.start_s <= e for s, e in sound.spans)  # the sound is heard at that moment
             elif qa_type == QAType.time_range_anchored:
                 cue = keys_of(q.cues[0])
@@ -158,3 +159,13 @@ def test_a_video_with_too_little_to_tell_apart_gets_no_question_of_that_type():
     q = plan.candidates[QAType.global_av_inference][0]
     assert _together(facts_of(one[0]), *_pair(q.options[0]))
     assert not any(_together(facts_of(one[0]), *_pair(w)) for w in q.options[1:])
+
+
+def test_speech_is_timed_by_the_voice_measure_and_transitions_use_the_sounds_at_the_cut():
+    clips = timeline()
+    speech = sounds_of(clips[1])[0]
+    assert speech.kind == "speech" and speech.spans == ((10.0, 14.0),)
+    plan = VideoPlan.build(V, 50.0, clips)
+    cut = next(q for q in plan.candidates[QAType.cross_scene_transition] if q.clip_ids == (f"{V}.c0001", f"{V}.c0002"))
+    # the bell (15-17 s) is what is heard last before the cut at 20 s, not the voice (10-14 s)
+    assert cut.options[0] == "The sound of a bicycle bell, then silence"

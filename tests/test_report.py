@@ -68,7 +68,7 @@ def test_cost_per_accepted_item_and_check_pass_rates():
     assert run.check_rows()[0] == {"check": "involves_seen_and_heard", "rejected": 5, "pass_rate": 0.5}
     md = run_markdown(run, Path("out/x"), "local-cpu")
     assert "| qa | 12 | 24000 | 2400 | 100.0 | 4 | 6000 | 600 | 25 |" in md
-    assert "QA: 4 of 10 schema-valid drafts accepted." in md
+    assert "QA: 4 of 10 phrased questions accepted." in md
     assert run.cost_line().startswith("fuse: 8 accepted, 1000 prompt + 100 generated tokens and 5.0 s each")
     empty = RunStats()
     assert "none accepted" in empty.cost_line() and "| fuse | 0 | 0 | 0 | 0.0 | 0 | - | - | - |" in \

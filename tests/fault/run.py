@@ -8,7 +8,7 @@
 3. Reference build: the same sources, uninterrupted, no chaos, with a copy of the faulty build's LLM cache (so the
    same requests get the same replies; a request it must still send is counted).
 4. Injection build: the sample whose narration says "ignore previous instructions..." alone, with every QA type
-   (the faulty build asks only the cross-scene one), on the grounded QA model when `make models-qwen` installed it:
+   (the faulty build asks only the cross-scene one), on the grounded QA model (the profile's own):
    its QA must be valid and about the video, and every request must quote the narration as data.
 5. Figures: good sources landed / expected, bad sources dead-lettered with a reason / expected, duplicate rows, QA
    rows failing the schema or a QA check, and whether both datasets are equal by content; printed, written to

@@ -1,9 +1,9 @@
 """The LLM stage against its speed of light: generated tokens per second of fusion + QA as the pipeline runs them,
 over the same server's plain capacity on the same prompts and output lengths.
 
-1. pipeline: ``tasks.fuse.fuse_clips`` then ``tasks.qa.generate_qa_many`` (consistency pass, every question type,
-   retries, checks) on ``--videos`` copies of the sample timeline under distinct video ids (so each video has its
-   own schemas, as in a real run), through ``LLMClient`` with a fresh cache. Every request it sends is recorded.
+1. pipeline: ``tasks.fuse.fuse_clips`` then ``tasks.qa.generate_qa_many`` (the plan, every question type with the
+   demo's questions per type, rounds, checks) on ``--videos`` copies of the sample timeline under distinct video
+   ids, through ``LLMClient`` with a fresh cache. Every request it sends is recorded.
 2. plain: every recorded request again, all at once, with no response format, ``max_tokens`` = the tokens its
    reply had and ``ignore_eos`` (so each generates exactly as many), through the bare ``openai`` SDK. The first
    message carries a run tag, so none of it is served from the prefix cache the pipeline filled (prefixes shared
@@ -13,7 +13,7 @@ over the same server's plain capacity on the same prompts and output lengths.
 Prometheus ``/metrics`` (deltas over each phase): where request time went, as seconds summed over requests
 (queue, which includes waiting for a grammar to compile; prefill; decode) and the prefix-cache hit rate.
 
-    python tests/perf/bench_llm_sol.py [out/perf/llm_sol.json] [--videos 2] [--base-url URL --model NAME]
+    python tests/perf/bench_llm_sol.py [out/perf/llm_sol.json] [--videos 6] [--base-url URL --model NAME]
 
 It needs a running server (``make llm-server``); ``make perf`` starts the profile's.
 """
@@ -89,6 +89,58 @@ def breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return out
 
 
+class GaugeSampler:
+    """Polls the server's gauges while a phase runs and integrates them: request-seconds spent waiting for a
+    grammar to compile ("deferred"), waiting for capacity, and running. The queue-time histogram lumps the first
+    two together; this tells them apart."""
+
+    GAUGES = {"deferred": ("vllm:num_requests_waiting_by_reason", "deferred"),
+              "capacity": ("vllm:num_requests_waiting_by_reason", "capacity"),
+              "running": ("vllm:num_requests_running", None)}
+
+    def __init__(self, url: str, every_s: float = 0.5):
+        import threading
+
+        self.url, self.every_s = url, every_s
+        self.seconds = {k: 0.0 for k in self.GAUGES}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        out = {k: 0.0 for k in self.GAUGES}
+        for family in text_string_to_metric_families(httpx.get(self.url, timeout=5).text):
+            for sample in family.samples:
+                for key, (name, reason) in self.GAUGES.items():
+                    if sample.name == name and (reason is None or sample.labels.get("reason") == reason):
+                        out[key] += float(sample.value)
+        return out
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.wait(self.every_s):
+            try:
+                values = self._sample()
+            except (httpx.HTTPError, ValueError):
+                continue
+            now = time.perf_counter()
+            for key, value in values.items():
+                self.seconds[key] += value * (now - last)
+            last = now
+
+    def __enter__(self) -> "GaugeSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def rounded(self) -> dict[str, float]:
+        return {f"{k}_request_s": round(v, 1) for k, v in self.seconds.items()}
+
+
 def workload(videos: int) -> tuple[list[fuse.ClipInputs], list]:
     inputs, records = [], []
     for k in range(videos):
@@ -135,7 +187,7 @@ async def run_plain(base_url: str, model: str, sent: list[dict[str, Any]]) -> fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=REPO / "out" / "perf" / "llm_sol.json")
-    parser.add_argument("--videos", type=int, default=2)
+    parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--base-url", default=None)
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
@@ -148,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         client = RecordingClient.from_settings(cfg.llm, cache_path=Path(tmp) / "cache.sqlite", base_url=base_url,
                                                model=model, timeout_s=1800)
         m0 = metrics(url)
-        pipe = asyncio.run(run_pipeline(client, inputs, records, cfg.qa))
+        options = cfg.qa.model_copy(update={"questions_per_type": cfg.demo.questions_per_type})
+        with GaugeSampler(url) as gauges:
+            pipe = asyncio.run(run_pipeline(client, inputs, records, options))
         m1 = metrics(url)
         client.close()
     sent = client.sent
@@ -157,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_wall = asyncio.run(run_plain(base_url, model, sent))
     m2 = metrics(url)
     pipe_rate, plain_rate = gen / pipe["wall_s"], gen / plain_wall
-    pipe_b, plain_b = breakdown(m0, m1), breakdown(m1, m2)
+    pipe_b, plain_b = breakdown(m0, m1) | gauges.rounded(), breakdown(m1, m2)
     ratio = pipe_rate / plain_rate
 
     def share(b: dict[str, float], key: str) -> str:
@@ -166,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
     note = (f"{len(sent)} requests, {prompt} prompt + {gen} generated tokens; request time (summed) pipeline: "
             f"queue {share(pipe_b, 'queue_s')}, prefill {share(pipe_b, 'prefill_s')}, decode "
-            f"{share(pipe_b, 'decode_s')}, prefix hits {pipe_b['prefix_cache_hit_rate']}; plain: queue "
+            f"{share(pipe_b, 'decode_s')}, prefix hits {pipe_b['prefix_cache_hit_rate']}, request-s deferred for a "
+            f"grammar {pipe_b['deferred_request_s']}, waiting for capacity {pipe_b['capacity_request_s']}; plain: queue "
             f"{share(plain_b, 'queue_s')}, prefill {share(plain_b, 'prefill_s')}, decode "
             f"{share(plain_b, 'decode_s')}, prefix hits {plain_b['prefix_cache_hit_rate']}")
     rows = [row(f"LLM fusion + QA generated tok/s vs the server's plain capacity ({model})", pipe_rate,
