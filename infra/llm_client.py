@@ -1,7 +1,9 @@
 """One client for every LLM request of the pipeline: any OpenAI-compatible server (vLLM on CPU or GPU).
 
 What it adds over the ``openai`` SDK:
-- JSON-schema decoding from a pydantic model (``response_format`` json_schema, strict) and validation of the reply;
+- JSON-schema decoding from a pydantic model (``response_format`` json_schema, strict) and validation of the reply
+  (``complete_json``), or a plain-text reply turned into a value by a parser of the caller's (``complete_text``:
+  no grammar, for replies code checks anyway);
 - bounded concurrency (a semaphore) so the server sees enough parallel requests to batch, but never unbounded;
 - retries with exponential backoff (tenacity) on 5xx, 408/409/429, timeouts, connection errors and replies that
   fail validation (those a bounded number of times, each retry with a different seed);
@@ -267,18 +269,51 @@ class LLMClient:
         ``max_invalid_retries`` overrides the client's for this call (a caller with a fallback of its own retries
         less).
         """
+        schema = strict_json_schema(response_model)
+        response_format = {"type": "json_schema",
+                           "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
+
+        def decode(content: str) -> T:
+            return self._validate(content, response_model, validate)
+
+        return await self._complete(messages, response_format, {"schema": schema}, decode, schema_name=schema_name,
+                                    stage=stage, subject=subject, item_id=item_id, max_tokens=max_tokens, seed=seed,
+                                    temperature=temperature, max_invalid_retries=max_invalid_retries)
+
+    async def complete_text(self, messages: list[dict[str, str]], parse: Callable[[str], T], *, reply_name: str,
+                            stage: Stage, subject: str, item_id: str | None = None, max_tokens: int | None = None,
+                            seed: int | None = None, temperature: float | None = None,
+                            max_invalid_retries: int | None = None) -> LLMReply[T]:
+        """The reply to ``messages`` as plain text, turned into a value by ``parse`` (which raises ``ValueError`` for
+        a reply it cannot use: retried like a schema-invalid one, never cached).
+
+        No grammar constrains the decoding: for a reply that code checks anyway (one sentence, numbered lines),
+        a grammar only costs time (on a CPU server each request waits for its grammar to be built before it is
+        scheduled) and tokens (the JSON frame). ``reply_name`` names the format in the cache key and counters."""
+
+        def decode(content: str) -> T:
+            try:
+                return parse(content)
+            except ValueError as exc:
+                raise InvalidReply(f"{exc}; reply: {content[:300]!r}") from exc
+
+        return await self._complete(messages, None, {"text_reply": reply_name}, decode, schema_name=reply_name,
+                                    stage=stage, subject=subject, item_id=item_id, max_tokens=max_tokens, seed=seed,
+                                    temperature=temperature, max_invalid_retries=max_invalid_retries)
+
+    async def _complete(self, messages: list[dict[str, str]], response_format: dict[str, Any] | None,
+                        key_extra: dict[str, Any], decode: Callable[[str], T], *, schema_name: str, stage: Stage,
+                        subject: str, item_id: str | None, max_tokens: int | None, seed: int | None,
+                        temperature: float | None, max_invalid_retries: int | None) -> LLMReply[T]:
         invalid_limit = self.max_invalid_retries if max_invalid_retries is None else \
             min(max_invalid_retries, self.max_retries)
-        schema = strict_json_schema(response_model)
         sampling = self.sampling(max_tokens=max_tokens, seed=seed, temperature=temperature)
-        key = request_key({"model": self.model, "messages": messages, "schema": schema, "sampling": sampling})
+        key = request_key({"model": self.model, "messages": messages, **key_extra, "sampling": sampling})
 
-        cached = self._from_cache(key, response_model, validate, schema_name)
+        cached = self._from_cache(key, decode, schema_name)
         if cached is not None:
             return cached
 
-        response_format = {"type": "json_schema",
-                           "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
         started = time.perf_counter()
         invalid_seen = 0
         attempts = 0
@@ -303,7 +338,7 @@ class LLMClient:
                     try:
                         content, prompt_tokens, completion_tokens = await self._send(
                             messages, response_format, attempt_sampling)
-                        value = self._validate(content, response_model, validate)
+                        value = decode(content)
                     except InvalidReply:
                         invalid_seen += 1
                         self.stats.invalid_replies += 1
@@ -322,13 +357,12 @@ class LLMClient:
                                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
             if stored != content:  # the same request, answered first elsewhere: use that answer, as a rerun will
                 try:
-                    value = self._validate(stored, response_model, validate)
+                    value = decode(stored)
                 except InvalidReply:  # stored under other rules; a rerun asks again (``_from_cache`` drops it)
                     pass
         return LLMReply(value=value, usage=usage)
 
-    def _from_cache(self, key: str, response_model: type[T], validate: Callable[[T], None] | None,
-                    schema_name: str) -> LLMReply[T] | None:
+    def _from_cache(self, key: str, decode: Callable[[str], T], schema_name: str) -> LLMReply[T] | None:
         if self.cache is None:
             return None
         hit = self.cache.get(key)
@@ -336,7 +370,7 @@ class LLMClient:
             return None
         content, prompt_tokens, completion_tokens = hit
         try:
-            value = self._validate(content, response_model, validate)
+            value = decode(content)
         except InvalidReply:
             # Validation rules may have tightened since the reply was cached: ask the server again.
             self.cache.delete(key)
@@ -347,7 +381,7 @@ class LLMClient:
         self.usage.append(usage)
         return LLMReply(value=value, usage=usage)
 
-    async def _send(self, messages: list[dict[str, str]], response_format: dict[str, Any],
+    async def _send(self, messages: list[dict[str, str]], response_format: dict[str, Any] | None,
                     sampling: dict[str, Any]) -> tuple[str, int, int]:
         sdk, semaphore = self._bind_loop()
         if not self.send_seed:
@@ -358,8 +392,8 @@ class LLMClient:
             self.stats.requests_sent += 1
             self.stats.in_flight += 1
             try:
-                completion = await sdk.chat.completions.create(
-                    model=self.model, messages=messages, response_format=response_format, **sampling)
+                fmt = {"response_format": response_format} if response_format is not None else {}
+                completion = await sdk.chat.completions.create(model=self.model, messages=messages, **fmt, **sampling)
             except json.JSONDecodeError as exc:  # the SDK parses the body after the status: a 200 can still be junk
                 raise MalformedResponse(f"the server's reply is not JSON: {exc}") from exc
             finally:

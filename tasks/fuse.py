@@ -12,9 +12,9 @@ import asyncio
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.records import (AudioCaption, Clip, ClipDescription, DeadLetter, SpeechSegment, Stage, VisualCaption,
                              hms, utc_now)
@@ -26,7 +26,7 @@ from tasks.grounding import ungrounded_names, words
 from tasks.prompts import load_prompt, quote_data
 from infra.text_bounds import cut_at_sentence
 
-PROMPT = "fuse.v2"
+PROMPT = "fuse.v3"
 FACTS_MODEL = "clip-facts"  # ClipDescription.model of a description written from the facts, not by the LLM
 INVALID_RETRIES = 1
 MAX_REPLY_TOKENS = 160  # two sentences; the reply is cut at 400 characters anyway
@@ -38,11 +38,18 @@ _TS = r"\d{1,2}:\d{2}:\d{2}(?:\.\d{1,3})?"
 _MODEL_PREFIX_RE = re.compile(rf"^\s*(?:from\s+)?{_TS}\s*(?:to|-|–)\s*{_TS}\s*[:,.-]?\s*", re.IGNORECASE)
 
 
-class FusedReply(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    # Cut to whole sentences rather than rejected: Qwen2.5-0.5B overran 400 characters on clips with much speech.
-    description: Annotated[str, BeforeValidator(lambda t: cut_at_sentence(t, MAX_DESCRIPTION_CHARS)),
-                           StringConstraints(min_length=10, max_length=MAX_DESCRIPTION_CHARS)]
+_WRAPPING_RE = re.compile(r"^\s*(?:```\w*|description\s*:|\{\s*\"description\"\s*:)\s*|\s*(?:```|\})\s*$", re.I)
+
+
+def parse_description(text: str) -> str:
+    """The model's plain-text description: wrapping it may add anyway (a code fence, a "Description:" label, a JSON
+    object, quotes) removed, cut to whole sentences within ``MAX_DESCRIPTION_CHARS`` (Qwen2.5-0.5B overran 400
+    characters on clips with much speech; a cut beats a rejection)."""
+    body = " ".join(_WRAPPING_RE.sub("", text.strip()).split()).strip().strip('"').strip()
+    body = cut_at_sentence(body, MAX_DESCRIPTION_CHARS)
+    if len(body) < 10:
+        raise ValueError("no description in the reply")
+    return body
 
 
 class ClipInputs(BaseModel):
@@ -145,14 +152,15 @@ def fused_text(clip: Clip, body: str) -> str:
     return f"From {hms(clip.start_s)} to {hms(clip.end_s)}: {body}"
 
 
-def _check_reply(inputs: ClipInputs):
-    """The reply's body exists once the prefix is removed, names nothing perception did not report, and says
-    something of what is seen and of what is heard (when the clip has either)."""
+def _reply_parser(inputs: ClipInputs):
+    """The reply parsed (``parse_description``); usable when the body exists once a prefix is removed, names nothing
+    perception did not report, and says something of what is seen and of what is heard (when the clip has either)."""
     known = perception_texts(inputs)
     data = clip_data(inputs)
 
-    def validate(reply: FusedReply) -> None:
-        body = fused_text(inputs.clip, reply.description).split(": ", 1)[1]
+    def parse(text: str) -> str:
+        description = parse_description(text)
+        body = fused_text(inputs.clip, description).split(": ", 1)[1]
         invented = ungrounded_names(body, known)
         if invented:
             raise ValueError(f"names what perception never reported: {invented}")
@@ -160,8 +168,9 @@ def _check_reply(inputs: ClipInputs):
         for side, phrases in (("seen", data["seen"]), ("heard", data["heard"] + [s["text"] for s in data["speech"]])):
             if phrases and not any(keys_of(p) & said for p in phrases):
                 raise ValueError(f"says nothing of what is {side}: {phrases}")
+        return description
 
-    return validate
+    return parse
 
 
 def visual_text(captions: Sequence[VisualCaption]) -> str:
@@ -181,11 +190,11 @@ async def fuse_clip(client: LLMClient, inputs: ClipInputs) -> ClipDescription:
     true sentence is worth more than one with a fluent false one, and no clip is lost to a model's style."""
     clip, audio = inputs.clip, inputs.audio
     try:
-        reply = await client.complete_json(
-            render_messages(inputs), FusedReply, schema_name="fused_clip", stage=Stage.fuse,
-            subject=clip.video_id, item_id=clip.clip_id, validate=_check_reply(inputs),
-            max_invalid_retries=INVALID_RETRIES, max_tokens=MAX_REPLY_TOKENS)
-        body, model = reply.value.description, client.model
+        reply = await client.complete_text(
+            render_messages(inputs), _reply_parser(inputs), reply_name="fused_clip", stage=Stage.fuse,
+            subject=clip.video_id, item_id=clip.clip_id, max_invalid_retries=INVALID_RETRIES,
+            max_tokens=MAX_REPLY_TOKENS)
+        body, model = reply.value, client.model
     except LLMPermanentError as exc:
         if exc.error_class != "InvalidReply":
             raise

@@ -5,10 +5,10 @@
 2. Plan (code, ``tasks.qa_plan``): for each of the five types, every question the timeline's facts allow, each with
    its target, the phrases it must name and four options of which exactly one is true; a seeded order.
 3. Questions (LLM): the cards of the questions still wanted, several per request (``questions_per_request``), and
-   one short reply that phrases each of them (q1..qN). Everything the prompt holds is the cards, so a request
-   costs ~100 prompt tokens per question, and every video's reply schema with N cards is the same schema: the
-   server compiles each grammar once. Code writes the anchors ("At t, ...", "From a to b, ...") and shuffles the
-   options with a seeded RNG.
+   one short reply that phrases each of them in numbered lines. Everything the prompt holds is the cards, so a
+   request costs ~100 prompt tokens per question. The reply is plain text that code parses (``parse_questions``):
+   no grammar to build before the request is scheduled, no JSON frame to generate. Code writes the anchors
+   ("At t, ...", "From a to b, ...") and shuffles the options with a seeded RNG.
 4. Checks (``tasks.qa_checks``): a question that fails one becomes a ``DeadLetter`` (``check:<name>``), the others
    ``QAItem`` with ``checks_passed``. A type short of ``questions_per_type`` accepted questions asks again with the
    next targets of its plan, up to ``attempts_per_type`` rounds.
@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.records import KIND_OF_TYPE, ClipDescription, DeadLetter, QAItem, QAType, Stage, VideoRecord, utc_now
 from schemas.settings import LLM
@@ -39,7 +39,7 @@ from tasks.prompts import load_prompt, quote_data
 from tasks.qa_checks import (LEADING_ANCHOR_RE, CheckOutcome, QADraft, VideoContext, question_key, run_checks)
 from tasks.qa_plan import PlannedQuestion, VideoPlan, stable_seed
 
-QA_PROMPT = "qa.v2"
+QA_PROMPT = "qa.v3"
 ATTEMPT_SEED_STRIDE = 100  # round k asks with seed + k*stride, clear of the client's own retry seeds (+1, +2)
 ATTEMPT_TEMPERATURE_STEP = 0.25  # and warmer: at the same temperature a small model repeats its mistake
 _QUESTION_WORDS = frozenset("what which how why who where when is are does do did can was were".split())
@@ -111,17 +111,32 @@ def anchored_question(anchor: str, question: str) -> str:
     return f"{anchor}, {rest}".rstrip()
 
 
-def reply_model(n: int) -> type[BaseModel]:
-    """{"q1": str, ..., "qn": str}: one schema per card count, the same for every video. Lengths are judged by the
-    checks, not the grammar (a bounded string compiles slowly and a reply over it would be lost whole)."""
-    return create_model(f"Questions{n}", __config__=ConfigDict(extra="forbid"),
-                        **{f"q{i}": (str, ...) for i in range(1, n + 1)})
+_NUMBERED_RE = re.compile(r"^\s*(?:\*\*)?(?:q(?:uestion)?\s*)?(\d{1,2})\s*[.):]\**\s*(.*\S)\s*$", re.IGNORECASE)
+
+
+def parse_questions(n: int):
+    """A parser of the model's reply: exactly the lines "1. ..." to "n. ..." (other lines, such as a heading, are
+    ignored; a number twice or one missing makes the reply unusable). Judging the sentences is the checks' job."""
+
+    def parse(text: str) -> list[str]:
+        found: dict[int, str] = {}
+        for line in text.splitlines():
+            m = _NUMBERED_RE.match(line)
+            if m and 1 <= int(m.group(1)) <= n:
+                if int(m.group(1)) in found:
+                    raise ValueError(f"question {m.group(1)} is written twice")
+                found[int(m.group(1))] = m.group(2)
+        missing = [i for i in range(1, n + 1) if i not in found]
+        if missing:
+            raise ValueError(f"no line for question(s) {missing} of {n}")
+        return [found[i] for i in range(1, n + 1)]
+
+    return parse
 
 
 def render_messages(cards: Sequence[PlannedQuestion]) -> list[dict[str, str]]:
-    fields = ", ".join(f'"q{i}"' for i in range(1, len(cards) + 1))
     return load_prompt(QA_PROMPT).messages(cards_json=quote_data([c.card(i) for i, c in enumerate(cards, 1)]),
-                                           fields=fields)
+                                           count=len(cards))
 
 
 def draft_of(video_id: str, planned: PlannedQuestion, stem: str, *, seed: int) -> QADraft:
@@ -165,16 +180,15 @@ def _interleaved(by_type: dict[QAType, list[PlannedQuestion]]) -> list[PlannedQu
 async def _phrase(client: LLMClient, video_id: str, cards: list[PlannedQuestion], round_no: int,
                   options: QAOptions) -> list[str] | StageError:
     """The model's sentence for each card, in card order; a ``StageError`` when the request failed."""
-    model = reply_model(len(cards))
     try:
-        reply = await client.complete_json(
-            render_messages(cards), model, schema_name=f"qa_questions_{len(cards)}", stage=Stage.qa,
-            subject=video_id, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE,
+        reply = await client.complete_text(
+            render_messages(cards), parse_questions(len(cards)), reply_name=f"qa_questions_{len(cards)}",
+            stage=Stage.qa, subject=video_id, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE,
             temperature=min(1.0, client.temperature + round_no * ATTEMPT_TEMPERATURE_STEP),
             max_tokens=len(cards) * options.tokens_per_question + 16)
     except StageError as exc:
         return exc
-    return [getattr(reply.value, f"q{i}") for i in range(1, len(cards) + 1)]
+    return reply.value
 
 
 async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[ClipDescription],

@@ -117,15 +117,25 @@ def quoted_json(body: dict[str, Any], tag: str) -> Any:
     return json.loads(m.group(1))
 
 
+def request_kind(body: dict[str, Any]) -> str:
+    """What a request asks for, read from its prompt: "fuse" (a <clip_data> block), "qa" (a <cards> block), or the
+    JSON schema's name for a request with a response format."""
+    user = body["messages"][-1]["content"]
+    if "<clip_data>" in user:
+        return "fuse"
+    if "<cards>" in user:
+        return "qa"
+    return schema_name_of(body)
+
+
 def grounded_responder(body: dict[str, Any]) -> Reply:
     """Fusion: "We see <first sight>, and hear <first sound>" from the clip data. QA: each card's draft question,
-    kept as it is (what a careful small model does)."""
-    name, schema = schema_name_of(body), schema_of(body)
-    if name == "fused_clip":
+    kept as it is (what a careful small model does), one numbered line each."""
+    kind = request_kind(body)
+    if kind == "fuse":
         data = quoted_json(body, "clip_data")
         heard = (data["heard"] or [s["text"] for s in data["speech"]] or ["nothing"])[0]
-        return Reply(json.dumps({"description": f"We see {data['seen'][0]}, and hear {heard}."}))
-    if name.startswith("qa_questions_"):
-        cards = quoted_json(body, "cards")
-        return Reply(json.dumps({f"q{c['n']}": c["draft"] for c in cards}))
-    return Reply(json.dumps(instance_of(schema)))
+        return Reply(f"We see {data['seen'][0]}, and hear {heard}.")
+    if kind == "qa":
+        return Reply("\n".join(f"{c['n']}. {c['draft']}" for c in quoted_json(body, "cards")))
+    return Reply(json.dumps(instance_of(schema_of(body))))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import llm_samples as S
-from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply, schema_name_of
+from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply
 from schemas.records import QA_ID_PATTERN, KIND_OF_TYPE, ClipDescription, QAItem, QAType, Stage, hms
 from schemas.settings import LLM
 from tasks import fuse, qa, qa_plan
@@ -329,7 +329,7 @@ def make_faulty():
 
     def responder(body: dict) -> Reply | Fail | Hang:
         user = body["messages"][-1]["content"]
-        if schema_name_of(body) == "fused_clip" and '"clip": "00:00:12.400 to 00:00:24.800"' in user and not hung:
+        if S.request_kind(body) == "fuse" and '"clip": "00:00:12.400 to 00:00:24.800"' in user and not hung:
             hung.append(True)
             return Hang(30)
         return faulty(body)
@@ -342,17 +342,17 @@ def _drafts(body: dict) -> list[str]:
 
 
 def faulty(body: dict) -> Reply | Fail | Hang:
-    name, user = schema_name_of(body), body["messages"][-1]["content"]
-    if name == "fused_clip" and '"clip": "00:00:24.800 to 00:00:37.200"' in user:
+    kind, user = S.request_kind(body), body["messages"][-1]["content"]
+    if kind == "fuse" and '"clip": "00:00:24.800 to 00:00:37.200"' in user:
         return Fail(500)
-    if name == "fused_clip" and '"clip": "00:00:37.200 to 00:00:49.600"' in user:
-        return Reply('{"description": "unterminated')
-    if name.startswith("qa_questions_"):
+    if kind == "fuse" and '"clip": "00:00:37.200 to 00:00:49.600"' in user:
+        return Reply("ok")  # never a description
+    if kind == "qa":
         drafts = _drafts(body)
         if any(d in qa_plan.DRAFTS[QAType.time_point_anchored] for d in drafts):
-            return Reply('{"q1": 42}')
+            return Reply("Here are the questions:")  # no numbered line at all
         if any(d in qa_plan.DRAFTS[QAType.global_av_inference] for d in drafts):
-            return Reply(json.dumps({f"q{i}": "The dog barks in the park." for i in range(1, len(drafts) + 1)}))
+            return Reply("\n".join(f"{i}. The dog barks in the park." for i in range(1, len(drafts) + 1)))
     return S.grounded_responder(body)
 
 
@@ -391,7 +391,7 @@ def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     assert len(fused2.descriptions) == 5 and not fused2.dead_letters
     assert all(d.model == "fake-model" for d in fused2.descriptions)
     assert rerun.stats.cache_hits >= 3  # the three fused clips, at least
-    assert [schema_name_of(b) for b in healthy.requests].count("fused_clip") == 2
+    assert [S.request_kind(b) for b in healthy.requests].count("fuse") == 2
     assert healthy.count == rerun.stats.requests_sent
     assert {i.type for i in result2.items} == set(QAType)
 
@@ -417,16 +417,17 @@ def test_model_prefixes_are_replaced_and_inventions_fall_back_to_the_facts(tmp_p
     asked: list[str] = []
 
     def responder(body):
-        if schema_name_of(body) == "fused_clip":
+        if S.request_kind(body) == "fuse":
             data = S.quoted_json(body, "clip_data")
             asked.append(data["clip"])
             if data["clip"].startswith("00:00:24.800"):  # the piano clip: a model that invents a violin, twice
-                return Reply(json.dumps({"description": "We see a woman with a violin, and hear a violin."}))
+                return Reply("We see a woman with a violin, and hear a violin.")
             if data["clip"].startswith("00:00:37.200"):  # one that only says what is seen, then gets it right
                 if asked.count(data["clip"]) == 1:
-                    return Reply(json.dumps({"description": "We see hands pressing keys."}))
-            return Reply(json.dumps({"description": f"From 00:09:00.000 to 00:10:00.000: We see {data['seen'][0]}, "
-                                                    f"and hear {data['heard'][0]}."}))
+                    return Reply("We see hands pressing keys.")
+            # wrapped as small models wrap: a code fence and a prefix of its own
+            return Reply(f"```\nFrom 00:09:00.000 to 00:10:00.000: We see {data['seen'][0]}, and hear "
+                         f"{data['heard'][0]}.\n```")
         return S.grounded_responder(body)
 
     with FakeOpenAIServer(responder) as server:
@@ -485,9 +486,24 @@ def test_an_overlong_fused_description_keeps_its_whole_sentences():
     from infra.text_bounds import cut_at_sentence
 
     text = "A man walks a dog in the park. " * 15 + "Then rain falls"
-    reply = fuse.FusedReply.model_validate({"description": text})
-    assert len(reply.description) <= fuse.MAX_DESCRIPTION_CHARS and reply.description.endswith("park.")
+    body = fuse.parse_description(text)
+    assert len(body) <= fuse.MAX_DESCRIPTION_CHARS and body.endswith("park.")
     assert cut_at_sentence("One. " + "word " * 100, 60).endswith("…")  # no sentence end in the second half
+    assert fuse.parse_description('{"description": "We see a dog, and hear it bark."}') == \
+        "We see a dog, and hear it bark."
+    with pytest.raises(ValueError):
+        fuse.parse_description("```\n```")
+
+
+def test_numbered_questions_are_parsed_or_the_reply_is_unusable():
+    parse = qa.parse_questions(3)
+    assert parse("Here you go:\n1. What is seen?\n2) What is heard?\n**3.** Which one?") == \
+        ["What is seen?", "What is heard?", "Which one?"]
+    assert parse("Q1: a?\nQ2: b?\nQ3: c?") == ["a?", "b?", "c?"]
+    with pytest.raises(ValueError, match=r"\[3\]"):
+        parse("1. a?\n2. b?")
+    with pytest.raises(ValueError, match="twice"):
+        parse("1. a?\n1. again?\n2. b?\n3. c?")
 
 
 def test_grounding_ignores_the_ids_and_times_the_timeline_prints():

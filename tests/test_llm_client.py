@@ -271,3 +271,38 @@ def test_the_same_request_in_flight_twice_uses_one_reply_the_one_a_rerun_reads(f
     assert first.value.description == second.value.description == "first answer"
     rerun = make_client(fake, cache)
     assert ask(rerun).value.description == "first answer" and rerun.stats.requests_sent == 0
+
+
+def test_a_text_reply_is_parsed_by_code_retried_when_unusable_and_cached_when_used(tmp_path):
+    """``complete_text``: no response format is sent (no grammar for the server to build); the caller's parser
+    decides, an unusable reply is retried with a new seed and never cached, and a rerun is served from the cache."""
+    replies = iter(["no numbers here", "1. What is heard?\n2. What is seen?"])
+
+    def parse(text: str) -> list[str]:
+        lines = [line.split(". ", 1)[1] for line in text.splitlines() if line[:1].isdigit()]
+        if len(lines) != 2:
+            raise ValueError("want two numbered lines")
+        return lines
+
+    with FakeOpenAIServer(lambda body: Reply(next(replies))) as server:
+        client = make_client(server, tmp_path / "cache.sqlite")
+
+        async def main():
+            async with client:
+                return await client.complete_text(USER, parse, reply_name="two_lines", stage=Stage.qa,
+                                                  subject="local-v1")
+
+        reply = asyncio.run(main())
+        assert reply.value == ["What is heard?", "What is seen?"] and reply.usage.attempts == 2
+        assert client.stats.invalid_replies == 1 and server.count == 2
+        assert all("response_format" not in body for body in server.requests)
+        seeds = [body.get("seed") for body in server.requests]
+        assert seeds[0] != seeds[1]
+        again = make_client(server, tmp_path / "cache.sqlite")
+
+        async def rerun():
+            async with again:
+                return await again.complete_text(USER, parse, reply_name="two_lines", stage=Stage.qa,
+                                                 subject="local-v1")
+
+        assert asyncio.run(rerun()).value == reply.value and server.count == 2 and again.stats.cache_hits == 1
