@@ -277,23 +277,27 @@ def _run_async(coro):
 class OpenAIAdapter(ModelAdapter):
     """An OpenAI-compatible chat model reading the video's descriptions (per ``modality``) and the question.
 
-    ``reply="letter"`` constrains the reply to one letter (JSON-schema decoding); ``reply="text"`` lets the model
-    write up to 200 characters, which the scorer's extraction reads. Requests go through ``infra.llm_client``
-    (bounded concurrency, retries, its own request cache under ``context.cache_dir``).
+    ``reply="letter"`` asks for the letter in a short plain-text reply (``max_tokens`` 8, no grammar) that the
+    scorer's ranked extraction reads; ``reply="letter-json"`` constrains it to one letter by JSON-schema decoding
+    (on a 2-core CPU server every such request first waits for its grammar: AVBench's filters send hundreds);
+    ``reply="text"`` lets the model write up to 200 characters. An answer the extraction cannot read is wrong and
+    counted, as with any model. Requests go through ``infra.llm_client`` (bounded concurrency, retries, its own
+    request cache under ``context.cache_dir``).
     """
 
     def __init__(self, context: BenchContext | None = None, *, base_url: str | None = None,
                  model: str | None = None, api_key: str | None = None, modality: Modality = "av",
-                 reply: Literal["letter", "text"] = "letter", max_tokens: int | str = 48,
+                 reply: Literal["letter", "letter-json", "text"] = "letter", max_tokens: int | str | None = None,
                  temperature: float | str = 0.0, seed: int | str = 0, max_context_chars: int | str = 6000,
                  max_concurrency: int | str | None = None, name: str | None = None, client: Any = None):
         super().__init__(context)
         if modality not in SYSTEM_PROMPTS:
             raise ValueError(f"modality must be one of {sorted(SYSTEM_PROMPTS)}, not {modality!r}")
-        if reply not in ("letter", "text"):
-            raise ValueError(f"reply must be 'letter' or 'text', not {reply!r}")
+        if reply not in ("letter", "letter-json", "text"):
+            raise ValueError(f"reply must be 'letter', 'letter-json' or 'text', not {reply!r}")
         self.modality, self.reply = modality, reply
-        self.max_tokens, self.max_context_chars = int(max_tokens), int(max_context_chars)
+        self.max_tokens = int(max_tokens) if max_tokens is not None else (8 if reply == "letter" else 48)
+        self.max_context_chars = int(max_context_chars)
         self._name = name
         self.client = client or self._client(base_url, model, api_key, float(temperature), int(seed),
                                              None if max_concurrency is None else int(max_concurrency))
@@ -338,10 +342,16 @@ class OpenAIAdapter(ModelAdapter):
     async def _answer_all(self, items: list[AVBenchItem]) -> list[str]:
         from infra.errors import StageError
 
-        reply_model = LetterReply if self.reply == "letter" else TextReply
+        reply_model = LetterReply if self.reply == "letter-json" else TextReply
 
         async def one(i: int, item: AVBenchItem) -> str:
             try:
+                if self.reply == "letter":
+                    reply = await self.client.complete_text(
+                        self.messages(item), _answer_text, reply_name="avbench_letter", stage=Stage.benchmark,
+                        subject=item.video_id, item_id=item.item_id, max_tokens=self.max_tokens,
+                        max_invalid_retries=0, accept_cut=True)
+                    return reply.value
                 reply = await self.client.complete_json(
                     self.messages(item), reply_model, schema_name=f"avbench_{self.reply}", stage=Stage.benchmark,
                     subject=item.video_id, item_id=item.item_id, max_tokens=self.max_tokens)
@@ -354,6 +364,13 @@ class OpenAIAdapter(ModelAdapter):
             return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(items))))
         finally:
             await self.client.aclose()
+
+
+def _answer_text(text: str) -> str:
+    """A plain-text answer as it came; the scorer extracts the letter (and counts a reply it cannot read)."""
+    if not text.strip():
+        raise ValueError("an empty answer")
+    return text.strip()
 
 
 @register("blind-llm")

@@ -283,13 +283,15 @@ class LLMClient:
     async def complete_text(self, messages: list[dict[str, str]], parse: Callable[[str], T], *, reply_name: str,
                             stage: Stage, subject: str, item_id: str | None = None, max_tokens: int | None = None,
                             seed: int | None = None, temperature: float | None = None,
-                            max_invalid_retries: int | None = None) -> LLMReply[T]:
+                            max_invalid_retries: int | None = None, accept_cut: bool = False) -> LLMReply[T]:
         """The reply to ``messages`` as plain text, turned into a value by ``parse`` (which raises ``ValueError`` for
         a reply it cannot use: retried like a schema-invalid one, never cached).
 
         No grammar constrains the decoding: for a reply that code checks anyway (one sentence, numbered lines),
         a grammar only costs time (on a CPU server each request waits for its grammar to be built before it is
-        scheduled) and tokens (the JSON frame). ``reply_name`` names the format in the cache key and counters."""
+        scheduled) and tokens (the JSON frame). ``reply_name`` names the format in the cache key and counters.
+        ``accept_cut``: a reply cut at ``max_tokens`` goes to the parser as it is (an answer whose first words are
+        all that matters) instead of counting as invalid."""
 
         def decode(content: str) -> T:
             try:
@@ -299,12 +301,14 @@ class LLMClient:
 
         return await self._complete(messages, None, {"text_reply": reply_name}, decode, schema_name=reply_name,
                                     stage=stage, subject=subject, item_id=item_id, max_tokens=max_tokens, seed=seed,
-                                    temperature=temperature, max_invalid_retries=max_invalid_retries)
+                                    temperature=temperature, max_invalid_retries=max_invalid_retries,
+                                    accept_cut=accept_cut)
 
     async def _complete(self, messages: list[dict[str, str]], response_format: dict[str, Any] | None,
                         key_extra: dict[str, Any], decode: Callable[[str], T], *, schema_name: str, stage: Stage,
                         subject: str, item_id: str | None, max_tokens: int | None, seed: int | None,
-                        temperature: float | None, max_invalid_retries: int | None) -> LLMReply[T]:
+                        temperature: float | None, max_invalid_retries: int | None,
+                        accept_cut: bool = False) -> LLMReply[T]:
         invalid_limit = self.max_invalid_retries if max_invalid_retries is None else \
             min(max_invalid_retries, self.max_retries)
         sampling = self.sampling(max_tokens=max_tokens, seed=seed, temperature=temperature)
@@ -337,7 +341,7 @@ class LLMClient:
                     attempt_sampling = dict(sampling, seed=sampling["seed"] + invalid_seen)
                     try:
                         content, prompt_tokens, completion_tokens = await self._send(
-                            messages, response_format, attempt_sampling)
+                            messages, response_format, attempt_sampling, accept_cut=accept_cut)
                         value = decode(content)
                     except InvalidReply:
                         invalid_seen += 1
@@ -382,7 +386,7 @@ class LLMClient:
         return LLMReply(value=value, usage=usage)
 
     async def _send(self, messages: list[dict[str, str]], response_format: dict[str, Any] | None,
-                    sampling: dict[str, Any]) -> tuple[str, int, int]:
+                    sampling: dict[str, Any], *, accept_cut: bool = False) -> tuple[str, int, int]:
         sdk, semaphore = self._bind_loop()
         if not self.send_seed:
             # The seed still tells requests apart in the cache key; without it the server samples freshly,
@@ -409,7 +413,7 @@ class LLMClient:
             raise InvalidReply("the server returned no choices")
         choice = choices[0]
         content = choice.message.content
-        if choice.finish_reason == "length":
+        if choice.finish_reason == "length" and not accept_cut:
             raise InvalidReply(f"reply cut at max_tokens={sampling['max_tokens']}: {str(content)[:200]!r}")
         if not content:
             raise InvalidReply("the reply has no content")

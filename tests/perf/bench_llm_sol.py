@@ -57,8 +57,8 @@ class RecordingClient(LLMClient):
         super().__init__(**kw)
         self.sent: list[dict[str, Any]] = []
 
-    async def _send(self, messages, response_format, sampling):
-        content, prompt_tokens, completion_tokens = await super()._send(messages, response_format, sampling)
+    async def _send(self, messages, response_format, sampling, **kw):
+        content, prompt_tokens, completion_tokens = await super()._send(messages, response_format, sampling, **kw)
         self.sent.append({"messages": messages, "prompt_tokens": prompt_tokens,
                           "completion_tokens": completion_tokens, "sampling": dict(sampling)})
         return content, prompt_tokens, completion_tokens
