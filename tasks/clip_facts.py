@@ -281,6 +281,10 @@ class ClipFacts:
         """``sound`` may be heard in this clip (its keys meet what the audio stages reported)."""
         return bool(sound.keys & self.heard_words)
 
+    def has(self, sight: Fact, sound: Fact) -> bool:
+        """This clip's own facts include ``sight`` and ``sound`` (the same phrases, not just shared words)."""
+        return any(s.phrase == sight.phrase for s in self.sights) and any(s.phrase == sound.phrase for s in self.sounds)
+
     def signature(self) -> tuple[frozenset[str], frozenset[str]]:
         """What tells this clip apart for a question: its main sight's and main sound's keys."""
         return (self.main_sight.keys if self.main_sight else frozenset(),

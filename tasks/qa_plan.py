@@ -242,7 +242,9 @@ def plan_global(plan: VideoPlan) -> list[PlannedQuestion]:
                                    never_with=lambda a, x: not plan.ever_together(a, x))
                 if options is None:
                     continue
-                evidence = tuple(g.clip_id for g in plan.facts if g.shows(sight) and g.sounds_like(sound))
+                # Evidence: the clips that have this very sight and sound (not just a word of them: "a pure tone near
+                # 698 Hz" is not the 2976 Hz tone of another clip).
+                evidence = tuple(g.clip_id for g in plan.facts if g.has(sight, sound))
                 out.append(PlannedQuestion(QAType.global_av_inference, evidence, options, key=f.clip_id,
                                            rank=_weak(sight)))
     return out

@@ -92,7 +92,11 @@ def test_every_planned_option_is_true_or_false_by_the_facts():
             correct, wrong = q.options[0], q.options[1:]
             if qa_type == QAType.global_av_inference:
                 assert any(_together(f, *_pair(correct)) for f in plan.facts)
-                assert all(_together(facts[c], *_pair(correct)) for c in q.clip_ids)
+                sight, sound = (p.casefold() for p in correct.rsplit(", with ", 1))
+                # evidence: exactly the clips with this very sight and sound
+                assert set(q.clip_ids) == {f.clip_id for f in plan.facts
+                                           if sight in {s.phrase.casefold() for s in f.sights}
+                                           and sound in {s.phrase.casefold() for s in f.sounds}}
                 assert not any(_together(f, *_pair(w)) for w in wrong for f in plan.facts), q
             elif qa_type == QAType.time_point_anchored:
                 f = facts[q.clip_ids[0]]
