@@ -88,10 +88,11 @@ fault: setup  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs,
 demo: setup  ## the main job end to end on the embedded default; prints where its output is
 	$(SAVEN) demo
 
-# Two passes: the vLLM server (which holds a core while it runs) lives only through the second.
-test: setup  ## the test suite (starts and stops its own servers)
+# Two passes: the vLLM server (which holds a core while it runs) lives only through the second, which includes the
+# whole-flow tests (deployment run, kill -9 and resume, two-node Ray jobs to a folder and to S3, the short fault run).
+test: setup  ## the test suite, flow tests included (starts and stops its own servers)
 	$(PY) -m pytest -m "not llm"
-	$(PY) -m pytest -m "llm and not flow"
+	$(PY) -m pytest -m "llm"
 
 test-flow: setup  ## whole build-dataset runs (deployment run, rerun from cache, kill -9 and resume) and real-LLM QA (~15 min)
 	$(PY) -m pytest -m flow

@@ -2,12 +2,15 @@
 
 Submit (from a machine that reaches the cluster's dashboard):
 
-    python deploy/submit_job.py submit --address http://HEAD:8265 --sources sources.yaml --output /mnt/shared/out \
-        --profile gpu-cluster --prefect-api-url http://PREFECT:4200/api [--wait]
+    python deploy/submit_job.py submit --address http://HEAD:8265 --sources sources.yaml \
+        --output s3://my-bucket/saven/run1 --profile gpu-cluster --prefect-api-url http://PREFECT:4200/api [--wait]
 
 The job runs ``python deploy/submit_job.py run ...`` on the cluster, which connects to it (RAY_ADDRESS is set by
 Ray for job drivers) and reports to the Prefect server named by ``PREFECT_API_URL``; the same variable reaches
-every Ray worker through the job's runtime environment.
+every Ray worker through the job's runtime environment. ``--output`` is an object-store URL (or a path every node
+sees): nodes share nothing else. Object-store credentials come from the nodes' instance role, or from the
+submitter's environment: the variables named in ``STORAGE_ENV`` that are set are forwarded in the job's runtime
+environment (never written to a file).
 """
 
 from __future__ import annotations
@@ -32,11 +35,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "AWS_ENDPOINT_URL", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", "SAVEN_PATHS__SCRATCH_DIR")
+
+
 def submit(address: str, *, sources: str, output: str, profile: str, prefect_api_url: str,
            batch_size: int = 4, max_videos: int | None = None, extra_env: dict[str, str] | None = None,
            working_dir: str | None = None, python: str = "python") -> str:
     """Submit the flow as a Ray job; returns the submission id. `python` is the interpreter on the cluster."""
     from ray.job_submission import JobSubmissionClient
+
+    extra_env = {**{k: os.environ[k] for k in STORAGE_ENV if k in os.environ}, **(extra_env or {})}
 
     # Relative: the job runs in the shipped working_dir, or in the image's project folder (deploy/Dockerfile).
     entrypoint = [python, "deploy/submit_job.py", "run", "--sources", sources, "--output", output,

@@ -27,16 +27,23 @@ from flows.sources import read_sources, source_key
 from flows import progress, video_pipeline
 from schemas.manifest import build_manifest
 from schemas.settings import Settings, load_settings
-from schemas.shards import consolidate_dead_letters, write_bytes_atomic
+from schemas.shards import consolidate_dead_letters
+from schemas.store import DatasetStore, is_remote
+from flows import llm_cache as llm_cache_store
+from flows.preflight import preflight
 from tasks.acquire import SourceExpander
 from schemas.settings import QAOptions
 
 FLOW_NAME = "build-dataset"
+# What object-store clients read from the environment (an instance role needs none of it); passed on to the Ray
+# workers of a run this process starts, never written to a file.
+STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "AWS_ENDPOINT_URL", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 def _ray_runtime_env(cfg: Settings) -> dict:
     keep = ("PREFECT_API_URL", "PREFECT_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SAVEN_MODEL_CACHE",
-            "SAVEN_PROFILE", "SAVEN_CONFIG")
+            "SAVEN_PROFILE", "SAVEN_CONFIG", "SAVEN_PATHS__SCRATCH_DIR", *STORAGE_ENV)
     return {"env_vars": {k: os.environ[k] for k in keep if k in os.environ}}
 
 
@@ -65,7 +72,7 @@ def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None) -> 
     """Playlists and channels become one source per video (capped); files and direct media stay as they are."""
     out: list[str] = []
     with SourceExpander(cfg.acquire) as expander:
-        for src in read_sources(Path(sources_file)):
+        for src in read_sources(sources_file):
             try:
                 out += expander.expand(src)
             except Exception:  # noqa: BLE001 — an unexpandable source is tried as is and dead-lettered there
@@ -79,11 +86,14 @@ def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: s
                   qa_options: QAOptions, batch_no: int = 0) -> dict:
     stats = RunStats()  # its own: batches run concurrently; the flow adds them up
     board = progress.BOARDS.get(pool_key)
-    report = video_pipeline.run_batch(batch, Path(dataset_dir), cfg, video_pipeline.POOLS[pool_key],
+    started = time.time()
+    report = video_pipeline.run_batch(batch, dataset_dir, cfg, video_pipeline.POOLS[pool_key],
                                       llm_cache=Path(llm_cache) if llm_cache else None, qa_options=qa_options,
                                       stats=stats,
                                       on_stage=(lambda what: board.stage(batch_no, what)) if board else
                                       (lambda what: None))
+    if llm_cache:  # on an object store: the replies this batch received, as a cache shard beside its commits
+        llm_cache_store.save_since(DatasetStore.of(dataset_dir), Path(llm_cache), started)
     if board:
         board.batch_done(batch_no, len(report.committed), len(report.failed))
     return {"committed": report.committed, "failed": report.failed, "stats": stats}
@@ -91,10 +101,10 @@ def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: s
 
 @task(name="finalize-dataset", cache_policy=NO_CACHE)
 def finalize(dataset_dir: str, cfg: Settings, sources: list[str], stats: RunStats) -> dict:
-    root = Path(dataset_dir)
-    consolidate_dead_letters(root)
-    manifest = build_manifest(root)
-    write_bytes_atomic(root / "README.md", dataset_card(root, manifest, cfg, sources).encode())
+    store = DatasetStore.of(dataset_dir)
+    consolidate_dead_letters(store)
+    manifest = build_manifest(store)
+    store.write_bytes("README.md", dataset_card(store, manifest, cfg, sources).encode())
     return {t: e.rows for t, e in manifest.tables.items()}
 
 
@@ -111,14 +121,16 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     logger = get_run_logger()
     cfg = load_settings(profile)
     video_pipeline.check_backends(cfg)  # a misspelt backend fails here, before any download
-    dataset_dir = Path(output).resolve()
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    cache = llm_cache or str(dataset_dir / "_cache" / "llm.sqlite")
+    store = DatasetStore.of(output)  # a local folder or an object-store prefix (s3://bucket/prefix, gs://...)
+    if store.local:
+        store.make_dirs()
+    dataset_dir = store.uri
+    cache = llm_cache or str(llm_cache_store.cache_path(store, cfg.paths.scratch_dir))
     stats = RunStats()
     qa_options = cfg.qa if questions_per_type is None else cfg.qa.model_copy(
         update={"questions_per_type": questions_per_type})
 
-    all_sources = expand_sources(str(Path(sources).resolve()), cfg, max_videos)
+    all_sources = expand_sources(sources if is_remote(sources) else str(Path(sources).resolve()), cfg, max_videos)
     stats.sources = len(all_sources)
     done = committed(dataset_dir)
     swept = sweep_uncommitted(dataset_dir)
@@ -126,15 +138,20 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
         logger.info("removed the shards of %d video(s) a previous run did not commit: %s", len(swept), swept)
     pending = [s for s in all_sources if source_key(s) not in done]
     stats.skipped_committed = len(all_sources) - len(pending)
-    board = progress.BOARDS[str(dataset_dir)] = progress.ProgressBoard(dataset_dir, len(pending),
-                                                                       stats.skipped_committed)
+    board = progress.BOARDS[dataset_dir] = progress.ProgressBoard(dataset_dir, len(pending), stats.skipped_committed)
     logger.info("%d sources, %d already committed, %d to process", len(all_sources), stats.skipped_committed,
                 len(pending))
 
     started_ray = ensure_ray(cfg) if pending else False
+    if pending:
+        # Every node can write and read the dataset, and the LLM server answers, before anything is downloaded.
+        preflight(dataset_dir, llm_base_url=cfg.llm.resolved_base_url, llm_api_key=cfg.llm.api_key)
+        restored = llm_cache_store.restore(store, Path(cache))
+        if restored:
+            logger.info("LLM cache: %d replies restored from %s", restored, store.url(llm_cache_store.SHARD_DIR))
     # The run's actors are found by key (Prefect task parameters stay plain data); the flow function is pickled
     # by value when served, so shared state must live in an imported module, not in this one's globals.
-    pool_key = str(dataset_dir)
+    pool_key = dataset_dir
     console = Console(stderr=True)
     in_flight: deque = deque()
     try:
@@ -152,7 +169,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
             for n, batch in enumerate(batches, start=1):
                 board.stage(n, "queued")
                 in_flight.append((n, process_batch.with_options(task_run_name=f"batch-{n:04d}-of-{len(batches):04d}")
-                                  .submit(batch, str(dataset_dir), cfg, pool_key, cache, qa_options, n)))
+                                  .submit(batch, dataset_dir, cfg, pool_key, cache, qa_options, n)))
                 if len(in_flight) >= (batches_in_flight or cfg.ray.batches_in_flight):
                     collect_oldest()
             while in_flight:
@@ -167,7 +184,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
         if started_ray:
             ray.shutdown()
 
-    rows = finalize(str(dataset_dir), cfg, all_sources, stats)
+    rows = finalize(dataset_dir, cfg, all_sources, stats)
     stats.wall_s = time.perf_counter() - started
     markdown = run_markdown(stats, dataset_dir, cfg.profile)
     create_markdown_artifact(markdown=markdown, key="build-dataset-summary", description="build-dataset run summary")

@@ -102,7 +102,8 @@ def serve_stop() -> None:
 
 @app.command("build")
 def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="YAML/CSV/JSONL of URLs or paths"),
-          output: Path = typer.Option(Path("out/dataset")), profile: str = typer.Option(None),
+          output: str = typer.Option("out/dataset", help="a folder, or an object-store URL (s3://bucket/prefix)"),
+          profile: str = typer.Option(None),
           max_videos: Optional[int] = None, batch_size: int = 4,
           batches_in_flight: Optional[int] = typer.Option(
               None, help="batches at once (default: the profile's ray.batches_in_flight)"),
@@ -114,10 +115,13 @@ def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="Y
     from flows import progress, servers
     from flows.build_dataset import build_dataset
 
+    from schemas.store import is_remote
+
     cfg = settings()
     os.environ.update(servers.prefect_env(cfg))
-    with progress.Watcher(output.resolve(), progress.metrics_url_of(cfg.llm.resolved_base_url)):
-        build_dataset(sources=str(sources), output=str(output), profile=profile or cfg.profile,
+    where = output if is_remote(output) else Path(output).resolve()
+    with progress.Watcher(where, progress.metrics_url_of(cfg.llm.resolved_base_url)):
+        build_dataset(sources=str(sources), output=str(where), profile=profile or cfg.profile,
                       max_videos=max_videos, batch_size=batch_size, batches_in_flight=batches_in_flight,
                       questions_per_type=questions_per_type, llm_cache=str(llm_cache) if llm_cache else None)
 

@@ -1,7 +1,8 @@
 """Per-video commits: a video's shards first, then its marker. The marker is what makes a video count.
 
-A rerun skips sources whose marker exists, sweeps the shards of videos that never got one (a run killed between
-the two), and rewrites by key, so nothing is written twice.
+A rerun skips sources whose marker exists, sweeps the shards and files of videos that never got one (a run killed
+between the two), and rewrites by key, so nothing is written twice. The dataset is a ``DatasetStore``: a local
+folder or an object-store prefix, where each marker is one atomic PUT written after the video's shards.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pydantic import BaseModel, ConfigDict
 
 from flows.sources import source_key
 from schemas.records import ALL_RECORDS, DeadLetter, Record, UtcDatetime, utc_now
-from schemas.shards import DEAD_LETTER_TABLE, remove_key, shard_keys, write_bytes_atomic, write_dead_letters, write_shard
+from schemas.paths import video_files
+from schemas.shards import DEAD_LETTER_TABLE, remove_key, shard_keys, write_dead_letters, write_shard
+from schemas.store import DatasetLike, DatasetStore
 
 COMMIT_DIR = "_committed"
 # The tables a committed video owns, keyed by its video id.
@@ -31,32 +34,43 @@ class CommitMarker(BaseModel):
     committed_at: UtcDatetime
 
 
+def marker_name(source: str) -> str:
+    return f"{COMMIT_DIR}/{source_key(source)}.json"
+
+
 def marker_path(dataset_dir: Path, source: str) -> Path:
-    return Path(dataset_dir) / COMMIT_DIR / f"{source_key(source)}.json"
+    """The marker's local path (a local dataset only)."""
+    return Path(dataset_dir) / marker_name(source)
 
 
-def committed(dataset_dir: Path) -> dict[str, CommitMarker]:
+def committed(dataset_dir: DatasetLike) -> dict[str, CommitMarker]:
     """Markers by source key."""
-    folder = Path(dataset_dir) / COMMIT_DIR
+    store = DatasetStore.of(dataset_dir)
     out = {}
-    for path in sorted(folder.glob("src-*.json")) if folder.is_dir() else []:
-        marker = CommitMarker.model_validate_json(path.read_text())
+    for name in store.list_files(COMMIT_DIR, prefix="src-", suffix=".json"):
+        marker = CommitMarker.model_validate_json(store.read_bytes(f"{COMMIT_DIR}/{name}"))
         out[marker.source_key] = marker
     return out
 
 
-def sweep_uncommitted(dataset_dir: Path) -> list[str]:
-    """Remove the shards of videos that have no marker; returns their video ids."""
-    done = {m.video_id for m in committed(dataset_dir).values()}
+def sweep_uncommitted(dataset_dir: DatasetLike) -> list[str]:
+    """Remove the shards and files (media, audio, keyframes) of videos that have no marker; returns their ids."""
+    store = DatasetStore.of(dataset_dir)
+    done = {m.video_id for m in committed(store).values()}
     swept = set()
     for table in VIDEO_TABLES:
-        for key in shard_keys(dataset_dir, table) - done:
-            remove_key(dataset_dir, table, key)
+        for key in shard_keys(store, table) - done:
+            remove_key(store, table, key)
             swept.add(key)
+    for video_id in {n.rsplit(".", 1)[0] for n in store.list_files("media")} - done:
+        for rel in video_files(store, video_id):
+            store.delete(rel)
+        store.delete_dir(f"keyframes/{video_id}")
+        swept.add(video_id)
     return sorted(swept)
 
 
-def commit_video(dataset_dir: Path, source: str, video_id: str, tables: Mapping[str, Sequence[Record]],
+def commit_video(dataset_dir: DatasetLike, source: str, video_id: str, tables: Mapping[str, Sequence[Record]],
                  item_failures: Sequence[DeadLetter] = ()) -> CommitMarker:
     """Write every table of one video (empty ones too, so a rewrite replaces), its dead letters, then the marker."""
     unknown = set(tables) - set(VIDEO_TABLES)
@@ -73,16 +87,16 @@ def commit_video(dataset_dir: Path, source: str, video_id: str, tables: Mapping[
     write_dead_letters(dataset_dir, source_key(source), [d.filed_for(source, video_id) for d in failures])
     marker = CommitMarker(source=source, source_key=source_key(source), video_id=video_id, rows=rows,
                           invalid_rows=invalid, committed_at=utc_now())
-    write_bytes_atomic(marker_path(dataset_dir, source), marker.model_dump_json(indent=2).encode())
+    DatasetStore.of(dataset_dir).write_bytes(marker_name(source), marker.model_dump_json(indent=2).encode())
     return marker
 
 
-def record_source_failure(dataset_dir: Path, source: str, dead_letters: Sequence[DeadLetter]) -> None:
+def record_source_failure(dataset_dir: DatasetLike, source: str, dead_letters: Sequence[DeadLetter]) -> None:
     """A source that produced no committed video: its dead letters, keyed by the source (a rerun replaces them)."""
     write_dead_letters(dataset_dir, source_key(source), [d.filed_for(source) for d in dead_letters])
 
 
-def failed_sources(dataset_dir: Path) -> set[str]:
+def failed_sources(dataset_dir: DatasetLike) -> set[str]:
     """Source keys that currently hold dead letters."""
     return {k for k in shard_keys(dataset_dir, DEAD_LETTER_TABLE) if k.startswith("src-")}
 

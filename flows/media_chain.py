@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from infra.errors import StageError, dead_letter_from_exception
-from schemas.handoff import AudioResult, ProbeResult, SegmentResult
-from schemas.paths import audio_path, keyframe_dir
+from flows.sources import source_key
+from infra.errors import StageError, TransientError, dead_letter_from_exception
+from schemas.handoff import AudioResult, ProbeResult, SegmentResult, VideoMedia
+from schemas.paths import audio_path, audio_name, keyframe_dir, keyframe_name
+from schemas.store import DatasetStore
 from schemas.records import Clip, DeadLetter, Stage, VideoRecord
 from schemas.settings import Settings, settings as default_settings
 from tasks.acquire import Acquired, acquire
@@ -102,3 +105,68 @@ def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, 
     return MediaResult(video=record, clips=seg.clips, audio=audio, probe=facts, cuts_s=seg.cuts_s,
                        keyframe_dir=seg.keyframe_dir, seconds=seconds,
                        decode_passes={"video": seg.decode_passes, "audio": audio.decode_passes})
+
+
+# -- on a node of a run: scratch in, dataset and object store out -----------------------------------------------
+
+
+def node_id() -> str:
+    """This process's Ray node (a short id), or "local" outside Ray."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()[:12]
+    except Exception:  # noqa: BLE001 — no Ray, no node
+        pass
+    return "local"
+
+
+def scratch_root(cfg: Settings, store: DatasetStore) -> Path:
+    """This node's scratch folder. A local dataset without a configured scratch folder is its own scratch: the media
+    chain writes into it directly, as it always did (one file system, no copy)."""
+    if cfg.paths.scratch_dir is None and store.local:
+        return store.local_path()
+    base = Path(cfg.paths.scratch_dir) if cfg.paths.scratch_dir else Path(tempfile.gettempdir()) / "saven-scratch"
+    return base / f"node-{node_id()}"
+
+
+def publish_video_files(work: Path, store: DatasetStore, result: MediaResult) -> None:
+    """The video's files from the scratch folder into the dataset (moved locally; uploaded to an object store):
+    the media file, its 16 kHz audio, its keyframes. Each is one atomic write; the commit marker comes later."""
+    vid = result.video.video_id
+    store.put_file(work / result.video.media_path, result.video.media_path, move=True)
+    store.put_file(audio_path(work, vid), audio_name(vid), move=True)
+    for clip in result.clips:
+        for k in range(len(clip.keyframe_times)):
+            local = work / keyframe_name(vid, clip.clip_id, k)
+            if local.is_file():
+                store.put_file(local, keyframe_name(vid, clip.clip_id, k), move=True)
+
+
+def media_task(source: str, dataset: str, cfg: Settings) -> tuple[MediaResult | DeadLetter, VideoMedia | None]:
+    """The media chain of one source as a run places it on a node: work in this node's scratch folder, put the
+    video's files into the dataset, and hand the perception stages its audio and keyframes in memory (Ray keeps
+    the second return value in its object store: a perception actor on another node reads it from there, never
+    from this node's disk). The scratch folder of the video is gone when this returns."""
+    store = DatasetStore.of(dataset)
+    root = scratch_root(cfg, store)
+    in_place = store.local and root == store.local_path()
+    work = root if in_place else root / f"work-{source_key(source)}"
+    try:
+        result = process_source(source, work, cfg)
+        if isinstance(result, DeadLetter):
+            return result, None
+        vid = result.video.video_id
+        media = VideoMedia.from_folder(work, vid, result.clips, in_memory=not in_place)
+        if not in_place:
+            try:
+                publish_video_files(work, store, result)
+            except Exception as exc:  # noqa: BLE001 — storage trouble: the next run retries the source
+                error = TransientError(Stage.write, vid, f"could not put the video's files into {store.uri}: "
+                                                         f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+                return dead_letter_from_exception(error, Stage.write, vid, source=source), None
+        return result, media
+    finally:
+        if not in_place:
+            shutil.rmtree(work, ignore_errors=True)

@@ -11,7 +11,9 @@ Names in the board are run data (source counts, batch numbers, stage names), nev
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 import os
 import threading
 import time
@@ -24,11 +26,20 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from schemas.store import is_remote
+
 PROGRESS_FILE = "_progress.json"
 REFRESH_S = 2.0
 
 
-def progress_path(dataset_dir: Path) -> Path:
+def progress_path(dataset_dir: Path | str) -> Path:
+    """Where the run's board is, on the machine of the flow (the watcher reads it there): inside a local dataset,
+    or, for an object-store dataset, in the system temp folder under a name made from its URL."""
+    if is_remote(dataset_dir):
+        digest = hashlib.sha256(str(dataset_dir).rstrip("/").encode()).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir()) / "saven-progress"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{digest}{PROGRESS_FILE}"
     return Path(dataset_dir) / PROGRESS_FILE
 
 

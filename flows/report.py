@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from schemas.manifest import Manifest
 from schemas.records import SCHEMA_VERSION
 from schemas.settings import Settings
+from schemas.shards import visible_shards
+from schemas.store import DatasetLike, DatasetStore
 
 
 class RunStats(BaseModel):
@@ -160,26 +163,33 @@ def escape_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _rows(dataset_dir: Path, manifest: Manifest, table: str) -> int:
+def _rows(dataset_dir: DatasetStore, manifest: Manifest, table: str) -> int:
     entry = manifest.tables.get(table)
     return entry.rows if entry else 0
 
 
-def _distinct(dataset_dir: Path, table: str, column: str) -> str:
-    folder = dataset_dir / table
-    names: set[str] = set()
-    for shard in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        names.update(pq.read_table(shard, columns=[column]).column(column).unique().to_pylist())
+def _column(store: DatasetStore, table: str, column: str) -> list:
+    """One column of every shard of ``table`` (local folder or object store)."""
+    values: list = []
+    for rel in visible_shards(store, table):
+        values += pq.read_table(pa.BufferReader(store.read_bytes(rel)), columns=[column]).column(column).to_pylist()
+    return values
+
+
+def _distinct(store: DatasetStore, table: str, column: str) -> str:
+    names = set(_column(store, table, column))
     return ", ".join(f"`{escape_cell(n)}`" for n in sorted(names)) or "-"
 
 
-def models_table(dataset_dir: Path, cfg: Settings) -> list[list[str]]:
+def models_table(dataset_dir: DatasetLike, cfg: Settings) -> list[list[str]]:
     """Each stage's registered backend, the real model it runs (the backend's ``model_card``), and the model names
     the rows themselves carry (``audio_events.tagger``, ``visual_captions.captioner``)."""
     from tasks.captioners import CAPTIONERS
     from tasks.scene_detectors import DETECTORS
     from tasks.taggers import TAGGERS
     from tasks.transcribers import TRANSCRIBERS
+
+    dataset_dir = DatasetStore.of(dataset_dir)
 
     def card(registry, kind: str, section) -> str:
         described = getattr(registry.get(kind), "model_card", None)
@@ -197,25 +207,24 @@ def models_table(dataset_dir: Path, cfg: Settings) -> list[list[str]]:
     ]
 
 
-def dataset_card(dataset_dir: Path, manifest: Manifest, cfg: Settings, sources: list[str]) -> str:
+def dataset_card(dataset_dir: DatasetLike, manifest: Manifest, cfg: Settings, sources: list[str]) -> str:
     """The README.md written into the dataset folder."""
-    qa_types: Counter = Counter()
-    qa_dir = dataset_dir / "qa"
-    for shard in sorted(qa_dir.glob("qa-*.parquet")) if qa_dir.is_dir() else []:
-        qa_types.update(pq.read_table(shard, columns=["type"]).column("type").to_pylist())
-    dead = dataset_dir / "dead_letter.parquet"
-    dead_by_stage: Counter = Counter(pq.read_table(dead, columns=["stage"]).column("stage").to_pylist()
-                                     if dead.is_file() else [])
+    store = DatasetStore.of(dataset_dir)
+    qa_types: Counter = Counter(_column(store, "qa", "type"))
+    dead = "dead_letter.parquet"
+    dead_by_stage: Counter = Counter(
+        pq.read_table(pa.BufferReader(store.read_bytes(dead)), columns=["stage"]).column("stage").to_pylist()
+        if store.exists(dead) else [])
     tables = sorted(manifest.tables)
     return "\n\n".join([
         "# SAVEn-Vid dataset",
         f"Schema version {SCHEMA_VERSION}; built with profile `{cfg.profile}`.",
         "## Counts",
-        _table(["table", "rows"], [[t, _rows(dataset_dir, manifest, t)] for t in tables]),
+        _table(["table", "rows"], [[t, _rows(store, manifest, t)] for t in tables]),
         _table(["QA type", "items"], [[t, n] for t, n in sorted(qa_types.items())] or [["-", 0]]),
         _table(["dead letters by stage", "count"], [[s, n] for s, n in sorted(dead_by_stage.items())] or [["-", 0]]),
         "## Models",
-        _table(["stage", "backend", "model", "named in the rows"], models_table(dataset_dir, cfg)),
+        _table(["stage", "backend", "model", "named in the rows"], models_table(store, cfg)),
         f"## Sources ({len(sources)})",
         "\n".join(f"- `{s}`" for s in sources[:200]) + ("\n- ..." if len(sources) > 200 else ""),
         "## Files",

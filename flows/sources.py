@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from schemas.store import is_remote
+
 
 class SourcesError(ValueError):
     pass
@@ -39,13 +41,24 @@ def _resolve(value: str, base: Path) -> str:
     return str((base / value).resolve())
 
 
-def read_sources(path: Path) -> list[str]:
-    """Sources in file order, duplicates removed (first kept)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SourcesError(f"sources file not found: {path}")
+def read_sources(path: Path | str) -> list[str]:
+    """Sources in file order, duplicates removed (first kept). ``path`` may be an object-store URL
+    (``s3://bucket/sources.yaml``): on a cluster the flow's node need not hold the list."""
+    if is_remote(path):
+        from schemas.store import DatasetStore
+
+        parent, name = str(path).rsplit("/", 1)
+        try:
+            text = DatasetStore.of(parent).read_text(name)
+        except (OSError, FileNotFoundError) as exc:
+            raise SourcesError(f"sources file not readable: {path}: {exc}") from exc
+        path = Path(name)
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise SourcesError(f"sources file not found: {path}")
+        text = path.read_text()
     suffix = path.suffix.lower()
-    text = path.read_text()
     if suffix in (".yaml", ".yml"):
         doc = yaml.safe_load(text) or []
         items = doc.get("sources") if isinstance(doc, dict) else doc

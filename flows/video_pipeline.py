@@ -5,8 +5,10 @@ acquire -> probe -> audio/segment/keyframes (Ray tasks, one per source)
         -> audio captions (code) -> fusion -> QA (one async LLM client per batch, so the server batches)
         -> shards + commit marker per video.
 
-A video enters perception as soon as its media stage finishes, so decoding and perception overlap. Nothing here
-knows about Prefect: the flow calls ``run_batch`` once per Prefect task.
+A video enters perception as soon as its media stage finishes, so decoding and perception overlap. The media task
+works in its node's scratch folder, puts the video's files into the dataset (a local folder or an object store),
+and hands its audio and keyframes to the perception actors through Ray's object store, never as a path on
+another node's disk. Nothing here knows about Prefect: the flow calls ``run_batch`` once per Prefect task.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Callable
 import ray
 
 from flows.commit import commit_video, record_source_failure
-from flows.media_chain import MediaResult, process_source
+from flows.media_chain import MediaResult, media_task
 from flows.report import RunStats
 from infra.ray_stage import in_ray
 from infra.registry import Registry
 from infra.worker import StageWorker
 from schemas.handoff import ASROutput, AudioEventsOutput, VideoWork, VisualCaptionOutput
+from schemas.store import DatasetLike, DatasetStore
 from schemas.records import DeadLetter, Stage, utc_now
 from schemas.settings import Settings
 from tasks.asr import ASRWorker
@@ -61,8 +64,8 @@ class _RoundRobin:
         self.actors = actors
         self._next = itertools.cycle(actors)
 
-    def submit(self, work: VideoWork):
-        return next(self._next).run.remote(work)
+    def submit(self, work: VideoWork, media_ref):
+        return next(self._next).run.remote(work, media_ref)
 
 
 @dataclass
@@ -117,26 +120,30 @@ class BatchReport:
 
 def _media_task(cfg: Settings):
     # The chain is dominated by the decode, so it takes the segment stage's resources. max_retries covers a worker
-    # process that dies (system failure); bad input is a DeadLetter, not an exception.
-    return in_ray(process_source, cfg.segment.resources, max_retries=2)
+    # process that dies (system failure); bad input is a DeadLetter, not an exception. Two returns: the result
+    # (small, fetched here) and the video's audio and keyframes (left in the object store for the actors).
+    return in_ray(media_task, cfg.segment.resources, max_retries=2, num_returns=2)
 
 
-def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: PerceptionPool, *,
+def run_batch(sources: list[str], dataset_dir: DatasetLike, cfg: Settings, pool: PerceptionPool, *,
               llm_cache: Path | None, qa_options: QAOptions | None, stats: RunStats,
               on_stage: Callable[[str], None] = lambda what: None) -> BatchReport:
     """One batch end to end; ``on_stage`` hears which stage it is in (for the run's progress board)."""
     report = BatchReport()
+    store = DatasetStore.of(dataset_dir)
     n = len(sources)
     on_stage(f"media: 0/{n} videos decoded and cut")
-    dataset = str(dataset_dir)
     media = _media_task(cfg)
-    media_refs = {media.remote(src, dataset, cfg): src for src in sources}
+    media_refs = {}
+    for src in sources:
+        result_ref, media_ref = media.remote(src, store.uri, cfg)
+        media_refs[result_ref] = (src, media_ref)
     perception: dict[str, tuple[str, MediaResult, tuple]] = {}
 
     while media_refs:
         done, _ = ray.wait(list(media_refs), num_returns=1)
         ref = done[0]
-        src = media_refs.pop(ref)
+        src, media_ref = media_refs.pop(ref)
         try:
             outcome = ray.get(ref)
         except Exception as exc:  # noqa: BLE001 — e.g. the worker died more often than max_retries
@@ -144,12 +151,14 @@ def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: Percep
                                  message=str(exc)[:2000] or repr(exc), attempts=3, failed_at=utc_now())
         on_stage(f"media: {n - len(media_refs)}/{n} videos decoded and cut; perception running")
         if isinstance(outcome, DeadLetter):
-            _fail(dataset_dir, src, outcome, stats, report)
+            _fail(store, src, outcome, stats, report)
             continue
         stats.add_seconds(outcome.seconds)
-        work = VideoWork(dataset_dir=dataset, video_id=outcome.video.video_id, clips=outcome.clips)
-        perception[work.video_id] = (src, outcome, (pool.asr.submit(work), pool.audio_events.submit(work),
-                                                    pool.visual.submit(work)))
+        work = VideoWork(video_id=outcome.video.video_id, clips=outcome.clips)
+        perception[work.video_id] = (src, outcome, (pool.asr.submit(work, media_ref),
+                                                    pool.audio_events.submit(work, media_ref),
+                                                    pool.visual.submit(work, media_ref)))
+        del media_ref  # the actors hold it now: the object goes when they are done
 
     ready: list[_Perceived] = []
     for k, (vid, (src, result, refs)) in enumerate(perception.items()):
@@ -157,7 +166,7 @@ def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: Percep
         try:
             asr_out, events_out, visual_out = ray.get(list(refs))
         except Exception as exc:  # noqa: BLE001 — an actor died: the video is retried on the next run
-            _fail(dataset_dir, src, DeadLetter(stage=Stage.flow, source_id=src, video_id=vid,
+            _fail(store, src, DeadLetter(stage=Stage.flow, source_id=src, video_id=vid,
                                                error_class=type(exc).__name__,
                                                message=str(exc)[:2000] or repr(exc), failed_at=utc_now()),
                   stats, report)
@@ -166,17 +175,18 @@ def run_batch(sources: list[str], dataset_dir: Path, cfg: Settings, pool: Percep
                            "visual_caption": visual_out.seconds})
         ready.append(_Perceived(src, result, asr_out, events_out, visual_out))
 
+    perception.clear()
     if ready:
-        _synthesize_and_commit(ready, dataset_dir, cfg, llm_cache=llm_cache, qa_options=qa_options, stats=stats,
+        _synthesize_and_commit(ready, store, cfg, llm_cache=llm_cache, qa_options=qa_options, stats=stats,
                                report=report, on_stage=on_stage)
     return report
 
 
-def _fail(dataset_dir: Path, source: str, dead: DeadLetter, stats: RunStats, report: BatchReport) -> None:
+def _fail(dataset_dir: DatasetStore, source: str, dead: DeadLetter, stats: RunStats, report: BatchReport) -> None:
     _fail_many(dataset_dir, source, [dead], stats, report)
 
 
-def _fail_many(dataset_dir: Path, source: str, dead: list[DeadLetter], stats: RunStats, report: BatchReport) -> None:
+def _fail_many(dataset_dir: DatasetStore, source: str, dead: list[DeadLetter], stats: RunStats, report: BatchReport) -> None:
     record_source_failure(dataset_dir, source, dead)
     stats.videos_failed += 1
     stats.dead_letters_by_stage.update(d.stage.value for d in dead)
@@ -184,7 +194,7 @@ def _fail_many(dataset_dir: Path, source: str, dead: list[DeadLetter], stats: Ru
     log.warning("source failed in %s: %s (%s)", dead[0].stage.value, dead[0].message, source)
 
 
-def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: Path, cfg: Settings, *, llm_cache: Path | None,
+def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: DatasetStore, cfg: Settings, *, llm_cache: Path | None,
                            qa_options: QAOptions | None, stats: RunStats, report: BatchReport,
                            on_stage: Callable[[str], None]) -> None:
     audio_captions = {p.media.video.video_id: caption_video(p.media.clips, p.asr, p.events) for p in ready}

@@ -38,9 +38,10 @@ def decode_audio_array(media_path: Path, source_id: str) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
-def load_audio(path: Path, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
-    """The saved waveform (memory-mapped, float32, 16 kHz mono), optionally the span ``[start_s, end_s)``."""
-    samples = np.load(Path(path), mmap_mode="r", allow_pickle=False)
+def load_audio(path: Path | np.ndarray, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
+    """The saved waveform (memory-mapped, float32, 16 kHz mono), optionally the span ``[start_s, end_s)``; ``path``
+    may be the waveform itself (an array handed over in memory), which is sliced without a copy."""
+    samples = path if isinstance(path, np.ndarray) else np.load(Path(path), mmap_mode="r", allow_pickle=False)
     lo = 0 if start_s is None else max(0, int(round(start_s * SAMPLE_RATE)))
     hi = samples.shape[0] if end_s is None else min(samples.shape[0], int(round(end_s * SAMPLE_RATE)))
     return samples[lo:hi]

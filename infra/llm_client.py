@@ -8,7 +8,8 @@ What it adds over the ``openai`` SDK:
 - retries with exponential backoff (tenacity) on 5xx, 408/409/429, timeouts, connection errors and replies that
   fail validation (those a bounded number of times, each retry with a different seed);
 - an sqlite request cache keyed by a hash of (model, messages, schema, sampling): a rerun or a resumed run never
-  re-sends a request that once got a validated reply (only those are cached);
+  re-sends a request that once got a validated reply, nor one whose replies stayed invalid after every retry (its
+  last reply is kept apart and replayed as the same failure, so a resumed run decides as the first did);
 - counters (requests sent, cache hits, failures, tokens) and per-request usage, so a caller can report throughput
   and a test can assert "zero new requests".
 A request that still fails raises ``LLMTransientError`` / ``LLMPermanentError`` (``infra.errors`` kinds) with the
@@ -38,6 +39,7 @@ from infra.sqlite_store import SqliteStore
 T = TypeVar("T", bound=BaseModel)
 
 CACHE_FILE_NAME = "llm_cache.sqlite"
+FAILED_PREFIX = "failed:"  # cache key of a request's final invalid reply (replayed, never re-sampled)
 TRANSIENT_STATUS = frozenset({408, 409, 429})
 
 
@@ -158,6 +160,22 @@ class RequestCache(SqliteStore):
 
     def delete(self, key: str) -> None:
         self.execute(("DELETE FROM replies WHERE key = ?", (key,)))
+
+    COLUMNS = ("key", "model", "schema_name", "content", "prompt_tokens", "completion_tokens", "created_at")
+
+    def rows_since(self, created_at: float) -> list[tuple]:
+        """Every reply stored at or after ``created_at`` (seconds since the epoch), oldest first."""
+        with self._lock:
+            return self._db.execute(f"SELECT {', '.join(self.COLUMNS)} FROM replies WHERE created_at >= ? "
+                                    "ORDER BY created_at, key", (created_at,)).fetchall()
+
+    def add_rows(self, rows: list[tuple]) -> int:
+        """Replies from elsewhere (a cache shard of an earlier run); a key already here keeps its reply."""
+        with self._lock:
+            before = self._db.total_changes
+            self._db.executemany(f"INSERT OR IGNORE INTO replies VALUES ({', '.join('?' * len(self.COLUMNS))})",
+                                 rows)
+            return self._db.total_changes - before
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -317,10 +335,14 @@ class LLMClient:
         cached = self._from_cache(key, decode, schema_name)
         if cached is not None:
             return cached
+        replayed = self._replay_failure(key, decode, schema_name, stage, subject, item_id)
+        if replayed is not None:
+            return replayed
 
         started = time.perf_counter()
         invalid_seen = 0
         attempts = 0
+        last_content: str | None = None
 
         def stop_on_invalid(retry_state) -> bool:
             return invalid_seen > invalid_limit
@@ -342,6 +364,7 @@ class LLMClient:
                     try:
                         content, prompt_tokens, completion_tokens = await self._send(
                             messages, response_format, attempt_sampling, accept_cut=accept_cut)
+                        last_content = content
                         value = decode(content)
                     except InvalidReply:
                         invalid_seen += 1
@@ -349,6 +372,11 @@ class LLMClient:
                         raise
         except (InvalidReply, MalformedResponse, openai.OpenAIError) as exc:
             self.stats.failures += 1
+            if isinstance(exc, InvalidReply) and self.cache is not None and last_content is not None:
+                # The model's last word on this request: a rerun replays it instead of sampling anew, so a resumed
+                # run rebuilds exactly what the first run decided (a reply the rules now accept is used then).
+                self.cache.put(FAILED_PREFIX + key, model=self.model, schema_name=schema_name, content=last_content,
+                               prompt_tokens=0, completion_tokens=0)
             raise self._as_stage_error(exc, stage, subject, item_id, attempts, schema_name) from exc
 
         usage = RequestUsage(key=key, schema_name=schema_name, prompt_tokens=prompt_tokens,
@@ -365,6 +393,28 @@ class LLMClient:
                 except InvalidReply:  # stored under other rules; a rerun asks again (``_from_cache`` drops it)
                     pass
         return LLMReply(value=value, usage=usage)
+
+    def _replay_failure(self, key: str, decode: Callable[[str], T], schema_name: str, stage: Stage, subject: str,
+                        item_id: str | None) -> LLMReply[T] | None:
+        """Raise the request's recorded final failure again, without sending it. None when there is none; the reply
+        when the recorded one decodes under today's rules (it becomes the cached reply)."""
+        if self.cache is None:
+            return None
+        hit = self.cache.get(FAILED_PREFIX + key)
+        if hit is None:
+            return None
+        try:
+            decode(hit[0])
+        except InvalidReply as exc:
+            self.stats.failures += 1
+            self.stats.cache_hits += 1
+            raise LLMPermanentError(stage, subject, f"LLM request {schema_name!r} failed: invalid reply (the recorded "
+                                    f"reply of an earlier run)", item_id=item_id, detail=str(exc)[:2000],
+                                    error_class="InvalidReply", attempts=1) from exc
+        self.cache.delete(FAILED_PREFIX + key)
+        self.cache.put(key, model=self.model, schema_name=schema_name, content=hit[0], prompt_tokens=hit[1],
+                       completion_tokens=hit[2])
+        return self._from_cache(key, decode, schema_name)
 
     def _from_cache(self, key: str, decode: Callable[[str], T], schema_name: str) -> LLMReply[T] | None:
         if self.cache is None:

@@ -20,7 +20,7 @@ from typing import ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from infra.registry import Registry
-from schemas.handoff import StageOutput, VideoWork
+from schemas.handoff import StageOutput, VideoMedia, VideoWork
 from schemas.records import Stage
 from schemas.settings import Resources
 
@@ -61,7 +61,7 @@ class StageWorker(ABC, Generic[Out]):
         self.backend = self.backends.get(self.cfg.kind)(self.cfg)
 
     @abstractmethod
-    def process(self, work: VideoWork) -> Out:
+    def process(self, work: VideoWork, media: VideoMedia) -> Out:
         """One video's records; failures are dead letters in the output, never exceptions."""
 
     @property
@@ -69,9 +69,13 @@ class StageWorker(ABC, Generic[Out]):
         """What the records name as their producer (e.g. ``faster-whisper:whisper-base``)."""
         return self.backend.name
 
-    def run(self, work: VideoWork) -> Out:
+    def run(self, work: VideoWork, media: VideoMedia | None = None) -> Out:
+        """``media``: the video's audio and keyframes (in a run, resolved by Ray from the media task's object);
+        without it they are read from ``work.dataset_dir``."""
         started = time.perf_counter()
-        out = self.process(work)
+        if media is None:
+            media = VideoMedia.from_folder(work.dataset_dir, work.video_id, work.clips)
+        out = self.process(work, media)
         self._stats.videos += 1
         self._stats.clips += len(work.clips)
         self._stats.seconds += time.perf_counter() - started

@@ -7,8 +7,11 @@ the dataset records in ``schemas.records``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.records import AudioEvent, Clip, DeadLetter, SpeechSegment, VisualCaption
@@ -64,13 +67,47 @@ class SegmentResult(BaseModel):
 
 
 class VideoWork(BaseModel):
-    """One video's clips for a perception worker: what ``StageWorker.run`` takes."""
+    """One video's clips for a perception worker: what ``StageWorker.run`` takes (with the ``VideoMedia``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset_dir: str
     video_id: str
     clips: list[Clip]
+    dataset_dir: str = ""  # a local folder holding the video's audio and keyframes, when no VideoMedia is passed
+
+
+@dataclass
+class VideoMedia:
+    """What the perception stages read of one video: its 16 kHz mono audio and the JPEG bytes of each clip's
+    keyframes (in the order of ``Clip.keyframe_times``; None where a keyframe is missing).
+
+    In a run it travels from the media task to the perception actors through Ray's object store (copied to a node
+    only when a stage there needs it; numpy arrays are read in place), never as a path on another node's disk.
+    ``from_folder`` reads the same from a local folder laid out as ``schemas.paths`` says (tests, benchmarks)."""
+
+    video_id: str
+    audio: np.ndarray | None  # None: the audio stage wrote nothing
+    keyframes: dict[str, list[bytes | None]] = field(default_factory=dict)
+
+    @classmethod
+    def from_folder(cls, folder: Path | str, video_id: str, clips: list[Clip], *, in_memory: bool = False
+                    ) -> "VideoMedia":
+        """``in_memory``: load the audio whole instead of memory-mapping it (the folder is about to go)."""
+        from schemas.paths import audio_path, clip_keyframe_paths
+
+        folder = Path(folder)
+        path = audio_path(folder, video_id)
+        audio = None
+        if path.is_file():
+            audio = np.load(path, mmap_mode=None if in_memory else "r", allow_pickle=False)
+        frames = {c.clip_id: [p.read_bytes() if p.is_file() else None for p in clip_keyframe_paths(folder, c)]
+                  for c in clips}
+        return cls(video_id, audio, frames)
+
+    @property
+    def nbytes(self) -> int:
+        audio = 0 if self.audio is None else int(self.audio.nbytes)
+        return audio + sum(len(b) for frames in self.keyframes.values() for b in frames if b)
 
 
 class StageOutput(BaseModel):

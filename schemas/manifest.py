@@ -1,14 +1,20 @@
-"""``manifest.json``: every shard of a dataset with its row count and checksum, and a check against the files."""
+"""``manifest.json``: every shard of a dataset with its row count and checksum, and a check against the files.
+
+The dataset may be a local folder or an object-store prefix (``schemas.store``); names in the manifest are relative
+to its root either way.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from schemas.records import SCHEMA_VERSION, UtcDatetime, utc_now
-from schemas.shards import TABLE_PATTERN, sha256_file, visible_shards, write_bytes_atomic
+from schemas.shards import TABLE_PATTERN, visible_shards
+from schemas.store import DatasetLike, DatasetStore
 
 MANIFEST_NAME = "manifest.json"
 
@@ -32,48 +38,55 @@ class Manifest(BaseModel):
     files: list[ShardEntry] = Field(default_factory=list)  # root-level Parquet files, e.g. dead_letter.parquet
 
 
-def _entry(dataset_dir: Path, path: Path) -> ShardEntry:
-    return ShardEntry(file=path.relative_to(dataset_dir).as_posix(), rows=pq.read_metadata(path).num_rows,
-                      sha256=sha256_file(path), bytes=path.stat().st_size)
+def _entry(store: DatasetStore, rel: str) -> ShardEntry:
+    data = store.read_bytes(rel)
+    return ShardEntry(file=rel, rows=pq.read_metadata(pa.BufferReader(data)).num_rows,
+                      sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
 
-def _tables(dataset_dir: Path) -> dict[str, list[Path]]:
+def _tables(store: DatasetStore) -> dict[str, list[str]]:
     """Table folders (named like a table) and their finished shards."""
-    return {d.name: visible_shards(dataset_dir, d.name) for d in sorted(dataset_dir.iterdir())
-            if d.is_dir() and TABLE_PATTERN.fullmatch(d.name) and visible_shards(dataset_dir, d.name)}
+    out = {}
+    for name in store.list_dirs():
+        if TABLE_PATTERN.fullmatch(name):
+            shards = visible_shards(store, name)
+            if shards:
+                out[name] = shards
+    return out
 
 
-def _root_files(dataset_dir: Path) -> list[Path]:
-    return sorted(p for p in dataset_dir.glob("*.parquet") if not p.name.startswith("."))
+def _root_files(store: DatasetStore) -> list[str]:
+    return store.list_files("", suffix=".parquet")
 
 
-def build_manifest(dataset_dir: Path) -> Manifest:
+def build_manifest(dataset_dir: DatasetLike) -> Manifest:
     """Describe every finished shard and root Parquet file, and write ``manifest.json`` atomically."""
-    dataset_dir = Path(dataset_dir)
+    store = DatasetStore.of(dataset_dir)
     tables = {}
-    for name, paths in _tables(dataset_dir).items():
-        shards = [_entry(dataset_dir, p) for p in paths]
+    for name, names in _tables(store).items():
+        shards = [_entry(store, rel) for rel in names]
         tables[name] = TableEntry(rows=sum(s.rows for s in shards), shards=shards)
-    manifest = Manifest(tables=tables, files=[_entry(dataset_dir, p) for p in _root_files(dataset_dir)])
-    write_bytes_atomic(dataset_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode() + b"\n")
+    manifest = Manifest(tables=tables, files=[_entry(store, rel) for rel in _root_files(store)])
+    store.write_bytes(MANIFEST_NAME, manifest.model_dump_json(indent=2).encode() + b"\n")
     return manifest
 
 
-def load_manifest(dataset_dir: Path) -> Manifest:
-    return Manifest.model_validate_json((Path(dataset_dir) / MANIFEST_NAME).read_bytes())
+def load_manifest(dataset_dir: DatasetLike) -> Manifest:
+    return Manifest.model_validate_json(DatasetStore.of(dataset_dir).read_bytes(MANIFEST_NAME))
 
 
-def _problems(dataset_dir: Path, entry: ShardEntry) -> list[str]:
-    path = dataset_dir / entry.file
-    if not path.is_file():
+def _problems(store: DatasetStore, entry: ShardEntry) -> list[str]:
+    try:
+        data = store.read_bytes(entry.file)
+    except FileNotFoundError:
         return [f"{entry.file}: missing"]
     problems = []
-    if path.stat().st_size != entry.bytes:
-        problems.append(f"{entry.file}: size {path.stat().st_size} != {entry.bytes} in the manifest")
-    if sha256_file(path) != entry.sha256:
+    if len(data) != entry.bytes:
+        problems.append(f"{entry.file}: size {len(data)} != {entry.bytes} in the manifest")
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
         problems.append(f"{entry.file}: checksum mismatch")
     try:
-        rows = pq.read_metadata(path).num_rows
+        rows = pq.read_metadata(pa.BufferReader(data)).num_rows
     except Exception as exc:  # any unreadable file is a finding, not a crash of the check
         problems.append(f"{entry.file}: unreadable Parquet ({type(exc).__name__}: {exc})")
     else:
@@ -82,11 +95,11 @@ def _problems(dataset_dir: Path, entry: ShardEntry) -> list[str]:
     return problems
 
 
-def verify_manifest(dataset_dir: Path) -> list[str]:
-    """Problems between ``manifest.json`` and the files on disk; an empty list means they agree."""
-    dataset_dir = Path(dataset_dir)
+def verify_manifest(dataset_dir: DatasetLike) -> list[str]:
+    """Problems between ``manifest.json`` and the files in the dataset; an empty list means they agree."""
+    store = DatasetStore.of(dataset_dir)
     try:
-        manifest = load_manifest(dataset_dir)
+        manifest = load_manifest(store)
     except FileNotFoundError:
         return [f"{MANIFEST_NAME}: missing"]
     except ValueError as exc:
@@ -99,13 +112,12 @@ def verify_manifest(dataset_dir: Path) -> list[str]:
     for name, table in manifest.tables.items():
         for entry in table.shards:
             listed.add(entry.file)
-            problems += _problems(dataset_dir, entry)
+            problems += _problems(store, entry)
         if table.rows != sum(s.rows for s in table.shards):
             problems.append(f"{name}: table rows {table.rows} != the sum of its shards")
     for entry in manifest.files:
         listed.add(entry.file)
-        problems += _problems(dataset_dir, entry)
-    on_disk = [p for paths in _tables(dataset_dir).values() for p in paths] + _root_files(dataset_dir)
-    problems += [f"{rel}: not in the manifest" for rel in
-                 sorted(p.relative_to(dataset_dir).as_posix() for p in on_disk) if rel not in listed]
+        problems += _problems(store, entry)
+    present = [rel for names in _tables(store).values() for rel in names] + _root_files(store)
+    problems += [f"{rel}: not in the manifest" for rel in sorted(present) if rel not in listed]
     return problems

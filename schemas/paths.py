@@ -34,3 +34,22 @@ def clip_keyframe_paths(dataset_dir: Path, clip: Clip) -> list[Path]:
 
 def features_path(dataset_dir: Path, preset: str, video_id: str) -> Path:
     return Path(dataset_dir) / FEATURES_DIR / preset / f"{video_id}.safetensors"
+
+
+# -- the same names relative to a dataset root, for a ``schemas.store.DatasetStore`` (local folder or object store)
+
+MEDIA_DIR = "media"  # <dataset>/media/<video_id>.<ext>: the acquired file
+
+
+def audio_name(video_id: str) -> str:
+    return f"{AUDIO_DIR}/{video_id}.npy"
+
+
+def keyframe_name(video_id: str, clip_id: str, k: int) -> str:
+    return f"{KEYFRAME_DIR}/{video_id}/{clip_id}_{k}.jpg"
+
+
+def video_files(store, video_id: str) -> list[str]:
+    """The names of one video's files in ``store`` (media and audio; keyframes are a folder of their own)."""
+    media = [f"{MEDIA_DIR}/{n}" for n in store.list_files(MEDIA_DIR, prefix=f"{video_id}.")]
+    return media + [audio_name(video_id)]

@@ -30,6 +30,10 @@ class Paths(Section):
     run_dir: Path = PROJECT_ROOT / ".run"  # pids, logs, server state
     output_dir: Path = PROJECT_ROOT / "out"  # samples, datasets, checkpoints, reports
     model_cache: Path = Path(os.environ.get("SAVEN_MODEL_CACHE", Path.home() / ".cache" / "saven-vid" / "models"))
+    # Where each node does a video's media work (download, decode, keyframes) before its files go to the dataset.
+    # None: a local dataset's own folder (files land where they belong, as they always did); for an object-store
+    # dataset, the system temp folder. Each Ray node works in its own subfolder ("node-<id>").
+    scratch_dir: Path | None = None
 
 
 class Resources(Section):

@@ -1,18 +1,22 @@
 """Parquet shards: validated, atomic, deterministically named, replaced per key; plus the reader.
 
 Layout: ``<dataset>/<table>/<table>-<key>-<NNNNN>.parquet``. A key (a video or batch id) is the unit of commit:
-writing a key again replaces all of its shards, so a rerun never duplicates rows. Every part is written to a hidden
-temp file in the same folder, fsynced and moved into place with ``os.replace``; readers only see finished files.
-A key that spans several parts carries a write id and part count in each footer, so a crash between two renames is
-detected on read instead of silently mixing two writes.
+writing a key again replaces all of its shards, so a rerun never duplicates rows. The dataset is a
+``schemas.store.DatasetStore`` (a local folder or an object-store prefix): every part is written whole to a local
+temp file, then moved into place (locally: fsync and ``os.replace`` in the same folder; on an object store: one
+PUT, atomic by the protocol); readers only see finished files. A key that spans several parts carries a write id
+and part count in each footer, so a crash between two parts landing is detected on read instead of silently mixing
+two writes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
+import tempfile
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.arrow import RECORD_KEY, VERSION_KEY, arrow_schema, from_table, to_row
 from schemas.records import ALL_RECORDS, SCHEMA_VERSION, DeadLetter, Stage, utc_now
+from schemas.store import DatasetLike, DatasetStore
 
 DEAD_LETTER_TABLE = "dead_letter"
 TABLE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -47,11 +52,19 @@ class ShardIntegrityError(RuntimeError):
 
 class ShardInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
-    path: Path
+    file: str  # relative to the dataset root, "/"-separated
+    uri: str  # where it is: a local path or an object-store URL
     table: str
     rows: int
     sha256: str
     schema_version: str
+
+    @property
+    def path(self) -> Path:
+        """The shard's local file (meaningful for a local dataset only)."""
+        if "://" in self.uri:
+            raise ValueError(f"{self.uri} is not a local file")
+        return Path(self.uri)
 
 
 class ShardWriteResult(BaseModel):
@@ -71,41 +84,49 @@ def _check_name(table: str, key: str) -> None:
                          f"{MAX_KEY_CHARS} characters, without '..'")
 
 
-def shard_path(dataset_dir: Path, table: str, key: str, part: int = 0) -> Path:
+def shard_name(table: str, key: str, part: int = 0) -> str:
+    """The shard's name relative to the dataset root."""
     _check_name(table, key)
-    return Path(dataset_dir) / table / f"{table}-{key}-{part:05d}.parquet"
+    return _name(table, key, part)
+
+
+def _name(table: str, key: str, part: int) -> str:
+    # Unchecked: also for the derived "<table>.<key>" dead-letter keys, which may pass MAX_KEY_CHARS.
+    return f"{table}/{table}-{key}-{part:05d}.parquet"
+
+
+def shard_path(dataset: DatasetLike, table: str, key: str, part: int = 0) -> Path | str:
+    """The shard's local path (a ``Path``) or, on an object store, its URL."""
+    store = DatasetStore.of(dataset)
+    name = shard_name(table, key, part)
+    return store.local_path(name) if store.local else store.url(name)
 
 
 def _name_re(table: str) -> re.Pattern[str]:
     return re.compile(rf"{re.escape(table)}-(?P<key>.+)-(?P<part>\d{{5}})\.parquet")
 
 
-def visible_shards(dataset_dir: Path, table: str) -> list[Path]:
-    """Finished shards of a table in a deterministic order (temp files are hidden and end in .tmp)."""
+def visible_shards(dataset: DatasetLike, table: str) -> list[str]:
+    """Finished shards of a table (names relative to the dataset root) in a deterministic order; temp files are
+    hidden and end in .tmp."""
     name_re = _name_re(table)
-    folder = Path(dataset_dir) / table
-    return sorted(p for p in folder.glob(f"{table}-*.parquet") if name_re.fullmatch(p.name))
+    store = DatasetStore.of(dataset)
+    return [f"{table}/{n}" for n in store.list_files(table, prefix=f"{table}-", suffix=".parquet")
+            if name_re.fullmatch(n)]
 
 
-def shard_keys(dataset_dir: Path, table: str) -> set[str]:
+def shard_keys(dataset: DatasetLike, table: str) -> set[str]:
     """Keys committed to a table: what a resumed run can skip."""
     name_re = _name_re(table)
-    return {name_re.fullmatch(p.name)["key"] for p in visible_shards(dataset_dir, table)}
+    return {name_re.fullmatch(rel.rsplit("/", 1)[1])["key"] for rel in visible_shards(dataset, table)}
 
 
-def _key_parts(dataset_dir: Path, table: str, key: str) -> list[Path]:
-    return [p for p in visible_shards(dataset_dir, table) if _name_re(table).fullmatch(p.name)["key"] == key]
+def _key_parts(store: DatasetStore, table: str, key: str) -> list[str]:
+    name_re = _name_re(table)
+    return [rel for rel in visible_shards(store, table) if name_re.fullmatch(rel.rsplit("/", 1)[1])["key"] == key]
 
 
 # --- atomic files -------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _temp_path(final: Path) -> Path:
@@ -118,34 +139,9 @@ def sha256_file(path: Path) -> str:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _write_parquet_atomic(path: Path, table: pa.Table) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression=COMPRESSION)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return digest
+    """Replace the local file ``path`` with ``data`` so that a reader sees the old file or the new one, never a
+    part. (Files of a dataset go through ``DatasetStore.write_bytes``, which does this locally.)"""
+    DatasetStore.of(Path(path).parent).write_bytes(Path(path).name, data)
 
 
 # --- writing ------------------------------------------------------------------------------------------------
@@ -205,24 +201,28 @@ def _validated_batches(records: Iterable[Any], model_cls: type[BaseModel], schem
 
 
 class _Parts:
-    """Open temp files of one key's new parts; all stay open until the part count is known."""
+    """One key's new parts, each a local temp file that stays open until the part count is known. Locally the temp
+    files sit beside their targets (a rename puts them in place); for an object store, in a local temp folder."""
 
-    def __init__(self, folder: Path, table: str, key: str, schema: pa.Schema, max_rows: int | None):
-        self.folder, self.table, self.key, self.max_rows = folder, table, key, max_rows
+    def __init__(self, store: DatasetStore, table: str, key: str, schema: pa.Schema, max_rows: int | None):
+        self.store, self.table, self.key, self.max_rows = store, table, key, max_rows
         self.write_id = uuid.uuid4().hex
         self.schema = schema
-        self.parts: list[tuple[Path, Path, pq.ParquetWriter, Any]] = []  # (temp, final, writer, file)
+        self._tmpdir = None if store.local else tempfile.TemporaryDirectory(prefix="saven-shard-")
+        self.parts: list[tuple[Path, str, pq.ParquetWriter, Any]] = []  # (temp, final name, writer, file)
         self.rows: list[int] = []
 
     def _open(self) -> None:
         part = len(self.parts)
-        final = self.folder / f"{self.table}-{self.key}-{part:05d}.parquet"
-        tmp = _temp_path(final)
+        name = _name(self.table, self.key, part)
+        beside = self.store.local_path(name) if self.store.local else Path(self._tmpdir.name) / Path(name).name
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_path(beside)
         f = open(tmp, "wb")
         meta = {**self.schema.metadata, _KEY: self.key.encode(), _PART: str(part).encode(),
                 _WRITE_ID: self.write_id.encode()}
         writer = pq.ParquetWriter(f, self.schema.with_metadata(meta), compression=COMPRESSION)
-        self.parts.append((tmp, final, writer, f))
+        self.parts.append((tmp, name, writer, f))
         self.rows.append(0)
 
     def write(self, batch: pa.Table) -> None:
@@ -234,18 +234,18 @@ class _Parts:
             self.parts[-1][2].write_table(chunk)
             self.rows[-1] += chunk.num_rows
 
-    def finish(self) -> list[tuple[Path, Path, int, str]]:
-        """Close every part with the final part count; returns (temp, final, rows, sha256)."""
+    def finish(self) -> list[tuple[Path, str, int, str]]:
+        """Close every part with the final part count; returns (temp, final name, rows, sha256)."""
         if not self.parts:
             self._open()  # an empty shard still records that the key was committed
         done = []
-        for (tmp, final, writer, f), rows in zip(self.parts, self.rows):
+        for (tmp, name, writer, f), rows in zip(self.parts, self.rows):
             writer.add_key_value_metadata({_PARTS: str(len(self.parts)).encode()})
             writer.close()
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            done.append((tmp, final, rows, sha256_file(tmp)))
+            done.append((tmp, name, rows, sha256_file(tmp)))
         return done
 
     def abort(self) -> None:
@@ -255,35 +255,39 @@ class _Parts:
             finally:
                 f.close()
                 tmp.unlink(missing_ok=True)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
 
 
-def _commit(folder: Path, table: str, key: str, done: list[tuple[Path, Path, int, str]]) -> list[ShardInfo]:
-    stale = set(_key_parts(folder.parent, table, key)) - {final for _, final, _, _ in done}
-    for tmp, final, _, _ in done:
-        os.replace(tmp, final)
-    for path in stale:
-        path.unlink(missing_ok=True)
-    _fsync_dir(folder)
-    return [ShardInfo(path=final, table=table, rows=rows, sha256=digest, schema_version=SCHEMA_VERSION)
-            for _, final, rows, digest in done]
+def _commit(store: DatasetStore, table: str, key: str, done: list[tuple[Path, str, int, str]]) -> list[ShardInfo]:
+    stale = set(_key_parts(store, table, key)) - {name for _, name, _, _ in done}
+    for tmp, name, _, _ in done:
+        store.put_file(tmp, name, move=True)
+    for name in stale:
+        store.delete(name)
+    return [ShardInfo(file=name, uri=store.url(name), table=table, rows=rows, sha256=digest,
+                      schema_version=SCHEMA_VERSION) for _, name, rows, digest in done]
 
 
-def _remove_temp_files(folder: Path, table: str, key: str) -> None:
-    # Left by a writer that was killed; the same key is never written by two writers at once.
-    for tmp in folder.glob(f".{table}-{key}-[0-9][0-9][0-9][0-9][0-9].parquet.*.tmp"):
-        tmp.unlink(missing_ok=True)
+def _remove_temp_files(store: DatasetStore, table: str, key: str) -> None:
+    # Left by a local writer that was killed; the same key is never written by two writers at once. (An object
+    # store has no temp objects: a part that was not PUT whole does not exist.)
+    if store.local:
+        for tmp in store.local_path(table).glob(f".{table}-{key}-[0-9][0-9][0-9][0-9][0-9].parquet.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
-def remove_key(dataset_dir: Path, table: str, key: str) -> None:
+def remove_key(dataset: DatasetLike, table: str, key: str) -> None:
     """Delete every shard of ``key`` in ``table`` (e.g. a video whose run did not commit)."""
-    folder = Path(dataset_dir) / table
-    for path in _key_parts(dataset_dir, table, key):
-        path.unlink()
-    if folder.is_dir():
-        _fsync_dir(folder)
+    store = DatasetStore.of(dataset)
+    for name in _key_parts(store, table, key):
+        store.delete(name)
 
 
-def write_shard(dataset_dir: Path, table: str, *, key: str, records: Iterable[BaseModel | dict[str, Any]],
+def write_shard(dataset_dir: DatasetLike, table: str, *, key: str, records: Iterable[BaseModel | dict[str, Any]],
                 model_cls: type[BaseModel] | None = None, max_rows_per_shard: int | None = None,
                 ) -> ShardWriteResult:
     """Validate ``records`` and commit the valid ones as the shards of ``key``, replacing what the key held.
@@ -295,17 +299,16 @@ def write_shard(dataset_dir: Path, table: str, *, key: str, records: Iterable[Ba
     _check_name(table, key)
     if max_rows_per_shard is not None and max_rows_per_shard < 1:
         raise ValueError("max_rows_per_shard must be at least 1")
-    return _write(Path(dataset_dir), table, key, records, model_cls or _model_of(table), max_rows_per_shard)
+    return _write(DatasetStore.of(dataset_dir), table, key, records, model_cls or _model_of(table),
+                  max_rows_per_shard)
 
 
-def _write(dataset_dir: Path, table: str, key: str, records: Iterable[Any], model_cls: type[BaseModel],
+def _write(store: DatasetStore, table: str, key: str, records: Iterable[Any], model_cls: type[BaseModel],
            max_rows_per_shard: int | None) -> ShardWriteResult:
-    folder = dataset_dir / table
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_temp_files(folder, table, key)
+    _remove_temp_files(store, table, key)
 
     dead: list[DeadLetter] = []
-    parts = _Parts(folder, table, key, arrow_schema(model_cls), max_rows_per_shard)
+    parts = _Parts(store, table, key, arrow_schema(model_cls), max_rows_per_shard)
     try:
         for batch in _validated_batches(records, model_cls, parts.schema, key, dead):
             parts.write(batch)
@@ -317,17 +320,18 @@ def _write(dataset_dir: Path, table: str, key: str, records: Iterable[Any], mode
         # Dead letters land before the shard that marks the key as committed: a crash in between only reruns it.
         dead_key = f"{table}.{key}"
         if dead:
-            _write(dataset_dir, DEAD_LETTER_TABLE, dead_key, dead, DeadLetter, None)
+            _write(store, DEAD_LETTER_TABLE, dead_key, dead, DeadLetter, None)
         else:
-            remove_key(dataset_dir, DEAD_LETTER_TABLE, dead_key)
-        shards = _commit(folder, table, key, done)
+            remove_key(store, DEAD_LETTER_TABLE, dead_key)
+        shards = _commit(store, table, key, done)
     finally:
         for tmp, _, _, _ in done:
             tmp.unlink(missing_ok=True)
+        parts.cleanup()
     return ShardWriteResult(shards=shards, dead_letters=dead)
 
 
-def write_dead_letters(dataset_dir: Path, key: str, dead_letters: Iterable[DeadLetter]) -> ShardWriteResult:
+def write_dead_letters(dataset_dir: DatasetLike, key: str, dead_letters: Iterable[DeadLetter]) -> ShardWriteResult:
     """Commit a stage's dead letters for one key (e.g. a video id), replacing those of an earlier run."""
     dead_letters = list(dead_letters)
     if not dead_letters:
@@ -351,7 +355,7 @@ def _major(version: str) -> int:
     return int(version.split(".", 1)[0])
 
 
-def check_shard_schema(path: Path, metadata: dict[bytes, bytes] | None, record: str | None = None) -> str:
+def check_shard_schema(path: Path | str, metadata: dict[bytes, bytes] | None, record: str | None = None) -> str:
     """The shard's schema version; raises ``SchemaVersionError`` if this code cannot read it."""
     metadata = metadata or {}
     if VERSION_KEY not in metadata:
@@ -365,7 +369,7 @@ def check_shard_schema(path: Path, metadata: dict[bytes, bytes] | None, record: 
     return version
 
 
-def _check_whole_writes(paths: list[Path], metas: list[dict[bytes, bytes]]) -> None:
+def _check_whole_writes(paths: list[str], metas: list[dict[bytes, bytes]]) -> None:
     by_key: dict[bytes, list[dict[bytes, bytes]]] = defaultdict(list)
     for meta in metas:
         by_key[meta.get(_KEY, b"")].append(meta)
@@ -374,11 +378,11 @@ def _check_whole_writes(paths: list[Path], metas: list[dict[bytes, bytes]]) -> N
         counts = {m.get(_PARTS) for m in group}
         parts = sorted(int(m.get(_PART, b"-1")) for m in group)
         if len(ids) != 1 or len(counts) != 1 or parts != list(range(int(counts.pop() or 0))):
-            raise ShardIntegrityError(f"{paths[0].parent}: shards of key {key.decode()!r} come from more than one "
+            raise ShardIntegrityError(f"{paths[0].rsplit('/', 1)[0]}: shards of key {key.decode()!r} come from more than one "
                                       "write or are incomplete (interrupted rewrite); write that key again")
 
 
-def _conform(table: pa.Table, target: pa.Schema, path: Path) -> pa.Table:
+def _conform(table: pa.Table, target: pa.Schema, path: str) -> pa.Table:
     """A shard of an older minor version as the current schema: added optional fields read as null."""
     extra = set(table.column_names) - set(target.names)
     if extra:
@@ -391,28 +395,39 @@ def _conform(table: pa.Table, target: pa.Schema, path: Path) -> pa.Table:
     return table.select(target.names).cast(target)
 
 
-def read_table(dataset_dir: Path, table: str, model_cls: type[BaseModel] | None = None) -> pa.Table:
+def read_table(dataset_dir: DatasetLike, table: str, model_cls: type[BaseModel] | None = None) -> pa.Table:
     """Every finished shard of ``table``, concatenated in shard-name order, as the current Arrow schema."""
+    store = DatasetStore.of(dataset_dir)
     model_cls = model_cls or _model_of(table)
     target = arrow_schema(model_cls)
-    paths = visible_shards(dataset_dir, table)
-    metas = [pq.read_metadata(p).metadata or {} for p in paths]
-    for path, meta in zip(paths, metas):
-        check_shard_schema(path, meta, model_cls.__name__)
-    _check_whole_writes(paths, metas)
-    tables = [_conform(pq.read_table(p), target, p) for p in paths]
+    names = visible_shards(store, table)
+    blobs = [store.read_bytes(n) for n in names]  # each shard once: footer and rows from the same bytes
+    metas = [pq.read_metadata(pa.BufferReader(b)).metadata or {} for b in blobs]
+    urls = [store.url(n) for n in names]
+    for url, meta in zip(urls, metas):
+        check_shard_schema(url, meta, model_cls.__name__)
+    _check_whole_writes(urls, metas)
+    tables = [_conform(pq.read_table(pa.BufferReader(b)), target, u) for b, u in zip(blobs, urls)]
     return pa.concat_tables(tables) if tables else target.empty_table()
 
 
-def read_records(dataset_dir: Path, table: str, model_cls: type[BaseModel] | None = None) -> list[BaseModel]:
+def read_records(dataset_dir: DatasetLike, table: str, model_cls: type[BaseModel] | None = None) -> list[BaseModel]:
     model_cls = model_cls or _model_of(table)
     return from_table(read_table(dataset_dir, table, model_cls), model_cls)
 
 
-def consolidate_dead_letters(dataset_dir: Path) -> ShardInfo:
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=COMPRESSION)
+    return buf.getvalue()
+
+
+def consolidate_dead_letters(dataset_dir: DatasetLike) -> ShardInfo:
     """All dead-letter shards as one ``dead_letter.parquet`` at the dataset root (replaced atomically)."""
-    table = read_table(dataset_dir, DEAD_LETTER_TABLE, DeadLetter)
-    path = Path(dataset_dir) / f"{DEAD_LETTER_TABLE}.parquet"
-    digest = _write_parquet_atomic(path, table)
-    return ShardInfo(path=path, table=DEAD_LETTER_TABLE, rows=table.num_rows, sha256=digest,
-                     schema_version=SCHEMA_VERSION)
+    store = DatasetStore.of(dataset_dir)
+    table = read_table(store, DEAD_LETTER_TABLE, DeadLetter)
+    data = parquet_bytes(table)
+    name = f"{DEAD_LETTER_TABLE}.parquet"
+    store.write_bytes(name, data)
+    return ShardInfo(file=name, uri=store.url(name), table=DEAD_LETTER_TABLE, rows=table.num_rows,
+                     sha256=hashlib.sha256(data).hexdigest(), schema_version=SCHEMA_VERSION)

@@ -22,8 +22,7 @@ import numpy as np
 from infra.audio_io import SAMPLE_RATE, clip_chunks, load_audio
 from infra.errors import PermanentError, dead_letter_from_exception
 from infra.worker import StageWorker
-from schemas.handoff import ASROutput, VideoWork
-from schemas.paths import audio_path
+from schemas.handoff import ASROutput, VideoMedia, VideoWork
 from schemas.records import Clip, SpeechSegment, Stage, Word
 from schemas.settings import ASR
 from tasks.transcribers import TRANSCRIBERS, TimedWord, Transcriber, Transcript, TranscriptSegment
@@ -39,8 +38,9 @@ def _shifted(seg: TranscriptSegment, dt: float) -> TranscriptSegment:
         "words": [w.model_copy(update={"start_s": w.start_s + dt, "end_s": w.end_s + dt}) for w in seg.words]})
 
 
-def transcribe_spans(asr: Transcriber, path: Path, spans: list[tuple[float, float]]) -> Transcript:
-    """The saved waveform's ``spans`` transcribed one at a time (only that slice is read) on the source timeline.
+def transcribe_spans(asr: Transcriber, path: Path | np.ndarray, spans: list[tuple[float, float]]) -> Transcript:
+    """The waveform's ``spans`` (a saved file or the array) transcribed one at a time (only that slice is read) on
+    the source timeline.
 
     The language is that of the span with the most speech (None when no span has any).
     """
@@ -103,18 +103,20 @@ def speech_segments_for_clips(transcript: Transcript, video_id: str, clips: list
     return out
 
 
-def transcribe_video(asr: Transcriber, dataset_dir: Path, video_id: str, clips: list[Clip],
+def transcribe_video(asr: Transcriber, media: VideoMedia | Path, video_id: str, clips: list[Clip],
                      chunk_s: float | None = None) -> ASROutput:
-    """Speech segments of one video's clips, in chunks of up to ``chunk_s`` (None: ``asr.cfg.chunk_s``) seconds;
-    a failure is a dead letter for the video, never an exception."""
+    """Speech segments of one video's clips (``media``: its audio, or a local folder holding it), in chunks of up to
+    ``chunk_s`` (None: ``asr.cfg.chunk_s``) seconds; a failure is a dead letter for the video, never an
+    exception."""
     t0 = time.perf_counter()
     try:
-        path = audio_path(dataset_dir, video_id)
-        if not path.is_file():
-            raise PermanentError(Stage.asr, video_id, f"no decoded audio at {path.name}; the audio stage must run "
-                                 "first", error_class="audio_missing")
+        if not isinstance(media, VideoMedia):
+            media = VideoMedia.from_folder(media, video_id, [])
+        if media.audio is None:
+            raise PermanentError(Stage.asr, video_id, "no decoded audio; the audio stage must run first",
+                                 error_class="audio_missing")
         spans = clip_chunks(clips, asr.cfg.chunk_s if chunk_s is None else chunk_s)
-        transcript = transcribe_spans(asr, path, spans)
+        transcript = transcribe_spans(asr, media.audio, spans)
         speech = speech_segments_for_clips(transcript, video_id, clips)
     except Exception as exc:  # noqa: BLE001 — one bad video must not stop the actor
         if not isinstance(exc, PermanentError):
@@ -133,5 +135,5 @@ class ASRWorker(StageWorker[ASROutput]):
     cfg: ASR
     backends = TRANSCRIBERS
 
-    def process(self, work: VideoWork) -> ASROutput:
-        return transcribe_video(self.backend, Path(work.dataset_dir), work.video_id, work.clips)
+    def process(self, work: VideoWork, media: VideoMedia) -> ASROutput:
+        return transcribe_video(self.backend, media, work.video_id, work.clips)

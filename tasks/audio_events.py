@@ -17,8 +17,7 @@ import numpy as np
 from infra.audio_io import SAMPLE_RATE, clip_chunks, load_audio
 from infra.errors import PermanentError, dead_letter_from_exception
 from infra.worker import StageWorker
-from schemas.handoff import AudioEventsOutput, VideoWork
-from schemas.paths import audio_path
+from schemas.handoff import AudioEventsOutput, VideoMedia, VideoWork
 from schemas.records import AudioEvent, Clip, Stage
 from schemas.settings import AudioTagger
 from tasks.taggers import TAGGERS, Span, Tagger
@@ -42,16 +41,18 @@ def events_for_clips(spans: list[Span], video_id: str, clips: list[Clip], tagger
     return out
 
 
-def tag_video(tagger: Tagger, dataset_dir: Path, video_id: str, clips: list[Clip],
+def tag_video(tagger: Tagger, media: VideoMedia | Path, video_id: str, clips: list[Clip],
               chunk_s: float = AudioTagger().chunk_s) -> AudioEventsOutput:
-    """Audio events of one video's clips, tagged in chunks of up to ``chunk_s`` seconds; a failure is a dead letter
-    for the video, never an exception."""
+    """Audio events of one video's clips (``media``: its audio, or a local folder holding it), tagged in chunks of
+    up to ``chunk_s`` seconds; a failure is a dead letter for the video, never an exception."""
     t0 = time.perf_counter()
     try:
-        path = audio_path(dataset_dir, video_id)
-        if not path.is_file():
-            raise PermanentError(Stage.audio_events, video_id, f"no decoded audio at {path.name}; the audio stage "
-                                 "must run first", error_class="audio_missing")
+        if not isinstance(media, VideoMedia):
+            media = VideoMedia.from_folder(media, video_id, [])
+        if media.audio is None:
+            raise PermanentError(Stage.audio_events, video_id, "no decoded audio; the audio stage must run first",
+                                 error_class="audio_missing")
+        path = media.audio
         spans = [replace(sp, start_s=sp.start_s + start, end_s=sp.end_s + start)
                  for start, end in clip_chunks(clips, chunk_s)
                  for sp in tagger.tag(np.asarray(load_audio(path, start, end), dtype=np.float32))]
@@ -73,5 +74,5 @@ class AudioEventsWorker(StageWorker[AudioEventsOutput]):
     cfg: AudioTagger
     backends = TAGGERS
 
-    def process(self, work: VideoWork) -> AudioEventsOutput:
-        return tag_video(self.backend, Path(work.dataset_dir), work.video_id, work.clips, self.cfg.chunk_s)
+    def process(self, work: VideoWork, media: VideoMedia) -> AudioEventsOutput:
+        return tag_video(self.backend, media, work.video_id, work.clips, self.cfg.chunk_s)

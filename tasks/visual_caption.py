@@ -15,8 +15,7 @@ import numpy as np
 
 from infra.errors import PermanentError, dead_letter_from_exception
 from infra.worker import StageWorker
-from schemas.handoff import VideoWork, VisualCaptionOutput
-from schemas.paths import clip_keyframe_paths
+from schemas.handoff import VideoMedia, VideoWork, VisualCaptionOutput
 from schemas.records import Clip, Stage, VisualCaption
 from schemas.settings import VisualCaptioner
 from tasks.captioners import CAPTIONERS, Captioner
@@ -24,34 +23,38 @@ from tasks.captioners import CAPTIONERS, Captioner
 log = logging.getLogger("saven.visual_caption")
 
 
-def read_keyframes(dataset_dir: Path, clip: Clip) -> list[np.ndarray]:
+def read_keyframes(media: VideoMedia, clip: Clip) -> list[np.ndarray]:
     frames = []
-    for path in clip_keyframe_paths(dataset_dir, clip):
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    for k, jpeg in enumerate(media.keyframes.get(clip.clip_id) or [None] * len(clip.keyframe_times)):
+        img = None if not jpeg else cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
         if img is None:
-            raise PermanentError(Stage.visual_caption, clip.video_id, f"keyframe {path.name} is missing or not an "
-                                 "image", item_id=clip.clip_id, error_class="keyframe_unreadable")
+            raise PermanentError(Stage.visual_caption, clip.video_id, f"keyframe {k} of {clip.clip_id} is missing or "
+                                 "not an image", item_id=clip.clip_id, error_class="keyframe_unreadable")
         frames.append(img)
     return frames
 
 
-def caption_clip(captioner: Captioner, dataset_dir: Path, clip: Clip) -> list[VisualCaption]:
+def caption_clip(captioner: Captioner, media: VideoMedia, clip: Clip) -> list[VisualCaption]:
     if not clip.keyframe_times:
         raise PermanentError(Stage.visual_caption, clip.video_id, "clip has no keyframes", item_id=clip.clip_id,
                              error_class="no_keyframes")
-    described = captioner.describe(read_keyframes(dataset_dir, clip))
+    described = captioner.describe(read_keyframes(media, clip))
     return [VisualCaption(video_id=clip.video_id, clip_id=clip.clip_id, t=t, text=text, tags=tags,
                           captioner=captioner.name)
             for t, (text, tags) in zip(clip.keyframe_times, described)]
 
 
-def caption_video(captioner: Captioner, dataset_dir: Path, video_id: str, clips: list[Clip]) -> VisualCaptionOutput:
-    """Captions of every clip's keyframes; a clip that fails is a dead letter, and the other clips go on."""
+def caption_video(captioner: Captioner, media: VideoMedia | Path, video_id: str, clips: list[Clip]
+                  ) -> VisualCaptionOutput:
+    """Captions of every clip's keyframes (``media``: the video's keyframes, or a local folder holding them); a clip
+    that fails is a dead letter, and the other clips go on."""
     t0 = time.perf_counter()
+    if not isinstance(media, VideoMedia):
+        media = VideoMedia.from_folder(media, video_id, clips)
     out = VisualCaptionOutput(video_id=video_id)
     for clip in clips:
         try:
-            caps = caption_clip(captioner, Path(dataset_dir), clip)
+            caps = caption_clip(captioner, media, clip)
         except Exception as exc:  # noqa: BLE001 — one clip must not cost the video its other captions
             if not isinstance(exc, PermanentError):
                 log.exception("captioning failed for %s", clip.clip_id)
@@ -71,5 +74,5 @@ class VisualCaptionWorker(StageWorker[VisualCaptionOutput]):
     cfg: VisualCaptioner
     backends = CAPTIONERS
 
-    def process(self, work: VideoWork) -> VisualCaptionOutput:
-        return caption_video(self.backend, Path(work.dataset_dir), work.video_id, work.clips)
+    def process(self, work: VideoWork, media: VideoMedia) -> VisualCaptionOutput:
+        return caption_video(self.backend, media, work.video_id, work.clips)

@@ -86,3 +86,40 @@ def prefect_server():
             os.environ[k] = v
     if not was_running:
         servers.stop(spec, cfg.paths.run_dir)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3 API server (moto) on loopback with a bucket; this process's environment points at it (pyarrow,
+    boto3 and the Ray workers started from here read AWS_ENDPOINT_URL and the test credentials)."""
+    from s3_server import MotoS3
+
+    server = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    server.bucket = server.create_bucket("saven-test")
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """Head and worker node as separate raylets (ray.cluster_utils stops exactly the processes it started)."""
+    from ray.cluster_utils import Cluster
+
+    from ray_cluster import DASHBOARD_PORT, TwoNodes
+
+    # The dashboard (job API) listens on loopback only. The nodes keep Ray's own node address: each node's
+    # dashboard agent reaches the GCS at the address Ray resolves for the machine, so pinning 127.0.0.1 leaves the
+    # agents unconnected and no job can be submitted ("No available agent").
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": DASHBOARD_PORT})
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    yield TwoNodes(f"http://127.0.0.1:{DASHBOARD_PORT}", cluster.address)
+    cluster.shutdown()

@@ -384,14 +384,17 @@ def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     assert all(d.stage == Stage.qa and d.video_id == V for d in result.dead_letters)
     assert client.stats.failures >= 3
 
-    # Resume on a healthy server: only what failed is asked again; what succeeded comes from the cache.
+    # Resume on a healthy server: only what failed transiently (clip 2's 500s) is asked again; what succeeded comes
+    # from the cache, and clip 3's replies that never parsed are replayed as the same failure (so its description is
+    # written from its facts again, as in the first run) instead of being sampled anew.
     with FakeOpenAIServer(S.grounded_responder) as healthy:
         rerun = client_for(healthy, cache)
         fused2, result2 = run_pipeline(rerun, options)
     assert len(fused2.descriptions) == 5 and not fused2.dead_letters
-    assert all(d.model == "fake-model" for d in fused2.descriptions)
-    assert rerun.stats.cache_hits >= 3  # the three fused clips, at least
-    assert [S.request_kind(b) for b in healthy.requests].count("fuse") == 2
+    assert [d.model for d in fused2.descriptions] == ["fake-model"] * 3 + [fuse.FACTS_MODEL, "fake-model"]
+    assert fused2.descriptions[3] == fused.descriptions[2]
+    assert rerun.stats.cache_hits >= 4  # three fused clips and clip 3's recorded failure, at least
+    assert [S.request_kind(b) for b in healthy.requests].count("fuse") == 1
     assert healthy.count == rerun.stats.requests_sent
     assert {i.type for i in result2.items} == set(QAType)
 

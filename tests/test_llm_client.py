@@ -306,3 +306,34 @@ def test_a_text_reply_is_parsed_by_code_retried_when_unusable_and_cached_when_us
                                                  subject="local-v1")
 
         assert asyncio.run(rerun()).value == reply.value and server.count == 2 and again.stats.cache_hits == 1
+
+
+def test_a_request_that_stayed_invalid_is_replayed_not_resampled(tmp_path):
+    """After its retries, a request's last invalid reply is recorded: a rerun raises the same failure without
+    sending anything (a resumed run decides as the first did), unless today's rules accept that reply."""
+    with FakeOpenAIServer(lambda body: Reply("not two lines")) as server:
+        client = make_client(server, tmp_path / "cache.sqlite", max_invalid_retries=1)
+
+        def ask_lines(c, parse):
+            async def main():
+                async with c:
+                    return await c.complete_text(USER, parse, reply_name="lines", stage=Stage.qa, subject="local-v1")
+            return asyncio.run(main())
+
+        def strict(text: str) -> str:
+            if "\n" not in text:
+                raise ValueError("want two lines")
+            return text
+
+        with pytest.raises(LLMPermanentError):
+            ask_lines(client, strict)
+        assert server.count == 2
+        again = make_client(server, tmp_path / "cache.sqlite")
+        with pytest.raises(LLMPermanentError, match="recorded reply of an earlier run"):
+            ask_lines(again, strict)
+        assert server.count == 2 and again.stats.requests_sent == 0
+        # a parser that accepts the recorded reply uses it, and from then on it is an ordinary cached reply
+        assert ask_lines(make_client(server, tmp_path / "cache.sqlite"), str.upper).value == "NOT TWO LINES"
+        cached = make_client(server, tmp_path / "cache.sqlite")
+        assert ask_lines(cached, str.upper).value == "NOT TWO LINES" and cached.stats.cache_hits == 1
+        assert server.count == 2

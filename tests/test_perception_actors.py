@@ -109,7 +109,7 @@ class ASRThatFailsPermanently:
 
     actors: list = []
 
-    def submit(self, work: VideoWork):
+    def submit(self, work: VideoWork, media_ref=None):
         error = PermanentError(Stage.asr, work.video_id, "decoder crashed on this audio", error_class="asr_crashed")
         return ray.put(ASROutput(video_id=work.video_id, dead_letters=[error.to_dead_letter()]))
 

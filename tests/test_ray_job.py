@@ -20,38 +20,14 @@ from schemas.records import ClipDescription
 from schemas.shards import read_records
 
 pytestmark = [pytest.mark.flow, pytest.mark.llm, pytest.mark.prefect, pytest.mark.slow]
+from ray_cluster import submit_when_agent_ready as _submit_when_agent_ready
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD_PORT = 8297
-
-
-@pytest.fixture(scope="module")
-def two_node_cluster():
-    """Head and worker node as separate raylets (ray.cluster_utils stops exactly the processes it started)."""
-    from ray.cluster_utils import Cluster
-
-    # The dashboard (job API) listens on loopback only. The nodes keep Ray's own node address: each node's
-    # dashboard agent reaches the GCS at the address Ray resolves for the machine, so pinning 127.0.0.1 leaves the
-    # agents unconnected and no job can be submitted ("No available agent").
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": DASHBOARD_PORT})
-    cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    yield f"http://127.0.0.1:{DASHBOARD_PORT}"
-    cluster.shutdown()
-
-
-def _submit_when_agent_ready(args: list[str], timeout_s: float = 180.0) -> subprocess.CompletedProcess:
-    """The dashboard answers before its job agent registers ("No available agent"): retry until it takes the job."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        proc = subprocess.run(args, text=True, capture_output=True, timeout=1800)
-        if "No available agent" not in proc.stderr or time.monotonic() > deadline:
-            return proc
-        time.sleep(3)
 
 
 def test_job_submitted_to_two_node_cluster_builds_the_dataset_and_reports_to_prefect(
         two_node_cluster, prefect_server, llm_server, shared_media, tmp_path):
+    two_node_cluster = two_node_cluster.dashboard
     from ray.util.state import list_actors, list_tasks
 
     sources = tmp_path / "sources.yaml"

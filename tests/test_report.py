@@ -43,7 +43,7 @@ def test_the_card_names_the_real_models_and_what_the_rows_say(tmp_path):
 
     (tmp_path / "audio_events").mkdir()
     pq.write_table(pa.table({"tagger": ["yamnet-audioset521-w8a8+signal-analysis-v1"] * 2}),
-                   tmp_path / "audio_events" / "a.parquet")
+                   tmp_path / "audio_events" / "audio_events-local-a-00000.parquet")
     rows = {r[0]: r for r in models_table(tmp_path, load_settings("local-cpu"))}
     assert "YAMNet, AudioSet 521 classes" in rows["audio events"][2]
     assert rows["audio events"][3] == "`yamnet-audioset521-w8a8+signal-analysis-v1`"

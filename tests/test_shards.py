@@ -149,7 +149,7 @@ def test_dicts_are_validated_and_bad_rows_dead_lettered(tmp_path):
     assert by_row["row 1"].video_id == VID and '"end_s": 0.5' in by_row["row 1"].detail
     assert "clip_id" in by_row["row 2"].message and by_row["row 2"].item_id == "../evil"
     assert by_row["row 4"].video_id == VID and by_row["row 4"].item_id is None  # the key stands in
-    assert visible_shards(tmp_path, "dead_letter") == [shard_path(tmp_path, "dead_letter", f"clips.{VID}")]
+    assert visible_shards(tmp_path, "dead_letter") == [f"dead_letter/dead_letter-clips.{VID}-00000.parquet"]
 
     # A clean rerun of the key replaces both its rows and its dead letters.
     write_shard(tmp_path, "clips", key=VID, records=clips(3))
@@ -267,7 +267,7 @@ def test_writer_killed_mid_shard_leaves_nothing_partial(tmp_path):
             proc.wait()
 
     assert proc.returncode == -signal.SIGKILL
-    assert visible_shards(tmp_path, "clips") == [tmp_path / "clips" / "clips-yt-big-00000.parquet"]
+    assert visible_shards(tmp_path, "clips") == ["clips/clips-yt-big-00000.parquet"]
     assert read_records(tmp_path, "clips") == clips(3, "yt-big")  # the old version, whole
 
     result = write_shard(tmp_path, "clips", key="yt-big", records=clips(5, "yt-big"))

@@ -1,0 +1,137 @@
+"""build-dataset to object storage on a real two-node Ray cluster whose nodes share nothing but Ray and a real S3 API
+(moto on loopback): the job writes the dataset to the bucket; it reads back valid and its manifest verifies; a run
+killed with SIGKILL after its first commit resumes against the bucket, on the LLM replies the bucket holds, and
+equals the uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from flows.commit import VIDEO_TABLES, committed
+from flows.llm_cache import SHARD_DIR
+from flows.progress import metrics_url_of
+from ray_cluster import submit_when_agent_ready
+from schemas.manifest import verify_manifest
+from schemas.records import ALL_RECORDS, QAItem
+from schemas.shards import read_records, read_table
+from schemas.store import DatasetStore
+
+pytestmark = [pytest.mark.flow, pytest.mark.llm, pytest.mark.prefect, pytest.mark.slow]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VOLATILE = {"acquired_at", "failed_at", "committed_at"}
+
+
+def _scene_video(path: Path) -> None:
+    """12 s, two scenes with a cut, a tone then noise."""
+    args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-t", "6", "-i", "testsrc2=s=320x240:r=25:d=6",
+            "-f", "lavfi", "-t", "6", "-i", "smptebars=s=320x240:r=25:d=6", "-f", "lavfi", "-t", "6", "-i",
+            "sine=f=440:r=44100", "-f", "lavfi", "-t", "6", "-i", "anoisesrc=r=44100:a=0.3",
+            "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p[v];[2:a][3:a]concat=n=2:v=0:a=1[a]",
+            "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path)]
+    subprocess.run(args, check=True)
+
+
+def _content(uri: str) -> dict[str, set[str]]:
+    out = {}
+    for table in VIDEO_TABLES:
+        rows = read_table(uri, table).to_pylist()
+        keys = [json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True, default=str)
+                for r in rows]
+        assert len(keys) == len(set(keys)), f"duplicate row in {table}"
+        out[table] = set(keys)
+    return out
+
+
+def _prompt_tokens(base_url: str) -> float:
+    text = httpx.get(metrics_url_of(base_url), timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:prompt_tokens_total"))
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory, shared_media) -> Path:
+    root = tmp_path_factory.mktemp("s3-sources")
+    _scene_video(root / "scenes.mp4")
+    path = root / "sources.yaml"
+    path.write_text(yaml.safe_dump([str(root / "scenes.mp4"), str(shared_media / "chaplin.mp4"),
+                                    str(shared_media / "jfk.flac")]))  # jfk: no video stream, a dead letter
+    return path
+
+
+def test_a_two_node_job_writes_to_the_bucket_and_a_killed_run_resumes_from_it(
+        two_node_cluster, s3, prefect_server, llm_server, sources, tmp_path, monkeypatch):
+    from ray.util.state import list_actors, list_tasks
+
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("SAVEN_PATHS__SCRATCH_DIR", str(scratch))  # forwarded to the job like the S3 credentials
+    uri = f"{s3.bucket}/run-{uuid.uuid4().hex[:8]}"
+    proc = submit_when_agent_ready([
+        sys.executable, str(REPO_ROOT / "deploy" / "submit_job.py"), "submit", "--address", two_node_cluster.dashboard,
+        "--sources", str(sources), "--output", uri, "--profile", "local-cpu", "--batch-size", "2",
+        "--prefect-api-url", prefect_server, "--working-dir", str(REPO_ROOT), "--python", sys.executable, "--wait"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # The dataset is in the bucket, whole: it validates, its manifest verifies, the two videos landed with their
+    # files, the audio-only source is a dead letter, and the LLM replies are there as cache shards.
+    store = DatasetStore.of(uri)
+    assert verify_manifest(uri) == []
+    assert sorted(Path(m.source).name for m in committed(uri).values()) == ["chaplin.mp4", "scenes.mp4"]
+    for table in VIDEO_TABLES:
+        read_records(uri, table, ALL_RECORDS[table])
+    assert read_records(uri, "qa", QAItem), "no QA item landed"
+    for marker in committed(uri).values():
+        vid = marker.video_id
+        assert store.list_files("media", prefix=f"{vid}.") and store.exists(f"audio/{vid}.npy")
+        assert store.list_files(f"keyframes/{vid}")
+    dead = pq.read_table(pa.BufferReader(store.read_bytes("dead_letter.parquet"))).to_pylist()
+    assert "no_video_stream" in {d["error_class"] for d in dead}
+    assert store.read_text("README.md").startswith("# SAVEn-Vid dataset")
+    assert store.list_files(SHARD_DIR, suffix=".parquet")
+    # No node kept a video's files: each media task worked in its node's own scratch folder and emptied it
+    # before the perception stages ran (they got the audio and keyframes from Ray's object store).
+    nodes = sorted(p.name for p in scratch.glob("node-*"))
+    assert nodes and not list(scratch.glob("node-*/work-*")), list(scratch.rglob("*"))
+    ran_on = {a.node_id for a in list_actors(address=two_node_cluster.dashboard, limit=1000)}
+    ran_on |= {t.node_id for t in list_tasks(address=two_node_cluster.dashboard, limit=10000) if t.node_id}
+    assert len(ran_on) == 2, ran_on
+
+    # Kill -9 after the first commit, then resume, against a second prefix that starts with the first run's cache
+    # shards only: the resumed run sends the LLM server nothing, and its dataset equals the first by content.
+    again = f"{s3.bucket}/resumed-{uuid.uuid4().hex[:8]}"
+    target = DatasetStore.of(again)
+    for name in store.list_files(SHARD_DIR, suffix=".parquet"):
+        target.write_bytes(f"{SHARD_DIR}/{name}", store.read_bytes(f"{SHARD_DIR}/{name}"))
+    env = {**os.environ, "RAY_ADDRESS": two_node_cluster.address, "PREFECT_API_URL": prefect_server}
+    cmd = [sys.executable, "-m", "flows.cli", "build", "--sources", str(sources), "--output", again,
+           "--batch-size", "1", "--batches-in-flight", "1"]
+    tokens = _prompt_tokens(llm_server.base_url)
+    killed = subprocess.Popen(cmd, env=env, start_new_session=True, cwd=REPO_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 900
+        while not committed(again) and time.monotonic() < deadline and killed.poll() is None:
+            time.sleep(0.5)
+        assert committed(again), "the run never committed a video"
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+    assert len(committed(again)) == 1
+    resumed = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert len(committed(again)) == 2
+    assert _content(again) == _content(uri)
+    assert verify_manifest(again) == []
+    assert _prompt_tokens(llm_server.base_url) == tokens  # every reply came from the bucket's cache shards
