@@ -135,3 +135,21 @@ def test_a_two_node_job_writes_to_the_bucket_and_a_killed_run_resumes_from_it(
     assert _content(again) == _content(uri)
     assert verify_manifest(again) == []
     assert _prompt_tokens(llm_server.base_url) == tokens  # every reply came from the bucket's cache shards
+
+
+def test_a_bucket_that_does_not_take_writes_stops_the_run_before_any_download(
+        two_node_cluster, s3, prefect_server, llm_server, sources, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": two_node_cluster.address, "PREFECT_API_URL": prefect_server,
+           "SAVEN_PATHS__SCRATCH_DIR": str(tmp_path / "scratch")}
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "build", "--sources", str(sources), "--output",
+                          "s3://no-such-bucket/ds"], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "preflight failed, nothing was processed" in out, out[-3000:]
+    # every node of the cluster checked and named, with the location and the cause
+    nodes = {line.split("Ray node ", 1)[1][:12] for line in out.splitlines() if "Ray node " in line
+             and "NO_SUCH_BUCKET" in line}
+    assert len(nodes) == 2, out[-3000:]
+    assert "s3://no-such-bucket/ds" in out
+    assert not list((tmp_path / "scratch").glob("node-*/work-*"))  # nothing was downloaded
