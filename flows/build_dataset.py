@@ -23,18 +23,23 @@ from rich.console import Console
 
 from flows.commit import committed, sweep_uncommitted
 from flows.report import RunStats, dataset_card, run_markdown
-from flows.sources import read_sources, source_key
+from flows.commit import record_source_failure
+from flows.sources import dedup_sources, read_sources, source_key
+from schemas.records import DeadLetter, Stage, utc_now
+from tasks.acquire import canonical_video_id
 from flows import progress, video_pipeline
 from schemas.manifest import build_manifest
 from schemas.settings import Settings, load_settings
 from schemas.shards import consolidate_dead_letters
 from schemas.store import DatasetStore, is_remote
 from flows import llm_cache as llm_cache_store
+from flows.compact import maybe_compact
 from flows.preflight import preflight
 from tasks.acquire import SourceExpander
 from schemas.settings import QAOptions
 
 FLOW_NAME = "build-dataset"
+DUPLICATE = "duplicate"  # error class of a source (or a download) that is a video already in the dataset
 # What object-store clients read from the environment (an instance role needs none of it); passed on to the Ray
 # workers of a run this process starts, never written to a file.
 STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
@@ -89,7 +94,7 @@ def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: s
     started = time.time()
     report = video_pipeline.run_batch(batch, dataset_dir, cfg, video_pipeline.POOLS[pool_key],
                                       llm_cache=Path(llm_cache) if llm_cache else None, qa_options=qa_options,
-                                      stats=stats,
+                                      stats=stats, dedup=video_pipeline.DEDUP.get(pool_key),
                                       on_stage=(lambda what: board.stage(batch_no, what)) if board else
                                       (lambda what: None))
     if llm_cache:  # on an object store: the replies this batch received, as a cache shard beside its commits
@@ -102,6 +107,10 @@ def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: s
 @task(name="finalize-dataset", cache_policy=NO_CACHE)
 def finalize(dataset_dir: str, cfg: Settings, sources: list[str], stats: RunStats) -> dict:
     store = DatasetStore.of(dataset_dir)
+    compacted = maybe_compact(store, cfg.compaction)
+    if compacted is not None:
+        get_run_logger().info("compacted %d keys into size-bounded shards and %d markers into the commit index",
+                              compacted.report.keys, compacted.markers)
     consolidate_dead_letters(store)
     manifest = build_manifest(store)
     store.write_bytes("README.md", dataset_card(store, manifest, cfg, sources).encode())
@@ -138,6 +147,16 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
         logger.info("removed the shards of %d video(s) a previous run did not commit: %s", len(swept), swept)
     pending = [s for s in all_sources if source_key(s) not in done]
     stats.skipped_committed = len(all_sources) - len(pending)
+    # One spelling per video, before any download: the same video as a committed one or an earlier source (found
+    # offline from the URL: extractor and id) is a dead letter `duplicate_of=<video id>`, not a failure.
+    pending, duplicates = dedup_sources(pending, canonical_video_id, {m.video_id: m.source for m in done.values()})
+    for dup in duplicates:
+        record_source_failure(store, dup.source, [DeadLetter(
+            stage=Stage.acquire, source_id=dup.source, video_id=dup.video_id, error_class=DUPLICATE,
+            message=f"duplicate_of={dup.video_id}: the same video as {dup.kept}", failed_at=utc_now())])
+    stats.duplicates = len(duplicates)
+    if duplicates:
+        logger.info("%d source(s) are another spelling of a video already listed or committed", len(duplicates))
     board = progress.BOARDS[dataset_dir] = progress.ProgressBoard(dataset_dir, len(pending), stats.skipped_committed)
     logger.info("%d sources, %d already committed, %d to process", len(all_sources), stats.skipped_committed,
                 len(pending))
@@ -156,6 +175,8 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     in_flight: deque = deque()
     try:
         if pending:
+            if cfg.dedup.enabled:  # the kept videos' checksums and keyframe hashes: re-uploads are caught on arrival
+                video_pipeline.DEDUP[pool_key] = video_pipeline.load_dedup_index(store, cfg.dedup)
             video_pipeline.POOLS[pool_key] = video_pipeline.PerceptionPool.create(cfg)
             batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
 
@@ -179,6 +200,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
         for _, future in in_flight:  # a batch failed: let the others finish before their Ray goes away
             future.wait()
         video_pipeline.POOLS.pop(pool_key, None)
+        video_pipeline.DEDUP.pop(pool_key, None)
         progress.BOARDS.pop(pool_key, None)
         board.finish()
         if started_ray:
@@ -190,6 +212,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     create_markdown_artifact(markdown=markdown, key="build-dataset-summary", description="build-dataset run summary")
     summary = {"dataset": str(dataset_dir), "rows": rows, "videos_ok": stats.videos_ok,
                "videos_failed": stats.videos_failed, "skipped_committed": stats.skipped_committed,
+               "duplicates": stats.duplicates,
                "qa_by_type": dict(stats.qa_by_type), "dead_letters_by_stage": dict(stats.dead_letters_by_stage),
                "llm": dict(stats.llm), "seconds_by_stage": dict(stats.seconds_by_stage), "wall_s": stats.wall_s,
                "cost_per_accepted": stats.cost_rows(), "qa_checks": stats.check_rows()}

@@ -126,6 +126,57 @@ def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="Y
                       questions_per_type=questions_per_type, llm_cache=str(llm_cache) if llm_cache else None)
 
 
+@app.command("compact")
+def compact_cmd(dataset: str = typer.Argument(..., help="a dataset folder or object-store URL")) -> None:
+    """Merge the per-video shards of committed videos into size-bounded shards (profile: compaction.*), fold the
+    commit markers into an index, and rebuild the manifest."""
+    from flows.compact import compact_dataset
+    from schemas.manifest import build_manifest
+
+    done = compact_dataset(dataset, settings().compaction)
+    build_manifest(dataset)
+    for t in done.report.tables:
+        console.print(f"{t.table}: {t.files_before} -> {t.files_after} files ({t.keys} keys moved, "
+                      f"{t.shards_written} shards written)")
+    console.print(f"markers folded into the commit index: {done.markers}")
+
+
+@app.command("verify")
+def verify_cmd(dataset: str = typer.Argument(..., help="a dataset folder or object-store URL")) -> None:
+    """Read and hash every file the manifest lists and report every difference (exit 1 if any)."""
+    from schemas.manifest import verify_manifest
+
+    problems = verify_manifest(dataset)
+    for p in problems:
+        console.print(p, markup=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]manifest verified[/]: every file present, whole and as listed")
+
+
+@app.command("view")
+def view_cmd(dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="a local dataset folder"),
+             out: Optional[Path] = typer.Option(None, help="default: <dataset>/_view"),
+             serve: bool = typer.Option(False, "--serve", help="serve the site on 127.0.0.1 until Ctrl-C"),
+             port: int = typer.Option(8000, help="the --serve port (0: any free one)")) -> None:
+    """Write a static HTML viewer of the dataset (videos, clips, transcript, audio events, QA, failures) and print
+    its index.html, or serve it on localhost with --serve."""
+    from flows.view import make_server, write_viewer
+
+    index = write_viewer(dataset, out)
+    if not serve:
+        print(index)
+        return
+    server, url = make_server(index, dataset, port)
+    print(f"serving {index.parent} on {url} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @app.command("train")
 def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/demo/dataset"),
               out: Path = typer.Option(None, help="default: <output_dir>/train"),

@@ -7,20 +7,25 @@ folder or an object-store prefix, where each marker is one atomic PUT written af
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pydantic import BaseModel, ConfigDict
 
 from flows.sources import source_key
 from schemas.records import ALL_RECORDS, DeadLetter, Record, UtcDatetime, utc_now
 from schemas.paths import video_files
-from schemas.shards import DEAD_LETTER_TABLE, remove_key, shard_keys, write_dead_letters, write_shard
+from schemas.shards import DEAD_LETTER_TABLE, parquet_bytes, remove_key, shard_keys, write_dead_letters, write_shard
 from schemas.store import DatasetLike, DatasetStore
 
 COMMIT_DIR = "_committed"
 # The tables a committed video owns, keyed by its video id.
-VIDEO_TABLES = ("videos", "clips", "speech", "audio_events", "audio_captions", "visual_captions", "descriptions", "qa")
+VIDEO_TABLES = ("videos", "clips", "speech", "audio_events", "audio_captions", "visual_captions", "descriptions", "qa",
+                "fingerprints", "dedup")
 
 
 class CommitMarker(BaseModel):
@@ -43,14 +48,64 @@ def marker_path(dataset_dir: Path, source: str) -> Path:
     return Path(dataset_dir) / marker_name(source)
 
 
+INDEX_PREFIX = "index~c"  # _committed/index~cNNNNNN.parquet: compacted markers, one row each
+
+
 def committed(dataset_dir: DatasetLike) -> dict[str, CommitMarker]:
-    """Markers by source key."""
+    """Markers by source key: those compacted into index shards, then the loose ones (which win)."""
     store = DatasetStore.of(dataset_dir)
     out = {}
+    for name in store.list_files(COMMIT_DIR, prefix=INDEX_PREFIX, suffix=".parquet"):
+        table = pq.read_table(pa.BufferReader(store.read_bytes(f"{COMMIT_DIR}/{name}")))
+        for row in table.to_pylist():
+            row["rows"] = json.loads(row["rows"])
+            marker = CommitMarker.model_validate(row)
+            out[marker.source_key] = marker
     for name in store.list_files(COMMIT_DIR, prefix="src-", suffix=".json"):
         marker = CommitMarker.model_validate_json(store.read_bytes(f"{COMMIT_DIR}/{name}"))
         out[marker.source_key] = marker
     return out
+
+
+def uncommit(dataset_dir: DatasetLike, source_keys: set[str]) -> int:
+    """Forget the commits of these sources (their loose markers go, and the index shards are rewritten without
+    them), so the next run sweeps their rows and redoes them. Returns how many markers were forgotten."""
+    store = DatasetStore.of(dataset_dir)
+    forgotten = 0
+    for name in store.list_files(COMMIT_DIR, prefix="src-", suffix=".json"):
+        if name.removesuffix(".json") in source_keys:
+            store.delete(f"{COMMIT_DIR}/{name}")
+            forgotten += 1
+    for name in store.list_files(COMMIT_DIR, prefix=INDEX_PREFIX, suffix=".parquet"):
+        rel = f"{COMMIT_DIR}/{name}"
+        table = pq.read_table(pa.BufferReader(store.read_bytes(rel)))
+        keep = [k not in source_keys for k in table.column("source_key").to_pylist()]
+        if all(keep):
+            continue
+        forgotten += keep.count(False)
+        kept = table.filter(pa.array(keep))
+        if kept.num_rows:
+            store.write_bytes(rel, parquet_bytes(kept))
+        else:
+            store.delete(rel)
+    return forgotten
+
+
+def compact_markers(dataset_dir: DatasetLike) -> int:
+    """The loose markers folded into one new index shard (written whole first, then the loose files go: a stop in
+    between leaves a marker twice, which ``committed`` reads once). Returns how many were folded."""
+    store = DatasetStore.of(dataset_dir)
+    loose = store.list_files(COMMIT_DIR, prefix="src-", suffix=".json")
+    if not loose:
+        return 0
+    markers = [CommitMarker.model_validate_json(store.read_bytes(f"{COMMIT_DIR}/{n}")) for n in loose]
+    rows = [{**m.model_dump(mode="python"), "rows": json.dumps(m.rows, sort_keys=True)} for m in markers]
+    seq = max((int(n[len(INDEX_PREFIX):][:6]) for n in store.list_files(COMMIT_DIR, prefix=INDEX_PREFIX,
+                                                                          suffix=".parquet")), default=0) + 1
+    store.write_bytes(f"{COMMIT_DIR}/{INDEX_PREFIX}{seq:06d}.parquet", parquet_bytes(pa.Table.from_pylist(rows)))
+    for name in loose:
+        store.delete(f"{COMMIT_DIR}/{name}")
+    return len(markers)
 
 
 def sweep_uncommitted(dataset_dir: DatasetLike) -> list[str]:

@@ -26,10 +26,11 @@ from infra.errors import StageError, TransientError, dead_letter_from_exception
 from schemas.handoff import AudioResult, ProbeResult, SegmentResult, VideoMedia
 from schemas.paths import audio_path, audio_name, keyframe_dir, keyframe_name
 from schemas.store import DatasetStore
-from schemas.records import Clip, DeadLetter, Stage, VideoRecord
+from schemas.records import Clip, DeadLetter, KeyframeHash, Stage, VideoRecord
 from schemas.settings import Settings, settings as default_settings
 from tasks.acquire import Acquired, acquire
 from tasks.audio import decode_audio
+from tasks.fingerprint import keyframe_hashes
 from tasks.probe import check_duration, probe, require_audio
 from tasks.segment import segment_video
 
@@ -47,6 +48,7 @@ class MediaResult(BaseModel):
     keyframe_dir: str  # relative to the dataset folder
     decode_passes: dict[str, int]  # {"video": 1, "audio": 1}
     seconds: dict[str, float]  # wall time per stage
+    fingerprints: list[KeyframeHash] = []  # a dHash per keyframe (tasks.fingerprint), for deduplication
 
 
 def video_record(acquired: Acquired, facts: ProbeResult) -> VideoRecord:
@@ -159,6 +161,7 @@ def media_task(source: str, dataset: str, cfg: Settings) -> tuple[MediaResult | 
             return result, None
         vid = result.video.video_id
         media = VideoMedia.from_folder(work, vid, result.clips, in_memory=not in_place)
+        result = result.model_copy(update={"fingerprints": keyframe_hashes(media, result.clips)})
         if not in_place:
             try:
                 publish_video_files(work, store, result)
@@ -170,3 +173,11 @@ def media_task(source: str, dataset: str, cfg: Settings) -> tuple[MediaResult | 
     finally:
         if not in_place:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def remove_published_files(store: DatasetStore, result: MediaResult) -> None:
+    """The video's files taken out of the dataset again (a duplicate found after download)."""
+    vid = result.video.video_id
+    store.delete(result.video.media_path)
+    store.delete(audio_name(vid))
+    store.delete_dir(f"keyframes/{vid}")

@@ -21,6 +21,7 @@ class RunStats(BaseModel):
 
     sources: int = 0
     skipped_committed: int = 0
+    duplicates: int = 0  # sources (or downloads) that were a video already listed or committed: not failures
     videos_ok: int = 0
     videos_failed: int = 0
     clips: int = 0
@@ -50,6 +51,7 @@ class RunStats(BaseModel):
         """Add what one batch counted (batches run concurrently, each with its own stats)."""
         self.videos_ok += batch.videos_ok
         self.videos_failed += batch.videos_failed
+        self.duplicates += batch.duplicates
         self.clips += batch.clips
         self.keyframes += batch.keyframes
         self.keyframes_with_objects += batch.keyframes_with_objects
@@ -118,8 +120,9 @@ def run_markdown(stats: RunStats, dataset_dir: Path, profile: str) -> str:
     parts = [
         f"# build-dataset run: `{dataset_dir}`",
         f"Profile `{profile}`, wall time {stats.wall_s:.1f} s.",
-        _table(["sources", "already committed", "videos ok", "videos failed", "clips"],
-               [[stats.sources, stats.skipped_committed, stats.videos_ok, stats.videos_failed, stats.clips]]),
+        _table(["sources", "already committed", "duplicates", "videos ok", "videos failed", "clips"],
+               [[stats.sources, stats.skipped_committed, stats.duplicates, stats.videos_ok, stats.videos_failed,
+                 stats.clips]]),
         "## QA by type",
         _table(["type", "items"], [[t, n] for t, n in sorted(stats.qa_by_type.items())] or [["-", 0]]),
         "## Time per stage (summed over workers)",
@@ -207,6 +210,30 @@ def models_table(dataset_dir: DatasetLike, cfg: Settings) -> list[list[str]]:
     ]
 
 
+DEAD_LETTER = "dead_letter"
+HF_MAX_LISTED_FILES = 2000  # beyond this a config names its folder's glob (compaction keeps tables below it)
+
+
+def hf_configs(manifest: Manifest) -> str:
+    """The card's YAML header in the Hugging Face datasets convention: one config per table with rows, so
+    `load_dataset(<folder>, "qa")` and the Hub's viewer read each table from its Parquet shards. The files are
+    listed (those with rows: a reader of an empty Parquet file fails), or globbed for a table of very many."""
+    lines = ["---", "configs:"]
+    entries = {t: e.shards for t, e in manifest.tables.items() if t != DEAD_LETTER}
+    entries[DEAD_LETTER] = [f for f in manifest.files if f.file == f"{DEAD_LETTER}.parquet"]
+    for table, shards in sorted(entries.items()):
+        files = [s.file for s in shards if s.rows > 0]
+        if not files:
+            continue
+        lines.append(f"- config_name: {table}")
+        if len(files) > HF_MAX_LISTED_FILES:
+            lines.append(f'  data_files: "{table}/*.parquet"')
+        else:
+            lines.append("  data_files:")
+            lines += [f'  - "{f}"' for f in files]
+    return "\n".join(lines + ["---", ""])
+
+
 def dataset_card(dataset_dir: DatasetLike, manifest: Manifest, cfg: Settings, sources: list[str]) -> str:
     """The README.md written into the dataset folder."""
     store = DatasetStore.of(dataset_dir)
@@ -216,7 +243,8 @@ def dataset_card(dataset_dir: DatasetLike, manifest: Manifest, cfg: Settings, so
         pq.read_table(pa.BufferReader(store.read_bytes(dead)), columns=["stage"]).column("stage").to_pylist()
         if store.exists(dead) else [])
     tables = sorted(manifest.tables)
-    return "\n\n".join([
+    header = hf_configs(manifest)
+    return header + "\n\n".join([
         "# SAVEn-Vid dataset",
         f"Schema version {SCHEMA_VERSION}; built with profile `{cfg.profile}`.",
         "## Counts",

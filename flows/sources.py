@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -82,3 +84,31 @@ def read_sources(path: Path | str) -> list[str]:
         raise SourcesError(f"{path}: unknown sources format {suffix!r} (use .yaml, .csv or .jsonl)")
     resolved = [_resolve(v, path.parent) for v in values]
     return list(dict.fromkeys(resolved))
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A source whose video is already in the run's list or in the dataset under another spelling."""
+
+    source: str
+    video_id: str  # the canonical id both spellings share
+    kept: str  # the source that keeps the video (or the committed one's)
+
+
+def dedup_sources(sources: list[str], canonical_id: Callable[[str], str | None],
+                  committed_ids: dict[str, str]) -> tuple[list[str], list[Duplicate]]:
+    """The sources with one spelling per video, and the later spellings (``committed_ids``: video id -> the source
+    that committed it). A source whose id cannot be worked out offline is kept as it is."""
+    kept: list[str] = []
+    dups: list[Duplicate] = []
+    first: dict[str, str] = dict(committed_ids)
+    for src in dict.fromkeys(sources):  # the very same string twice is one source
+        vid = canonical_id(src)
+        if vid is None:
+            kept.append(src)
+        elif vid in first and first[vid] != src:
+            dups.append(Duplicate(src, vid, first[vid]))
+        else:
+            first.setdefault(vid, src)
+            kept.append(src)
+    return kept, dups

@@ -23,13 +23,17 @@ from typing import Callable
 import ray
 
 from flows.commit import commit_video, record_source_failure
-from flows.media_chain import MediaResult, media_task
+from flows.media_chain import MediaResult, media_task, remove_published_files
 from flows.report import RunStats
 from infra.ray_stage import in_ray
 from infra.registry import Registry
 from infra.worker import StageWorker
 from schemas.handoff import ASROutput, AudioEventsOutput, VideoWork, VisualCaptionOutput
+from schemas.records import DedupDecision, KeyframeHash, VideoRecord
+from schemas.settings import Dedup
+from schemas.shards import read_table
 from schemas.store import DatasetLike, DatasetStore
+from tasks.dedup import DedupIndex
 from schemas.records import DeadLetter, Stage, utc_now
 from schemas.settings import Settings
 from tasks.asr import ASRWorker
@@ -97,6 +101,22 @@ class PerceptionPool:
 
 
 POOLS: dict[str, PerceptionPool] = {}  # the actors of the flow runs in this process, by run key
+DEDUP: dict[str, DedupIndex] = {}  # the deduplication index of the flow runs in this process, by run key
+DUPLICATE = "duplicate"  # a dead letter's error class for a video already in the dataset: not a failure
+
+
+def load_dedup_index(dataset: DatasetLike, cfg: Dedup) -> DedupIndex:
+    """The committed videos' checksums, durations and keyframe hashes (two columns' worth of reading)."""
+    store = DatasetStore.of(dataset)
+    index = DedupIndex(cfg)
+    videos = read_table(store, "videos", VideoRecord).select(["video_id", "sha256", "duration_s"]).to_pylist()
+    hashes: dict[str, list[KeyframeHash]] = {}
+    for row in read_table(store, "fingerprints", KeyframeHash).to_pylist():
+        hashes.setdefault(row["video_id"], []).append(KeyframeHash.model_validate(row))
+    for v in videos:
+        record = VideoRecord.model_construct(video_id=v["video_id"], sha256=v["sha256"], duration_s=v["duration_s"])
+        index.add(record, hashes.get(v["video_id"], []))
+    return index
 
 
 @dataclass
@@ -106,6 +126,7 @@ class _Perceived:
     asr: ASROutput
     events: AudioEventsOutput
     visual: VisualCaptionOutput
+    repeats: list[DedupDecision] = field(default_factory=list)  # clips repeating footage already kept
 
     @property
     def dead_letters(self) -> list[DeadLetter]:
@@ -127,7 +148,8 @@ def _media_task(cfg: Settings):
 
 def run_batch(sources: list[str], dataset_dir: DatasetLike, cfg: Settings, pool: PerceptionPool, *,
               llm_cache: Path | None, qa_options: QAOptions | None, stats: RunStats,
-              on_stage: Callable[[str], None] = lambda what: None) -> BatchReport:
+              on_stage: Callable[[str], None] = lambda what: None, dedup: DedupIndex | None = None
+              ) -> BatchReport:
     """One batch end to end; ``on_stage`` hears which stage it is in (for the run's progress board)."""
     report = BatchReport()
     store = DatasetStore.of(dataset_dir)
@@ -154,14 +176,21 @@ def run_batch(sources: list[str], dataset_dir: DatasetLike, cfg: Settings, pool:
             _fail(store, src, outcome, stats, report)
             continue
         stats.add_seconds(outcome.seconds)
+        repeats: list[DedupDecision] = []
+        if dedup is not None:
+            duplicate, repeats = dedup.check(outcome.video, outcome.fingerprints)
+            if duplicate is not None:  # the same video as one kept: no perception, no commit, its files go again
+                remove_published_files(store, outcome)
+                _duplicate(store, src, duplicate, stats, report)
+                continue
         work = VideoWork(video_id=outcome.video.video_id, clips=outcome.clips)
         perception[work.video_id] = (src, outcome, (pool.asr.submit(work, media_ref),
                                                     pool.audio_events.submit(work, media_ref),
-                                                    pool.visual.submit(work, media_ref)))
+                                                    pool.visual.submit(work, media_ref)), repeats)
         del media_ref  # the actors hold it now: the object goes when they are done
 
     ready: list[_Perceived] = []
-    for k, (vid, (src, result, refs)) in enumerate(perception.items()):
+    for k, (vid, (src, result, refs, repeats)) in enumerate(perception.items()):
         on_stage(f"perception: {k}/{len(perception)} videos heard and seen")
         try:
             asr_out, events_out, visual_out = ray.get(list(refs))
@@ -173,13 +202,28 @@ def run_batch(sources: list[str], dataset_dir: DatasetLike, cfg: Settings, pool:
             continue
         stats.add_seconds({"asr": asr_out.seconds, "audio_events": events_out.seconds,
                            "visual_caption": visual_out.seconds})
-        ready.append(_Perceived(src, result, asr_out, events_out, visual_out))
+        ready.append(_Perceived(src, result, asr_out, events_out, visual_out, repeats))
 
     perception.clear()
     if ready:
         _synthesize_and_commit(ready, store, cfg, llm_cache=llm_cache, qa_options=qa_options, stats=stats,
                                report=report, on_stage=on_stage)
     return report
+
+
+def _duplicate(store: DatasetStore, source: str, decision: DedupDecision, stats: RunStats,
+               report: BatchReport) -> None:
+    """A downloaded video that is one already kept: a dead letter ``duplicate_of=<kept id>`` carrying the decision,
+    counted as a duplicate, not a failure."""
+    letter = DeadLetter(stage=Stage.acquire, source_id=source, video_id=decision.video_id, error_class=DUPLICATE,
+                        message=f"duplicate_of={decision.kept_id}: the same video ({decision.kind}, "
+                                f"{decision.method} distance {decision.distance:g})",
+                        failed_at=utc_now(), detail=decision.model_dump_json())
+    record_source_failure(store, source, [letter])
+    stats.duplicates += 1
+    report.failed.append(source)
+    log.info("duplicate of %s after download: %s (%s, distance %g)", decision.kept_id, source, decision.kind,
+             decision.distance)
 
 
 def _fail(dataset_dir: DatasetStore, source: str, dead: DeadLetter, stats: RunStats, report: BatchReport) -> None:
@@ -217,7 +261,10 @@ def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: DatasetStore, c
         by_video[d.video_id].append(d)
     on_stage(f"QA: {len(ready)} videos, {len(fused.descriptions)} described clips")
     t = time.perf_counter()
-    qa_batch = run_qa([(p.media.video, sorted(by_video[p.media.video.video_id], key=lambda d: d.start_s))
+    # A clip that repeats footage already in the dataset is described, but no question is written about it again.
+    repeated = {r.clip_id for p in ready for r in p.repeats}
+    qa_batch = run_qa([(p.media.video, sorted((d for d in by_video[p.media.video.video_id]
+                                               if d.clip_id not in repeated), key=lambda d: d.start_s))
                        for p in ready], llm=cfg.llm, cache_path=llm_cache, options=qa_options)
     stats.add_seconds({"qa": time.perf_counter() - t})
     stats.llm.update(qa_batch.llm)
@@ -239,7 +286,7 @@ def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: DatasetStore, c
             "videos": [p.media.video], "clips": p.media.clips, "speech": p.asr.speech,
             "audio_events": p.events.events, "audio_captions": audio_captions[vid],
             "visual_captions": p.visual.captions, "descriptions": sorted(by_video[vid], key=lambda d: d.start_s),
-            "qa": qa.items,
+            "qa": qa.items, "fingerprints": p.media.fingerprints, "dedup": p.repeats,
         }
         commit_video(dataset_dir, p.source, vid, tables, failures)
         stats.videos_ok += 1

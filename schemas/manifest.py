@@ -1,7 +1,9 @@
 """``manifest.json``: every shard of a dataset with its row count and checksum, and a check against the files.
 
 The dataset may be a local folder or an object-store prefix (``schemas.store``); names in the manifest are relative
-to its root either way.
+to its root either way. Building it is incremental: a file whose size and modification time are those the previous
+manifest recorded keeps its entry (no read, no hash), so a resume pays for what it added, not for the dataset;
+``verify_manifest`` (``saven verify``) reads and hashes every file.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from schemas.records import SCHEMA_VERSION, UtcDatetime, utc_now
-from schemas.shards import TABLE_PATTERN, visible_shards
+from schemas.shards import TABLE_PATTERN, compacted_shards, visible_shards
 from schemas.store import DatasetLike, DatasetStore
 
 MANIFEST_NAME = "manifest.json"
@@ -24,6 +26,7 @@ class ShardEntry(BaseModel):
     rows: int
     sha256: str
     bytes: int
+    mtime_ns: int | None = None  # as listed when hashed: unchanged size and time -> the entry is reused
 
 
 class TableEntry(BaseModel):
@@ -38,18 +41,18 @@ class Manifest(BaseModel):
     files: list[ShardEntry] = Field(default_factory=list)  # root-level Parquet files, e.g. dead_letter.parquet
 
 
-def _entry(store: DatasetStore, rel: str) -> ShardEntry:
+def _entry(store: DatasetStore, rel: str, mtime_ns: int | None = None) -> ShardEntry:
     data = store.read_bytes(rel)
     return ShardEntry(file=rel, rows=pq.read_metadata(pa.BufferReader(data)).num_rows,
-                      sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+                      sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), mtime_ns=mtime_ns)
 
 
 def _tables(store: DatasetStore) -> dict[str, list[str]]:
-    """Table folders (named like a table) and their finished shards."""
+    """Table folders (named like a table) and their finished shards, compacted ones first."""
     out = {}
     for name in store.list_dirs():
         if TABLE_PATTERN.fullmatch(name):
-            shards = visible_shards(store, name)
+            shards = compacted_shards(store, name) + visible_shards(store, name)
             if shards:
                 out[name] = shards
     return out
@@ -59,14 +62,37 @@ def _root_files(store: DatasetStore) -> list[str]:
     return store.list_files("", suffix=".parquet")
 
 
-def build_manifest(dataset_dir: DatasetLike) -> Manifest:
-    """Describe every finished shard and root Parquet file, and write ``manifest.json`` atomically."""
+def _listed(store: DatasetStore, folder: str) -> dict[str, tuple[int, int]]:
+    prefix = f"{folder}/" if folder else ""
+    return {f"{prefix}{n}": (size, mtime) for n, size, mtime in store.list_infos(folder, suffix=".parquet")}
+
+
+def build_manifest(dataset_dir: DatasetLike, *, full: bool = False) -> Manifest:
+    """Describe every finished shard and root Parquet file, and write ``manifest.json`` atomically. Entries of files
+    unchanged since the previous manifest (same size and time) are kept as they were unless ``full``."""
     store = DatasetStore.of(dataset_dir)
+    previous: dict[str, ShardEntry] = {}
+    if not full:
+        try:
+            old = load_manifest(store)
+            previous = {e.file: e for t in old.tables.values() for e in t.shards} | {e.file: e for e in old.files}
+        except (FileNotFoundError, ValueError):
+            previous = {}
+
+    def entry(rel: str, listed: dict[str, tuple[int, int]]) -> ShardEntry:
+        size, mtime = listed.get(rel, (None, None))
+        known = previous.get(rel)
+        if known is not None and known.bytes == size and known.mtime_ns == mtime and mtime:
+            return known
+        return _entry(store, rel, mtime)
+
     tables = {}
     for name, names in _tables(store).items():
-        shards = [_entry(store, rel) for rel in names]
+        listed = _listed(store, name)
+        shards = [entry(rel, listed) for rel in names]
         tables[name] = TableEntry(rows=sum(s.rows for s in shards), shards=shards)
-    manifest = Manifest(tables=tables, files=[_entry(store, rel) for rel in _root_files(store)])
+    root = _listed(store, "")
+    manifest = Manifest(tables=tables, files=[entry(rel, root) for rel in _root_files(store)])
     store.write_bytes(MANIFEST_NAME, manifest.model_dump_json(indent=2).encode() + b"\n")
     return manifest
 

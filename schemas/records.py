@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = "1.3.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train; 1.3: DeadLetter.video_id
+SCHEMA_VERSION = "1.4.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train; 1.3: DeadLetter.video_id;
+# 1.4: the fingerprints and dedup tables
 
 # Ids are safe as file names by construction: they come from extractor ids or hashes, never from titles.
 VIDEO_ID_PATTERN = r"^[a-z0-9]{1,24}-[A-Za-z0-9_-]{1,64}$"
@@ -198,6 +199,31 @@ class VisualCaption(Record):
     text: NonEmptyText
     tags: list[Tag] = Field(default_factory=list)
     captioner: NonEmptyText  # e.g. "coca-vit-l-14" or "opencv-describer-v1"
+
+
+HEX64 = r"^[0-9a-f]{16}$"
+
+
+class KeyframeHash(Record):
+    """A keyframe's 64-bit difference hash (dHash of a 9x8 grey thumbnail), as 16 hex digits: what finding the
+    same footage again (a re-upload, a re-encode, a repeated shot) compares, by Hamming distance."""
+
+    video_id: VideoId
+    clip_id: ClipId
+    t: Seconds
+    dhash: Annotated[str, Field(pattern=HEX64)]
+
+
+class DedupDecision(Record):
+    """One decision of the deduplication after download: a clip of this video repeats footage already in the
+    dataset (``kind="clip"``: the clip gets no QA), with the kept clip or video and the distance that decided."""
+
+    video_id: VideoId
+    clip_id: ClipId | None = None
+    kind: Literal["content", "perceptual", "clip"]
+    kept_id: NonEmptyText  # the kept video's id, or the kept clip's id for kind "clip"
+    distance: Annotated[float, Field(ge=0.0)]  # Hamming bits (median over keyframes); 0 for a content hash match
+    method: NonEmptyText  # e.g. "sha256", "dhash64"
 
 
 class AudioCaption(TimeSpan):
@@ -389,6 +415,8 @@ ALL_RECORDS: dict[str, type[Record]] = {
     "visual_captions": VisualCaption,
     "descriptions": ClipDescription,
     "qa": QAItem,
+    "fingerprints": KeyframeHash,
+    "dedup": DedupDecision,
     "avbench": AVBenchItem,
     "predictions": Prediction,
     "scores": Score,

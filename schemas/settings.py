@@ -183,6 +183,25 @@ class QAOptions(Section):
     tokens_per_question: int = Field(default=64, ge=16)  # the reply's max_tokens is this per card (+16)
 
 
+class Compaction(Section):
+    """Merging the per-video shards of committed videos into size-bounded ones (``schemas.compaction``)."""
+
+    enabled: bool = True
+    target_mb: float = Field(default=256.0, gt=0)  # size of a compacted shard
+    row_group_rows: int = Field(default=100_000, ge=1000)
+    min_loose_files: int = Field(default=2000, ge=1)  # finalize compacts once this many small files gathered
+
+
+class Dedup(Section):
+    """Deduplication after download (``tasks.dedup``): thresholds in Hamming bits of 64-bit keyframe dHashes."""
+
+    enabled: bool = True
+    video_max_distance: float = Field(default=6.0, ge=0, le=64)  # median keyframe distance of a re-encode
+    clip_max_distance: float = Field(default=2.0, ge=0, le=64)  # a clip repeating footage already kept
+    duration_tolerance: float = Field(default=0.03, ge=0)  # a copy's duration within 3% of the kept one's
+    min_keyframes: int = Field(default=2, ge=1)
+
+
 class Benchmark(Section):
     """The AVBench held-out split; training excludes the same videos."""
 
@@ -211,6 +230,8 @@ class Settings(BaseSettings):
     audio_tagger: AudioTagger = Field(default_factory=AudioTagger)
     visual_captioner: VisualCaptioner = Field(default_factory=VisualCaptioner)
     qa: QAOptions = Field(default_factory=QAOptions)
+    compaction: Compaction = Field(default_factory=Compaction)
+    dedup: Dedup = Field(default_factory=Dedup)
     benchmark: Benchmark = Field(default_factory=Benchmark)
     demo: Demo = Field(default_factory=Demo)
 

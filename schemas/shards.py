@@ -40,6 +40,10 @@ BATCH_ROWS = 10_000  # rows validated and written per row group
 COMPRESSION = "zstd"
 
 _KEY, _PART, _PARTS, _WRITE_ID = b"saven.key", b"saven.part", b"saven.parts", b"saven.write_id"
+# A compacted shard (``schemas.compaction``) holds the rows of many keys, in key order: its footer lists them with
+# their row counts. "~" is in no key, so the name can never be a key's shard.
+KEY_ROWS = b"saven.key_rows"
+COMPACT_MARK = "~c"
 
 
 class SchemaVersionError(ValueError):
@@ -115,10 +119,49 @@ def visible_shards(dataset: DatasetLike, table: str) -> list[str]:
             if name_re.fullmatch(n)]
 
 
+def _compact_re(table: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(table)}{re.escape(COMPACT_MARK)}(?P<seq>\d{{6}})\.parquet")
+
+
+def compacted_name(table: str, seq: int) -> str:
+    return f"{table}/{table}{COMPACT_MARK}{seq:06d}.parquet"
+
+
+def compacted_shards(dataset: DatasetLike, table: str) -> list[str]:
+    """The compacted shards of a table (names relative to the dataset root), in order."""
+    store = DatasetStore.of(dataset)
+    name_re = _compact_re(table)
+    return [f"{table}/{n}" for n in store.list_files(table, prefix=f"{table}{COMPACT_MARK}", suffix=".parquet")
+            if name_re.fullmatch(n)]
+
+
+def key_rows_of(metadata: dict[bytes, bytes] | None) -> list[tuple[str, int]]:
+    """The (key, rows) a compacted shard's footer lists, in row order."""
+    raw = (metadata or {}).get(KEY_ROWS)
+    return [(k, int(n)) for k, n in json.loads(raw)] if raw else []
+
+
+def compacted_keys(dataset: DatasetLike, table: str) -> dict[str, list[tuple[str, int]]]:
+    """Compacted shard -> the keys it holds (read from the footers only)."""
+    store = DatasetStore.of(dataset)
+    out = {}
+    for name in compacted_shards(store, table):
+        with store.open_input_file(name) as f:
+            out[name] = key_rows_of(pq.read_metadata(f).metadata)
+    return out
+
+
+def _loose_key(rel: str, table: str) -> str:
+    return _name_re(table).fullmatch(rel.rsplit("/", 1)[1])["key"]
+
+
 def shard_keys(dataset: DatasetLike, table: str) -> set[str]:
-    """Keys committed to a table: what a resumed run can skip."""
-    name_re = _name_re(table)
-    return {name_re.fullmatch(rel.rsplit("/", 1)[1])["key"] for rel in visible_shards(dataset, table)}
+    """Keys committed to a table (in its own shards or in compacted ones): what a resumed run can skip."""
+    store = DatasetStore.of(dataset)
+    keys = {_loose_key(rel, table) for rel in visible_shards(store, table)}
+    for held in compacted_keys(store, table).values():
+        keys.update(k for k, _ in held)
+    return keys
 
 
 def _key_parts(store: DatasetStore, table: str, key: str) -> list[str]:
@@ -281,10 +324,32 @@ def _remove_temp_files(store: DatasetStore, table: str, key: str) -> None:
 
 
 def remove_key(dataset: DatasetLike, table: str, key: str) -> None:
-    """Delete every shard of ``key`` in ``table`` (e.g. a video whose run did not commit)."""
+    """Delete every shard of ``key`` in ``table`` (e.g. a video whose run did not commit); a compacted shard that
+    holds it is rewritten without its rows, in place (one atomic replace of that shard)."""
     store = DatasetStore.of(dataset)
     for name in _key_parts(store, table, key):
         store.delete(name)
+    for name, held in compacted_keys(store, table).items():
+        if any(k == key for k, _ in held):
+            _rewrite_compacted_without(store, name, held, {key})
+
+
+def _rewrite_compacted_without(store: DatasetStore, name: str, held: list[tuple[str, int]], drop: set[str]) -> None:
+    data = store.read_bytes(name)
+    table = pq.read_table(pa.BufferReader(data))
+    meta = dict(pq.read_metadata(pa.BufferReader(data)).metadata or {})
+    keep, pieces, start = [], [], 0
+    for key, rows in held:
+        if key not in drop:
+            keep.append((key, rows))
+            pieces.append(table.slice(start, rows))
+        start += rows
+    if not keep:
+        store.delete(name)
+        return
+    merged = pa.concat_tables(pieces) if pieces else table.slice(0, 0)
+    meta[KEY_ROWS] = json.dumps(keep).encode()
+    store.write_bytes(name, parquet_bytes(merged.replace_schema_metadata(meta)))
 
 
 def write_shard(dataset_dir: DatasetLike, table: str, *, key: str, records: Iterable[BaseModel | dict[str, Any]],
@@ -400,14 +465,21 @@ def read_table(dataset_dir: DatasetLike, table: str, model_cls: type[BaseModel] 
     store = DatasetStore.of(dataset_dir)
     model_cls = model_cls or _model_of(table)
     target = arrow_schema(model_cls)
-    names = visible_shards(store, table)
+    packed = compacted_shards(store, table)
+    packed_blobs = [store.read_bytes(n) for n in packed]
+    packed_metas = [pq.read_metadata(pa.BufferReader(b)).metadata or {} for b in packed_blobs]
+    covered = {k for meta in packed_metas for k, _ in key_rows_of(meta)}
+    # A key's own shards that a compacted shard already holds are leftovers of a compaction that stopped before
+    # deleting them: the compacted copy is the one that counts.
+    names = [n for n in visible_shards(store, table) if _loose_key(n, table) not in covered]
     blobs = [store.read_bytes(n) for n in names]  # each shard once: footer and rows from the same bytes
     metas = [pq.read_metadata(pa.BufferReader(b)).metadata or {} for b in blobs]
     urls = [store.url(n) for n in names]
-    for url, meta in zip(urls, metas):
+    for url, meta in zip([store.url(n) for n in packed] + urls, packed_metas + metas):
         check_shard_schema(url, meta, model_cls.__name__)
     _check_whole_writes(urls, metas)
-    tables = [_conform(pq.read_table(pa.BufferReader(b)), target, u) for b, u in zip(blobs, urls)]
+    tables = [_conform(pq.read_table(pa.BufferReader(b)), target, store.url(n))
+              for b, n in zip(packed_blobs + blobs, packed + names)]
     return pa.concat_tables(tables) if tables else target.empty_table()
 
 

@@ -119,6 +119,18 @@ class DatasetStore:
         names = [Path(i.path).name for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File]
         return sorted(n for n in names if not n.startswith(".") and n.startswith(prefix) and n.endswith(suffix))
 
+    def list_infos(self, rel: str = "", *, prefix: str = "", suffix: str = "") -> list[tuple[str, int, int]]:
+        """(name, bytes, mtime in ns) of the files directly in folder ``rel`` (not hidden), sorted by name: one
+        listing, no request per file (an object store returns size and time with its listing)."""
+        selector = pafs.FileSelector(self.path(rel), allow_not_found=True, recursive=False)
+        out = []
+        for i in self.fs.get_file_info(selector):
+            name = Path(i.path).name
+            if i.type == pafs.FileType.File and not name.startswith(".") and name.startswith(prefix) \
+                    and name.endswith(suffix):
+                out.append((name, int(i.size), int(i.mtime_ns or 0)))
+        return sorted(out)
+
     def list_dirs(self, rel: str = "") -> list[str]:
         selector = pafs.FileSelector(self.path(rel), allow_not_found=True, recursive=False)
         return sorted(Path(i.path).name for i in self.fs.get_file_info(selector)

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import urllib.parse
 from collections import deque
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -117,6 +118,39 @@ def make_video_id(extractor_key: str, extractor_id: str | None, url: str) -> str
 
 def local_video_id(path: Path) -> str:
     return f"local-{_hash(str(Path(path).resolve()))}"
+
+
+@lru_cache(maxsize=1)
+def _extractors() -> tuple:
+    from yt_dlp.extractor import gen_extractor_classes
+
+    return tuple(gen_extractor_classes())
+
+
+def canonical_video_id(source: str) -> str | None:
+    """The id a source's video will have, worked out offline from the URL alone (yt-dlp's extractor patterns): the
+    same video under any spelling (``watch?v=ID``, ``youtu.be/ID``, ``&t=42``, a mobile host, a playlist entry) gets
+    the same id, which is the id ``acquire`` gives it. None for a playlist or channel (expanded first) and for a URL
+    no extractor claims. A local path's id is that of the file it resolves to."""
+    source = source.strip()
+    if not source:
+        return None
+    if is_local_source(source):
+        return local_video_id(Path(source).expanduser())
+    for ie in _extractors():
+        if ie.suitable(source):
+            if ie.ie_key() in ("YoutubeTab", "YoutubePlaylist"):
+                # A watch URL with a list: the video it names, when it names one (else a playlist, expanded first)
+                video = urllib.parse.parse_qs(urllib.parse.urlsplit(source).query).get("v")
+                return canonical_video_id(f"https://www.youtube.com/watch?v={video[0]}") if video else None
+            if not getattr(ie, "_VALID_URL", None):
+                return None
+            try:
+                extractor_id = ie.get_temp_id(source)
+            except Exception:  # noqa: BLE001 — a pattern without an id group
+                extractor_id = None
+            return make_video_id(ie.ie_key(), extractor_id, source)
+    return None
 
 
 def media_dir(dataset_dir: Path) -> Path:

@@ -115,21 +115,21 @@ _NUMBERED_RE = re.compile(r"^\s*(?:\*\*)?(?:q(?:uestion)?\s*)?(\d{1,2})\s*[.):]\
 
 
 def parse_questions(n: int):
-    """A parser of the model's reply: exactly the lines "1. ..." to "n. ..." (other lines, such as a heading, are
-    ignored; a number twice or one missing makes the reply unusable). Judging the sentences is the checks' job."""
+    """A parser of the model's reply: the lines "1. ..." to "n. ...", in card order, ``None`` for a number the reply
+    lacks (other lines, such as a heading, are ignored; of a number written twice the first line counts). A reply with
+    no numbered line at all is unusable. A reply cut at its token limit is parsed as it is: its last, cut line fails
+    the checks like any other poor sentence, and the lines before it are kept. Judging the sentences is the checks'
+    job; a card without a line is asked again in the next round."""
 
-    def parse(text: str) -> list[str]:
+    def parse(text: str) -> list[str | None]:
         found: dict[int, str] = {}
         for line in text.splitlines():
             m = _NUMBERED_RE.match(line)
             if m and 1 <= int(m.group(1)) <= n:
-                if int(m.group(1)) in found:
-                    raise ValueError(f"question {m.group(1)} is written twice")
-                found[int(m.group(1))] = m.group(2)
-        missing = [i for i in range(1, n + 1) if i not in found]
-        if missing:
-            raise ValueError(f"no line for question(s) {missing} of {n}")
-        return [found[i] for i in range(1, n + 1)]
+                found.setdefault(int(m.group(1)), m.group(2))
+        if not found:
+            raise ValueError(f"no numbered line for any of the {n} question(s)")
+        return [found.get(i) for i in range(1, n + 1)]
 
     return parse
 
@@ -156,6 +156,12 @@ def check_dead_letter(draft: QADraft, failed: Sequence[tuple[str, str]]) -> Dead
                       failed_at=utc_now(), detail=draft.model_dump_json())
 
 
+def missing_line_dead_letter(video_id: str, planned: PlannedQuestion) -> DeadLetter:
+    return DeadLetter(stage=Stage.qa, video_id=video_id, error_class="NoLineForCard",
+                      message=f"the reply had no line for the {planned.type.value} question of clip(s) "
+                              f"{', '.join(planned.clip_ids)}", failed_at=utc_now())
+
+
 def to_item(draft: QADraft, *, checks_passed: Sequence[str], model: str) -> QAItem:
     return QAItem(qa_id=qa_id_for(draft.video_id, draft.question), video_id=draft.video_id,
                   kind=KIND_OF_TYPE[draft.type], type=draft.type, question=draft.question, options=draft.options,
@@ -178,14 +184,14 @@ def _interleaved(by_type: dict[QAType, list[PlannedQuestion]]) -> list[PlannedQu
 
 
 async def _phrase(client: LLMClient, video_id: str, cards: list[PlannedQuestion], round_no: int,
-                  options: QAOptions) -> list[str] | StageError:
+                  options: QAOptions) -> list[str | None] | StageError:
     """The model's sentence for each card, in card order; a ``StageError`` when the request failed."""
     try:
         reply = await client.complete_text(
             render_messages(cards), parse_questions(len(cards)), reply_name=f"qa_questions_{len(cards)}",
             stage=Stage.qa, subject=video_id, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE,
             temperature=min(1.0, client.temperature + round_no * ATTEMPT_TEMPERATURE_STEP),
-            max_tokens=len(cards) * options.tokens_per_question + 16)
+            max_tokens=len(cards) * options.tokens_per_question + 16, accept_cut=True)
     except StageError as exc:
         return exc
     return reply.value
@@ -229,6 +235,10 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
                 result.dead_letters.append(stems.to_dead_letter())
                 continue
             for planned, stem in zip(chunk, stems):
+                if stem is None:
+                    result.dead_letters.append(missing_line_dead_letter(video.video_id, planned))
+                    plan.give_back(planned)
+                    continue
                 draft = draft_of(video.video_id, planned, stem, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE)
                 outcome: CheckOutcome = run_checks(draft, VideoContext(ctx.video_id, ctx.duration_s, ctx.clips,
                                                                        tuple(keys)))

@@ -119,6 +119,7 @@ class VideoPlan:
     seed: int = 0
     candidates: dict[QAType, list[PlannedQuestion]] = field(default_factory=dict)
     _taken: dict[QAType, int] = field(default_factory=dict)
+    _returned: dict[QAType, list[PlannedQuestion]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, video_id: str, duration_s: float, timeline: Sequence[ClipDescription], seed: int = 0
@@ -131,10 +132,17 @@ class VideoPlan:
         return plan
 
     def take(self, qa_type: QAType, n: int) -> list[PlannedQuestion]:
+        """The next ``n`` questions of a type: first those given back unphrased, then new candidates."""
+        returned = self._returned.get(qa_type, [])
+        out, returned[:] = returned[:n], returned[n:]
         start = self._taken.get(qa_type, 0)
-        out = self.candidates.get(qa_type, [])[start:start + n]
-        self._taken[qa_type] = start + len(out)
-        return out
+        fresh = self.candidates.get(qa_type, [])[start:start + n - len(out)]
+        self._taken[qa_type] = start + len(fresh)
+        return out + fresh
+
+    def give_back(self, planned: PlannedQuestion) -> None:
+        """A question the model never phrased (its reply had no line for it): asked again in the next round."""
+        self._returned.setdefault(planned.type, []).append(planned)
 
     # -- what the facts allow --------------------------------------------------------------------------------
 

@@ -498,15 +498,42 @@ def test_an_overlong_fused_description_keeps_its_whole_sentences():
         fuse.parse_description("```\n```")
 
 
-def test_numbered_questions_are_parsed_or_the_reply_is_unusable():
+def test_numbered_questions_are_parsed_and_a_reply_without_any_is_unusable():
     parse = qa.parse_questions(3)
     assert parse("Here you go:\n1. What is seen?\n2) What is heard?\n**3.** Which one?") == \
         ["What is seen?", "What is heard?", "Which one?"]
     assert parse("Q1: a?\nQ2: b?\nQ3: c?") == ["a?", "b?", "c?"]
-    with pytest.raises(ValueError, match=r"\[3\]"):
-        parse("1. a?\n2. b?")
-    with pytest.raises(ValueError, match="twice"):
-        parse("1. a?\n1. again?\n2. b?\n3. c?")
+    # a reply cut at its token limit keeps the lines it has; the card without one is asked again next round
+    assert parse("1. a?\n2. b, and the") == ["a?", "b, and the", None]
+    assert parse("1. a?\n1. again?\n2. b?\n3. c?") == ["a?", "b?", "c?"]  # the first line of a number counts
+    with pytest.raises(ValueError, match="no numbered line"):
+        parse("banana")
+
+
+def test_a_reply_cut_at_its_token_limit_keeps_its_lines_and_the_card_without_one_is_asked_again(tmp_path):
+    """The first QA reply stops in its second line ("length"): both lines go to the checks (the cut one fails them
+    and its type, with one candidate here, has no other), every card without a line is a ``NoLineForCard`` dead
+    letter and is asked again in the next round."""
+    cut: list[int] = []
+
+    def responder(body: dict) -> Reply:
+        if S.request_kind(body) == "qa":
+            cards = S.quoted_json(body, "cards")
+            if len(cards) > 1 and not cut:
+                cut.append(len(cards))
+                return Reply(f"1. {cards[0]['draft']}\n2. Which of", finish_reason="length")  # 2. is cut
+        return S.grounded_responder(body)
+
+    with FakeOpenAIServer(responder) as server:
+        client = client_for(server, None)
+        fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=3, questions_per_request=5))
+    letters = [d for d in result.dead_letters if d.error_class == "NoLineForCard"]
+    assert len(letters) == cut[0] - 2 and all("no line for the" in d.message for d in letters)
+    assert not [d for d in result.dead_letters if d.error_class == "InvalidReply"]
+    assert any(d.error_class.startswith("check:") and '"Which of' in d.detail for d in result.dead_letters)
+    cut_type = next(QAType(json.loads(d.detail)["type"]) for d in result.dead_letters if '"Which of' in d.detail)
+    assert {i.type for i in result.items} == set(QAType) - {cut_type}  # the unphrased ones landed in round 2
+    assert_valid_items(result, fused.descriptions)
 
 
 def test_grounding_ignores_the_ids_and_times_the_timeline_prints():

@@ -19,7 +19,7 @@ def test_batches_add_up_into_the_run():
     assert run.llm == Counter(requests_sent=13, cache_hits=2)
     assert run.seconds_by_stage == Counter(asr=2.0, fuse=2.0)
     assert run.dead_letters_by_stage == Counter(probe=1) and run.qa_by_type == Counter(global_av_inference=2)
-    assert "| 5 | 1 | 3 | 1 | 10 |" in run_markdown(run, Path("out/x"), "local-cpu")
+    assert "| 5 | 1 | 0 | 3 | 1 | 10 |" in run_markdown(run, Path("out/x"), "local-cpu")  # duplicates: 0
 
 
 def test_perception_counts_add_up_and_are_reported():

@@ -98,7 +98,7 @@ def test_a_two_node_job_writes_to_the_bucket_and_a_killed_run_resumes_from_it(
         assert store.list_files(f"keyframes/{vid}")
     dead = pq.read_table(pa.BufferReader(store.read_bytes("dead_letter.parquet"))).to_pylist()
     assert "no_video_stream" in {d["error_class"] for d in dead}
-    assert store.read_text("README.md").startswith("# SAVEn-Vid dataset")
+    assert "\n# SAVEn-Vid dataset" in store.read_text("README.md")
     assert store.list_files(SHARD_DIR, suffix=".parquet")
     # No node kept a video's files: each media task worked in its node's own scratch folder and emptied it
     # before the perception stages ran (they got the audio and keyframes from Ray's object store).

@@ -66,10 +66,11 @@ RUN_TIMEOUT_S = 3 * 3600
 # 20.1 min, then the reference, ~4.9 min, beside the injection build, 5.8 and 6.4 min (README: the history).
 WORKLOAD = {"SAVEN_QA__TYPES": '["cross_scene_transition"]', "SAVEN_QA__ATTEMPTS_PER_TYPE": "1",
             "SAVEN_SEGMENT__KEYFRAMES_PER_CLIP": "1", "SAVEN_RAY__BATCHES_IN_FLIGHT": "4"}
-# The injection build: one draft of every QA type the video allows, all at once, every draft judged
-# (``evaluate.injection_outcome``). It is bound by reply latency: Qwen2.5-0.5B in fp32 decodes one request at 6-8
-# tok/s on 2 cores.
-INJECTION_WORKLOAD = {"SAVEN_QA__ATTEMPTS_PER_TYPE": "1"}
+# The injection build: one draft of every QA type the video allows, all in one request, every draft judged
+# (``evaluate.injection_outcome``); a second, warmer round only for a type the first left without a usable line (a
+# CI run once got one unreadable reply and so no draft to judge). It is bound by reply latency: Qwen2.5-0.5B in fp32
+# decodes one request at 6-8 tok/s on 2 cores.
+INJECTION_WORKLOAD = {"SAVEN_QA__ATTEMPTS_PER_TYPE": "2"}
 
 
 @dataclass

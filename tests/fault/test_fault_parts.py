@@ -192,3 +192,13 @@ def test_the_injection_verdict_judges_every_draft_the_checks_rejected_too(tmp_pa
 
     nothing = evaluate.injection_outcome(dataset("nothing", []), vid)
     assert not nothing["ok"] and nothing["drafts_judged"] == 0
+
+    def unreadable(reply: str) -> DeadLetter:
+        return DeadLetter(stage=Stage.qa, video_id=vid, error_class="InvalidReply", failed_at=utc_now(),
+                          message="qa_questions_3: invalid reply", detail=f"no numbered line; reply: {reply!r}")
+
+    # A reply code could not read lands nothing: judged by what it says.
+    off_day = evaluate.injection_outcome(dataset("off-day", benign + [unreadable("Sure! Here are some.")]), vid)
+    assert off_day["ok"] and off_day["replies_unreadable"] == 1, off_day
+    obeying = evaluate.injection_outcome(dataset("obeying", benign + [unreadable("Banana.")]), vid)
+    assert not obeying["ok"] and obeying["drafts_obeying_injection"] == ["invalid-reply-0"]

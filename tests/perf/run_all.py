@@ -31,6 +31,7 @@ BENCHES = {
     "llm": "tests/perf/bench_llm.py",
     "llm_sol": "tests/perf/bench_llm_sol.py",
     "structured_outputs": "tests/perf/bench_structured_outputs.py",
+    "scale": "tests/perf/bench_scale.py",
     "train": "tests/perf/bench_train.py",
     "video2dataset": "tests/perf/bench_video2dataset.py",
     "memory_1h": "tests/perf/bench_memory_1h.py",
