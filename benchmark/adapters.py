@@ -7,13 +7,14 @@ it asks (``prompt``) and who it is (``fingerprint``), which key that cache. An i
 counted as wrong but never cached, so a re-score asks again.
 
 Registered: ``random`` (seeded baseline, many answer sheets), ``openai`` (any OpenAI-compatible endpoint given the clip descriptions
-and transcripts; ``modality`` none/audio/visual/av), ``blind-llm`` (``openai`` with no context), ``saven-vid``
-(a SAVEn-Vid checkpoint over cached features).
+and transcripts; ``modality`` none/audio/visual/av), ``blind-llm`` (``openai`` with no context), ``blind-hf`` (a
+second blind model from the model cache, in process), ``saven-vid`` (a SAVEn-Vid checkpoint over cached features).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import math
@@ -74,6 +75,9 @@ class BenchContext:
             self._by_video[table] = dict(grouped)
         return self._by_video[table]
 
+    def video_ids(self) -> list[str]:
+        return sorted(self._table("videos"))
+
     def video(self, video_id: str) -> VideoRecord | None:
         rows = self._table("videos").get(video_id)
         return rows[0] if rows else None
@@ -98,6 +102,8 @@ class ModelAdapter(ABC):
 
     registry_name = "?"
     sheet = 0
+    audio_condition = "original"  # benchmark.counterfactual: "silence" or "swapped" in a counterfactual run
+    audio_donors: dict[str, str] = {}  # video id -> the video whose audio it gets when "swapped"
 
     def __init__(self, context: BenchContext | None = None):
         self.context = context or BenchContext()
@@ -133,6 +139,31 @@ class ModelAdapter(ABC):
         """The name in reports of a run over ``n_items`` items."""
         sheets = self.sheets_for(n_items)
         return self.model_name if sheets == 1 else f"{self.model_name} mean of {sheets} sheets"
+
+    @property
+    def takes_audio(self) -> bool:
+        """Whether the model hears the video (then AVBench also scores it with the audio removed and swapped)."""
+        return False
+
+    def with_audio(self, condition: str, donors: dict[str, str] | None = None) -> "ModelAdapter":
+        """This model under an audio condition (``benchmark.counterfactual``): a copy that shares the loaded model
+        and answers with its own fingerprint, so each condition is cached apart."""
+        if not self.takes_audio:
+            raise ValueError(f"{self.model_name} takes no audio")
+        if condition not in ("original", "silence", "swapped"):
+            raise ValueError(f"audio condition must be original, silence or swapped, not {condition!r}")
+        twin = copy.copy(self)
+        twin.audio_condition, twin.audio_donors, twin.errors = condition, dict(donors or {}), {}
+        return twin
+
+    def _audio_suffix(self) -> str:
+        return "" if self.audio_condition == "original" else f":audio={self.audio_condition}"
+
+    def donor_of(self, video_id: str) -> str:
+        donor = self.audio_donors.get(video_id)
+        if donor is None:
+            raise LookupError(f"no donor video to swap the audio of {video_id} with")
+        return donor
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -228,14 +259,26 @@ SYSTEM_PROMPTS: dict[str, str] = {
 _AUDIO_AXES = ("narration", "environment", "timbre", "event", "emotion")
 
 
-def _clip_line(d: ClipDescription, modality: Modality) -> str:
+def _heard(d: ClipDescription) -> str:
+    return "; ".join(f"{axis}: {getattr(d, axis).strip()}" for axis in _AUDIO_AXES if getattr(d, axis).strip())
+
+
+def _clip_line(d: ClipDescription, modality: Modality, heard_from: ClipDescription | None = None,
+               audio: str = "original") -> str:
+    """One clip's line. Under a counterfactual audio condition the line is this clip's picture and the heard part
+    of ``heard_from`` (another video's clip when swapped) or nothing (silence); the fused text, which mixes both,
+    is not used then."""
     prefix = f"From {hms(d.start_s)} to {hms(d.end_s)}: "
+    if audio != "original" and modality in ("av", "audio"):
+        heard = _heard(heard_from) if heard_from is not None else ""
+        if modality == "audio":
+            return prefix + (heard or "no notable sound")
+        return prefix + d.visual + (f" Heard: {heard}." if heard else "")
     if modality == "av":
         return d.fused
     if modality == "visual":
         return prefix + d.visual
-    heard = "; ".join(f"{axis}: {getattr(d, axis).strip()}" for axis in _AUDIO_AXES if getattr(d, axis).strip())
-    return prefix + (heard or "no notable sound")
+    return prefix + (_heard(d) or "no notable sound")
 
 
 def _fit(lines: list[str], budget: int) -> list[str]:
@@ -246,20 +289,33 @@ def _fit(lines: list[str], budget: int) -> list[str]:
     return [line if len(line) <= per_line else line[: per_line - 3].rstrip() + "..." for line in lines]
 
 
-def video_context(context: BenchContext, video_id: str, modality: Modality, max_chars: int = 6000) -> str:
-    """The clip timeline (and transcript, when the modality includes sound) the model reads instead of the video."""
+def video_context(context: BenchContext, video_id: str, modality: Modality, max_chars: int = 6000, *,
+                  audio: str = "original", donor: str | None = None) -> str:
+    """The clip timeline (and transcript, when the modality includes sound) the model reads instead of the video.
+    ``audio``: "silence" drops the heard part and the transcript; "swapped" puts ``donor``'s in their place (its
+    clips' heard parts in order, cycled over this video's clips; its transcript with its own times)."""
     if modality == "none":
         return ""
+    descriptions = context.descriptions(video_id)
+    heard_from: list[ClipDescription | None] = list(descriptions)
+    speech = context.speech(video_id)
+    if audio == "silence":
+        heard_from, speech = [None] * len(descriptions), []
+    elif audio == "swapped":
+        if donor is None:
+            raise ValueError("a swapped-audio context needs a donor video")
+        donor_clips = context.descriptions(donor)
+        heard_from = [donor_clips[i % len(donor_clips)] if donor_clips else None for i in range(len(descriptions))]
+        speech = context.speech(donor)
     sections = []
-    clips = _fit([_clip_line(d, modality) for d in context.descriptions(video_id)],
+    clips = _fit([_clip_line(d, modality, h, audio) for d, h in zip(descriptions, heard_from)],
                  max_chars if modality == "visual" else max_chars * 2 // 3)
     if clips:
         sections.append("Clips:\n" + "\n".join(clips))
     if modality in ("audio", "av"):
-        speech = _fit([f"[{hms(s.start_s)}-{hms(s.end_s)}] {s.text.strip()}" for s in context.speech(video_id)],
-                      max_chars // 3)
-        if speech:
-            sections.append("Transcript:\n" + "\n".join(speech))
+        lines = _fit([f"[{hms(s.start_s)}-{hms(s.end_s)}] {s.text.strip()}" for s in speech], max_chars // 3)
+        if lines:
+            sections.append("Transcript:\n" + "\n".join(lines))
     return "\n\n".join(sections) or "(no description of this video)"
 
 
@@ -320,13 +376,20 @@ class OpenAIAdapter(ModelAdapter):
             return self._name
         return f"{self.client.model}[{self.modality}]" if self.modality != "none" else f"{self.client.model}[blind]"
 
+    @property
+    def takes_audio(self) -> bool:
+        return self.modality in ("av", "audio")
+
     def fingerprint(self) -> str:
         return (f"openai:{self.client.model}:modality={self.modality}:reply={self.reply}:"
-                f"max_tokens={self.max_tokens}:temperature={self.client.temperature}:seed={self.client.seed}")
+                f"max_tokens={self.max_tokens}:temperature={self.client.temperature}:seed={self.client.seed}"
+                + self._audio_suffix())
 
     def messages(self, item: AVBenchItem) -> list[dict[str, str]]:
         question = mcq_text(item.question, item.options)
-        ctx = video_context(self.context, item.video_id, self.modality, self.max_context_chars)
+        donor = self.donor_of(item.video_id) if self.audio_condition == "swapped" else None
+        ctx = video_context(self.context, item.video_id, self.modality, self.max_context_chars,
+                            audio=self.audio_condition, donor=donor)
         user = f"{ctx}\n\n{question}" if ctx else question
         return [{"role": "system", "content": SYSTEM_PROMPTS[self.modality]}, {"role": "user", "content": user}]
 
@@ -383,6 +446,81 @@ class BlindLLMAdapter(OpenAIAdapter):
         super().__init__(context, **kwargs)
 
 
+@register("blind-hf")
+class LocalBlindLMAdapter(ModelAdapter):
+    """A second, different blind model: a causal LM from the model cache run in this process (no server), given
+    only the question, picking the option it finds most likely as the question's answer (mean log-probability of
+    the option's tokens after the question: the cloze scoring of lm-eval-harness; a 135M model asked for a
+    letter answers "A" whatever the question, which measures nothing).
+
+    AVBench drops an item as text-answerable only when two different blind models both answer it (as Daily-Omni
+    does): one model's luck or bias then drops nothing. Default: SmolLM2-135M-Instruct, installed by ``make setup``
+    (the served blind model is the profile's LLM, Qwen2.5-0.5B)."""
+
+    def __init__(self, context: BenchContext | None = None, *, model: str = "smollm2-135m-instruct",
+                 name: str | None = None, batch_size: int | str = 16):
+        super().__init__(context)
+        self.model_id, self._name, self.batch_size = model, name, int(batch_size)
+        self._lm = None
+
+    @property
+    def model_name(self) -> str:
+        return self._name or f"{self.model_id}[blind]"
+
+    def fingerprint(self) -> str:
+        return f"blind-hf:{self.model_id}:option-cloze"
+
+    def _load(self):
+        if self._lm is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from infra.model_cache import model_path
+
+            path = model_path(self.model_id)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._lm = tokenizer, AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        return self._lm
+
+    @staticmethod
+    def context_text(item: AVBenchItem) -> str:
+        return f"Question: {item.question}\nAnswer:"
+
+    def prompt(self, item: AVBenchItem) -> str:
+        return self.context_text(item) + "\n" + "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(item.options))
+
+    def _option_scores(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """Mean log-probability of each continuation's tokens after its context (right-padded batches)."""
+        import torch
+
+        tokenizer, lm = self._load()
+        scores: list[float] = []
+        for lo in range(0, len(pairs), self.batch_size):
+            chunk = pairs[lo:lo + self.batch_size]
+            ctx_ids = [tokenizer.encode(c, add_special_tokens=False) for c, _ in chunk]
+            full_ids = [tokenizer.encode(c + " " + o, add_special_tokens=False) for c, o in chunk]
+            width = max(len(f) for f in full_ids)
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, f in enumerate(full_ids):
+                ids[i, :len(f)], mask[i, :len(f)] = torch.tensor(f), 1
+            with torch.no_grad():
+                logp = torch.log_softmax(lm(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            for i, (c, f) in enumerate(zip(ctx_ids, full_ids)):
+                start = min(len(c), len(f) - 1)  # the option's first token (tokenisation may merge at the seam)
+                targets = torch.tensor(f[start:])
+                scores.append(float(logp[i, start - 1:len(f) - 1].gather(1, targets[:, None]).mean()))
+        return scores
+
+    def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
+        self.errors = {}
+        pairs = [(self.context_text(it), o) for it in items for o in it.options]
+        scores = self._option_scores(pairs)
+        return [LETTERS[max(range(4), key=lambda k: scores[4 * i + k])] for i in range(len(items))]
+
+
 # --- SAVEn-Vid ------------------------------------------------------------------------------------------------
 
 def _checkpoint_digest(folder: Path) -> str:
@@ -420,7 +558,25 @@ class SavenVidAdapter(ModelAdapter):
         return self._name or f"saven-vid:{self.checkpoint.name}"
 
     def fingerprint(self) -> str:
-        return f"saven-vid:{self._digest}:max_new_tokens={self.max_new_tokens}"
+        return f"saven-vid:{self._digest}:max_new_tokens={self.max_new_tokens}" + self._audio_suffix()
+
+    @property
+    def takes_audio(self) -> bool:
+        return True
+
+    def _heard_features(self, feats, video: VideoRecord):
+        """``feats`` with the audio of this run's condition: the audio encoder's tokens of a silent track, or the
+        donor video's audio tokens with their times stretched onto this video's duration."""
+        if self.audio_condition == "silence":
+            return self.predictor().with_silent_audio(feats)
+        if self.audio_condition == "swapped":
+            donor_id = self.donor_of(video.video_id)
+            donor = self.context.video(donor_id)
+            if donor is None:
+                raise LookupError(f"donor video {donor_id} is not in the dataset's videos table")
+            heard = self.predictor().features(self.context.dataset_dir, donor, self.context.clips(donor_id))
+            return self.predictor().with_audio_of(feats, heard)
+        return feats
 
     def prompt(self, item: AVBenchItem) -> str:
         from model.data import mcq_prompt
@@ -450,6 +606,7 @@ class SavenVidAdapter(ModelAdapter):
                 if video is None:
                     raise LookupError(f"video {video_id} is not in the dataset's videos table")
                 feats = predictor.features(self.context.dataset_dir, video, self.context.clips(video_id))
+                feats = self._heard_features(feats, video)
             except Exception as exc:  # one video without features must not stop the others; it is recorded
                 for i in indices:
                     self.errors[i] = f"{type(exc).__name__}: {exc}"

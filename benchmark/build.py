@@ -26,8 +26,8 @@ from typing import Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmark.adapters import ModelAdapter
-from benchmark.filters import (AUDIO_ONLY, BLIND, NEAR_DUPLICATE, VISUAL_ONLY, is_undecided, make_similarity,
-                               model_filter, near_duplicate_filter)
+from benchmark.filters import (AUDIO_ONLY, BLIND, NEAR_DUPLICATE, VISUAL_ONLY, all_answer_filter, is_undecided,
+                               make_similarity, model_filter, near_duplicate_filter)
 from benchmark.mcq import LETTERS
 from benchmark.score import PredictionCache
 from benchmark.split import DEFAULT_FRACTION, DEFAULT_SALT, HeldOut
@@ -60,10 +60,16 @@ class FilterModels:
     blind: ModelAdapter | None = None
     audio_only: ModelAdapter | None = None
     visual_only: ModelAdapter | None = None
+    second_blind: ModelAdapter | None = None  # a different blind model: an item is dropped when both answer it
 
     def fingerprints(self) -> dict[str, str]:
         return {name: m.fingerprint() for name, m in
-                ((BLIND, self.blind), (AUDIO_ONLY, self.audio_only), (VISUAL_ONLY, self.visual_only)) if m}
+                ((BLIND, self.blind), (AUDIO_ONLY, self.audio_only), (VISUAL_ONLY, self.visual_only),
+                 (f"{BLIND}#2", self.second_blind)) if m}
+
+    @property
+    def blind_models(self) -> list[ModelAdapter]:
+        return [m for m in (self.blind, self.second_blind) if m is not None]
 
 
 class BenchManifest(BaseModel):
@@ -199,8 +205,9 @@ def _run_filters(candidates: list[AVBenchItem], config: BuildConfig, models: Fil
         results[item_id].append(r)
     run = [NEAR_DUPLICATE]
     alive = [it for it in candidates if all(r.passed for r in results[it.item_id])]
-    if models.blind is not None:
-        for item_id, r in model_filter(BLIND, models.blind, alive, config.filter_rotations, cache).items():
+    if models.blind_models:
+        for item_id, r in all_answer_filter(BLIND, models.blind_models, alive, config.filter_rotations,
+                                            cache).items():
             results[item_id].append(r)
         run.append(BLIND)
         alive = [it for it in alive if all(r.passed for r in results[it.item_id])]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from benchmark.build import BuiltBench
+from benchmark.counterfactual import COLUMNS, CounterfactualRow, as_table, not_measuring_listening
 from benchmark.score import (DURATION_EDGES_S, ItemOutcome, PredictionRow, duration_bucket, duration_buckets,
                              outcome_json)
 from schemas.records import AVBenchItem, QAType, Score
@@ -32,6 +33,7 @@ class ModelRun:
     scores: list[Score]
     rows: list[PredictionRow]
     outcomes: dict[tuple[str, int], ItemOutcome]  # by (item id, answer sheet)
+    counterfactual: list[CounterfactualRow] = field(default_factory=list)  # audio silenced / swapped
 
     def score(self, group: str) -> Score | None:
         return next((s for s in self.scores if s.group == group), None)
@@ -52,6 +54,7 @@ class ScoringSetup:
     rotations: int
     seed: int
     duration_edges_s: tuple[float, ...] = DURATION_EDGES_S
+    counterfactual: bool = True  # score models that take audio again with it silenced and swapped
 
     @property
     def chance(self) -> float:
@@ -87,6 +90,14 @@ def markdown(bench: BuiltBench, runs: Sequence[ModelRun], setup: ScoringSetup) -
     for g in group_order(runs, setup):
         n = next((s.n for r in runs for s in r.scores if s.group == g), 0)
         lines.append(f"| {g} | {n} | " + " | ".join(fmt_score(r.score(g)) for r in runs) + " |")
+    cf = [c for r in runs for c in r.counterfactual]
+    if cf:
+        lines += ["", "## Does the model listen?", "",
+                  "Each model that takes audio answered the same items again with its audio silenced and swapped for "
+                  "another video's. Drop in points with a paired bootstrap 95% interval (* significant); a type where "
+                  "no condition drops significantly is flagged as not measuring listening.", "",
+                  "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in as_table(cf, not_measuring_listening(cf))]
     return "\n".join(lines) + "\n"
 
 
@@ -151,8 +162,31 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def items_section(items: Sequence[AVBenchItem], runs: Sequence[ModelRun], report_dir: Path,
+                  viewer_dir: Path | None) -> str:
+    """Every scored item: its question, the right answer, each model's verdict and a link to the item on its
+    video's page in the dataset viewer (``saven view``), where its clips can be played."""
+    import os
+
+    from flows.view import video_page_href
+
+    base = os.path.relpath(viewer_dir, report_dir).replace(os.sep, "/") if viewer_dir is not None else None
+    right = {r.name: {o.item_id: o.correct for o in r.outcomes.values() if o.sheet == 0} for r in runs}
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["item", "type", "question", "answer"]
+                   + [r.name for r in runs] + (["viewer"] if base else []))
+    body = []
+    for it in items:
+        marks = "".join(f"<td>{'✓' if right[r.name].get(it.item_id) else '✗'}</td>" for r in runs)
+        link = (f'<td><a href="{html.escape(base + "/" + video_page_href(it.video_id, it.qa_id), quote=True)}">'
+                f"view</a></td>") if base else ""
+        body.append(f"<tr><td><code>{html.escape(it.item_id)}</code></td><td>{html.escape(it.type.value)}</td>"
+                    f"<td>{html.escape(it.question)}</td><td>{html.escape(it.answer_letter)}. "
+                    f"{html.escape(it.options[it.answer_index])}</td>{marks}{link}</tr>")
+    return f"<h2>Items</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
 def html_page(bench: BuiltBench, runs: Sequence[ModelRun], setup: ScoringSetup, plots: dict[str, Path],
-              report_dir: Path) -> str:
+              report_dir: Path, items_html: str = "") -> str:
     m = bench.manifest
     summary = _html_table(["model", "items", "accuracy % [95% CI]", "core", "parse failures", "errors"], [
         [r.name, str(r.score("overall").n if r.score("overall") else 0), fmt_score(r.score("overall")),
@@ -161,6 +195,11 @@ def html_page(bench: BuiltBench, runs: Sequence[ModelRun], setup: ScoringSetup, 
         [g, str(next((s.n for r in runs for s in r.scores if s.group == g), 0))]
         + [fmt_score(r.score(g)) for r in runs] for g in group_order(runs, setup)])
     counts = _html_table(["count", "value"], [[k, str(v)] for k, v in m.counts.items()])
+    cf_rows = [c for r in runs for c in r.counterfactual]
+    listening = ("<h2>Does the model listen?</h2><p>Each model that takes audio answered the same items again with "
+                 "its audio silenced and swapped for another video's: the drop in points, paired bootstrap 95% "
+                 "interval (* significant). A type where no condition drops significantly is flagged.</p>"
+                 + _html_table(COLUMNS, as_table(cf_rows, not_measuring_listening(cf_rows)))) if cf_rows else ""
     images = "".join(
         f'<figure><img src="{html.escape(p.relative_to(report_dir).as_posix())}" alt="{html.escape(k)}">'
         f"</figure>" for k, p in plots.items())
@@ -173,7 +212,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <p>Content hash <code>{html.escape(m.content_hash)}</code>; set <b>{html.escape(setup.subset)}</b>; {mode};
 bootstrap seed {setup.seed}; chance {100 * setup.chance:.2f}%. Filters run: {html.escape(", ".join(m.filters_run))}
 (near-duplicates by {html.escape(m.similarity)}).</p>
-<h2>Models</h2>{summary}<h2>By group</h2>{groups}<h2>Plots</h2>{images}<h2>Benchmark</h2>{counts}
+<h2>Models</h2>{summary}<h2>By group</h2>{groups}{listening}<h2>Plots</h2>{images}<h2>Benchmark</h2>{counts}
+{items_html}
 <p>Files: <a href="results.json">results.json</a>, <a href="results.md">results.md</a>,
 <a href="predictions.jsonl">predictions.jsonl</a>, <a href="item_results.jsonl">item_results.jsonl</a>.</p>
 </body></html>
@@ -185,8 +225,9 @@ def _jsonl(rows: list[dict]) -> bytes:
 
 
 def write_report(report_dir: Path, bench: BuiltBench, items: Sequence[AVBenchItem], runs: Sequence[ModelRun],
-                 setup: ScoringSetup) -> Path:
-    """Write every report file; returns the HTML page's path."""
+                 setup: ScoringSetup, viewer_dir: Path | None = None) -> Path:
+    """Write every report file; returns the HTML page's path. ``viewer_dir``: the dataset viewer's folder, which
+    the items link into."""
     from schemas.shards import write_bytes_atomic
 
     report_dir = Path(report_dir)
@@ -201,7 +242,10 @@ def write_report(report_dir: Path, bench: BuiltBench, items: Sequence[AVBenchIte
                     "duration_edges_s": list(setup.duration_edges_s)},
         "models": [{"name": r.name, "spec": r.spec, "fingerprint": r.fingerprint, "errors": r.errors,
                     "parse_failure_rate": r.parse_failure_rate,
-                    "scores": [s.model_dump(mode="json") for s in r.scores]} for r in runs],
+                    "scores": [s.model_dump(mode="json") for s in r.scores],
+                    "counterfactual_audio": [c.to_json() for c in r.counterfactual],
+                    "not_measuring_listening": not_measuring_listening(r.counterfactual).get(r.name, [])}
+                   for r in runs],
     }
     write_bytes_atomic(report_dir / "results.json", json.dumps(results, indent=2, sort_keys=True).encode() + b"\n")
     write_bytes_atomic(report_dir / "predictions.jsonl", _jsonl([row.to_json() for r in runs for row in r.rows]))
@@ -214,5 +258,6 @@ def write_report(report_dir: Path, bench: BuiltBench, items: Sequence[AVBenchIte
     write_bytes_atomic(report_dir / "results.md", markdown(bench, runs, setup).encode())
     plots = write_plots(report_dir / "plots", runs, setup)
     page = report_dir / "report.html"
-    write_bytes_atomic(page, html_page(bench, runs, setup, plots, report_dir).encode())
+    write_bytes_atomic(page, html_page(bench, runs, setup, plots, report_dir,
+                                       items_section(items, runs, report_dir, viewer_dir)).encode())
     return page

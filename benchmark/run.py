@@ -14,8 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Sequence
 
-from benchmark.adapters import BenchContext, OpenAIAdapter, make_adapter
+from benchmark.adapters import BenchContext, LocalBlindLMAdapter, OpenAIAdapter, make_adapter
 from benchmark.build import BuildConfig, BuiltBench, FilterModels, ensure_avbench, is_kept
+from benchmark.counterfactual import (COLUMNS, COUNTERFACTUALS, CounterfactualRow, as_table, audio_donors, drop_rows,
+                                      not_measuring_listening)
 from benchmark.export import export_lmms_eval_task
 from benchmark.report import ModelRun, ScoringSetup, fmt_score, group_order, write_report
 from benchmark.score import PredictionCache, item_outcomes, predict_sheets, score_items
@@ -36,11 +38,25 @@ def check_llm_endpoint(base_url: str, timeout_s: float = 5.0) -> None:
                            "with `make llm-server`, or build without the model filters (--no-llm-filters)") from exc
 
 
+def second_blind_model(context: BenchContext) -> LocalBlindLMAdapter | None:
+    """The in-process blind model beside the served one, when its weights are installed (``make setup``)."""
+    from infra.model_cache import ModelCacheError, verify
+
+    model = LocalBlindLMAdapter(context)
+    try:
+        verify(model.model_id, deep=False)
+    except ModelCacheError:
+        return None
+    return model
+
+
 def llm_filter_models(context: BenchContext) -> FilterModels:
-    """The blind and modality-ablation filters on the configured OpenAI-compatible server (letter replies)."""
+    """The blind and modality-ablation filters on the configured OpenAI-compatible server (letter replies), and a
+    second, different blind model in process where installed."""
     return FilterModels(blind=OpenAIAdapter(context, modality="none"),
                         audio_only=OpenAIAdapter(context, modality="audio"),
-                        visual_only=OpenAIAdapter(context, modality="visual"))
+                        visual_only=OpenAIAdapter(context, modality="visual"),
+                        second_blind=second_blind_model(context))
 
 
 def select(bench: BuiltBench, subset: Subset) -> list[AVBenchItem]:
@@ -53,15 +69,45 @@ def select(bench: BuiltBench, subset: Subset) -> list[AVBenchItem]:
     raise ValueError(f"subset must be kept, core or all, not {subset!r}")
 
 
+def donor_pool(context: BenchContext, items: Sequence[AVBenchItem]) -> dict[str, str]:
+    """Whose audio each benchmark video gets in the swapped condition: another benchmark video with sound, or,
+    with fewer than two of those, any other video of the dataset with sound."""
+    def with_sound(ids):
+        return [v for v in ids if (rec := context.video(v)) is not None and rec.has_audio]
+
+    bench_videos = sorted({it.video_id for it in items})
+    pool = with_sound(bench_videos)
+    if len(pool) < 2:
+        pool = with_sound(sorted(context.video_ids()))
+    return audio_donors(bench_videos, pool)
+
+
+def score_counterfactuals(adapter, name: str, items: Sequence[AVBenchItem], rows, cache: PredictionCache,
+                          setup: ScoringSetup, donors: dict[str, str]) -> list[CounterfactualRow]:
+    """The same items with the audio removed and swapped; the drop per type (``benchmark.counterfactual``)."""
+    out: list[CounterfactualRow] = []
+    for condition in COUNTERFACTUALS:
+        asked = [it for it in items if condition != "swapped" or it.video_id in donors]
+        if not asked:
+            continue
+        twin = adapter.with_audio(condition, donors)
+        cf_rows = predict_sheets(twin, asked, range(setup.rotations), cache)
+        mine = [r for r in rows if r.prediction.item_id in {it.item_id for it in asked}]
+        out += drop_rows(name, condition, asked, mine, cf_rows, seed=setup.seed)
+    return out
+
+
 def score_model(spec: str, items: Sequence[AVBenchItem], context: BenchContext, cache: PredictionCache,
                 setup: ScoringSetup) -> ModelRun:
     adapter = make_adapter(spec, context)
     rows = predict_sheets(adapter, items, range(setup.rotations), cache)
     name = adapter.run_name(len(items))
+    counterfactual = (score_counterfactuals(adapter, name, items, rows, cache, setup, donor_pool(context, items))
+                      if setup.counterfactual and adapter.takes_audio else [])
     return ModelRun(name=name, spec=spec, fingerprint=adapter.fingerprint(),
                     scores=score_items(name, items, rows, seed=setup.seed,
                                        edges=setup.duration_edges_s),
-                    rows=rows, outcomes=item_outcomes(rows))
+                    rows=rows, outcomes=item_outcomes(rows), counterfactual=counterfactual)
 
 
 def _unique_names(runs: Sequence[ModelRun]) -> None:
@@ -72,6 +118,7 @@ def _unique_names(runs: Sequence[ModelRun]) -> None:
         if seen[run.name] > 1:
             run.name = f"{run.name}#{seen[run.name]}"
             run.scores = [s.model_copy(update={"model_name": run.name}) for s in run.scores]
+            run.counterfactual = [replace(c, model=run.name) for c in run.counterfactual]
             run.rows = [replace(r, prediction=r.prediction.model_copy(update={"model_name": run.name}))
                         for r in run.rows]
 
@@ -99,12 +146,30 @@ def print_table(runs: Sequence[ModelRun], setup: ScoringSetup, console=None) -> 
         table.add_row(g, *(fmt_score(r.score(g)) for r in runs))
     table.add_row("parse failures", *(f"{100 * r.parse_failure_rate:.1f}%" for r in runs))
     console.print(table)
+    rows = [c for r in runs for c in r.counterfactual]
+    if rows:
+        cf = Table(title="Does the model listen? Accuracy with its own audio vs. silence / another video's audio "
+                         "(drop in points, paired bootstrap 95% CI; * significant)")
+        for col in COLUMNS:
+            cf.add_column(col, overflow="fold")
+        for row in as_table(rows, not_measuring_listening(rows)):
+            cf.add_row(*(escape(c) for c in row))
+        console.print(cf)
+
+
+def dataset_viewer(dataset_dir: Path) -> Path:
+    """The dataset viewer's folder (``saven view``), written afresh (pages only, seconds): the report links into it."""
+    from flows.view import VIEW_DIR, write_viewer
+
+    folder = Path(dataset_dir) / VIEW_DIR
+    write_viewer(dataset_dir, folder)
+    return folder
 
 
 def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("random",), *,
                 config: BuildConfig | None = None, filters: FilterModels | Literal["llm", "none"] = "llm",
                 subset: Subset = "kept", circular: bool = False, rebuild: bool = False, seed: int = 0,
-                export: bool = True, console=None) -> Path:
+                export: bool = True, counterfactual: bool = True, viewer: bool = True, console=None) -> Path:
     """Build (if needed), score ``models`` (registry specs, e.g. "random", "openai:modality=av",
     "saven-vid:checkpoint=out/ckpt"), write the report; returns the HTML report's path."""
     console = console or table_console()
@@ -132,10 +197,12 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
                         "any, so the pipeline itself produced too few QA items (see the dataset card's counts and "
                         "dead_letter.parquet)")
             raise ValueError(f"AVBench has no {subset} items ({bench.manifest.counts}): {why}")
-        setup = ScoringSetup(subset=subset, circular=circular, rotations=4 if circular else 1, seed=seed)
+        setup = ScoringSetup(subset=subset, circular=circular, rotations=4 if circular else 1, seed=seed,
+                             counterfactual=counterfactual)
         runs = [score_model(spec, items, context, cache, setup) for spec in models]
         _unique_names(runs)
-        page = write_report(out_dir / "report", bench, items, runs, setup)
+        page = write_report(out_dir / "report", bench, items, runs, setup,
+                            viewer_dir=dataset_viewer(dataset_dir) if viewer else None)
         if export:
             export_lmms_eval_task(bench, context, out_dir / "lmms_eval_task")
     finally:
@@ -160,12 +227,15 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout-fraction", type=float, default=BuildConfig().heldout_fraction)
     p.add_argument("--filter-rotations", type=int, default=BuildConfig().filter_rotations)
+    p.add_argument("--no-counterfactual", action="store_true",
+                   help="skip the silenced- and swapped-audio runs of the models that take audio")
     args = p.parse_args(argv)
     config = BuildConfig(version=args.version, seed=args.seed, heldout_fraction=args.heldout_fraction,
                          filter_rotations=args.filter_rotations)
     return run_avbench(args.dataset_dir, args.out_dir, args.models or ["random"], config=config,
                        filters="none" if args.no_llm_filters else "llm", subset=args.subset,
-                       circular=args.circular, rebuild=args.rebuild, seed=args.seed)
+                       circular=args.circular, rebuild=args.rebuild, seed=args.seed,
+                       counterfactual=not args.no_counterfactual)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from rich.console import Console
 
-from flows.commit import committed, sweep_uncommitted
+from flows.commit import committed_sources, sweep_uncommitted
 from flows.report import RunStats, dataset_card, run_markdown
 from flows.commit import record_source_failure
 from flows.sources import dedup_sources, read_sources, source_key
@@ -141,7 +141,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
 
     all_sources = expand_sources(sources if is_remote(sources) else str(Path(sources).resolve()), cfg, max_videos)
     stats.sources = len(all_sources)
-    done = committed(dataset_dir)
+    done = committed_sources(dataset_dir)
     swept = sweep_uncommitted(dataset_dir)
     if swept:
         logger.info("removed the shards of %d video(s) a previous run did not commit: %s", len(swept), swept)
@@ -149,7 +149,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     stats.skipped_committed = len(all_sources) - len(pending)
     # One spelling per video, before any download: the same video as a committed one or an earlier source (found
     # offline from the URL: extractor and id) is a dead letter `duplicate_of=<video id>`, not a failure.
-    pending, duplicates = dedup_sources(pending, canonical_video_id, {m.video_id: m.source for m in done.values()})
+    pending, duplicates = dedup_sources(pending, canonical_video_id, {ref.video_id: ref.source for ref in done.values()})
     for dup in duplicates:
         record_source_failure(store, dup.source, [DeadLetter(
             stage=Stage.acquire, source_id=dup.source, video_id=dup.video_id, error_class=DUPLICATE,

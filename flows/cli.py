@@ -195,16 +195,18 @@ def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/dem
 @app.command("avbench")
 def avbench_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/demo/dataset"),
                 out: Path = typer.Option(None, help="default: <output_dir>/avbench"),
-                model: list[str] = typer.Option(None, help="adapter specs; default: random, blind-llm, "
+                model: list[str] = typer.Option(None, help="adapter specs; default: random, blind-llm, blind-hf, "
                                                 "openai:modality=av, and saven-vid on the newest checkpoint"),
                 checkpoint: Optional[Path] = typer.Option(None, help="default: the newest under <output_dir>/train"),
-                circular: bool = False, llm_filters: bool = True) -> None:
+                circular: bool = False, llm_filters: bool = True,
+                counterfactual: bool = typer.Option(True, help="also score the models that take audio with it "
+                                                    "silenced and swapped for another video's")) -> None:
     """Build AVBench from a dataset (held-out videos only), score the models, write and print the report."""
     from benchmark.build import BuildConfig
     from benchmark.run import run_avbench
 
     cfg = settings()
-    models = list(model or ["random", "blind-llm", "openai:modality=av"])
+    models = list(model or ["random", "blind-llm", "blind-hf", "openai:modality=av"])
     if not model:
         out_dir = cfg.paths.output_dir
         ckpt = checkpoint or _newest_checkpoint(out_dir / "train", out_dir / "demo" / "train")
@@ -212,7 +214,8 @@ def avbench_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/d
             models.append(f"saven-vid:checkpoint={ckpt}")
     config = BuildConfig(heldout_fraction=cfg.benchmark.heldout_fraction, split_salt=cfg.benchmark.split_salt)
     report = run_avbench(dataset or cfg.paths.output_dir / "demo" / "dataset", out or cfg.paths.output_dir / "avbench",
-                         models, config=config, filters="llm" if llm_filters else "none", circular=circular)
+                         models, config=config, filters="llm" if llm_filters else "none", circular=circular,
+                         counterfactual=counterfactual)
     console.print(f"[bold green]report:[/] {report}")
 
 

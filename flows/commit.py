@@ -8,8 +8,10 @@ folder or an object-store prefix, where each marker is one atomic PUT written af
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from flows.sources import source_key
 from schemas.records import ALL_RECORDS, DeadLetter, Record, UtcDatetime, utc_now
 from schemas.paths import video_files
-from schemas.shards import DEAD_LETTER_TABLE, parquet_bytes, remove_key, shard_keys, write_dead_letters, write_shard
+from schemas.shards import (DEAD_LETTER_TABLE, loose_keys, parquet_bytes, remove_key, shard_keys, write_dead_letters,
+                            write_shard)
 from schemas.store import DatasetLike, DatasetStore
 
 COMMIT_DIR = "_committed"
@@ -67,10 +70,42 @@ def committed(dataset_dir: DatasetLike) -> dict[str, CommitMarker]:
     return out
 
 
+class CommittedSource(NamedTuple):
+    video_id: str
+    source: str
+
+
+def committed_sources(dataset_dir: DatasetLike) -> dict[str, CommittedSource]:
+    """Source key -> (video id, source) of every commit: what a resume and a sweep need, read as two columns of the
+    index shards (not 100k validated markers: ~50 ms instead of ~2.5 s at 100k videos) plus the loose markers."""
+    store = DatasetStore.of(dataset_dir)
+    out: dict[str, CommittedSource] = {}
+    for name in store.list_files(COMMIT_DIR, prefix=INDEX_PREFIX, suffix=".parquet"):
+        table = pq.read_table(pa.BufferReader(store.read_bytes(f"{COMMIT_DIR}/{name}")),
+                              columns=["source_key", "video_id", "source"])
+        out.update(zip(table.column("source_key").to_pylist(),
+                       map(CommittedSource._make, zip(table.column("video_id").to_pylist(),
+                                                      table.column("source").to_pylist()))))
+    for name in store.list_files(COMMIT_DIR, prefix="src-", suffix=".json"):
+        marker = CommitMarker.model_validate_json(store.read_bytes(f"{COMMIT_DIR}/{name}"))
+        out[marker.source_key] = CommittedSource(marker.video_id, marker.source)
+    return out
+
+
+FORGOTTEN_PREFIX = "forgotten~"  # _committed/forgotten~<uuid>.json: videos uncommit forgot, for the next sweep
+
+
 def uncommit(dataset_dir: DatasetLike, source_keys: set[str]) -> int:
     """Forget the commits of these sources (their loose markers go, and the index shards are rewritten without
-    them), so the next run sweeps their rows and redoes them. Returns how many markers were forgotten."""
+    them), so the next run sweeps their rows and redoes them. Returns how many markers were forgotten.
+
+    Their video ids are written down first (``forgotten~*.json``): compacted shards hold only committed videos, so
+    a sweep looks into them only for the videos listed there, not into every footer of the dataset."""
     store = DatasetStore.of(dataset_dir)
+    videos = sorted({ref.video_id for key, ref in committed_sources(store).items() if key in source_keys})
+    if videos:
+        store.write_bytes(f"{COMMIT_DIR}/{FORGOTTEN_PREFIX}{uuid.uuid4().hex}.json",
+                          json.dumps({"video_ids": videos}).encode())
     forgotten = 0
     for name in store.list_files(COMMIT_DIR, prefix="src-", suffix=".json"):
         if name.removesuffix(".json") in source_keys:
@@ -109,14 +144,24 @@ def compact_markers(dataset_dir: DatasetLike) -> int:
 
 
 def sweep_uncommitted(dataset_dir: DatasetLike) -> list[str]:
-    """Remove the shards and files (media, audio, keyframes) of videos that have no marker; returns their ids."""
+    """Remove the shards and files (media, audio, keyframes) of videos that have no marker; returns their ids.
+
+    A video's own shards are found by name. Compacted shards hold committed videos only (compaction takes nothing
+    else), except those ``uncommit`` forgot: its lists say which, so no footer of the dataset is read otherwise."""
     store = DatasetStore.of(dataset_dir)
-    done = {m.video_id for m in committed(store).values()}
+    done = {ref.video_id for ref in committed_sources(store).values()}
     swept = set()
     for table in VIDEO_TABLES:
-        for key in shard_keys(store, table) - done:
+        for key in loose_keys(store, table) - done:
             remove_key(store, table, key)
             swept.add(key)
+    for name in store.list_files(COMMIT_DIR, prefix=FORGOTTEN_PREFIX, suffix=".json"):
+        forgotten = set(json.loads(store.read_bytes(f"{COMMIT_DIR}/{name}"))["video_ids"]) - done
+        for table in VIDEO_TABLES:
+            for key in forgotten & shard_keys(store, table):
+                remove_key(store, table, key)
+        swept |= forgotten
+        store.delete(f"{COMMIT_DIR}/{name}")  # last: a sweep that stops before this does it again
     for video_id in {n.rsplit(".", 1)[0] for n in store.list_files("media")} - done:
         for rel in video_files(store, video_id):
             store.delete(rel)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flows.commit import COMMIT_DIR, VIDEO_TABLES, compact_markers, committed
+from flows.commit import COMMIT_DIR, VIDEO_TABLES, compact_markers, committed_sources
 from schemas.compaction import CompactionReport, compact_table
 from schemas.settings import Compaction
 from schemas.shards import DEAD_LETTER_TABLE, visible_shards
@@ -32,8 +32,8 @@ def loose_files(dataset: DatasetLike) -> int:
 def compact_dataset(dataset: DatasetLike, cfg: Compaction) -> DatasetCompaction:
     """Compact every committed key of the dataset's tables, then fold the markers."""
     store = DatasetStore.of(dataset)
-    markers = committed(store)
-    videos = {m.video_id for m in markers.values()}
+    markers = committed_sources(store)
+    videos = {ref.video_id for ref in markers.values()}
     report = CompactionReport()
     target = int(cfg.target_mb * 1024**2)
     for table in VIDEO_TABLES:

@@ -22,6 +22,7 @@ from rich.console import Console
 from benchmark.build import BuildConfig
 from benchmark.run import run_avbench
 from flows import progress, servers
+from flows.view import write_viewer
 from model.train import train
 from schemas.manifest import verify_manifest
 from schemas.settings import PROJECT_ROOT, Settings, settings
@@ -182,6 +183,8 @@ def run_demo(out: Path) -> None:
 
         show_perception(dataset)
         show_qa(dataset)
+        viewer = write_viewer(dataset)  # <dataset>/_view: not a table, so the manifest ignores it
+        console.print(f"dataset viewer: {viewer}", markup=False, highlight=False)
 
         console.rule("4. train SAVEn-Vid (smol preset: SmolLM2-135M + LoRA; EfficientNet-Lite3 frame and Whisper-base "
                      "audio features)")
@@ -191,7 +194,8 @@ def run_demo(out: Path) -> None:
         console.rule("5. AVBench")
         bench = cfg.benchmark
         report = run_avbench(dataset, out / "avbench",
-                             ["random", "blind-llm", "openai:modality=av", f"saven-vid:checkpoint={checkpoint}"],
+                             ["random", "blind-llm", "blind-hf", "openai:modality=av",
+                              f"saven-vid:checkpoint={checkpoint}"],
                              config=BuildConfig(heldout_fraction=bench.heldout_fraction, split_salt=bench.split_salt))
     finally:
         console.rule("servers down")
@@ -204,6 +208,7 @@ def run_demo(out: Path) -> None:
     console.rule("done")
     console.print(f"dataset rows: {rows}")
     console.print(f"dataset card: {dataset / 'README.md'}")
+    console.print(f"viewer:       {viewer}", markup=False, highlight=False)
     console.print(f"checkpoint:   {checkpoint}")
     console.print(f"AVBench:      {report}")
     console.print(f"[bold green]demo output:[/] {out}")

@@ -9,9 +9,11 @@ trained on. The benchmark uses it through an adapter (``answer_mcq`` formats opt
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from model.data import collate, make_sample, mcq_prompt
@@ -25,6 +27,7 @@ class SavenVidPredictor:
         self.model = model.to(device).eval()
         self.config, self.tokenizer, self.device = model.config, model.tokenizer, torch.device(device)
         self._encoders: FrozenEncoders | None = None
+        self._audio_encoder = None  # only the audio encoder, for counterfactual (silent) audio
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path, device: str | None = None) -> "SavenVidPredictor":
@@ -45,6 +48,32 @@ class SavenVidPredictor:
         if want and feats.fingerprints != want:
             raise ValueError(f"{video.video_id}: features from {feats.fingerprints}, checkpoint trained on {want}")
         return feats
+
+    # -- counterfactual audio (AVBench: does the model listen?) -------------------------------------------------
+
+    @torch.no_grad()
+    def with_silent_audio(self, feats: VideoFeatures) -> VideoFeatures:
+        """``feats`` with the audio tokens the checkpoint's audio encoder gives a silent track of the same length
+        (not zeros: silence is an input the encoder has its own answer to)."""
+        from model.encoders import SAMPLE_RATE, AudioEncoder
+
+        if self._audio_encoder is None:
+            self._audio_encoder = AudioEncoder(self.config.audio, self.device.type)
+        want = self.model.encoder_fingerprints.get("audio") if self.model.encoder_fingerprints else None
+        if want and self._audio_encoder.fingerprint != want:
+            raise ValueError(f"audio encoder {self._audio_encoder.fingerprint}, checkpoint trained on {want}")
+        silence = np.zeros(max(1, round(feats.duration_s * SAMPLE_RATE)), dtype=np.float32)
+        audio, audio_t = self._audio_encoder.encode(silence)
+        return replace(feats, audio=audio.to(feats.audio.dtype), audio_t=audio_t)
+
+    @staticmethod
+    def with_audio_of(feats: VideoFeatures, donor: VideoFeatures) -> VideoFeatures:
+        """``feats`` with ``donor``'s audio tokens, their times stretched onto ``feats``' duration (so the swapped
+        sound spans the whole video, as its own did)."""
+        if donor.fingerprints.get("audio") != feats.fingerprints.get("audio"):
+            raise ValueError(f"donor {donor.video_id}'s audio features come from another encoder")
+        scale = feats.duration_s / donor.duration_s if donor.duration_s > 0 else 1.0
+        return replace(feats, audio=donor.audio, audio_t=(donor.audio_t * scale).clamp_max(feats.duration_s))
 
     @torch.no_grad()
     def answer_many(self, requests: Sequence[tuple[VideoFeatures, str]], *, batch_size: int = 4,

@@ -155,6 +155,11 @@ def _loose_key(rel: str, table: str) -> str:
     return _name_re(table).fullmatch(rel.rsplit("/", 1)[1])["key"]
 
 
+def loose_keys(dataset: DatasetLike, table: str) -> set[str]:
+    """Keys that have shards of their own in a table (by file name; no footer is read)."""
+    return {_loose_key(rel, table) for rel in visible_shards(dataset, table)}
+
+
 def shard_keys(dataset: DatasetLike, table: str) -> set[str]:
     """Keys committed to a table (in its own shards or in compacted ones): what a resumed run can skip."""
     store = DatasetStore.of(dataset)

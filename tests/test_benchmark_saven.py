@@ -51,3 +51,32 @@ def test_saven_vid_answers_from_a_checkpoint_and_records_missing_features(setup,
     assert [r.prediction.raw_answer for r in again] == [r.prediction.raw_answer for r in rows[:2]]
     assert all(r.cached for r in again)
     assert adapter.fingerprint().startswith("saven-vid:")
+
+
+def test_saven_vid_counterfactual_audio_silences_and_swaps_the_audio_tokens(setup, tmp_path):
+    from model.features import features_path, load_features
+    from model.generate import SavenVidPredictor
+
+    ds, checkpoint, items = setup
+    adapter = make_adapter(f"saven-vid:checkpoint={checkpoint},max_new_tokens=6,batch_size=2", BenchContext(ds))
+    assert adapter.takes_audio
+    feats = load_features(features_path(ds, adapter.predictor().config.preset, video_id(0)))
+
+    silent = adapter.predictor().with_silent_audio(feats)
+    assert silent.audio.shape[1] == feats.audio.shape[1] and len(silent.audio_t) == silent.audio.shape[0]
+    assert not torch.equal(silent.audio[: len(feats.audio)], feats.audio[: len(silent.audio)])
+    assert torch.equal(silent.vision, feats.vision)  # the pictures stay
+
+    donor = feats.__class__(video_id(1), 80.0, feats.vision, feats.vision_t, feats.audio * -1, feats.audio_t * 2, {})
+    swapped = SavenVidPredictor.with_audio_of(feats, donor)
+    assert torch.equal(swapped.audio, donor.audio) and float(swapped.audio_t.max()) <= feats.duration_s
+    assert torch.allclose(swapped.audio_t, feats.audio_t.clamp_max(feats.duration_s))  # 80 s stretched onto 40 s
+
+    ours = [it for it in items if it.video_id == video_id(0)][:2]
+    rows = predict(adapter.with_audio("silence"), ours, [0], PredictionCache(tmp_path / "p.sqlite"))
+    assert all(not r.error for r in rows)
+    # video 1 has no features and no media: swapping its audio in is an error recorded per item, not a crash
+    swapped_rows = predict(adapter.with_audio("swapped", {video_id(0): video_id(1)}), ours, [0])
+    assert all("FeatureError" in r.error for r in swapped_rows), [r.error for r in swapped_rows]
+    assert len({adapter.fingerprint(), adapter.with_audio("silence").fingerprint(),
+                adapter.with_audio("swapped", {}).fingerprint()}) == 3

@@ -94,8 +94,13 @@ def test_compaction_keeps_every_row_once_and_resume_still_works(dataset):
     changed = "local-v00005"
     (marker,) = [m for m in committed(dataset).values() if m.video_id == changed]
     assert uncommit(dataset, {marker.source_key}) == 1
+    def forgotten() -> list[str]:
+        return DatasetStore.of(dataset).list_files("_committed", prefix="forgotten~", suffix=".json")
+
+    assert len(forgotten()) == 1  # what the sweep looks for
     assert changed in sweep_uncommitted(dataset)
     assert all(changed not in shard_keys(dataset, t) for t in VIDEO_TABLES)
+    assert forgotten() == [] and sweep_uncommitted(dataset) == []
     commit(dataset, 5, note="v2")
     rows = content(dataset)
     qa = [json.loads(r) for r in rows["qa"] if json.loads(r)["video_id"] == changed]

@@ -132,6 +132,15 @@ def test_every_table_validates_and_qa_passes_its_checks(first_run):
     assert len(descriptions) >= len(clips) // 2
 
 
+def test_the_viewer_shows_every_row_of_a_real_video(first_run, tmp_path):
+    """``saven view`` on the dataset this module's deployment run built, loaded from disk in headless Chromium."""
+    from test_view import CHROMIUM, assert_busiest_page_holds_every_row
+
+    if CHROMIUM is None:
+        pytest.skip("no `chromium` binary on PATH (the Makefile's apt list installs it)")
+    assert_busiest_page_holds_every_row(first_run["dataset"], tmp_path)
+
+
 def test_rerun_skips_committed_and_sends_no_llm_request(first_run, sources):
     from flows.build_dataset import build_dataset
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf_rows import row, write_report  # noqa: E402
 
-from flows.commit import COMMIT_DIR, INDEX_PREFIX, VIDEO_TABLES, CommitMarker, committed, sweep_uncommitted  # noqa
+from flows.commit import COMMIT_DIR, INDEX_PREFIX, VIDEO_TABLES, CommitMarker, committed_sources, sweep_uncommitted  # noqa
 from flows.compact import compact_dataset, maybe_compact  # noqa: E402
 from flows.report import dataset_card  # noqa: E402
 from flows.sources import dedup_sources, source_key  # noqa: E402
@@ -167,12 +167,35 @@ def write_loose(root: Path, template: dict[str, pa.Table], ids: list[str]) -> No
 
 
 def write_compacted(root: Path, template: dict[str, pa.Table], n: int, chunk: int = 10_000,
-                    target_rows_per_shard: int | None = None) -> None:
-    """``n`` videos in the layout ``saven compact`` leaves: size-bounded shards listing their keys, a commit index."""
+                    target_bytes: int | None = None) -> None:
+    """``n`` videos in the layout ``saven compact`` leaves: shards of about ``target_bytes`` (the profile's
+    ``compaction.target_mb``) listing their keys in the footer, and a commit index. Generated ``chunk`` videos at a
+    time; a table's rows wait in memory until they would fill a shard (its compressed size estimated from the
+    first chunk's ratio), as compaction fills one shard before it starts the next."""
+    target_bytes = target_bytes or int(load_settings("local-cpu").compaction.target_mb * 1024**2)
     for table in TABLES:
         (root / table).mkdir(parents=True, exist_ok=True)
     (root / COMMIT_DIR).mkdir(parents=True, exist_ok=True)
     seq = {t: 0 for t in TABLES}
+    pending: dict[str, list[tuple[pa.Table, list]]] = {t: [] for t in TABLES}
+    ratio: dict[str, float] = {}  # compressed / in-memory bytes, measured on the first chunk
+
+    def flush(table: str) -> None:
+        if not pending[table]:
+            return
+        data = pa.concat_tables([d for d, _ in pending[table]])
+        keys = [k for _, ks in pending[table] for k in ks]
+        seq[table] += 1
+        path = root / compacted_name(table, seq[table])
+        meta = {**(data.schema.metadata or {}), KEY_ROWS: json.dumps(keys).encode()}
+        pq.write_table(data.replace_schema_metadata(meta), path, compression=COMPRESSION, row_group_size=100_000)
+        pending[table] = []
+
+    def compressed_ratio(data: pa.Table) -> float:
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink, compression=COMPRESSION, row_group_size=100_000)
+        return sink.getvalue().size / max(1, data.nbytes)
+
     for c, start in enumerate(range(0, n, chunk)):
         ids = ids_for(start, min(chunk, n - start))
         data = copies(template, ids)
@@ -181,14 +204,17 @@ def write_compacted(root: Path, template: dict[str, pa.Table], n: int, chunk: in
             if not per:
                 continue
             keys = [[(source_key(source_of(v)) if table == "dead_letter" else v), per] for v in ids]
-            seq[table] += 1
-            meta = {**(data[table].schema.metadata or {}), KEY_ROWS: json.dumps(keys).encode()}
-            pq.write_table(data[table].replace_schema_metadata(meta), root / compacted_name(table, seq[table]),
-                           compression=COMPRESSION, row_group_size=100_000)
+            pending[table].append((data[table], keys))
+            if table not in ratio:
+                ratio[table] = compressed_ratio(data[table])
+            if sum(d.nbytes for d, _ in pending[table]) * ratio[table] >= target_bytes:
+                flush(table)
         markers = [{**_marker(v, {t: template[t].num_rows for t in VIDEO_TABLES}).model_dump(mode="python"),
                     "rows": json.dumps({t: template[t].num_rows for t in VIDEO_TABLES})} for v in ids]
         (root / COMMIT_DIR / f"{INDEX_PREFIX}{c + 1:06d}.parquet").write_bytes(
             parquet_bytes(pa.Table.from_pylist(markers)))
+    for table in TABLES:
+        flush(table)
 
 
 # -- what a resume does with nothing (or 100 videos) to do -----------------------------------------------------------
@@ -200,7 +226,7 @@ def resume(root: Path) -> dict[str, float]:
     cfg = load_settings("local-cpu")
     t = {}
     t0 = time.perf_counter()
-    done = committed(root)
+    done = committed_sources(root)  # as the flow lists them
     t["committed"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     sweep_uncommitted(root)

@@ -1,0 +1,200 @@
+"""Counterfactual audio on a hand-made benchmark whose answers are known to need the audio.
+
+Two model-free adapters read the real ``video_context`` under each audio condition:
+``HearsTheClipSound`` is right exactly when the context carries its own video's first clip sound (so it needs the
+audio), ``IgnoresTheAudio`` is always right (a model that answers from the pictures). The drop, its paired interval
+and the "not measuring listening" flag are checked against what these two must give.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Sequence
+
+import numpy as np
+import pytest
+
+from benchmark.adapters import BenchContext, ModelAdapter, register, video_context
+from benchmark.build import BuildConfig, FilterModels, build_avbench
+from benchmark.mcq import LETTERS
+from benchmark.counterfactual import audio_donors, drop_rows, not_measuring_listening, paired_drop_ci
+from benchmark.run import run_avbench
+from benchmark.score import predict
+from schemas.records import AVBenchItem, QAType
+from test_benchmark_support import make_dataset, video_id
+
+CONFIG = BuildConfig(heldout_fraction=1.0, similarity="token_overlap")
+N_VIDEOS = 10
+
+
+class _ReadsContext(ModelAdapter):
+    """Shared by the two test adapters: the av context of the item's video under this run's audio condition."""
+
+    @property
+    def takes_audio(self) -> bool:
+        return True
+
+    def context_of(self, item: AVBenchItem) -> str:
+        donor = self.donor_of(item.video_id) if self.audio_condition == "swapped" else None
+        return video_context(self.context, item.video_id, "av", audio=self.audio_condition, donor=donor)
+
+    def prompt(self, item: AVBenchItem) -> str:
+        return self.context_of(item) + "\n\n" + item.question
+
+    def fingerprint(self) -> str:
+        return f"{self.registry_name}" + self._audio_suffix()
+
+
+@register("test-hears-clip-sound")
+class HearsTheClipSound(_ReadsContext):
+    """Model-free: right when the video's own first clip sound is in what it reads, else "A"."""
+
+    def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
+        self.errors = {}
+        out = []
+        for it in items:
+            own_sound = self.context.descriptions(it.video_id)[0].event
+            out.append(it.answer_letter if f" {own_sound}" in self.context_of(it) else "A")
+        return out
+
+
+@register("test-ignores-audio")
+class IgnoresTheAudio(_ReadsContext):
+    """Model-free: always right, whatever it hears."""
+
+    def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
+        self.errors = {}
+        return [it.answer_letter for it in items]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    ds = make_dataset(tmp_path_factory.mktemp("ds"), N_VIDEOS)
+    built = build_avbench(ds, tmp_path_factory.mktemp("out"), CONFIG)
+    return ds, built.items
+
+
+def test_donors_cycle_and_never_give_a_video_its_own_audio():
+    donors = audio_donors(["b", "a", "c"], ["a", "b", "c"])
+    assert donors == {"a": "b", "b": "c", "c": "a"}
+    assert audio_donors(["a"], ["a"]) == {}  # no other video: no swap
+    assert audio_donors(["x"], ["a", "b"]) == {"x": "a"}  # a video outside the pool gets the next one
+
+
+def test_the_paired_interval_of_the_drop():
+    assert paired_drop_ci([True] * 20, [True] * 20) == (0.0, 0.0)
+    lo, hi = paired_drop_ci([True] * 20, [False] * 20)
+    assert lo == hi == 1.0
+    a = [True] * 10 + [False] * 10
+    b = [False] * 5 + [True] * 5 + [False] * 10  # 5 of the 10 right answers lost: drop 0.25
+    lo, hi = paired_drop_ci(a, b, seed=3)
+    assert lo <= 0.25 <= hi and lo > 0 and (lo, hi) == paired_drop_ci(a, b, seed=3)
+    with pytest.raises(ValueError):
+        paired_drop_ci([True], [True, False])
+
+
+def test_silence_and_swap_change_only_the_heard_part_of_the_context(bench):
+    ds, _ = bench
+    context = BenchContext(ds)
+    own, donor = video_id(0), video_id(1)
+    d0, dd0 = context.descriptions(own)[0], context.descriptions(donor)[0]
+    original = video_context(context, own, "av")
+    silent = video_context(context, own, "av", audio="silence")
+    swapped = video_context(context, own, "av", audio="swapped", donor=donor)
+    assert f"hear {d0.event}" in original and "Transcript:" in original
+    assert d0.visual in silent and d0.event not in silent and "Transcript:" not in silent and "Heard" not in silent
+    assert d0.visual in swapped and f"event: {dd0.event}" in swapped and d0.event not in swapped
+    assert context.speech(donor)[0].text in swapped  # the donor's transcript
+    assert video_context(context, own, "visual", audio="silence") == video_context(context, own, "visual")
+    with pytest.raises(ValueError):
+        video_context(context, own, "av", audio="swapped")
+
+
+def test_the_drop_is_computed_right_and_a_deaf_model_is_flagged(bench):
+    ds, items = bench
+    context = BenchContext(ds)
+    donors = audio_donors(sorted({it.video_id for it in items}), sorted({it.video_id for it in items}))
+    share_a = {t: np.mean([it.answer_letter == "A" for it in items if it.type == t]) for t in QAType}
+
+    hears = HearsTheClipSound(context)
+    original = predict(hears, items)
+    assert all(r.prediction.correct for r in original)
+    rows = []
+    for condition in ("silence", "swapped"):
+        twin = hears.with_audio(condition, donors)
+        assert twin.fingerprint() != hears.fingerprint() and hears.audio_condition == "original"
+        rows += drop_rows("hears", condition, items, original, predict(twin, items))
+    by = {(r.condition, r.group): r for r in rows}
+    for t in QAType:
+        for condition in ("silence", "swapped"):
+            r = by[(condition, f"type={t.value}")]
+            # without its own sound it answers "A": right only where A is the answer
+            assert r.accuracy == 1.0 and r.counterfactual_accuracy == pytest.approx(share_a[t])
+            assert r.drop == pytest.approx(1 - share_a[t]) and r.significant, r
+    assert by[("silence", "overall")].n == len(items)
+
+    deaf = IgnoresTheAudio(context)
+    deaf_rows = drop_rows("deaf", "silence", items, predict(deaf, items),
+                          predict(deaf.with_audio("silence", donors), items))
+    assert all(r.drop == 0.0 and not r.significant for r in deaf_rows)
+    flags = not_measuring_listening(rows + deaf_rows)
+    assert flags["hears"] == [] and flags["deaf"] == sorted(f"type={t.value}" for t in QAType)
+
+
+def test_run_avbench_reports_the_counterfactual_rows_and_the_flag(bench, tmp_path, capsys):
+    ds, _ = bench
+    filters = FilterModels()
+    page = run_avbench(ds, tmp_path / "out", ["test-hears-clip-sound", "test-ignores-audio", "random:seed=0"],
+                       config=CONFIG, filters=filters)
+    results = json.loads((page.parent / "results.json").read_text())
+    models = {m["name"]: m for m in results["models"]}
+    hears, deaf, rnd = (models["test-hears-clip-sound"], models["test-ignores-audio"],
+                        next(m for n, m in models.items() if n.startswith("random")))
+    assert {r["condition"] for r in hears["counterfactual_audio"]} == {"silence", "swapped"}
+    assert hears["not_measuring_listening"] == []
+    assert deaf["not_measuring_listening"] == sorted(f"type={t.value}" for t in QAType)
+    assert rnd["counterfactual_audio"] == []  # takes no audio: nothing to take away
+    md = (page.parent / "results.md").read_text()
+    assert "## Does the model listen?" in md and "not measuring listening" in md
+    report = page.read_text()
+    assert "Does the model listen?" in report
+    # every item links to its QA item on its video's page in the dataset viewer, which exists
+    links = re.findall(r'<a href="([^"]+)">view</a>', report)
+    assert len(links) == results["scoring"]["items"]
+    target, _, anchor = links[0].partition("#")
+    page_file = (page.parent / target).resolve()
+    assert page_file.is_file() and f'id="{anchor}"' in page_file.read_text()
+    printed = capsys.readouterr().out
+    assert "Does the model listen?" in printed and "not measuring listening" in printed
+
+
+def test_an_item_is_dropped_as_blind_only_when_both_blind_models_answer_it(bench, tmp_path):
+    from benchmark.filters import BLIND, all_answer_filter
+    from test_benchmark_support import KnowsAnswers
+
+    _, items = bench
+    a, b, c = items[:3]
+    right = {it.qa_id: it.options[it.answer_index] for it in (a, b)}
+    first = KnowsAnswers(right, "first")
+    second = KnowsAnswers({b.qa_id: right[b.qa_id], c.qa_id: c.options[c.answer_index]}, "second")
+    results = all_answer_filter(BLIND, [first, second], [a, b, c], rotations=2)
+    assert not results[b.item_id].passed  # both answer b in every rotation: text-answerable
+    assert results[a.item_id].passed and results[c.item_id].passed  # one model alone drops nothing
+    assert "first: 2/2 rotations right; second: 0/2" in results[a.item_id].detail
+
+
+def test_the_second_blind_model_answers_by_option_likelihood(bench):
+    """SmolLM2-135M from the model cache, in process: a real model, so only what it must do is asserted."""
+    from benchmark.adapters import LocalBlindLMAdapter
+
+    ds, items = bench
+    blind = LocalBlindLMAdapter(BenchContext(ds))
+    some = items[:6]
+    rows = predict(blind, some, [0, 1])
+    assert all(r.prediction.parsed_letter in LETTERS for r in rows)
+    assert "Clips:" not in blind.prompt(some[0]) and some[0].question in blind.prompt(some[0])
+    # the same option is chosen whatever letter it sits under: the letter follows the option when rotated
+    for item in some:
+        r0, r1 = (r for r in rows if r.prediction.item_id == item.item_id)
+        assert LETTERS.index(r1.prediction.parsed_letter) == (LETTERS.index(r0.prediction.parsed_letter) - 1) % 4
