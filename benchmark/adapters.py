@@ -145,19 +145,34 @@ class ModelAdapter(ABC):
         """Whether the model hears the video (then AVBench also scores it with the audio removed and swapped)."""
         return False
 
+    @property
+    def baseline_condition(self) -> str:
+        """The condition a counterfactual is compared with: the model hearing its own audio in the same form as the
+        counterfactuals ("original" when its ordinary input already is that form)."""
+        return "original"
+
     def with_audio(self, condition: str, donors: dict[str, str] | None = None) -> "ModelAdapter":
         """This model under an audio condition (``benchmark.counterfactual``): a copy that shares the loaded model
-        and answers with its own fingerprint, so each condition is cached apart."""
+        and answers with its own fingerprint, so each condition (and each donor assignment) is cached apart."""
         if not self.takes_audio:
             raise ValueError(f"{self.model_name} takes no audio")
-        if condition not in ("original", "silence", "swapped"):
-            raise ValueError(f"audio condition must be original, silence or swapped, not {condition!r}")
+        if condition not in ("original", "own", "silence", "swapped"):
+            raise ValueError(f"audio condition must be original, own, silence or swapped, not {condition!r}")
+        if condition == "original":
+            return self
         twin = copy.copy(self)
         twin.audio_condition, twin.audio_donors, twin.errors = condition, dict(donors or {}), {}
+        if twin.fingerprint() == self.fingerprint():  # a subclass that forgot ``_audio_suffix``: a cache mix-up
+            raise RuntimeError(f"{type(self).__name__}.fingerprint() ignores the audio condition")
         return twin
 
     def _audio_suffix(self) -> str:
-        return "" if self.audio_condition == "original" else f":audio={self.audio_condition}"
+        if self.audio_condition == "original":
+            return ""
+        if self.audio_condition != "swapped":
+            return f":audio={self.audio_condition}"
+        # which donor a video gets depends on the items scored: the assignment is part of the cache key
+        return f":audio=swapped:donors={sha256_text(json.dumps(sorted(self.audio_donors.items())))[:12]}"
 
     def donor_of(self, video_id: str) -> str:
         donor = self.audio_donors.get(video_id)
@@ -292,8 +307,9 @@ def _fit(lines: list[str], budget: int) -> list[str]:
 def video_context(context: BenchContext, video_id: str, modality: Modality, max_chars: int = 6000, *,
                   audio: str = "original", donor: str | None = None) -> str:
     """The clip timeline (and transcript, when the modality includes sound) the model reads instead of the video.
-    ``audio``: "silence" drops the heard part and the transcript; "swapped" puts ``donor``'s in their place (its
-    clips' heard parts in order, cycled over this video's clips; its transcript with its own times)."""
+    ``audio``: "own" lays out this video's pictures and heard part as the counterfactuals do (not the fused text);
+    "silence" drops the heard part and the transcript; "swapped" puts ``donor``'s in their place (its clips' heard
+    parts in order, cycled over this video's clips; its transcript with its own times)."""
     if modality == "none":
         return ""
     descriptions = context.descriptions(video_id)
@@ -379,6 +395,10 @@ class OpenAIAdapter(ModelAdapter):
     @property
     def takes_audio(self) -> bool:
         return self.modality in ("av", "audio")
+
+    @property
+    def baseline_condition(self) -> str:
+        return "own"  # its ordinary "av" input is the fused text; the counterfactuals lay out pictures and sound
 
     def fingerprint(self) -> str:
         return (f"openai:{self.client.model}:modality={self.modality}:reply={self.reply}:"
@@ -517,7 +537,11 @@ class LocalBlindLMAdapter(ModelAdapter):
     def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
         self.errors = {}
         pairs = [(self.context_text(it), o) for it in items for o in it.options]
-        scores = self._option_scores(pairs)
+        try:
+            scores = self._option_scores(pairs)
+        except Exception as exc:  # weights unreadable, out of memory: every item unanswered, a filter undecided
+            self.errors = {i: f"{type(exc).__name__}: {exc}" for i in range(len(items))}
+            return [""] * len(items)
         return [LETTERS[max(range(4), key=lambda k: scores[4 * i + k])] for i in range(len(items))]
 
 
@@ -551,7 +575,7 @@ class SavenVidAdapter(ModelAdapter):
         self.device, self.batch_size, self.max_new_tokens = device, int(batch_size), int(max_new_tokens)
         self._digest = _checkpoint_digest(self.checkpoint)
         self._name = name
-        self._predictor = None
+        self._loaded: dict[str, Any] = {}  # shared with ``with_audio`` twins: the checkpoint is loaded once
 
     @property
     def model_name(self) -> str:
@@ -584,11 +608,11 @@ class SavenVidAdapter(ModelAdapter):
         return mcq_prompt(item.question, item.options)
 
     def predictor(self):
-        if self._predictor is None:
+        if "predictor" not in self._loaded:
             from model.generate import SavenVidPredictor
 
-            self._predictor = SavenVidPredictor.from_checkpoint(self.checkpoint, self.device)
-        return self._predictor
+            self._loaded["predictor"] = SavenVidPredictor.from_checkpoint(self.checkpoint, self.device)
+        return self._loaded["predictor"]
 
     def answer(self, items: Sequence[AVBenchItem]) -> list[str]:
         self.errors = {}

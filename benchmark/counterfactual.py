@@ -8,14 +8,21 @@ A model can score on an audio-visual benchmark from the pictures alone. So every
 - ``swapped``: another video's audio (SAVEn-Vid: the donor's audio tokens, their times stretched to this video;
   an LLM: this video's pictures with the donor's heard part and transcript).
 
-The drop (original accuracy minus counterfactual accuracy) per question type comes with a paired bootstrap 95%
-interval over items (the same items resampled for both conditions). A drop whose interval lies above 0 is
-significant; a type where no condition gives a significant drop is flagged as *not measuring listening* for that
-model: its items can be answered as well without hearing the video.
+The baseline is the model hearing its own audio in the same form as the counterfactuals (``baseline_condition``:
+SAVEn-Vid's original features; for the LLM, "own": this video's pictures and its own heard part in the layout the
+counterfactuals use, so the drop measures the audio, not a change of text layout). The drop (baseline accuracy minus
+counterfactual accuracy) per question type comes with a paired bootstrap 95% interval over items (the same items
+resampled for both conditions), for display; it is *significant* when an exact one-sided sign test on the items
+whose verdict changed (McNemar) gives p < 0.025 (a percentile bootstrap of 0/1 differences calls 3 of 3 a sure
+drop). A type where no condition gives a significant drop is flagged as *not measuring listening* for that model:
+its items can be answered as well without hearing the video. An item the model could not answer under either
+condition (an error, not a wrong answer) leaves the pairs and is counted apart.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal, Mapping, Sequence
 
@@ -24,21 +31,34 @@ import numpy as np
 from benchmark.score import BOOTSTRAP_RESAMPLES, CONFIDENCE, PredictionRow, item_outcomes
 from schemas.records import AVBenchItem
 
-AudioCondition = Literal["original", "silence", "swapped"]
+AudioCondition = Literal["original", "own", "silence", "swapped"]
 COUNTERFACTUALS: tuple[AudioCondition, ...] = ("silence", "swapped")
+SIGNIFICANCE = 0.025  # one-sided: the upper tail of a two-sided 95% test
 
 
 def audio_donors(video_ids: Sequence[str], pool: Sequence[str]) -> dict[str, str]:
     """For each video, another video whose audio replaces its own in the ``swapped`` condition: the next one of
     ``pool`` in sorted order (a cycle, so no video is its own donor and every donor is used about equally).
     Videos get no donor when the pool has no other video."""
-    ordered = sorted(set(pool) | set(video_ids))
+    ordered = sorted(set(pool))
     donors = {}
     for vid in sorted(set(video_ids)):
-        candidates = [v for v in ordered[ordered.index(vid) + 1:] + ordered[:ordered.index(vid)] if v in set(pool)]
-        if candidates:
-            donors[vid] = candidates[0]
+        at = bisect.bisect_right(ordered, vid)
+        for step in range(len(ordered)):
+            candidate = ordered[(at + step) % len(ordered)]
+            if candidate != vid:
+                donors[vid] = candidate
+                break
     return donors
+
+
+def sign_test_p(lost: int, gained: int) -> float:
+    """One-sided exact p-value that ``lost`` of ``lost + gained`` changed verdicts (right -> wrong) or more would
+    come by chance if the condition made no difference (McNemar's exact test)."""
+    n = lost + gained
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2 ** n
 
 
 def paired_drop_ci(original: Sequence[bool], counterfactual: Sequence[bool], *, seed: int = 0,
@@ -65,30 +85,32 @@ class CounterfactualRow:
     model: str
     condition: str  # "silence" or "swapped"
     group: str  # "overall" or "type=<qa type>"
-    n: int
-    accuracy: float  # with the video's own audio
+    n: int  # paired items (answered under both conditions)
+    accuracy: float  # hearing its own audio (the baseline condition)
     counterfactual_accuracy: float
     drop: float
     ci_low: float
     ci_high: float
+    p_value: float  # exact one-sided sign test on the changed verdicts
+    errors: int = 0  # items left out: no answer under one of the two conditions
 
     @property
     def significant(self) -> bool:
-        return self.ci_low > 0.0
+        return self.p_value < SIGNIFICANCE
 
     def to_json(self) -> dict:
         return {**asdict(self), "significant": self.significant}
 
 
-def _correct_by_item(rows: Sequence[PredictionRow]) -> dict[str, bool]:
-    """Item id -> right (every rotation asked), from one answer sheet (models that take audio fill one)."""
-    return {o.item_id: o.correct for o in item_outcomes(rows).values() if o.sheet == 0}
+def _outcomes(rows: Sequence[PredictionRow]) -> dict[str, tuple[bool, bool]]:
+    """Item id -> (right in every rotation asked, had an error), from answer sheet 0 (models that hear fill one)."""
+    return {o.item_id: (o.correct, o.errors > 0) for o in item_outcomes(rows).values() if o.sheet == 0}
 
 
-def drop_rows(model: str, condition: str, items: Sequence[AVBenchItem], original: Sequence[PredictionRow],
+def drop_rows(model: str, condition: str, items: Sequence[AVBenchItem], baseline: Sequence[PredictionRow],
               counterfactual: Sequence[PredictionRow], *, seed: int = 0) -> list[CounterfactualRow]:
-    """The drop overall and per question type, each with its paired interval."""
-    before, after = _correct_by_item(original), _correct_by_item(counterfactual)
+    """The drop overall and per question type, each with its paired interval and sign test."""
+    before, after = _outcomes(baseline), _outcomes(counterfactual)
     missing = [it.item_id for it in items if it.item_id not in before or it.item_id not in after]
     if missing:
         raise ValueError(f"{model} [{condition}]: no paired answers for {len(missing)} items, e.g. {missing[:3]}")
@@ -97,11 +119,16 @@ def drop_rows(model: str, condition: str, items: Sequence[AVBenchItem], original
         groups.setdefault(f"type={it.type.value}", []).append(it.item_id)
     out = []
     for group, ids in groups.items():
-        a, b = [before[i] for i in ids], [after[i] for i in ids]
+        paired = [i for i in ids if not before[i][1] and not after[i][1]]
+        a, b = [before[i][0] for i in paired], [after[i][0] for i in paired]
         lo, hi = paired_drop_ci(a, b, seed=seed)
-        out.append(CounterfactualRow(model=model, condition=condition, group=group, n=len(ids),
-                                     accuracy=float(np.mean(a)), counterfactual_accuracy=float(np.mean(b)),
-                                     drop=float(np.mean(a) - np.mean(b)), ci_low=lo, ci_high=hi))
+        lost = sum(x and not y for x, y in zip(a, b))
+        gained = sum(y and not x for x, y in zip(a, b))
+        out.append(CounterfactualRow(
+            model=model, condition=condition, group=group, n=len(paired),
+            accuracy=float(np.mean(a)) if a else 0.0, counterfactual_accuracy=float(np.mean(b)) if b else 0.0,
+            drop=float(np.mean(a) - np.mean(b)) if a else 0.0, ci_low=lo, ci_high=hi,
+            p_value=sign_test_p(lost, gained), errors=len(ids) - len(paired)))
     return out
 
 
@@ -121,9 +148,10 @@ def fmt_drop(r: CounterfactualRow) -> str:
 
 
 def as_table(rows: Sequence[CounterfactualRow], flags: Mapping[str, list[str]]) -> list[list[str]]:
-    """Rows of: model, condition, group, n, accuracy, counterfactual accuracy, drop [CI], listening?"""
-    return [[r.model, r.condition, r.group, str(r.n), f"{100 * r.accuracy:.1f}", f"{100 * r.counterfactual_accuracy:.1f}",
-             fmt_drop(r), "not measuring listening" if r.group in flags.get(r.model, []) else ""] for r in rows]
+    """Rows of: model, condition, group, n (+ errors), accuracy, counterfactual accuracy, drop [CI], p, flag."""
+    return [[r.model, r.condition, r.group, str(r.n) + (f" (+{r.errors} errors)" if r.errors else ""),
+             f"{100 * r.accuracy:.1f}", f"{100 * r.counterfactual_accuracy:.1f}", fmt_drop(r), f"{r.p_value:.3f}",
+             "not measuring listening" if r.group in flags.get(r.model, []) else ""] for r in rows]
 
 
-COLUMNS = ["model", "audio", "group", "n", "accuracy %", "counterfactual %", "drop [95% CI]", "flag"]
+COLUMNS = ["model", "audio", "group", "n", "own audio %", "counterfactual %", "drop [95% CI]", "p", "flag"]

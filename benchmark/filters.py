@@ -85,6 +85,8 @@ def all_answer_filter(name: str, adapters: Sequence[ModelAdapter], items: Sequen
                       cache: PredictionCache | None = None) -> dict[str, FilterResult]:
     """``passed=False`` for items that every one of ``adapters`` answers right in every rotation: with two
     different blind models, an item is text-answerable only when both answer it (one model's bias drops nothing)."""
+    if not adapters:
+        raise ValueError("all_answer_filter needs at least one model")
     if len(adapters) == 1:
         return model_filter(name, adapters[0], items, rotations, cache)
     verdicts = [(a, answerability(a, items, rotations, cache)) for a in adapters]
@@ -92,15 +94,16 @@ def all_answer_filter(name: str, adapters: Sequence[ModelAdapter], items: Sequen
     for item in items:
         mine = [(a, v[item.item_id]) for a, v in verdicts]
         said = "; ".join(f"{a.model_name}: {x.correct}/{x.asked} rotations right" for a, x in mine)
+        if any(x.decided and not x.answerable for _, x in mine):  # one decided "no" settles it, whatever failed
+            results[item.item_id] = FilterResult(name=name, passed=True, detail=f"{said}; not answerable by all")
+            continue
         failed = [(a, x) for a, x in mine if not x.decided]
         if failed:
             a, x = failed[0]
             results[item.item_id] = FilterResult(name=name, passed=True, detail=(
                 f"{UNDECIDED_PREFIX}: {a.model_name} failed {x.errors}/{x.asked} rotations ({x.first_error[:300]})"))
             continue
-        answerable = all(x.answerable for _, x in mine)
-        results[item.item_id] = FilterResult(name=name, passed=not answerable, detail=(
-            f"{said}; {'answerable by all' if answerable else 'not answerable by all'}"))
+        results[item.item_id] = FilterResult(name=name, passed=False, detail=f"{said}; answerable by all")
     return results
 
 

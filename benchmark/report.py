@@ -34,6 +34,7 @@ class ModelRun:
     rows: list[PredictionRow]
     outcomes: dict[tuple[str, int], ItemOutcome]  # by (item id, answer sheet)
     counterfactual: list[CounterfactualRow] = field(default_factory=list)  # audio silenced / swapped
+    counterfactual_rows: list[PredictionRow] = field(default_factory=list)  # the answers behind them
 
     def score(self, group: str) -> Score | None:
         return next((s for s in self.scores if s.group == group), None)
@@ -170,13 +171,15 @@ def items_section(items: Sequence[AVBenchItem], runs: Sequence[ModelRun], report
 
     from flows.view import video_page_href
 
-    base = os.path.relpath(viewer_dir, report_dir).replace(os.sep, "/") if viewer_dir is not None else None
-    right = {r.name: {o.item_id: o.correct for o in r.outcomes.values() if o.sheet == 0} for r in runs}
+    from urllib.parse import quote
+
+    base = quote(os.path.relpath(viewer_dir, report_dir).replace(os.sep, "/")) if viewer_dir is not None else None
+    right = [{o.item_id: o.correct for o in r.outcomes.values() if o.sheet == 0} for r in runs]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["item", "type", "question", "answer"]
                    + [r.name for r in runs] + (["viewer"] if base else []))
     body = []
     for it in items:
-        marks = "".join(f"<td>{'✓' if right[r.name].get(it.item_id) else '✗'}</td>" for r in runs)
+        marks = "".join(f"<td>{'✓' if mine.get(it.item_id) else '✗'}</td>" for mine in right)
         link = (f'<td><a href="{html.escape(base + "/" + video_page_href(it.video_id, it.qa_id), quote=True)}">'
                 f"view</a></td>") if base else ""
         body.append(f"<tr><td><code>{html.escape(it.item_id)}</code></td><td>{html.escape(it.type.value)}</td>"
@@ -215,7 +218,8 @@ bootstrap seed {setup.seed}; chance {100 * setup.chance:.2f}%. Filters run: {htm
 <h2>Models</h2>{summary}<h2>By group</h2>{groups}{listening}<h2>Plots</h2>{images}<h2>Benchmark</h2>{counts}
 {items_html}
 <p>Files: <a href="results.json">results.json</a>, <a href="results.md">results.md</a>,
-<a href="predictions.jsonl">predictions.jsonl</a>, <a href="item_results.jsonl">item_results.jsonl</a>.</p>
+<a href="predictions.jsonl">predictions.jsonl</a>, <a href="item_results.jsonl">item_results.jsonl</a>,
+<a href="counterfactual_predictions.jsonl">counterfactual_predictions.jsonl</a>.</p>
 </body></html>
 """
 
@@ -249,6 +253,8 @@ def write_report(report_dir: Path, bench: BuiltBench, items: Sequence[AVBenchIte
     }
     write_bytes_atomic(report_dir / "results.json", json.dumps(results, indent=2, sort_keys=True).encode() + b"\n")
     write_bytes_atomic(report_dir / "predictions.jsonl", _jsonl([row.to_json() for r in runs for row in r.rows]))
+    write_bytes_atomic(report_dir / "counterfactual_predictions.jsonl",
+                       _jsonl([row.to_json() for r in runs for row in r.counterfactual_rows]))
     by_id = {it.item_id: it for it in items}
     write_bytes_atomic(report_dir / "item_results.jsonl", _jsonl([
         {"model": r.name, "type": by_id[o.item_id].type.value, "kind": by_id[o.item_id].kind.value,

@@ -20,7 +20,7 @@ from benchmark.counterfactual import (COLUMNS, COUNTERFACTUALS, CounterfactualRo
                                       not_measuring_listening)
 from benchmark.export import export_lmms_eval_task
 from benchmark.report import ModelRun, ScoringSetup, fmt_score, group_order, write_report
-from benchmark.score import PredictionCache, item_outcomes, predict_sheets, score_items
+from benchmark.score import PredictionCache, PredictionRow, item_outcomes, predict_sheets, score_items
 from schemas.records import AVBenchItem
 
 Subset = Literal["kept", "core", "all"]
@@ -83,18 +83,32 @@ def donor_pool(context: BenchContext, items: Sequence[AVBenchItem]) -> dict[str,
 
 
 def score_counterfactuals(adapter, name: str, items: Sequence[AVBenchItem], rows, cache: PredictionCache,
-                          setup: ScoringSetup, donors: dict[str, str]) -> list[CounterfactualRow]:
-    """The same items with the audio removed and swapped; the drop per type (``benchmark.counterfactual``)."""
+                          setup: ScoringSetup, donors: dict[str, str]
+                          ) -> tuple[list[CounterfactualRow], list[PredictionRow]]:
+    """The same items with the audio removed and swapped, against the model hearing its own audio in the same
+    form; the drop per type (``benchmark.counterfactual``) and every answer given under a condition."""
     out: list[CounterfactualRow] = []
+    answers: list[PredictionRow] = []
+    if adapter.baseline_condition != "original":
+        rows = predict_sheets(adapter.with_audio(adapter.baseline_condition, donors), items, range(setup.rotations),
+                              cache)
+        answers += [tag(r, adapter.baseline_condition) for r in rows]
     for condition in COUNTERFACTUALS:
         asked = [it for it in items if condition != "swapped" or it.video_id in donors]
         if not asked:
             continue
-        twin = adapter.with_audio(condition, donors)
-        cf_rows = predict_sheets(twin, asked, range(setup.rotations), cache)
-        mine = [r for r in rows if r.prediction.item_id in {it.item_id for it in asked}]
-        out += drop_rows(name, condition, asked, mine, cf_rows, seed=setup.seed)
-    return out
+        cf_rows = predict_sheets(adapter.with_audio(condition, donors), asked, range(setup.rotations), cache)
+        answers += [tag(r, condition) for r in cf_rows]
+        ids = {it.item_id for it in asked}
+        out += drop_rows(name, condition, asked, [r for r in rows if r.prediction.item_id in ids], cf_rows,
+                         seed=setup.seed)
+    return out, answers
+
+
+def tag(row: PredictionRow, condition: str) -> PredictionRow:
+    """A counterfactual answer, named for the predictions file: "model[audio=silence]"."""
+    name = f"{row.prediction.model_name}[audio={condition}]"
+    return replace(row, prediction=row.prediction.model_copy(update={"model_name": name}))
 
 
 def score_model(spec: str, items: Sequence[AVBenchItem], context: BenchContext, cache: PredictionCache,
@@ -102,25 +116,35 @@ def score_model(spec: str, items: Sequence[AVBenchItem], context: BenchContext, 
     adapter = make_adapter(spec, context)
     rows = predict_sheets(adapter, items, range(setup.rotations), cache)
     name = adapter.run_name(len(items))
-    counterfactual = (score_counterfactuals(adapter, name, items, rows, cache, setup, donor_pool(context, items))
-                      if setup.counterfactual and adapter.takes_audio else [])
+    counterfactual, cf_answers = (
+        score_counterfactuals(adapter, name, items, rows, cache, setup, donor_pool(context, items))
+        if setup.counterfactual and adapter.takes_audio else ([], []))
     return ModelRun(name=name, spec=spec, fingerprint=adapter.fingerprint(),
                     scores=score_items(name, items, rows, seed=setup.seed,
                                        edges=setup.duration_edges_s),
-                    rows=rows, outcomes=item_outcomes(rows), counterfactual=counterfactual)
+                    rows=rows, outcomes=item_outcomes(rows), counterfactual=counterfactual,
+                    counterfactual_rows=cf_answers)
 
 
 def _unique_names(runs: Sequence[ModelRun]) -> None:
-    """Two specs with the same display name (e.g. one model at two endpoints) get "#2", "#3"... in the report."""
-    seen: dict[str, int] = {}
+    """Two specs with the same display name (e.g. one model at two endpoints) get "#2", "#3"... in the report (a
+    suffix no other run already has)."""
+    taken: set[str] = set()
     for run in runs:
-        seen[run.name] = seen.get(run.name, 0) + 1
-        if seen[run.name] > 1:
-            run.name = f"{run.name}#{seen[run.name]}"
-            run.scores = [s.model_copy(update={"model_name": run.name}) for s in run.scores]
-            run.counterfactual = [replace(c, model=run.name) for c in run.counterfactual]
-            run.rows = [replace(r, prediction=r.prediction.model_copy(update={"model_name": run.name}))
+        name, k = run.name, 1
+        while name in taken:
+            k += 1
+            name = f"{run.name}#{k}"
+        taken.add(name)
+        if name != run.name:
+            old = run.name
+            run.name = name
+            run.scores = [s.model_copy(update={"model_name": name}) for s in run.scores]
+            run.counterfactual = [replace(c, model=name) for c in run.counterfactual]
+            run.rows = [replace(r, prediction=r.prediction.model_copy(update={"model_name": name}))
                         for r in run.rows]
+            run.counterfactual_rows = [replace(r, prediction=r.prediction.model_copy(update={
+                "model_name": r.prediction.model_name.replace(old, name, 1)})) for r in run.counterfactual_rows]
 
 
 def table_console():
@@ -166,6 +190,16 @@ def dataset_viewer(dataset_dir: Path) -> Path:
     return folder
 
 
+def viewer_or_none(dataset_dir: Path, console) -> Path | None:
+    """The viewer to link, or None (and why) when it cannot be written, e.g. a read-only dataset: the report
+    matters more than its links."""
+    try:
+        return dataset_viewer(dataset_dir)
+    except OSError as exc:
+        console.print(f"dataset viewer not written ({exc}); the report's items are not linked", markup=False)
+        return None
+
+
 def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("random",), *,
                 config: BuildConfig | None = None, filters: FilterModels | Literal["llm", "none"] = "llm",
                 subset: Subset = "kept", circular: bool = False, rebuild: bool = False, seed: int = 0,
@@ -202,7 +236,7 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
         runs = [score_model(spec, items, context, cache, setup) for spec in models]
         _unique_names(runs)
         page = write_report(out_dir / "report", bench, items, runs, setup,
-                            viewer_dir=dataset_viewer(dataset_dir) if viewer else None)
+                            viewer_dir=viewer_or_none(dataset_dir, console) if viewer else None)
         if export:
             export_lmms_eval_task(bench, context, out_dir / "lmms_eval_task")
     finally:

@@ -28,6 +28,7 @@ class SavenVidPredictor:
         self.config, self.tokenizer, self.device = model.config, model.tokenizer, torch.device(device)
         self._encoders: FrozenEncoders | None = None
         self._audio_encoder = None  # only the audio encoder, for counterfactual (silent) audio
+        self._silence: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # samples -> silent audio tokens, times
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path, device: str | None = None) -> "SavenVidPredictor":
@@ -54,16 +55,22 @@ class SavenVidPredictor:
     @torch.no_grad()
     def with_silent_audio(self, feats: VideoFeatures) -> VideoFeatures:
         """``feats`` with the audio tokens the checkpoint's audio encoder gives a silent track of the same length
-        (not zeros: silence is an input the encoder has its own answer to)."""
+        (not zeros: silence is an input the encoder has its own answer to). A video without an audio track keeps
+        its (empty) audio: there is nothing to take away. Encoded once per duration."""
         from model.encoders import SAMPLE_RATE, AudioEncoder
 
-        if self._audio_encoder is None:
-            self._audio_encoder = AudioEncoder(self.config.audio, self.device.type)
-        want = self.model.encoder_fingerprints.get("audio") if self.model.encoder_fingerprints else None
-        if want and self._audio_encoder.fingerprint != want:
-            raise ValueError(f"audio encoder {self._audio_encoder.fingerprint}, checkpoint trained on {want}")
-        silence = np.zeros(max(1, round(feats.duration_s * SAMPLE_RATE)), dtype=np.float32)
-        audio, audio_t = self._audio_encoder.encode(silence)
+        if feats.audio.shape[0] == 0:
+            return feats
+        n = max(1, round(feats.duration_s * SAMPLE_RATE))
+        if n not in self._silence:
+            encoder = self._encoders.audio if self._encoders is not None else self._audio_encoder
+            if encoder is None:
+                encoder = self._audio_encoder = AudioEncoder(self.config.audio, self.device.type)
+            want = (self.model.encoder_fingerprints or {}).get("audio")
+            if want and encoder.fingerprint != want:
+                raise ValueError(f"audio encoder {encoder.fingerprint}, checkpoint trained on {want}")
+            self._silence[n] = encoder.encode(np.zeros(n, dtype=np.float32))
+        audio, audio_t = self._silence[n]
         return replace(feats, audio=audio.to(feats.audio.dtype), audio_t=audio_t)
 
     @staticmethod

@@ -18,7 +18,7 @@ import pytest
 from benchmark.adapters import BenchContext, ModelAdapter, register, video_context
 from benchmark.build import BuildConfig, FilterModels, build_avbench
 from benchmark.mcq import LETTERS
-from benchmark.counterfactual import audio_donors, drop_rows, not_measuring_listening, paired_drop_ci
+from benchmark.counterfactual import audio_donors, drop_rows, not_measuring_listening, paired_drop_ci, sign_test_p
 from benchmark.run import run_avbench
 from benchmark.score import predict
 from schemas.records import AVBenchItem, QAType
@@ -94,6 +94,13 @@ def test_the_paired_interval_of_the_drop():
         paired_drop_ci([True], [True, False])
 
 
+def test_the_sign_test_needs_enough_changed_verdicts():
+    assert sign_test_p(3, 0) == 1 / 8 and sign_test_p(4, 0) == 1 / 16  # 3 or 4 of 4 lost: not significant yet
+    assert sign_test_p(6, 0) == 1 / 64 and sign_test_p(6, 0) < 0.025
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(2, 5) > 0.5
+    assert sign_test_p(8, 1) == pytest.approx(10 / 512)
+
+
 def test_silence_and_swap_change_only_the_heard_part_of_the_context(bench):
     ds, _ = bench
     context = BenchContext(ds)
@@ -142,6 +149,43 @@ def test_the_drop_is_computed_right_and_a_deaf_model_is_flagged(bench):
     assert flags["hears"] == [] and flags["deaf"] == sorted(f"type={t.value}" for t in QAType)
 
 
+def test_an_item_without_an_answer_leaves_the_pairs_instead_of_counting_as_a_drop(bench):
+    """A condition the model could not answer (a donor without features, a server down) is no evidence of
+    listening: those items are counted apart and the drop is computed on the rest."""
+    ds, items = bench
+    context = BenchContext(ds)
+
+    class FailsWhenSwapped(IgnoresTheAudio):
+        def answer(self, batch):
+            out = super().answer(batch)
+            if self.audio_condition == "swapped":
+                self.errors = {i: "FeatureError: no features" for i in range(len(batch))}
+                return [""] * len(batch)
+            return out
+
+    deaf = FailsWhenSwapped(context)
+    donors = audio_donors(sorted({it.video_id for it in items}), sorted({it.video_id for it in items}))
+    rows = drop_rows("deaf", "swapped", items, predict(deaf, items), predict(deaf.with_audio("swapped", donors), items))
+    overall = next(r for r in rows if r.group == "overall")
+    assert overall.n == 0 and overall.errors == len(items) and not overall.significant
+    assert not_measuring_listening(rows)["deaf"] == sorted(f"type={t.value}" for t in QAType)
+
+
+def test_the_llm_is_compared_with_its_own_audio_in_the_counterfactual_layout(bench):
+    from benchmark.adapters import OpenAIAdapter
+
+    ds, items = bench
+    llm = OpenAIAdapter(BenchContext(ds), base_url="http://127.0.0.1:9/v1", model="m")  # never asked here
+    assert llm.takes_audio and llm.baseline_condition == "own"
+    own = llm.with_audio("own").prompt(items[0])
+    d0 = BenchContext(ds).descriptions(items[0].video_id)[0]
+    assert f"{d0.visual} Heard: " in own and d0.fused not in own and "Transcript:" in own
+    assert d0.fused in llm.prompt(items[0])  # the ordinary run reads the fused text
+    one = llm.with_audio("swapped", {items[0].video_id: video_id(1)})
+    other = llm.with_audio("swapped", {items[0].video_id: video_id(2)})
+    assert len({llm.fingerprint(), one.fingerprint(), other.fingerprint(), llm.with_audio("own").fingerprint()}) == 4
+
+
 def test_run_avbench_reports_the_counterfactual_rows_and_the_flag(bench, tmp_path, capsys):
     ds, _ = bench
     filters = FilterModels()
@@ -155,6 +199,9 @@ def test_run_avbench_reports_the_counterfactual_rows_and_the_flag(bench, tmp_pat
     assert hears["not_measuring_listening"] == []
     assert deaf["not_measuring_listening"] == sorted(f"type={t.value}" for t in QAType)
     assert rnd["counterfactual_audio"] == []  # takes no audio: nothing to take away
+    answers = [json.loads(line) for line in (page.parent / "counterfactual_predictions.jsonl").open()]
+    assert {a["model_name"] for a in answers} == {f"{m}[audio={c}]" for m in ("test-hears-clip-sound",
+                                                   "test-ignores-audio") for c in ("silence", "swapped")}
     md = (page.parent / "results.md").read_text()
     assert "## Does the model listen?" in md and "not measuring listening" in md
     report = page.read_text()
@@ -182,6 +229,16 @@ def test_an_item_is_dropped_as_blind_only_when_both_blind_models_answer_it(bench
     assert not results[b.item_id].passed  # both answer b in every rotation: text-answerable
     assert results[a.item_id].passed and results[c.item_id].passed  # one model alone drops nothing
     assert "first: 2/2 rotations right; second: 0/2" in results[a.item_id].detail
+
+    from test_benchmark_support import Failing
+
+    # one model's decided "no" settles an item even when the other failed; a failure with only "yes" decides nothing
+    mixed = all_answer_filter(BLIND, [KnowsAnswers({}, "wrong"), Failing()], [a], rotations=1)
+    assert mixed[a.item_id].passed and "undecided" not in mixed[a.item_id].detail
+    unsure = all_answer_filter(BLIND, [first, Failing()], [a], rotations=1)
+    assert unsure[a.item_id].passed and unsure[a.item_id].detail.startswith("undecided")
+    with pytest.raises(ValueError):
+        all_answer_filter(BLIND, [], [a], rotations=1)
 
 
 def test_the_second_blind_model_answers_by_option_likelihood(bench):
