@@ -47,6 +47,7 @@ class BuildConfig(BaseModel):
     seed: int = 0
     heldout_fraction: float = Field(default=DEFAULT_FRACTION, ge=0.0, le=1.0)
     split_salt: str = DEFAULT_SALT
+    min_heldout_items: int = Field(default=0, ge=0)  # schemas.split.HeldOut: a small dataset holds out enough
     filter_rotations: int = Field(default=4, ge=1, le=4)  # an item is "answerable" if right in all of them
     similarity: Literal["auto", "minilm", "token_overlap"] = "auto"
     duplicate_threshold: float | None = Field(default=None, gt=0.0, le=1.0)  # None: the method's default
@@ -138,7 +139,8 @@ class _Inputs:
 def _load_inputs(dataset_dir: Path, config: BuildConfig) -> _Inputs:
     videos = {v.video_id: v for v in _read(dataset_dir, "videos", VideoRecord)}
     all_qa = _read(dataset_dir, "qa", QAItem)
-    held = HeldOut.of((q.video_id for q in all_qa), config.heldout_fraction, config.split_salt)
+    held = HeldOut.of((q.video_id for q in all_qa), config.heldout_fraction, config.split_salt,
+                      config.min_heldout_items)
     qa = sorted((q for q in all_qa if held(q.video_id)), key=lambda q: q.qa_id)
     wanted = {q.video_id for q in qa}
     descriptions = sorted((d for d in _read(dataset_dir, "descriptions", ClipDescription) if d.video_id in wanted),

@@ -260,12 +260,14 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--version", default=BuildConfig().version)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout-fraction", type=float, default=BuildConfig().heldout_fraction)
+    p.add_argument("--min-heldout-items", type=int, default=0,
+                   help="hold out more videos of a small dataset until this many questions are held out")
     p.add_argument("--filter-rotations", type=int, default=BuildConfig().filter_rotations)
     p.add_argument("--no-counterfactual", action="store_true",
                    help="skip the silenced- and swapped-audio runs of the models that take audio")
     args = p.parse_args(argv)
     config = BuildConfig(version=args.version, seed=args.seed, heldout_fraction=args.heldout_fraction,
-                         filter_rotations=args.filter_rotations)
+                         min_heldout_items=args.min_heldout_items, filter_rotations=args.filter_rotations)
     return run_avbench(args.dataset_dir, args.out_dir, args.models or ["random"], config=config,
                        filters="none" if args.no_llm_filters else "llm", subset=args.subset,
                        circular=args.circular, rebuild=args.rebuild, seed=args.seed,

@@ -212,7 +212,8 @@ def avbench_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/d
         ckpt = checkpoint or _newest_checkpoint(out_dir / "train", out_dir / "demo" / "train")
         if ckpt:
             models.append(f"saven-vid:checkpoint={ckpt}")
-    config = BuildConfig(heldout_fraction=cfg.benchmark.heldout_fraction, split_salt=cfg.benchmark.split_salt)
+    config = BuildConfig(heldout_fraction=cfg.benchmark.heldout_fraction, split_salt=cfg.benchmark.split_salt,
+                         min_heldout_items=cfg.benchmark.min_heldout_items)
     report = run_avbench(dataset or cfg.paths.output_dir / "demo" / "dataset", out or cfg.paths.output_dir / "avbench",
                          models, config=config, filters="llm" if llm_filters else "none", circular=circular,
                          counterfactual=counterfactual)

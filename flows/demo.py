@@ -196,7 +196,8 @@ def run_demo(out: Path) -> None:
         report = run_avbench(dataset, out / "avbench",
                              ["random", "blind-llm", "blind-hf", "openai:modality=av",
                               f"saven-vid:checkpoint={checkpoint}"],
-                             config=BuildConfig(heldout_fraction=bench.heldout_fraction, split_salt=bench.split_salt))
+                             config=BuildConfig(heldout_fraction=bench.heldout_fraction, split_salt=bench.split_salt,
+                                                min_heldout_items=bench.min_heldout_items))
     finally:
         console.rule("servers down")
         servers.stop_deployment_server(cfg)

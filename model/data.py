@@ -74,7 +74,8 @@ def load_examples(dataset_dir: Path, stage: int, *, include_heldout: bool = Fals
 
     bench = settings().benchmark
     qa_items = read_records(dataset_dir, "qa", QAItem)
-    held = HeldOut.of((q.video_id for q in qa_items), bench.heldout_fraction, bench.split_salt)
+    held = HeldOut.of((q.video_id for q in qa_items), bench.heldout_fraction, bench.split_salt,
+                      bench.min_heldout_items)
 
     def keep(video_id: str) -> bool:
         return include_heldout or not held(video_id)

@@ -207,6 +207,9 @@ class Benchmark(Section):
 
     heldout_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
     split_salt: str = "avbench-heldout-v1"
+    # At least this many QA items held out when the dataset has them (training keeps one video with questions):
+    # the hash alone can hold out one short video of a small dataset (schemas.split.HeldOut).
+    min_heldout_items: int = Field(default=0, ge=0)
 
 
 class Demo(Section):

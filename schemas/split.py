@@ -5,15 +5,20 @@ one video never depends on the others, so adding videos to the dataset never mov
 split. Training code excludes ``is_heldout`` videos with the same fraction and salt.
 
 A small dataset can still leave the hash with no held-out video that has questions (or no training video): with 7
-videos and a fraction of 0.5, about one build in a hundred. ``HeldOut`` fixes that and only that: among the videos
-that have QA items, when the hash holds out none of two or more, the one nearest the cut joins the held-out side
-(and when it holds out all of them, the farthest joins training). AVBench and training both decide with
-``HeldOut.of(qa_video_ids, ...)`` over the same QA table, so they agree; on a large dataset it is the hash alone.
+videos and a fraction of 0.5, about one build in a hundred. ``HeldOut`` fixes that: among the videos that have QA
+items, when the hash holds out none of two or more, the one nearest the cut joins the held-out side (and when it
+holds out all of them, the farthest joins training). And with ``min_items``, when the held-out videos hold fewer
+questions than that, the training videos nearest the cut join the held-out side one by one until they do, always
+leaving one training video with questions: on the demo's seven videos, whose ids come from paths, the hash alone
+held out one 30-second video in one clone (7 AVBench items) and three in another (37). AVBench and training both
+decide with ``HeldOut.of(qa_video_ids, ...)`` (one id per QA item) over the same QA table, so they agree; on a large
+dataset it is the hash alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -48,17 +53,21 @@ class HeldOut:
     moved_out: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, qa_video_ids: Iterable[str], fraction: float = DEFAULT_FRACTION,
-           salt: str = DEFAULT_SALT) -> "HeldOut":
-        ids = sorted(set(qa_video_ids), key=lambda v: (heldout_score(v, salt), v))
+    def of(cls, qa_video_ids: Iterable[str], fraction: float = DEFAULT_FRACTION, salt: str = DEFAULT_SALT,
+           min_items: int = 0) -> "HeldOut":
+        """``qa_video_ids``: the video id of every QA item (a video's count is its number of questions)."""
+        counts = Counter(qa_video_ids)
+        ids = sorted(counts, key=lambda v: (heldout_score(v, salt), v))
         held = [v for v in ids if is_heldout(v, fraction, salt)]
         if len(ids) < 2 or fraction in (0.0, 1.0):
             return cls(fraction, salt)
-        if not held:
-            return cls(fraction, salt, moved_in=frozenset(ids[:1]))
         if len(held) == len(ids):
             return cls(fraction, salt, moved_out=frozenset(ids[-1:]))
-        return cls(fraction, salt)
+        training = [v for v in ids if v not in held]  # nearest the cut first
+        moved = training[:1] if not held else []
+        while (sum(counts[v] for v in held + moved) < min_items and len(training) - len(moved) > 1):
+            moved.append(training[len(moved)])
+        return cls(fraction, salt, moved_in=frozenset(moved))
 
     def __call__(self, video_id: str) -> bool:
         return video_id in self.moved_in or (is_heldout(video_id, self.fraction, self.salt)

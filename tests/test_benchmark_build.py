@@ -88,6 +88,23 @@ def test_a_small_dataset_always_has_a_heldout_and_a_training_video_with_question
     assert not any(HeldOut.of(none_held, 0.0)(v) for v in none_held)
 
 
+def test_a_small_dataset_holds_out_enough_questions_and_keeps_one_training_video():
+    counts = {f"local-v{i}": n for i, n in enumerate([12, 14, 7, 16, 9, 10])}
+    qa_ids = [v for v, n in counts.items() for _ in range(n)]
+    plain = HeldOut.of(qa_ids, 0.5)
+    for want in (0, 20, 45, 68):
+        held = HeldOut.of(qa_ids, 0.5, min_items=want)
+        on = [v for v in counts if held(v)]
+        assert set(on) >= {v for v in counts if plain(v)}  # the hash's choice stays; only more join
+        assert len(on) < len(counts)  # one training video with questions, always
+        assert sum(counts[v] for v in on) >= want or len(on) == len(counts) - 1
+        assert HeldOut.of(reversed(qa_ids), 0.5, min_items=want) == held  # order-free
+    # the videos that join are the training videos nearest the cut, in order
+    joined = sorted(HeldOut.of(qa_ids, 0.5, min_items=45).moved_in, key=heldout_score)
+    nearest = sorted((v for v in counts if not plain(v)), key=heldout_score)[:len(joined)]
+    assert joined == nearest
+
+
 def test_avbench_and_training_agree_on_the_moved_video(tmp_path, monkeypatch):
     """Two videos with questions that the hash both keeps for training: AVBench gets one, training the other."""
     from model.data import load_examples
