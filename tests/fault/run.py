@@ -71,6 +71,11 @@ WORKLOAD = {"SAVEN_QA__TYPES": '["cross_scene_transition"]', "SAVEN_QA__ATTEMPTS
 # CI run once got one unreadable reply and so no draft to judge). It is bound by reply latency: Qwen2.5-0.5B in fp32
 # decodes one request at 6-8 tok/s on 2 cores.
 INJECTION_WORKLOAD = {"SAVEN_QA__ATTEMPTS_PER_TYPE": "2"}
+# Dedup after download is off in the faulty and reference builds, whatever the workload: the generated videos share
+# footage by construction (one generator's test patterns), and which of two videos keeps a shared clip (the other's
+# is flagged and gets no QA) depends on which committed first, which the kills change on purpose. A CI run found
+# exactly that (one `dedup` row and 3 QA items apart). Dedup's decisions are tested in tests/test_dedup.py.
+ORDER_FREE = {"SAVEN_DEDUP__ENABLED": "false"}
 
 
 @dataclass
@@ -295,7 +300,7 @@ def fault_run(n_sources: int, out: Path, *, seed: int = 0, kills: int = 3, batch
         plain_env = {**os.environ, **servers.prefect_env(cfg), "SAVEN_ACQUIRE__MAX_DURATION_S": str(MAX_DURATION_S),
                      "SAVEN_ACQUIRE__BACKOFF_S": "1.0", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
                      "TRANSFORMERS_OFFLINE": "1"}
-        base_env = {**plain_env, **(WORKLOAD if workload is None else workload)}
+        base_env = {**plain_env, **(WORKLOAD if workload is None else workload), **ORDER_FREE}
         faulty = Build(sources_file, out / "faulty", out / "faulty-llm.sqlite",
                        {**base_env, "SAVEN_LLM__BASE_URL": proxy.base_url}, out / "logs", batch_size)
         faulty.cache.unlink(missing_ok=True)
