@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +19,7 @@ import yaml
 from flows import servers
 from flows.commit import VIDEO_TABLES, committed
 from flows.demo import flow_run_id, flow_run_report
+from flow_runs import sigkill_after_first_commit
 from schemas.manifest import verify_manifest
 from schemas.records import ALL_RECORDS, QAItem
 from schemas.settings import settings
@@ -158,16 +157,7 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted(first_run, sources, tmp
            "--batch-size", "1"]
     # Share the first run's LLM cache so both runs see the same model replies.
     cmd += ["--llm-cache", str(first_run["cache"])]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 900
-        while not committed(dataset) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-        assert committed(dataset), "the run never committed a video"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    sigkill_after_first_commit(cmd, env, dataset)
     assert len(committed(dataset)) == 1  # killed right after the first commit
 
     resume = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)

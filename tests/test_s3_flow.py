@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import yaml
 from flows.commit import VIDEO_TABLES, committed
 from flows.llm_cache import SHARD_DIR
 from flows.progress import metrics_url_of
+from flow_runs import sigkill_after_first_commit
 from ray_cluster import submit_when_agent_ready
 from schemas.manifest import verify_manifest
 from schemas.records import ALL_RECORDS, QAItem
@@ -118,16 +117,7 @@ def test_a_two_node_job_writes_to_the_bucket_and_a_killed_run_resumes_from_it(
     cmd = [sys.executable, "-m", "flows.cli", "build", "--sources", str(sources), "--output", again,
            "--batch-size", "1", "--batches-in-flight", "1"]
     tokens = _prompt_tokens(llm_server.base_url)
-    killed = subprocess.Popen(cmd, env=env, start_new_session=True, cwd=REPO_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 900
-        while not committed(again) and time.monotonic() < deadline and killed.poll() is None:
-            time.sleep(0.5)
-        assert committed(again), "the run never committed a video"
-    finally:
-        os.killpg(killed.pid, signal.SIGKILL)
-        killed.wait(timeout=30)
+    sigkill_after_first_commit(cmd, env, again, cwd=REPO_ROOT)
     assert len(committed(again)) == 1
     resumed = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
