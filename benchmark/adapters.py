@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from benchmark.mcq import LETTERS, mcq_text
 from infra.registry import Registry
-from schemas.records import AVBenchItem, Clip, ClipDescription, SpeechSegment, Stage, VideoRecord, hms
+from schemas.records import AVBenchItem, Clip, ClipDescription, SpeechSegment, StageName, VideoRecord, hms
 
 ADAPTERS: Registry[type["ModelAdapter"]] = Registry("model")  # the adapters are all in this module
 
@@ -431,12 +431,12 @@ class OpenAIAdapter(ModelAdapter):
             try:
                 if self.reply == "letter":
                     reply = await self.client.complete_text(
-                        self.messages(item), _answer_text, reply_name="avbench_letter", stage=Stage.benchmark,
+                        self.messages(item), _answer_text, reply_name="avbench_letter", stage=StageName.benchmark,
                         subject=item.video_id, item_id=item.item_id, max_tokens=self.max_tokens,
                         max_invalid_retries=0, accept_cut=True)
                     return reply.value
                 reply = await self.client.complete_json(
-                    self.messages(item), reply_model, schema_name=f"avbench_{self.reply}", stage=Stage.benchmark,
+                    self.messages(item), reply_model, schema_name=f"avbench_{self.reply}", stage=StageName.benchmark,
                     subject=item.video_id, item_id=item.item_id, max_tokens=self.max_tokens)
             except StageError as exc:
                 self.errors[i] = f"{exc.error_class}: {exc.message}"
@@ -539,7 +539,7 @@ class LocalBlindLMAdapter(ModelAdapter):
         pairs = [(self.context_text(it), o) for it in items for o in it.options]
         try:
             scores = self._option_scores(pairs)
-        except Exception as exc:  # weights unreadable, out of memory: every item unanswered, a filter undecided
+        except Exception as exc:  # noqa: BLE001 — weights unreadable, out of memory: every item unanswered, a filter undecided
             self.errors = {i: f"{type(exc).__name__}: {exc}" for i in range(len(items))}
             return [""] * len(items)
         return [LETTERS[max(range(4), key=lambda k: scores[4 * i + k])] for i in range(len(items))]
@@ -631,7 +631,7 @@ class SavenVidAdapter(ModelAdapter):
                     raise LookupError(f"video {video_id} is not in the dataset's videos table")
                 feats = predictor.features(self.context.dataset_dir, video, self.context.clips(video_id))
                 feats = self._heard_features(feats, video)
-            except Exception as exc:  # one video without features must not stop the others; it is recorded
+            except Exception as exc:  # noqa: BLE001 — one video without features must not stop the others; recorded
                 for i in indices:
                     self.errors[i] = f"{type(exc).__name__}: {exc}"
                 continue

@@ -32,7 +32,7 @@ from benchmark.mcq import LETTERS
 from benchmark.score import PredictionCache
 from benchmark.split import DEFAULT_FRACTION, DEFAULT_SALT, HeldOut
 from schemas.records import (SCHEMA_VERSION, AVBenchItem, ClipDescription, DeadLetter, FilterResult, QAItem,
-                             SpeechSegment, Stage, UtcDatetime, VideoRecord, utc_now)
+                             SpeechSegment, StageName, UtcDatetime, VideoRecord, utc_now)
 
 TABLE = "avbench"
 SHARD_KEY = "items"
@@ -249,7 +249,7 @@ def _build(inputs: _Inputs, out_dir: Path, config: BuildConfig, models: FilterMo
     for qa in inputs.qa:
         video = inputs.videos.get(qa.video_id)
         if video is None:
-            dead.append(DeadLetter(stage=Stage.benchmark, video_id=qa.video_id, item_id=qa.qa_id,
+            dead.append(DeadLetter(stage=StageName.benchmark, video_id=qa.video_id, item_id=qa.qa_id,
                                    error_class="MissingVideo", failed_at=utc_now(),
                                    message=f"QA item {qa.qa_id}: its video is not in the videos table "
                                            "(no duration, no media): left out of AVBench"))

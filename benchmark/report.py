@@ -169,7 +169,7 @@ def items_section(items: Sequence[AVBenchItem], runs: Sequence[ModelRun], report
     video's page in the dataset viewer (``saven view``), where its clips can be played."""
     import os
 
-    from flows.view import video_page_href
+    from viewer import video_page_href
 
     from urllib.parse import quote
 

@@ -183,7 +183,7 @@ def print_table(runs: Sequence[ModelRun], setup: ScoringSetup, console=None) -> 
 
 def dataset_viewer(dataset_dir: Path) -> Path:
     """The dataset viewer's folder (``saven view``), written afresh (pages only, seconds): the report links into it."""
-    from flows.view import VIEW_DIR, write_viewer
+    from viewer import VIEW_DIR, write_viewer
 
     folder = Path(dataset_dir) / VIEW_DIR
     write_viewer(dataset_dir, folder)
@@ -218,7 +218,7 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
         if filters == "llm":
             from schemas.settings import settings
 
-            preflight = lambda: check_llm_endpoint(settings().llm.resolved_base_url)  # noqa: E731
+            preflight = lambda: check_llm_endpoint(settings().llm.resolved_base_url)
         bench, built = ensure_avbench(dataset_dir, out_dir, config, filter_models, cache, rebuild=rebuild,
                                       before_build=preflight)
         console.print(f"AVBench {bench.manifest.version}: {'built' if built else 'up to date'} at {bench.folder} "

@@ -49,7 +49,7 @@ def synthetic_batch(model: SavenVid, batch: int, prompt_len: int, answer_len: in
     T, k = r.max_windows, r.tokens_per_window
     P = cfg.vision.pool_grid ** 2
     g = torch.Generator().manual_seed(0)
-    text = lambda n: torch.randint(0, 250, (batch, n), generator=g)  # noqa: E731 - ordinary byte tokens
+    text = lambda n: torch.randint(0, 250, (batch, n), generator=g)
     ph = torch.full((batch, T * k), model.placeholder_id)
     ids = torch.cat([text(prompt_len // 2), ph, text(prompt_len - prompt_len // 2), text(answer_len)], 1)
     labels = ids.clone()
@@ -84,7 +84,7 @@ def run_stage(model: SavenVid, stage: int, batch: dict, steps: int, device, prec
     opt, names = make_optimizer(model, 1e-4, 0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(0, 1000, 0.1))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    autocast = lambda: autocast_for(device, precision)  # noqa: E731
+    autocast = lambda: autocast_for(device, precision)
     for _ in range(2):  # warm-up: kernels, allocator
         train_step(model, opt, sched, [batch], autocast=autocast)
     sync()

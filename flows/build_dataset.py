@@ -21,11 +21,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from rich.console import Console
 
-from flows.commit import committed_sources, sweep_uncommitted
+from schemas.commit import committed_sources, sweep_uncommitted
 from flows.report import RunStats, dataset_card, run_markdown
-from flows.commit import record_source_failure
-from flows.sources import dedup_sources, read_sources, source_key
-from schemas.records import DeadLetter, Stage, utc_now
+from schemas.commit import record_source_failure
+from flows.sources import dedup_sources, read_sources
+from schemas.commit import source_key
+from schemas.records import DUPLICATE, DeadLetter, StageName, utc_now
 from tasks.acquire import canonical_video_id
 from flows import progress, video_pipeline
 from schemas.manifest import build_manifest
@@ -36,10 +37,9 @@ from flows import llm_cache as llm_cache_store
 from flows.compact import maybe_compact
 from flows.preflight import preflight
 from tasks.acquire import SourceExpander
-from schemas.settings import QAOptions
+from infra.pipeline import Pipeline
 
 FLOW_NAME = "build-dataset"
-DUPLICATE = "duplicate"  # error class of a source (or a download) that is a video already in the dataset
 # What object-store clients read from the environment (an instance role needs none of it); passed on to the Ray
 # workers of a run this process starts, never written to a file.
 STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
@@ -87,14 +87,11 @@ def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None) -> 
 
 
 @task(name="process-batch", cache_policy=NO_CACHE, retries=0)
-def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: str, llm_cache: str | None,
-                  qa_options: QAOptions, batch_no: int = 0) -> dict:
+def process_batch(batch: list[str], dataset_dir: str, run_key: str, llm_cache: str | None, batch_no: int = 0) -> dict:
     stats = RunStats()  # its own: batches run concurrently; the flow adds them up
-    board = progress.BOARDS.get(pool_key)
+    board = progress.BOARDS.get(run_key)
     started = time.time()
-    report = video_pipeline.run_batch(batch, dataset_dir, cfg, video_pipeline.POOLS[pool_key],
-                                      llm_cache=Path(llm_cache) if llm_cache else None, qa_options=qa_options,
-                                      stats=stats, dedup=video_pipeline.DEDUP.get(pool_key),
+    report = video_pipeline.run_batch(batch, video_pipeline.RUNS[run_key], stats,
                                       on_stage=(lambda what: board.stage(batch_no, what)) if board else
                                       (lambda what: None))
     if llm_cache:  # on an object store: the replies this batch received, as a cache shard beside its commits
@@ -105,7 +102,7 @@ def process_batch(batch: list[str], dataset_dir: str, cfg: Settings, pool_key: s
 
 
 @task(name="finalize-dataset", cache_policy=NO_CACHE)
-def finalize(dataset_dir: str, cfg: Settings, sources: list[str], stats: RunStats) -> dict:
+def finalize(dataset_dir: str, cfg: Settings, sources: list[str]) -> dict:
     store = DatasetStore.of(dataset_dir)
     compacted = maybe_compact(store, cfg.compaction)
     if compacted is not None:
@@ -113,7 +110,7 @@ def finalize(dataset_dir: str, cfg: Settings, sources: list[str], stats: RunStat
                               compacted.report.keys, compacted.markers)
     consolidate_dead_letters(store)
     manifest = build_manifest(store)
-    store.write_bytes("README.md", dataset_card(store, manifest, cfg, sources).encode())
+    store.write_bytes("README.md", dataset_card(store, manifest, cfg, Pipeline.from_settings(cfg), sources).encode())
     return {t: e.rows for t, e in manifest.tables.items()}
 
 
@@ -129,15 +126,15 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     started = time.perf_counter()
     logger = get_run_logger()
     cfg = load_settings(profile)
-    video_pipeline.check_backends(cfg)  # a misspelt backend fails here, before any download
+    if questions_per_type is not None:
+        cfg = cfg.model_copy(update={"qa": cfg.qa.model_copy(update={"questions_per_type": questions_per_type})})
+    pipeline = Pipeline.from_settings(cfg)  # a misspelt stage or backend fails here, before any download
     store = DatasetStore.of(output)  # a local folder or an object-store prefix (s3://bucket/prefix, gs://...)
     if store.local:
         store.make_dirs()
     dataset_dir = store.uri
     cache = llm_cache or str(llm_cache_store.cache_path(store, cfg.paths.scratch_dir))
     stats = RunStats()
-    qa_options = cfg.qa if questions_per_type is None else cfg.qa.model_copy(
-        update={"questions_per_type": questions_per_type})
 
     all_sources = expand_sources(sources if is_remote(sources) else str(Path(sources).resolve()), cfg, max_videos)
     stats.sources = len(all_sources)
@@ -152,7 +149,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     pending, duplicates = dedup_sources(pending, canonical_video_id, {ref.video_id: ref.source for ref in done.values()})
     for dup in duplicates:
         record_source_failure(store, dup.source, [DeadLetter(
-            stage=Stage.acquire, source_id=dup.source, video_id=dup.video_id, error_class=DUPLICATE,
+            stage=StageName.acquire, source_id=dup.source, video_id=dup.video_id, error_class=DUPLICATE,
             message=f"duplicate_of={dup.video_id}: the same video as {dup.kept}", failed_at=utc_now())])
     stats.duplicates = len(duplicates)
     if duplicates:
@@ -168,16 +165,14 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
         restored = llm_cache_store.restore(store, Path(cache))
         if restored:
             logger.info("LLM cache: %d replies restored from %s", restored, store.url(llm_cache_store.SHARD_DIR))
-    # The run's actors are found by key (Prefect task parameters stay plain data); the flow function is pickled
-    # by value when served, so shared state must live in an imported module, not in this one's globals.
-    pool_key = dataset_dir
+    # The run's placed stages are found by key (Prefect task parameters stay plain data); the flow function is
+    # pickled by value when served, so shared state must live in an imported module, not in this one's globals.
+    run_key = dataset_dir
     console = Console(stderr=True)
     in_flight: deque = deque()
     try:
         if pending:
-            if cfg.dedup.enabled:  # the kept videos' checksums and keyframe hashes: re-uploads are caught on arrival
-                video_pipeline.DEDUP[pool_key] = video_pipeline.load_dedup_index(store, cfg.dedup)
-            video_pipeline.POOLS[pool_key] = video_pipeline.PerceptionPool.create(cfg)
+            video_pipeline.RUNS[run_key] = video_pipeline.RunStages.create(cfg, store, Path(cache))
             batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
 
             def collect_oldest() -> None:
@@ -190,32 +185,32 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
             for n, batch in enumerate(batches, start=1):
                 board.stage(n, "queued")
                 in_flight.append((n, process_batch.with_options(task_run_name=f"batch-{n:04d}-of-{len(batches):04d}")
-                                  .submit(batch, dataset_dir, cfg, pool_key, cache, qa_options, n)))
+                                  .submit(batch, dataset_dir, run_key, cache, n)))
                 if len(in_flight) >= (batches_in_flight or cfg.ray.batches_in_flight):
                     collect_oldest()
             while in_flight:
                 collect_oldest()
-            stats.workers = video_pipeline.POOLS[pool_key].stats()
+            stats.workers = [w.model_dump() for w in video_pipeline.RUNS[run_key].worker_stats()]
     finally:
         for _, future in in_flight:  # a batch failed: let the others finish before their Ray goes away
             future.wait()
-        video_pipeline.POOLS.pop(pool_key, None)
-        video_pipeline.DEDUP.pop(pool_key, None)
-        progress.BOARDS.pop(pool_key, None)
+        video_pipeline.RUNS.pop(run_key, None)
+        progress.BOARDS.pop(run_key, None)
         board.finish()
         if started_ray:
             ray.shutdown()
 
-    rows = finalize(dataset_dir, cfg, all_sources, stats)
+    rows = finalize(dataset_dir, cfg, all_sources)
     stats.wall_s = time.perf_counter() - started
-    markdown = run_markdown(stats, dataset_dir, cfg.profile)
+    markdown = run_markdown(stats, dataset_dir, cfg, pipeline)
     create_markdown_artifact(markdown=markdown, key="build-dataset-summary", description="build-dataset run summary")
     summary = {"dataset": str(dataset_dir), "rows": rows, "videos_ok": stats.videos_ok,
                "videos_failed": stats.videos_failed, "skipped_committed": stats.skipped_committed,
                "duplicates": stats.duplicates,
                "qa_by_type": dict(stats.qa_by_type), "dead_letters_by_stage": dict(stats.dead_letters_by_stage),
                "llm": dict(stats.llm), "seconds_by_stage": dict(stats.seconds_by_stage), "wall_s": stats.wall_s,
-               "cost_per_accepted": stats.cost_rows(), "qa_checks": stats.check_rows()}
+               "cost_per_accepted": stats.cost_rows(),
+               "stages": {name: s.model_dump(mode="json") for name, s in stats.stages.items()}}
     console.print(markdown)
     logger.info("cost per accepted item: %s", stats.cost_line())
     return summary

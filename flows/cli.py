@@ -49,7 +49,7 @@ def models_status() -> None:
 
 @llm_app.command("start")
 def llm_start() -> None:
-    from flows import servers
+    from infra import servers
 
     cfg = settings()
     srv = servers.start_llm_server(cfg)
@@ -59,14 +59,14 @@ def llm_start() -> None:
 
 @llm_app.command("stop")
 def llm_stop() -> None:
-    from flows import servers
+    from infra import servers
 
     console.print("LLM server stopped" if servers.stop_llm_server() else "no LLM server of ours was running")
 
 
 @prefect_app.command("start")
 def prefect_start() -> None:
-    from flows import servers
+    from infra import servers
 
     cfg = settings()
     srv = servers.start_prefect_server(cfg)
@@ -76,15 +76,16 @@ def prefect_start() -> None:
 
 @prefect_app.command("stop")
 def prefect_stop() -> None:
-    from flows import servers
+    from infra import servers
 
-    console.print("Prefect server stopped" if servers.stop_prefect_server() else "no Prefect server of ours was running")
+    stopped = servers.stop_prefect_server()
+    console.print("Prefect server stopped" if stopped else "no Prefect server of ours was running")
 
 
 @serve_app.command("start")
 def serve_start() -> None:
     """Register and serve build-dataset/local (needs the Prefect server; runs in the background)."""
-    from flows import servers
+    from infra import servers
 
     cfg = settings()
     srv = servers.start_deployment_server(cfg)
@@ -95,9 +96,10 @@ def serve_start() -> None:
 
 @serve_app.command("stop")
 def serve_stop() -> None:
-    from flows import servers
+    from infra import servers
 
-    console.print("deployment server stopped" if servers.stop_deployment_server() else "no deployment server of ours was running")
+    stopped = servers.stop_deployment_server()
+    console.print("deployment server stopped" if stopped else "no deployment server of ours was running")
 
 
 @app.command("build")
@@ -112,7 +114,8 @@ def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="Y
     """Run the build-dataset flow in this process (needs the Prefect and LLM servers of the profile)."""
     import os
 
-    from flows import progress, servers
+    from flows import progress
+    from infra import servers
     from flows.build_dataset import build_dataset
 
     from schemas.store import is_remote
@@ -131,9 +134,12 @@ def compact_cmd(dataset: str = typer.Argument(..., help="a dataset folder or obj
     """Merge the per-video shards of committed videos into size-bounded shards (profile: compaction.*), fold the
     commit markers into an index, and rebuild the manifest."""
     from flows.compact import compact_dataset
+    from infra.pipeline import Pipeline
     from schemas.manifest import build_manifest
 
-    done = compact_dataset(dataset, settings().compaction)
+    cfg = settings()
+    Pipeline.from_settings(cfg)  # the tables of the profile's stages, added ones too, are the dataset's
+    done = compact_dataset(dataset, cfg.compaction)
     build_manifest(dataset)
     for t in done.report.tables:
         console.print(f"{t.table}: {t.files_before} -> {t.files_after} files ({t.keys} keys moved, "
@@ -161,7 +167,7 @@ def view_cmd(dataset: Path = typer.Argument(..., exists=True, file_okay=False, h
              port: int = typer.Option(8000, help="the --serve port (0: any free one)")) -> None:
     """Write a static HTML viewer of the dataset (videos, clips, transcript, audio events, QA, failures) and print
     its index.html, or serve it on localhost with --serve."""
-    from flows.view import make_server, write_viewer
+    from viewer import make_server, write_viewer
 
     index = write_viewer(dataset, out)
     if not serve:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flows.commit import COMMIT_DIR, VIDEO_TABLES, compact_markers, committed_sources
+from schemas.commit import COMMIT_DIR, compact_markers, committed_sources
+from schemas.records import VIDEO_TABLES
 from schemas.compaction import CompactionReport, compact_table
 from schemas.settings import Compaction
 from schemas.shards import DEAD_LETTER_TABLE, visible_shards

@@ -21,8 +21,9 @@ from rich.console import Console
 
 from benchmark.build import BuildConfig
 from benchmark.run import run_avbench
-from flows import progress, servers
-from flows.view import write_viewer
+from flows import progress
+from infra import servers
+from viewer import write_viewer
 from model.train import train
 from schemas.manifest import verify_manifest
 from schemas.settings import PROJECT_ROOT, Settings, settings

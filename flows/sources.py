@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,6 @@ from schemas.store import is_remote
 
 class SourcesError(ValueError):
     pass
-
-
-def source_key(source: str) -> str:
-    """A file-name-safe key for a source as given: dead letters and commit markers are keyed by it."""
-    return "src-" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def _entry(item: object, where: str) -> str:

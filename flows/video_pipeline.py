@@ -1,14 +1,18 @@
-"""One batch of sources through every stage, fanned out in Ray, committed per video.
+"""One batch of sources through the profile's pipeline, placed in Ray, committed per video.
 
-acquire -> probe -> audio/segment/keyframes (Ray tasks, one per source)
-        -> ASR, audio events, keyframe captions (Ray actors: each model loaded once per actor)
-        -> audio captions (code) -> fusion -> QA (one async LLM client per batch, so the server batches)
-        -> shards + commit marker per video.
+This module knows no stage: it places the declared list (``infra.pipeline.Pipeline``) by each stage's placement.
+- The media stages run in one Ray task per source (``flows.media_chain``), in the node's scratch folder; the video's
+  audio and keyframes stay in Ray's object store for the actors.
+- A video then goes through the stages before the first LLM stage as soon as its media task is done (so decoding
+  and perception overlap): driver stages inline, each run of consecutive actor stages submitted at once to the run's
+  actors (each model loaded once per actor), the next step when all of that run's calls are back.
+- The LLM stages and whatever follows run over the whole batch: one client per LLM stage and batch, every video's
+  requests in flight together so that the server batches them.
+- A stage runs on a video only when every stage it reads from did its work for it; a required stage that fails a
+  video (a media stage, a duplicate found by dedup) takes it out of the run; a transient failure leaves it
+  uncommitted for the next run; otherwise the video commits with its dead letters, its tables collected by name.
 
-A video enters perception as soon as its media stage finishes, so decoding and perception overlap. The media task
-works in its node's scratch folder, puts the video's files into the dataset (a local folder or an object store),
-and hands its audio and keyframes to the perception actors through Ray's object store, never as a path on
-another node's disk. Nothing here knows about Prefect: the flow calls ``run_batch`` once per Prefect task.
+Nothing here knows about Prefect: the flow calls ``run_batch`` once per Prefect task.
 """
 
 from __future__ import annotations
@@ -22,45 +26,20 @@ from typing import Callable
 
 import ray
 
-from flows.commit import commit_video, record_source_failure
-from flows.media_chain import MediaResult, media_task, remove_published_files
+from flows.media_chain import MediaOutcome, media_task, remove_published_files
 from flows.report import RunStats
+from infra.pipeline import Pipeline
 from infra.ray_stage import in_ray
-from infra.registry import Registry
-from infra.worker import StageWorker
-from schemas.handoff import ASROutput, AudioEventsOutput, VideoWork, VisualCaptionOutput
-from schemas.records import DedupDecision, KeyframeHash, VideoRecord
-from schemas.settings import Dedup
-from schemas.shards import read_table
+from infra.stage import Stage, StageContext
+from schemas.commit import commit_video, record_source_failure
+from schemas.handoff import StageResult, VideoItem, WorkerStats
+from schemas.records import DUPLICATE, DeadLetter, StageName, utc_now
+from schemas.settings import Resources, Settings
 from schemas.store import DatasetLike, DatasetStore
-from tasks.dedup import DedupIndex
-from schemas.records import DeadLetter, Stage, utc_now
-from schemas.settings import Settings
-from tasks.asr import ASRWorker
-from tasks.audio_caption import caption_video
-from tasks.audio_events import AudioEventsWorker
-from tasks.captioners import CAPTIONERS
-from tasks.fuse import FACTS_MODEL, group_inputs, run_fuse
-from tasks.qa import QAOptions, run_qa
-from tasks.scene_detectors import DETECTORS
-from tasks.taggers import TAGGERS
-from tasks.transcribers import TRANSCRIBERS
-from tasks.visual_caption import VisualCaptionWorker
+from tasks.grounding import run_vocabulary
 
 log = logging.getLogger("saven.pipeline")
-ACTOR_RESTARTS = 3  # per perception actor and run; a video whose calls outlive them is retried by the next run
-
-# Every backend choice of the profile: (section, field) -> the registry that must know the name.
-BACKEND_FIELDS: dict[tuple[str, str], Registry] = {
-    ("segment", "detector"): DETECTORS, ("asr", "kind"): TRANSCRIBERS, ("audio_tagger", "kind"): TAGGERS,
-    ("visual_captioner", "kind"): CAPTIONERS,
-}
-
-
-def check_backends(cfg: Settings) -> None:
-    """Every backend the profile names is registered (an unknown one raises, listing the known ones)."""
-    for (section, name), registry in BACKEND_FIELDS.items():
-        registry.get(getattr(getattr(cfg, section), name))
+ACTOR_RESTARTS = 3  # per actor and run; a video whose calls outlive them is retried by the next run
 
 
 class _RoundRobin:
@@ -68,69 +47,42 @@ class _RoundRobin:
         self.actors = actors
         self._next = itertools.cycle(actors)
 
-    def submit(self, work: VideoWork, media_ref):
-        return next(self._next).run.remote(work, media_ref)
+    def submit(self, item: VideoItem, media_ref):
+        return next(self._next).run.remote(item, media_ref)
 
 
 @dataclass
-class PerceptionPool:
-    """The model-holding actors of a run, created once and shared by every batch."""
+class RunStages:
+    """A run's placed pipeline, shared by its batches: an actor pool per actor stage (created once), an instance of
+    each driver stage (its setup once per run: the dedup index), and what every stage is given."""
 
-    asr: _RoundRobin
-    audio_events: _RoundRobin
-    visual: _RoundRobin
+    pipeline: Pipeline
+    context: StageContext
+    actors: dict[str, _RoundRobin] = field(default_factory=dict)
+    drivers: dict[str, Stage] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, cfg: Settings) -> "PerceptionPool":
-        check_backends(cfg)
+    def create(cls, settings: Settings, dataset: DatasetLike, llm_cache: Path | None) -> "RunStages":
+        pipeline = Pipeline.from_settings(settings)
+        context = StageContext(settings, dataset=DatasetStore.of(dataset).uri, llm_cache=llm_cache,
+                               vocabulary=run_vocabulary(settings))
+        run = cls(pipeline, context)
+        for stage in pipeline.of("actor"):
+            # A killed actor process is restarted (its model loaded again) and the calls it held are retried
+            # there, instead of failing every later video of the run: the calls only read the video's media.
+            actor_cls = stage.in_ray(settings, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+            replicas = max(1, stage.resources(settings).replicas)
+            run.actors[stage.name] = _RoundRobin([actor_cls.remote(stage, context) for _ in range(replicas)])
+        for stage in pipeline.of("driver"):
+            run.drivers[stage.name] = stage(context)
+        return run
 
-        def actors(worker: type[StageWorker], section):
-            # A killed actor process is restarted (its model loaded again) and the calls it held are retried there,
-            # instead of failing every later video of the run: the calls only read the video's files.
-            actor_cls = worker.in_ray(section, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
-            return _RoundRobin([actor_cls.remote(section) for _ in range(max(1, section.resources.replicas))])
-
-        return cls(asr=actors(ASRWorker, cfg.asr), audio_events=actors(AudioEventsWorker, cfg.audio_tagger),
-                   visual=actors(VisualCaptionWorker, cfg.visual_captioner))
-
-    def all_actors(self) -> list:
-        return self.asr.actors + self.audio_events.actors + self.visual.actors
-
-    def stats(self) -> list[dict]:
-        return [s.model_dump() for s in ray.get([a.stats.remote() for a in self.all_actors()])]
-
-
-POOLS: dict[str, PerceptionPool] = {}  # the actors of the flow runs in this process, by run key
-DEDUP: dict[str, DedupIndex] = {}  # the deduplication index of the flow runs in this process, by run key
-DUPLICATE = "duplicate"  # a dead letter's error class for a video already in the dataset: not a failure
+    def worker_stats(self) -> list[WorkerStats]:
+        actors = [a for pool in self.actors.values() for a in pool.actors]
+        return ray.get([a.stats.remote() for a in actors]) + [d.worker_stats() for d in self.drivers.values()]
 
 
-def load_dedup_index(dataset: DatasetLike, cfg: Dedup) -> DedupIndex:
-    """The committed videos' checksums, durations and keyframe hashes (two columns' worth of reading)."""
-    store = DatasetStore.of(dataset)
-    index = DedupIndex(cfg)
-    videos = read_table(store, "videos", VideoRecord).select(["video_id", "sha256", "duration_s"]).to_pylist()
-    hashes: dict[str, list[KeyframeHash]] = {}
-    for row in read_table(store, "fingerprints", KeyframeHash).to_pylist():
-        hashes.setdefault(row["video_id"], []).append(KeyframeHash.model_validate(row))
-    for v in videos:
-        record = VideoRecord.model_construct(video_id=v["video_id"], sha256=v["sha256"], duration_s=v["duration_s"])
-        index.add(record, hashes.get(v["video_id"], []))
-    return index
-
-
-@dataclass
-class _Perceived:
-    source: str
-    media: MediaResult
-    asr: ASROutput
-    events: AudioEventsOutput
-    visual: VisualCaptionOutput
-    repeats: list[DedupDecision] = field(default_factory=list)  # clips repeating footage already kept
-
-    @property
-    def dead_letters(self) -> list[DeadLetter]:
-        return self.asr.dead_letters + self.events.dead_letters + self.visual.dead_letters
+RUNS: dict[str, RunStages] = {}  # the placed pipelines of the flow runs in this process, by run key
 
 
 @dataclass
@@ -139,167 +91,178 @@ class BatchReport:
     failed: list[str] = field(default_factory=list)  # sources
 
 
-def _media_task(cfg: Settings):
-    # The chain is dominated by the decode, so it takes the segment stage's resources. max_retries covers a worker
-    # process that dies (system failure); bad input is a DeadLetter, not an exception. Two returns: the result
-    # (small, fetched here) and the video's audio and keyframes (left in the object store for the actors).
-    return in_ray(media_task, cfg.segment.resources, max_retries=2, num_returns=2)
+def media_resources(pipeline: Pipeline, settings: Settings) -> Resources:
+    """The media task holds the most any of its stages declares (the decode dominates: segment's)."""
+    declared = [s.resources(settings) for s in pipeline.of("media")] or [Resources()]
+    return Resources(num_cpus=max(r.num_cpus for r in declared), num_gpus=max(r.num_gpus for r in declared),
+                     memory_gb=max((r.memory_gb or 0 for r in declared), default=0) or None)
 
 
-def run_batch(sources: list[str], dataset_dir: DatasetLike, cfg: Settings, pool: PerceptionPool, *,
-              llm_cache: Path | None, qa_options: QAOptions | None, stats: RunStats,
-              on_stage: Callable[[str], None] = lambda what: None, dedup: DedupIndex | None = None
-              ) -> BatchReport:
+class _Batch:
+    """One batch's videos and what happens to them; every outcome is counted into ``stats``."""
+
+    def __init__(self, run: RunStages, store: DatasetStore, stats: RunStats, report: BatchReport,
+                 on_stage: Callable[[str], None]):
+        self.run, self.store, self.stats, self.report, self.on_stage = run, store, stats, report, on_stage
+        self.pipeline = run.pipeline
+        stages = list(self.pipeline.stages[len(self.pipeline.of("media")):])
+        first_llm = next((i for i, s in enumerate(stages) if s.placement == "llm"), len(stages))
+        self.per_video, self.per_batch = stages[:first_llm], stages[first_llm:]
+        self.live: dict[str, VideoItem] = {}  # video id -> item, for videos still in the run
+
+    # -- bookkeeping --------------------------------------------------------------------------------------------
+
+    def blocked(self, stage: type[Stage], item: VideoItem) -> bool:
+        """A stage it reads from failed the video: the stage is skipped, and so are the stages that read it."""
+        if self.pipeline.upstream(stage) & item.failed_stages:
+            item.failed_stages.add(stage.name)
+            self.stats.stage(stage.name).skipped += 1
+            return True
+        return False
+
+    def take(self, stage: type[Stage], item: VideoItem, result: StageResult, seconds: float | None = None) -> bool:
+        """Merge a result; False when the video left the run (a required stage failed it)."""
+        item.take(stage.name, result)
+        self.stats.stage(stage.name).add_result(result, seconds=seconds)
+        if result.failed and stage.required:
+            self.drop(item, result.dead_letters, files_published=True)
+            return False
+        return True
+
+    def drop(self, item: VideoItem, letters: list[DeadLetter], *, files_published: bool) -> None:
+        """The video leaves the run uncommitted: its dead letters filed under its source, its files removed."""
+        self.live.pop(item.video_id or "", None)
+        if files_published and item.rows("videos"):
+            remove_published_files(self.store, item.rows("videos")[0])
+        record_source_failure(self.store, item.source, letters)
+        self.stats.dead_letters_by_stage.update(d.stage for d in letters)
+        if letters and all(d.error_class == DUPLICATE for d in letters):
+            self.stats.duplicates += 1
+            log.info("duplicate after download: %s (%s)", item.source, letters[0].message)
+        else:
+            self.stats.videos_failed += 1
+            log.warning("source failed in %s: %s (%s)", letters[0].stage, letters[0].message, item.source)
+        self.report.failed.append(item.source)
+
+    def flow_failure(self, item: VideoItem, exc: BaseException, attempts: int = 1) -> None:
+        """A Ray task or actor that died more often than its retries: the video is retried on the next run."""
+        self.drop(item, [DeadLetter(stage=StageName.flow, source_id=item.source, video_id=item.video_id,
+                                    error_class=type(exc).__name__, message=str(exc)[:2000] or repr(exc),
+                                    attempts=attempts, failed_at=utc_now())], files_published=True)
+
+    # -- per video, until the first LLM stage -------------------------------------------------------------------
+
+    def advance(self, item: VideoItem, cursor: int, media_ref, waiting: dict) -> None:
+        """Run the video's per-video stages from ``cursor`` until an actor run is in flight or it is done."""
+        while cursor < len(self.per_video):
+            stage = self.per_video[cursor]
+            if stage.placement == "driver":
+                cursor += 1
+                if not self.blocked(stage, item) and not self.take(stage, item, self.run.drivers[stage.name].run(item)):
+                    return
+                continue
+            group = list(itertools.takewhile(lambda s: s.placement == "actor", self.per_video[cursor:]))
+            cursor += len(group)
+            calls = [(s, self.run.actors[s.name].submit(item.subset(s.reads), media_ref))
+                     for s in group if not self.blocked(s, item)]
+            if calls:
+                for _, ref in calls:
+                    waiting[ref] = (item, cursor, media_ref, calls)
+                return
+        # Done with the per-video stages: the object store may let go of its media once no call holds it.
+
+    def collect(self, ref, waiting: dict) -> None:
+        item, cursor, media_ref, calls = waiting.pop(ref)
+        if any(r in waiting for _, r in calls) or item.video_id not in self.live:
+            return  # the rest of its run is still out, or the video already left
+        try:
+            results = ray.get([r for _, r in calls])
+        except Exception as exc:  # noqa: BLE001 — an actor died past its restarts: the next run retries the video
+            self.flow_failure(item, exc)
+            return
+        for (stage, _), result in zip(calls, results):
+            if not self.take(stage, item, result):
+                return
+        self.advance(item, cursor, media_ref, waiting)
+
+    # -- the batch -------------------------------------------------------------------------------------------------
+
+    def run_media_and_perception(self, sources: list[str]) -> None:
+        settings = self.run.context.settings
+        media = in_ray(media_task, media_resources(self.pipeline, settings), max_retries=2, num_returns=2)
+        names = [s.name for s in self.pipeline.of("media")]
+        media_refs = {}
+        for src in sources:
+            outcome_ref, media_ref = media.remote(src, self.run.context.dataset, settings, names)
+            media_refs[outcome_ref] = (src, media_ref)
+        waiting: dict = {}  # actor call ref -> (item, cursor after its run, media ref, the run's calls)
+        n = len(sources)
+        self.on_stage(f"media: 0/{n} videos decoded and cut")
+        while media_refs or waiting:
+            done, _ = ray.wait(list(media_refs) + list(waiting), num_returns=1)
+            ref = done[0]
+            if ref in waiting:
+                self.collect(ref, waiting)
+                continue
+            src, media_ref = media_refs.pop(ref)
+            self.on_stage(f"media: {n - len(media_refs)}/{n} videos decoded and cut; "
+                          f"{len({id(v[0]) for v in waiting.values()})} in perception")
+            try:
+                outcome: MediaOutcome = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 — e.g. the worker died more often than max_retries
+                self.flow_failure(VideoItem(source=src), exc, attempts=3)
+                continue
+            for name, stage_stats in outcome.stats.items():
+                self.stats.stage(name).add(stage_stats)
+            item = outcome.item
+            if item.failed_stages:
+                self.drop(item, item.dead_letters, files_published=False)
+                continue
+            self.live[item.video_id] = item
+            self.advance(item, 0, media_ref, waiting)
+            del media_ref  # the actors hold it now: the object goes when they are done
+
+    def run_rest(self) -> None:
+        """The LLM stages and what follows them, over the whole batch."""
+        for stage in self.per_batch:
+            items = [i for i in self.live.values() if not self.blocked(stage, i)]
+            self.on_stage(f"{stage.name}: {len(items)} videos, {sum(len(i.clips) for i in items)} clips")
+            if not items:
+                continue
+            if stage.placement == "driver":
+                for item in items:
+                    self.take(stage, item, self.run.drivers[stage.name].run(item))
+            else:  # llm (Pipeline.check keeps actor stages before the first LLM stage: they need the media)
+                started = time.perf_counter()
+                instance = stage(self.run.context)  # setup: this batch's client
+                results = instance.run_many(items)
+                self.stats.stage(stage.name).counts.update(instance.teardown())
+                self.stats.stage(stage.name).seconds += time.perf_counter() - started
+                for item, result in zip(items, results):
+                    self.take(stage, item, result, seconds=0.0)
+
+    def commit(self) -> None:
+        self.on_stage(f"commit: {len(self.live)} videos")
+        tables = self.pipeline.tables()
+        for vid, item in list(self.live.items()):
+            if any(d.transient for d in item.dead_letters):
+                # E.g. the LLM server was down: committing would freeze a hole into the dataset. Leave the video
+                # uncommitted so a rerun redoes it (completed LLM requests come from the cache).
+                self.drop(item, item.dead_letters, files_published=False)
+                continue
+            commit_video(self.store, item.source, vid, {t: item.rows(t) for t in tables}, item.dead_letters)
+            self.stats.videos_ok += 1
+            self.stats.clips += len(item.clips)
+            self.stats.dead_letters_by_stage.update(d.stage for d in item.dead_letters)
+            self.report.committed.append(vid)
+
+
+def run_batch(sources: list[str], run: RunStages, stats: RunStats, *,
+              on_stage: Callable[[str], None] = lambda what: None) -> BatchReport:
     """One batch end to end; ``on_stage`` hears which stage it is in (for the run's progress board)."""
     report = BatchReport()
-    store = DatasetStore.of(dataset_dir)
-    n = len(sources)
-    on_stage(f"media: 0/{n} videos decoded and cut")
-    media = _media_task(cfg)
-    media_refs = {}
-    for src in sources:
-        result_ref, media_ref = media.remote(src, store.uri, cfg)
-        media_refs[result_ref] = (src, media_ref)
-    perception: dict[str, tuple[str, MediaResult, tuple]] = {}
-
-    while media_refs:
-        done, _ = ray.wait(list(media_refs), num_returns=1)
-        ref = done[0]
-        src, media_ref = media_refs.pop(ref)
-        try:
-            outcome = ray.get(ref)
-        except Exception as exc:  # noqa: BLE001 — e.g. the worker died more often than max_retries
-            outcome = DeadLetter(stage=Stage.flow, source_id=src, error_class=type(exc).__name__,
-                                 message=str(exc)[:2000] or repr(exc), attempts=3, failed_at=utc_now())
-        on_stage(f"media: {n - len(media_refs)}/{n} videos decoded and cut; perception running")
-        if isinstance(outcome, DeadLetter):
-            _fail(store, src, outcome, stats, report)
-            continue
-        stats.add_seconds(outcome.seconds)
-        repeats: list[DedupDecision] = []
-        if dedup is not None:
-            duplicate, repeats = dedup.check(outcome.video, outcome.fingerprints)
-            if duplicate is not None:  # the same video as one kept: no perception, no commit, its files go again
-                remove_published_files(store, outcome)
-                _duplicate(store, src, duplicate, stats, report)
-                continue
-        work = VideoWork(video_id=outcome.video.video_id, clips=outcome.clips)
-        perception[work.video_id] = (src, outcome, (pool.asr.submit(work, media_ref),
-                                                    pool.audio_events.submit(work, media_ref),
-                                                    pool.visual.submit(work, media_ref)), repeats)
-        del media_ref  # the actors hold it now: the object goes when they are done
-
-    ready: list[_Perceived] = []
-    for k, (vid, (src, result, refs, repeats)) in enumerate(perception.items()):
-        on_stage(f"perception: {k}/{len(perception)} videos heard and seen")
-        try:
-            asr_out, events_out, visual_out = ray.get(list(refs))
-        except Exception as exc:  # noqa: BLE001 — an actor died: the video is retried on the next run
-            _fail(store, src, DeadLetter(stage=Stage.flow, source_id=src, video_id=vid,
-                                               error_class=type(exc).__name__,
-                                               message=str(exc)[:2000] or repr(exc), failed_at=utc_now()),
-                  stats, report)
-            continue
-        stats.add_seconds({"asr": asr_out.seconds, "audio_events": events_out.seconds,
-                           "visual_caption": visual_out.seconds})
-        ready.append(_Perceived(src, result, asr_out, events_out, visual_out, repeats))
-
-    perception.clear()
-    if ready:
-        _synthesize_and_commit(ready, store, cfg, llm_cache=llm_cache, qa_options=qa_options, stats=stats,
-                               report=report, on_stage=on_stage)
+    batch = _Batch(run, DatasetStore.of(run.context.dataset), stats, report, on_stage)
+    batch.run_media_and_perception(sources)
+    batch.run_rest()
+    batch.commit()
     return report
-
-
-def _duplicate(store: DatasetStore, source: str, decision: DedupDecision, stats: RunStats,
-               report: BatchReport) -> None:
-    """A downloaded video that is one already kept: a dead letter ``duplicate_of=<kept id>`` carrying the decision,
-    counted as a duplicate, not a failure."""
-    letter = DeadLetter(stage=Stage.acquire, source_id=source, video_id=decision.video_id, error_class=DUPLICATE,
-                        message=f"duplicate_of={decision.kept_id}: the same video ({decision.kind}, "
-                                f"{decision.method} distance {decision.distance:g})",
-                        failed_at=utc_now(), detail=decision.model_dump_json())
-    record_source_failure(store, source, [letter])
-    stats.duplicates += 1
-    report.failed.append(source)
-    log.info("duplicate of %s after download: %s (%s, distance %g)", decision.kept_id, source, decision.kind,
-             decision.distance)
-
-
-def _fail(dataset_dir: DatasetStore, source: str, dead: DeadLetter, stats: RunStats, report: BatchReport) -> None:
-    _fail_many(dataset_dir, source, [dead], stats, report)
-
-
-def _fail_many(dataset_dir: DatasetStore, source: str, dead: list[DeadLetter], stats: RunStats, report: BatchReport) -> None:
-    record_source_failure(dataset_dir, source, dead)
-    stats.videos_failed += 1
-    stats.dead_letters_by_stage.update(d.stage.value for d in dead)
-    report.failed.append(source)
-    log.warning("source failed in %s: %s (%s)", dead[0].stage.value, dead[0].message, source)
-
-
-def _synthesize_and_commit(ready: list[_Perceived], dataset_dir: DatasetStore, cfg: Settings, *, llm_cache: Path | None,
-                           qa_options: QAOptions | None, stats: RunStats, report: BatchReport,
-                           on_stage: Callable[[str], None]) -> None:
-    audio_captions = {p.media.video.video_id: caption_video(p.media.clips, p.asr, p.events) for p in ready}
-    inputs, missing = [], []
-    for p in ready:
-        vid = p.media.video.video_id
-        clip_inputs, dead = group_inputs(p.media.clips, p.visual.captions, audio_captions[vid], p.asr.speech)
-        inputs += clip_inputs
-        missing += dead
-
-    on_stage(f"fusion: {len(inputs)} clips of {len(ready)} videos")
-    t = time.perf_counter()
-    fused = run_fuse(inputs, llm=cfg.llm, cache_path=llm_cache)
-    stats.add_seconds({"fuse": time.perf_counter() - t})
-    stats.llm.update(fused.llm)
-    stats.llm_fuse.update(fused.llm)
-
-    by_video = {p.media.video.video_id: [] for p in ready}
-    for d in fused.descriptions:
-        by_video[d.video_id].append(d)
-    on_stage(f"QA: {len(ready)} videos, {len(fused.descriptions)} described clips")
-    t = time.perf_counter()
-    # A clip that repeats footage already in the dataset is described, but no question is written about it again.
-    repeated = {r.clip_id for p in ready for r in p.repeats}
-    qa_batch = run_qa([(p.media.video, sorted((d for d in by_video[p.media.video.video_id]
-                                               if d.clip_id not in repeated), key=lambda d: d.start_s))
-                       for p in ready], llm=cfg.llm, cache_path=llm_cache, options=qa_options)
-    stats.add_seconds({"qa": time.perf_counter() - t})
-    stats.llm.update(qa_batch.llm)
-    stats.llm_qa.update(qa_batch.llm)
-    qa_by_video = {r.video_id: r for r in qa_batch.results}
-    on_stage(f"commit: {len(ready)} videos")
-
-    for p in ready:
-        vid = p.media.video.video_id
-        qa = qa_by_video[vid]
-        failures = (p.dead_letters + [d for d in missing + fused.dead_letters if d.video_id == vid]
-                    + qa.dead_letters)
-        if any(d.transient for d in failures):
-            # E.g. the LLM server was down: committing would freeze a hole into the dataset. Leave the video
-            # uncommitted so a rerun redoes it (completed LLM requests come from the cache).
-            _fail_many(dataset_dir, p.source, failures, stats, report)
-            continue
-        tables = {
-            "videos": [p.media.video], "clips": p.media.clips, "speech": p.asr.speech,
-            "audio_events": p.events.events, "audio_captions": audio_captions[vid],
-            "visual_captions": p.visual.captions, "descriptions": sorted(by_video[vid], key=lambda d: d.start_s),
-            "qa": qa.items, "fingerprints": p.media.fingerprints, "dedup": p.repeats,
-        }
-        commit_video(dataset_dir, p.source, vid, tables, failures)
-        stats.videos_ok += 1
-        stats.clips += len(p.media.clips)
-        stats.qa_by_type.update(item.type.value for item in qa.items)
-        stats.descriptions += len(by_video[vid])
-        stats.descriptions_from_facts += sum(1 for d in by_video[vid] if d.model == FACTS_MODEL)
-        stats.qa_drafts += qa.drafts
-        stats.qa_check_failures.update(qa.check_failures)
-        stats.audio_events.update(e.label for e in p.events.events)
-        objects = [{t.label.split(":", 1)[1] for t in c.tags if t.label.startswith("object:")} for c in p.visual.captions]
-        stats.objects.update(label for seen in objects for label in seen)
-        stats.keyframes += len(objects)
-        stats.keyframes_with_objects += sum(1 for seen in objects if seen)
-        stats.dead_letters_by_stage.update(d.stage.value for d in failures)
-        report.committed.append(vid)

@@ -14,7 +14,7 @@ import numpy as np
 
 from infra.errors import PermanentError
 from schemas.handoff import SAMPLE_RATE
-from schemas.records import Clip, Stage
+from schemas.records import Clip, StageName
 
 __all__ = ["SAMPLE_RATE", "clip_chunks", "decode_audio_array", "load_audio"]
 
@@ -28,12 +28,12 @@ def decode_audio_array(media_path: Path, source_id: str) -> np.ndarray:
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     stderr = proc.stderr.decode("utf-8", "replace").strip()
     if proc.returncode != 0 and "matches no streams" in stderr:
-        raise PermanentError(Stage.audio, source_id, "the video has no audio stream", error_class="no_audio_stream")
+        raise PermanentError(StageName.audio, source_id, "the video has no audio stream", error_class="no_audio_stream")
     samples = np.frombuffer(proc.stdout[: len(proc.stdout) // 4 * 4], dtype="<f4")
     # Damaged frames make ffmpeg report errors but still yield the rest; only a decode with nothing to show fails.
     if samples.size == 0:
         reason = stderr.splitlines()[-1] if stderr else f"ffmpeg exited with {proc.returncode}"
-        raise PermanentError(Stage.audio, source_id, f"audio decode produced no samples: {reason}",
+        raise PermanentError(StageName.audio, source_id, f"audio decode produced no samples: {reason}",
                              error_class="audio_decode_failed")
     return samples.astype(np.float32, copy=False)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.records import DeadLetter, Stage, utc_now
+from schemas.records import DeadLetter, utc_now
 
 
 class StageError(Exception):
@@ -13,10 +13,10 @@ class StageError(Exception):
 
     transient = False
 
-    def __init__(self, stage: Stage, subject: str, message: str, *, item_id: str | None = None,
+    def __init__(self, stage: str, subject: str, message: str, *, item_id: str | None = None,
                  detail: str = "", error_class: str | None = None, attempts: int = 1):
-        super().__init__(f"[{stage.value}] {subject}: {message}")
-        self.stage = stage
+        super().__init__(f"[{stage}] {subject}: {message}")
+        self.stage = str(stage)  # a StageName or an added stage's name
         self.subject = subject
         self.message = message
         self.item_id = item_id
@@ -43,12 +43,12 @@ class TransientError(StageError):
     transient = True
 
 
-def dead_letter_from_exception(exc: BaseException, stage: Stage, video_id: str | None = None, *,
+def dead_letter_from_exception(exc: BaseException, stage: str, video_id: str | None = None, *,
                                source: str | None = None, item_id: str | None = None,
-                               attempts: int = 1) -> DeadLetter:
+                               attempts: int | None = None) -> DeadLetter:
     """Any exception as a dead letter; a ``StageError`` keeps its own stage, class and message."""
     if isinstance(exc, StageError):
         return exc.to_dead_letter(attempts, source=source, video_id=video_id)
     return DeadLetter(stage=stage, source_id=source, video_id=video_id, item_id=item_id,
-                      error_class=type(exc).__name__, message=str(exc) or repr(exc), attempts=attempts,
+                      error_class=type(exc).__name__, message=str(exc) or repr(exc), attempts=attempts or 1,
                       failed_at=utc_now())

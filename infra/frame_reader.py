@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from infra.errors import PermanentError
-from schemas.records import Stage
+from schemas.records import StageName
 
 # A decode that ends this much short of the probed duration is a truncated or damaged file, not rounding.
 TRUNCATION_TOLERANCE_S = 1.0
@@ -205,7 +205,7 @@ class FrameReader:
             got += n
         return True
 
-    def check_complete(self, expected_duration_s: float | None, stage: Stage = Stage.segment) -> None:
+    def check_complete(self, expected_duration_s: float | None, stage: StageName = StageName.segment) -> None:
         """Raise ``PermanentError`` when nothing decoded, or far less than the container promised."""
         if self.frames == 0:
             reason = self._stderr[-1] if self._stderr else f"ffmpeg exited with {self.returncode}"

@@ -25,13 +25,13 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import openai
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_any, wait_exponential_jitter
 
-from schemas.records import Stage
 from schemas.settings import LLM
 from infra.errors import PermanentError, TransientError
 from infra.sqlite_store import SqliteStore
@@ -275,7 +275,7 @@ class LLMClient:
                 "seed": self.seed if seed is None else seed, "frequency_penalty": self.frequency_penalty}
 
     async def complete_json(self, messages: list[dict[str, str]], response_model: type[T], *, schema_name: str,
-                            stage: Stage, subject: str, item_id: str | None = None,
+                            stage: str, subject: str, item_id: str | None = None,
                             validate: Callable[[T], None] | None = None, max_tokens: int | None = None,
                             seed: int | None = None, temperature: float | None = None,
                             max_invalid_retries: int | None = None) -> LLMReply[T]:
@@ -299,7 +299,7 @@ class LLMClient:
                                     temperature=temperature, max_invalid_retries=max_invalid_retries)
 
     async def complete_text(self, messages: list[dict[str, str]], parse: Callable[[str], T], *, reply_name: str,
-                            stage: Stage, subject: str, item_id: str | None = None, max_tokens: int | None = None,
+                            stage: str, subject: str, item_id: str | None = None, max_tokens: int | None = None,
                             seed: int | None = None, temperature: float | None = None,
                             max_invalid_retries: int | None = None, accept_cut: bool = False) -> LLMReply[T]:
         """The reply to ``messages`` as plain text, turned into a value by ``parse`` (which raises ``ValueError`` for
@@ -323,7 +323,7 @@ class LLMClient:
                                     accept_cut=accept_cut)
 
     async def _complete(self, messages: list[dict[str, str]], response_format: dict[str, Any] | None,
-                        key_extra: dict[str, Any], decode: Callable[[str], T], *, schema_name: str, stage: Stage,
+                        key_extra: dict[str, Any], decode: Callable[[str], T], *, schema_name: str, stage: str,
                         subject: str, item_id: str | None, max_tokens: int | None, seed: int | None,
                         temperature: float | None, max_invalid_retries: int | None,
                         accept_cut: bool = False) -> LLMReply[T]:
@@ -394,7 +394,7 @@ class LLMClient:
                     pass
         return LLMReply(value=value, usage=usage)
 
-    def _replay_failure(self, key: str, decode: Callable[[str], T], schema_name: str, stage: Stage, subject: str,
+    def _replay_failure(self, key: str, decode: Callable[[str], T], schema_name: str, stage: str, subject: str,
                         item_id: str | None) -> LLMReply[T] | None:
         """Raise the request's recorded final failure again, without sending it. None when there is none; the reply
         when the recorded one decodes under today's rules (it becomes the cached reply)."""
@@ -480,7 +480,7 @@ class LLMClient:
         return value
 
     @staticmethod
-    def _as_stage_error(exc: BaseException, stage: Stage, subject: str, item_id: str | None, attempts: int,
+    def _as_stage_error(exc: BaseException, stage: str, subject: str, item_id: str | None, attempts: int,
                         schema_name: str) -> LLMTransientError | LLMPermanentError:
         attempts = max(attempts, 1)
         what = f"LLM request {schema_name!r} failed after {attempts} attempt(s)"
@@ -494,3 +494,24 @@ class LLMClient:
         status = f"HTTP {exc.status_code}: " if isinstance(exc, openai.APIStatusError) else ""
         return LLMPermanentError(stage, subject, f"{what}: {status}{exc}", item_id=item_id,
                                  error_class=type(exc).__name__, attempts=attempts)
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    """Run ``coro`` to completion from sync code, also when the caller is itself inside an event loop (a Prefect
+    task, a notebook): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def run_with_client(client: LLMClient, work: Callable[[LLMClient], Awaitable[T]]) -> T:
+    """``work(client)`` to completion from sync code, the client's HTTP session closed after it (its request cache
+    stays open for the next call; ``client.close()`` closes it)."""
+    async def main() -> T:
+        async with client:
+            return await work(client)
+
+    return run_sync(main())

@@ -1,4 +1,4 @@
-"""The one way a stage runs in Ray: a stage function becomes a remote task, a ``StageWorker`` class a remote actor
+"""The one way a stage runs in Ray: a stage function becomes a remote task, a stage class a remote actor
 class, each placed with the resources its profile section declares. Stage code itself never imports ray."""
 
 from __future__ import annotations

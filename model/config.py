@@ -13,11 +13,12 @@ Model names: a name with a "/" is a hub id, an existing path is a folder, anythi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from infra.model_cache import ModelCacheError, model_path
 
 CONFIG_FILE = "config.json"
 
@@ -217,19 +218,12 @@ def resolve_model(name: str) -> str:
     """A model name as something ``from_pretrained`` takes: hub id, existing folder, or a model-cache folder."""
     if "/" in name or Path(name).expanduser().exists():
         return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
-    try:
-        from infra.model_cache import model_path
-    except ImportError:  # the cache module is optional for the model package
-        folder = Path(os.environ.get("SAVEN_MODEL_CACHE", Path.home() / ".cache" / "saven-vid" / "models")) / name
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model {name!r} is not in the model cache ({folder}): run `make models`")
-        return str(folder)
     return str(model_path(name))
 
 
 def model_available(name: str) -> bool:
     try:
         resolve_model(name)
-    except Exception:
+    except ModelCacheError:
         return False
     return True

@@ -25,11 +25,11 @@ from safetensors.torch import save_file
 
 from model.config import ModelConfig, ResamplerConfig, VisionConfig
 from schemas.paths import features_path
-from schemas.records import Clip, DeadLetter, Stage, VideoRecord, utc_now
+from schemas.records import Clip, DeadLetter, StageName, VideoRecord, utc_now
 
 FORMAT_VERSION = "1"
 # The schema has no feature stage yet; dead letters are filed under the flow until it does.
-FEATURE_STAGE = getattr(Stage, "features", Stage.flow)
+FEATURE_STAGE = getattr(StageName, "features", StageName.flow)
 
 
 class FeatureError(RuntimeError):
@@ -148,7 +148,7 @@ def cached_fingerprints(path: Path) -> dict[str, str] | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception:
+    except Exception:  # noqa: BLE001 — an unreadable cache file is a missing one: it is written again
         return None
     return {k.split(".", 1)[1]: v for k, v in meta.items() if k.startswith("fingerprint.")}
 
@@ -178,7 +178,7 @@ def compute_features(dataset_dir: Path, config: ModelConfig, *, video_ids: list[
                 raise FeatureError(f"video {vid} is not in the dataset's videos table")
             save_features(path, encoders.encode(dataset_dir, videos[vid], clips.get(vid, [])))
             report.written.append(vid)
-        except Exception as exc:  # one bad video must not stop the others; it is recorded, not lost
+        except Exception as exc:  # noqa: BLE001 — one bad video must not stop the others; it is recorded, not lost
             dead.append(DeadLetter(
                 stage=FEATURE_STAGE, source_id=videos[vid].source if vid in videos else None, video_id=vid,
                 error_class=type(exc).__name__,

@@ -1,20 +1,22 @@
-"""Records that one stage hands to the next inside a run (not dataset tables): what the media chain learns about a
-video, and what each perception worker returns for one video.
+"""What stages hand each other inside a run (not dataset tables): the video on its way through the pipeline
+(``VideoItem``), what one stage made of it (``StageResult``), what the media stages learn about a video (probe,
+audio, segments), and what a run counts per stage (``StageStats``) and per worker process (``WorkerStats``).
 
-They travel between processes (Ray tasks and actors), so they are pydantic models with ``extra="forbid"``, like
-the dataset records in ``schemas.records``.
+They travel between processes (Ray tasks and actors): pydantic models with ``extra="forbid"`` like the dataset
+records in ``schemas.records``, or dataclasses where they hold arrays and bytes.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.records import AudioEvent, Clip, DeadLetter, SpeechSegment, VisualCaption
+from schemas.records import Clip, DeadLetter
 
 SAMPLE_RATE = 16_000  # the one rate every audio stage works at (``infra.audio_io`` decodes to it)
 
@@ -66,16 +68,6 @@ class SegmentResult(BaseModel):
     decode_passes: int = 1
 
 
-class VideoWork(BaseModel):
-    """One video's clips for a perception worker: what ``StageWorker.run`` takes (with the ``VideoMedia``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    video_id: str
-    clips: list[Clip]
-    dataset_dir: str = ""  # a local folder holding the video's audio and keyframes, when no VideoMedia is passed
-
-
 @dataclass
 class VideoMedia:
     """What the perception stages read of one video: its 16 kHz mono audio and the JPEG bytes of each clip's
@@ -110,33 +102,145 @@ class VideoMedia:
         return audio + sum(len(b) for frames in self.keyframes.values() for b in frames if b)
 
 
-class StageOutput(BaseModel):
-    """What every perception worker returns for one video: its records (in the subclass), time and failures."""
 
-    model_config = ConfigDict(extra="forbid")
+@dataclass
+class VideoItem:
+    """One video on its way through the pipeline: the rows (by table) and hand-off values (by name) that the stages
+    so far made of it, and the stages that could not do their work for it.
 
-    video_id: str
-    seconds: float = 0.0
+    A stage reads the names it declares (``Stage.reads``) and returns a ``StageResult``, which the runner merges in
+    with ``take``. What travels to a Ray actor is ``subset(reads)``, not the whole item."""
+
+    source: str
+    video_id: str | None = None
+    tables: dict[str, list[Any]] = field(default_factory=dict)
+    handoff: dict[str, Any] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    failed_stages: set[str] = field(default_factory=set)  # stages that could not do their work for the whole video
+    # A local folder holding the video's files (media stages work in it; in-process callers read media from it).
+    work_dir: Path | None = None
+    media: VideoMedia | None = None  # its audio and keyframes, once decoded (in a run: resolved by Ray)
+
+    @classmethod
+    def in_folder(cls, folder: Path | str, video_id: str, clips: list[Clip], **tables: list[Any]) -> "VideoItem":
+        """A video whose files are in a local folder laid out as ``schemas.paths`` says (tests, benchmarks)."""
+        return cls(source=video_id, video_id=video_id, tables={"clips": list(clips), **tables},
+                   work_dir=Path(folder))
+
+    def rows(self, table: str) -> list[Any]:
+        return self.tables.get(table, [])
+
+    def value(self, name: str) -> Any:
+        """A hand-off value (or a table's rows) an earlier stage left under ``name``."""
+        if name in self.handoff:
+            return self.handoff[name]
+        if name in self.tables:
+            return self.tables[name]
+        raise KeyError(f"{name!r} is not in the item of {self.video_id or self.source}; an earlier stage must "
+                       f"write or hand it off")
+
+    @property
+    def clips(self) -> list[Clip]:
+        return self.rows("clips")
+
+    def take(self, stage: str, result: "StageResult") -> None:
+        """Merge one stage's result into the item."""
+        if result.video_id and not self.video_id:
+            self.video_id = result.video_id
+        for table, rows in result.tables.items():
+            self.tables.setdefault(table, []).extend(rows)
+        self.handoff.update(result.handoff)
+        self.dead_letters.extend(result.dead_letters)
+        if result.failed:
+            self.failed_stages.add(stage)
+
+    def subset(self, names: Iterable[str]) -> "VideoItem":
+        """The item with only the tables and hand-offs ``names`` (what a stage in another process needs)."""
+        names = set(names)
+        return VideoItem(source=self.source, video_id=self.video_id,
+                         tables={k: v for k, v in self.tables.items() if k in names},
+                         handoff={k: v for k, v in self.handoff.items() if k in names}, work_dir=self.work_dir)
+
+    def load_media(self, *, in_memory: bool = False) -> VideoMedia:
+        """The video's audio and keyframes: the ones handed over, or read from ``work_dir``."""
+        if self.media is None:
+            if self.work_dir is None or self.video_id is None:
+                raise ValueError(f"no media for {self.video_id or self.source}: neither handed over nor in a folder")
+            self.media = VideoMedia.from_folder(self.work_dir, self.video_id, self.clips, in_memory=in_memory)
+        return self.media
+
+
+class StageResult(BaseModel):
+    """What one stage made of one video: rows by table, hand-off values for later stages, the video's or its items'
+    failures, and numbers the run adds up (``counts``: {"keyframes": 9}; ``tallies``: {"object": {"dog": 2}})."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    video_id: str | None = None
+    tables: dict[str, list[Any]] = Field(default_factory=dict)
+    handoff: dict[str, Any] = Field(default_factory=dict)
     dead_letters: list[DeadLetter] = Field(default_factory=list)
+    counts: dict[str, float] = Field(default_factory=dict)
+    tallies: dict[str, dict[str, int]] = Field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def failed(self) -> bool:
-        """True when the stage could not do its work for the whole video (not just for some clips)."""
+        """True when the stage could not do its work for the whole video (not just for some items)."""
         return any(d.item_id is None for d in self.dead_letters)
 
 
-class ASROutput(StageOutput):
-    speech: list[SpeechSegment] = Field(default_factory=list)
-    language: str | None = None
-    language_probability: float | None = None
-    audio_s: float = 0.0
+class WorkerStats(BaseModel):
+    """One stage instance's process: where it ran, its model loads, what it did (a run reports every actor's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    model: str
+    model_loads: int  # setups of this stage in this process
+    pid: int
+    node: str = "local"  # the Ray node (short id) of the process
+    setup_s: float
+    videos: int = 0
+    clips: int = 0
+    seconds: float = 0.0  # inside process(), summed
 
 
-class AudioEventsOutput(StageOutput):
-    events: list[AudioEvent] = Field(default_factory=list)
-    audio_s: float = 0.0
+class StageStats(BaseModel):
+    """What one stage did over a batch or a run: videos, rows by table, failures, seconds and its own counters."""
 
+    model_config = ConfigDict(extra="forbid")
 
-class VisualCaptionOutput(StageOutput):
-    captions: list[VisualCaption] = Field(default_factory=list)
-    keyframes: int = 0
+    videos: int = 0
+    failed: int = 0  # videos the stage could not do as a whole
+    skipped: int = 0  # videos it did not run on: a stage it reads from had failed them
+    rows: Counter = Field(default_factory=Counter)  # table -> rows written
+    dead_letters: int = 0
+    seconds: float = 0.0  # summed over videos, or the wall time of a batch for a stage that runs a batch at once
+    counts: Counter = Field(default_factory=Counter)
+    tallies: dict[str, Counter] = Field(default_factory=dict)
+
+    def add_result(self, result: StageResult, seconds: float | None = None) -> None:
+        """One video's result; ``seconds`` replaces its own (0 for a stage whose batch wall time is counted)."""
+        self.videos += 1
+        self.failed += int(result.failed)
+        self.rows.update({t: len(r) for t, r in result.tables.items()})
+        self.dead_letters += len(result.dead_letters)
+        self.seconds += result.seconds if seconds is None else seconds
+        self.counts.update(result.counts)
+        for name, tally in result.tallies.items():
+            self.tallies.setdefault(name, Counter()).update(tally)
+
+    def add(self, other: "StageStats") -> None:
+        self.videos += other.videos
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.rows.update(other.rows)
+        self.dead_letters += other.dead_letters
+        self.seconds += other.seconds
+        self.counts.update(other.counts)
+        for name, tally in other.tallies.items():
+            self.tallies.setdefault(name, Counter()).update(tally)
+
+    def tally(self, name: str) -> Counter:
+        return self.tallies.get(name, Counter())

@@ -113,7 +113,7 @@ def _problems(store: DatasetStore, entry: ShardEntry) -> list[str]:
         problems.append(f"{entry.file}: checksum mismatch")
     try:
         rows = pq.read_metadata(pa.BufferReader(data)).num_rows
-    except Exception as exc:  # any unreadable file is a finding, not a crash of the check
+    except Exception as exc:  # noqa: BLE001 — any unreadable file is a finding, not a crash of the check
         problems.append(f"{entry.file}: unreadable Parquet ({type(exc).__name__}: {exc})")
     else:
         if rows != entry.rows:

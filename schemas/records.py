@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -86,15 +86,23 @@ class AudioAxis(str, Enum):
     emotion = "emotion"
 
 
-class Stage(str, Enum):
+DUPLICATE = "duplicate"  # a dead letter's error class for a video already in the dataset: not a failure
+
+
+class StageName(StrEnum):
+    """The built-in stages' names (a dead letter's ``stage``); a stage added later names itself."""
+
     acquire = "acquire"
     probe = "probe"
     audio = "audio"
     segment = "segment"
     keyframes = "keyframes"
+    fingerprint = "fingerprint"
+    dedup = "dedup"
     asr = "asr"
     audio_events = "audio_events"
     visual_caption = "visual_caption"
+    audio_caption = "audio_caption"
     fuse = "fuse"
     qa = "qa"
     write = "write"
@@ -384,7 +392,7 @@ class DeadLetter(Record):
     the video id.
     """
 
-    stage: Stage
+    stage: str  # a StageName, or the name of a stage added to the pipeline
     source_id: NonEmptyText | None = None
     video_id: NonEmptyText | None = None
     item_id: str | None = None  # clip/QA id or row key when the failure is about one item
@@ -406,7 +414,9 @@ class DeadLetter(Record):
         return self.model_copy(update={"source_id": source, "video_id": self.video_id or video_id})
 
 
-ALL_RECORDS: dict[str, type[Record]] = {
+# The tables a committed video owns, keyed by its video id (the built-in stages'; a stage added to the pipeline
+# registers its own with ``register_video_table``).
+VIDEO_TABLES: dict[str, type[Record]] = {
     "videos": VideoRecord,
     "clips": Clip,
     "speech": SpeechSegment,
@@ -417,8 +427,23 @@ ALL_RECORDS: dict[str, type[Record]] = {
     "qa": QAItem,
     "fingerprints": KeyframeHash,
     "dedup": DedupDecision,
+}
+# Every table a dataset folder can hold: the video tables, AVBench's, the dead letters.
+ALL_RECORDS: dict[str, type[Record]] = {
+    **VIDEO_TABLES,
     "avbench": AVBenchItem,
     "predictions": Prediction,
     "scores": Score,
     "dead_letter": DeadLetter,
 }
+
+
+def register_video_table(table: str, record: type[Record]) -> None:
+    """A table a pipeline stage writes per video (idempotent; another record class under a known name is an error)."""
+    known = ALL_RECORDS.get(table)
+    if known is not None and known is not record:
+        raise ValueError(f"table {table!r} already holds {known.__name__} rows, not {record.__name__}")
+    if not issubclass(record, Record):
+        raise TypeError(f"{record.__name__} is no schemas.records.Record: rows need its validation and arrow schema")
+    VIDEO_TABLES[table] = record
+    ALL_RECORDS[table] = record

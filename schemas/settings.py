@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
@@ -219,10 +219,19 @@ class Demo(Section):
     questions_per_type: int = Field(default=1, ge=1)
 
 
+# The built-in pipeline, in order (``infra.pipeline``): media stages in one Ray task per source, perception in
+# actors, code over their rows, then the LLM stages.
+DEFAULT_PIPELINE = ("acquire", "probe", "audio", "segment", "fingerprint", "dedup", "asr", "audio_events",
+                    "visual_caption", "audio_caption", "fuse", "qa")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAVEN_", env_nested_delimiter="__", extra="forbid")
 
     profile: str = DEFAULT_PROFILE
+    pipeline: list[str] = Field(default_factory=lambda: list(DEFAULT_PIPELINE))  # stage names, in order
+    # The sections of stages added to the pipeline, by section name (each validated by its stage's ``config``).
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     paths: Paths = Field(default_factory=Paths)
     llm: LLM = Field(default_factory=LLM)
     prefect: PrefectServer = Field(default_factory=PrefectServer)

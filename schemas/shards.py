@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.arrow import RECORD_KEY, VERSION_KEY, arrow_schema, from_table, to_row
-from schemas.records import ALL_RECORDS, SCHEMA_VERSION, DeadLetter, Stage, utc_now
+from schemas.records import ALL_RECORDS, SCHEMA_VERSION, DeadLetter, StageName, utc_now
 from schemas.store import DatasetLike, DatasetStore
 
 DEAD_LETTER_TABLE = "dead_letter"
@@ -202,7 +202,7 @@ def _dead_letter(row: Any, key: str, index: int, error_class: str, message: str)
     video_id = fields.get("video_id")
     item_id = next((fields[k] for k in ("item_id", "qa_id", "clip_id", "video_id")
                     if isinstance(fields.get(k), str) and fields[k]), None)
-    return DeadLetter(stage=Stage.write, video_id=video_id if isinstance(video_id, str) and video_id else key,
+    return DeadLetter(stage=StageName.write, video_id=video_id if isinstance(video_id, str) and video_id else key,
                       item_id=item_id, error_class=error_class, message=f"row {index}: {message}",
                       failed_at=utc_now(), detail=json.dumps(row, default=str, sort_keys=True))
 

@@ -36,9 +36,12 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, GeoRestrictedError, UnsupportedError, YoutubeDLError
 
-from schemas.records import VIDEO_ID_PATTERN, Stage, UtcDatetime, utc_now
+from schemas.records import VIDEO_ID_PATTERN, StageName, UtcDatetime, utc_now
 from schemas.settings import Acquire
 from infra.errors import PermanentError, StageError, TransientError
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import StageResult, VideoItem
 
 log = logging.getLogger("saven.acquire")
 
@@ -196,23 +199,23 @@ def classify_error(exc: BaseException, source_id: str) -> StageError:
         if isinstance(e, HTTPError):
             status = e.status
             cls = TransientError if status in _TRANSIENT_STATUS else PermanentError
-            return cls(Stage.acquire, source_id, message, error_class=f"http_{status}")
+            return cls(StageName.acquire, source_id, message, error_class=f"http_{status}")
         if isinstance(e, (UnsupportedError,)):
-            return PermanentError(Stage.acquire, source_id, message, error_class="unsupported_url")
+            return PermanentError(StageName.acquire, source_id, message, error_class="unsupported_url")
         if isinstance(e, GeoRestrictedError):
-            return PermanentError(Stage.acquire, source_id, message, error_class="geo_restricted")
+            return PermanentError(StageName.acquire, source_id, message, error_class="geo_restricted")
         if isinstance(e, (TransportError, TimeoutError, socket.timeout, ConnectionError)):
-            return TransientError(Stage.acquire, source_id, message, error_class="network")
+            return TransientError(StageName.acquire, source_id, message, error_class="network")
     if "did not get any data blocks" in message.lower():
-        return PermanentError(Stage.acquire, source_id, f"the server sent an empty file (0 bytes): {message}",
+        return PermanentError(StageName.acquire, source_id, f"the server sent an empty file (0 bytes): {message}",
                               error_class="empty_file")
     # Transient first: "temporarily unavailable" is a reason to come back, not a removal.
     if _TRANSIENT_HINTS.search(message):
-        return TransientError(Stage.acquire, source_id, message, error_class="network")
+        return TransientError(StageName.acquire, source_id, message, error_class="network")
     if _PERMANENT_HINTS.search(message):
-        return PermanentError(Stage.acquire, source_id, message, error_class="unavailable")
+        return PermanentError(StageName.acquire, source_id, message, error_class="unavailable")
     # Unknown failures are not retried: a retry storm against a site is worse than a dead letter to look at.
-    return PermanentError(Stage.acquire, source_id, message, error_class=type(exc).__name__)
+    return PermanentError(StageName.acquire, source_id, message, error_class=type(exc).__name__)
 
 
 def _retrying(cfg: Acquire, backoff_s: float) -> Retrying:
@@ -306,19 +309,19 @@ def _stated_size(info: dict) -> int | None:
 def _check_before_download(info: dict, cfg: Acquire, source_id: str) -> None:
     kind = info.get("_type", "video")
     if kind in ("playlist", "multi_video"):
-        raise PermanentError(Stage.acquire, source_id, "the source is a playlist, not one video; expand it first "
+        raise PermanentError(StageName.acquire, source_id, "the source is a playlist, not one video; expand it first "
                              "(expand_source)", error_class="is_playlist")
     if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming", "post_live"):
-        raise PermanentError(Stage.acquire, source_id, f"live stream ({info.get('live_status') or 'is_live'}): "
+        raise PermanentError(StageName.acquire, source_id, f"live stream ({info.get('live_status') or 'is_live'}): "
                              "no fixed duration to process", error_class="live_stream")
     duration = info.get("duration")
     if duration and duration > cfg.max_duration_s:
-        raise PermanentError(Stage.acquire, source_id, f"too long: {duration:.0f} s > max_duration_s "
+        raise PermanentError(StageName.acquire, source_id, f"too long: {duration:.0f} s > max_duration_s "
                              f"{cfg.max_duration_s:.0f} s (refused before download)", error_class="too_long")
     size = _stated_size(info)
     limit = cfg.max_filesize_mb * 1024 * 1024
     if size and size > limit:
-        raise PermanentError(Stage.acquire, source_id, f"too large: {size / 2**20:.1f} MiB > max_filesize_mb "
+        raise PermanentError(StageName.acquire, source_id, f"too large: {size / 2**20:.1f} MiB > max_filesize_mb "
                              f"{cfg.max_filesize_mb:g} (refused before download)", error_class="too_large")
 
 
@@ -357,7 +360,7 @@ def _check_header_duration(info: dict, cfg: Acquire, source_id: str) -> None:
     3-hour file is refused from its header instead of after downloading all of it."""
     duration = _header_duration(info, cfg)
     if duration and duration > cfg.max_duration_s:
-        raise PermanentError(Stage.acquire, source_id, f"too long: {duration:.0f} s > max_duration_s "
+        raise PermanentError(StageName.acquire, source_id, f"too long: {duration:.0f} s > max_duration_s "
                              f"{cfg.max_duration_s:.0f} s (stated in the file's header; refused before download)",
                              error_class="too_long")
 
@@ -385,7 +388,7 @@ def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) ->
             # the media itself; then again once formats are resolved (sizes are known only then).
             raw = ydl.extract_info(source, download=False, process=False)
             if raw is None:
-                raise PermanentError(Stage.acquire, source, "yt-dlp returned no information",
+                raise PermanentError(StageName.acquire, source, "yt-dlp returned no information",
                                      error_class="no_info")
             _check_before_download(raw, cfg, source)
             info = ydl.process_ie_result(raw, download=False)
@@ -401,19 +404,19 @@ def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) ->
         if path is None or not path.is_file():
             too_large = [m for m in messages if "larger than max-filesize" in m]
             if too_large:
-                raise PermanentError(Stage.acquire, video_id, f"too large for max_filesize_mb "
+                raise PermanentError(StageName.acquire, video_id, f"too large for max_filesize_mb "
                                      f"{cfg.max_filesize_mb:g}: {_clean(too_large[-1])}", error_class="too_large")
-            raise PermanentError(Stage.acquire, video_id, "nothing was downloaded: "
+            raise PermanentError(StageName.acquire, video_id, "nothing was downloaded: "
                                  + (_clean(messages[-1]) if messages else "no downloadable format"),
                                  error_class="not_downloaded")
         if not _inside(path, out):
             path.unlink(missing_ok=True)
-            raise PermanentError(Stage.acquire, video_id, "downloaded file landed outside the media folder",
+            raise PermanentError(StageName.acquire, video_id, "downloaded file landed outside the media folder",
                                  error_class="unsafe_path")
         size = path.stat().st_size
         if size > cfg.max_filesize_mb * 1024 * 1024:
             path.unlink()
-            raise PermanentError(Stage.acquire, video_id, f"too large: {size / 2**20:.1f} MiB > max_filesize_mb "
+            raise PermanentError(StageName.acquire, video_id, f"too large: {size / 2**20:.1f} MiB > max_filesize_mb "
                                  f"{cfg.max_filesize_mb:g}", error_class="too_large")
         return Acquired(
             video_id=video_id, source=source, extractor=info.get("extractor_key") or "unknown",
@@ -427,7 +430,7 @@ def _copy_local(source: str, dataset_dir: Path) -> Acquired:
     path = Path(source).expanduser()
     if not path.is_file():
         what = "a folder" if path.is_dir() else "not found"
-        raise PermanentError(Stage.acquire, source, f"local source is {what}: {source}", error_class="missing_file")
+        raise PermanentError(StageName.acquire, source, f"local source is {what}: {source}", error_class="missing_file")
     video_id = local_video_id(path)
     ext = path.suffix.lower().lstrip(".")
     target = media_dir(dataset_dir) / f"{video_id}.{ext if _SAFE_EXT.fullmatch(ext) else 'media'}"
@@ -452,7 +455,7 @@ def acquire(source: str, dataset_dir: Path, cfg: Acquire, *, backoff_s: float | 
     """Fetch one video into ``<dataset_dir>/media/``; raises ``PermanentError``/``TransientError`` (with
     ``.attempts``) once retries are spent."""
     if not source or not source.strip():
-        raise PermanentError(Stage.acquire, source or "<empty>", "empty source", error_class="empty_source")
+        raise PermanentError(StageName.acquire, source or "<empty>", "empty source", error_class="empty_source")
     source = source.strip()
     if is_local_source(source):
         return _copy_local(source, dataset_dir)
@@ -514,3 +517,19 @@ def expand_source(source: str, cfg: Acquire, *, backoff_s: float | None = None) 
     """One URL per video: playlists and channels expanded (at most ``playlist_cap``), anything else as given."""
     with SourceExpander(cfg, backoff_s=backoff_s) as expander:
         return expander.expand(source)
+
+
+@STAGES.register(StageName.acquire)
+class AcquireStage(Stage):
+    """The source into the scratch folder's ``media/`` (yt-dlp, or a link/copy of a local file the user listed)."""
+
+    name = StageName.acquire
+    title = "acquisition"
+    placement = "media"
+    section = "acquire"
+    hands_off = ("acquired",)
+
+    def process(self, item: VideoItem) -> StageResult:
+        acquired = acquire(item.source, item.work_dir, self.cfg)
+        return StageResult(video_id=acquired.video_id, handoff={"acquired": acquired},
+                           counts={"bytes": acquired.size_bytes, "attempts": acquired.attempts})

@@ -13,21 +13,17 @@ midpoint, so a segment spanning a cut is split at a word boundary and no word is
 from __future__ import annotations
 
 import bisect
-import logging
-import time
 from pathlib import Path
 
 import numpy as np
 
 from infra.audio_io import SAMPLE_RATE, clip_chunks, load_audio
-from infra.errors import PermanentError, dead_letter_from_exception
-from infra.worker import StageWorker
-from schemas.handoff import ASROutput, VideoMedia, VideoWork
-from schemas.records import Clip, SpeechSegment, Stage, Word
-from schemas.settings import ASR
+from infra.errors import PermanentError
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import StageResult, VideoItem
+from schemas.records import Clip, SpeechSegment, StageName, Word
 from tasks.transcribers import TRANSCRIBERS, TimedWord, Transcriber, Transcript, TranscriptSegment
-
-log = logging.getLogger("saven.asr")
 
 MIN_WORD_S = 0.01  # Whisper's DTW can give a word zero length; records need end > start
 
@@ -103,37 +99,32 @@ def speech_segments_for_clips(transcript: Transcript, video_id: str, clips: list
     return out
 
 
-def transcribe_video(asr: Transcriber, media: VideoMedia | Path, video_id: str, clips: list[Clip],
-                     chunk_s: float | None = None) -> ASROutput:
-    """Speech segments of one video's clips (``media``: its audio, or a local folder holding it), in chunks of up to
-    ``chunk_s`` (None: ``asr.cfg.chunk_s``) seconds; a failure is a dead letter for the video, never an
-    exception."""
-    t0 = time.perf_counter()
-    try:
-        if not isinstance(media, VideoMedia):
-            media = VideoMedia.from_folder(media, video_id, [])
-        if media.audio is None:
-            raise PermanentError(Stage.asr, video_id, "no decoded audio; the audio stage must run first",
-                                 error_class="audio_missing")
-        spans = clip_chunks(clips, asr.cfg.chunk_s if chunk_s is None else chunk_s)
-        transcript = transcribe_spans(asr, media.audio, spans)
-        speech = speech_segments_for_clips(transcript, video_id, clips)
-    except Exception as exc:  # noqa: BLE001 — one bad video must not stop the actor
-        if not isinstance(exc, PermanentError):
-            log.exception("ASR failed for %s", video_id)
-        return ASROutput(video_id=video_id, seconds=time.perf_counter() - t0,
-                         dead_letters=[dead_letter_from_exception(exc, Stage.asr, video_id)])
-    return ASROutput(video_id=video_id, speech=speech, language=transcript.language,
-                     language_probability=transcript.language_probability, audio_s=transcript.duration_s,
-                     seconds=time.perf_counter() - t0)
+def transcribe_video(asr: Transcriber, audio: np.ndarray | None, video_id: str, clips: list[Clip],
+                     chunk_s: float | None = None) -> tuple[Transcript, list[SpeechSegment]]:
+    """Speech segments of one video's clips from its 16 kHz audio, in chunks of up to ``chunk_s`` (None:
+    ``asr.cfg.chunk_s``) seconds."""
+    if audio is None:
+        raise PermanentError(StageName.asr, video_id, "no decoded audio; the audio stage must run first",
+                             error_class="audio_missing")
+    spans = clip_chunks(clips, asr.cfg.chunk_s if chunk_s is None else chunk_s)
+    transcript = transcribe_spans(asr, audio, spans)
+    return transcript, speech_segments_for_clips(transcript, video_id, clips)
 
 
-class ASRWorker(StageWorker[ASROutput]):
-    """Holds one transcriber for its lifetime; processes many videos."""
+@STAGES.register(StageName.asr)
+class ASRStage(Stage):
+    """Holds one transcriber for its lifetime; transcribes many videos."""
 
-    stage = Stage.asr
-    cfg: ASR
+    name = StageName.asr
+    title = "ASR"
+    placement = "actor"
+    section = "asr"
     backends = TRANSCRIBERS
+    reads = ("clips",)
+    writes = {"speech": SpeechSegment}
 
-    def process(self, work: VideoWork, media: VideoMedia) -> ASROutput:
-        return transcribe_video(self.backend, media, work.video_id, work.clips)
+    def process(self, item: VideoItem) -> StageResult:
+        transcript, speech = transcribe_video(self.backend, item.load_media().audio, item.video_id, item.clips)
+        return StageResult(tables={"speech": speech},
+                           counts={"audio_s": transcript.duration_s, "words": sum(len(s.words) for s in speech)},
+                           tallies={"language": {transcript.language: 1}} if transcript.language else {})

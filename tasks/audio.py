@@ -17,8 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from infra.audio_io import SAMPLE_RATE, decode_audio_array
-from schemas.handoff import AudioResult
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import AudioResult, StageResult, VideoItem
 from schemas.paths import audio_path
+from schemas.records import StageName
+from tasks.acquire import Acquired
 
 
 def decode_audio(media_path: Path, dataset_dir: Path, video_id: str) -> AudioResult:
@@ -32,3 +36,18 @@ def decode_audio(media_path: Path, dataset_dir: Path, video_id: str) -> AudioRes
     os.replace(tmp, target)
     return AudioResult(video_id=video_id, path=target.relative_to(dataset_dir).as_posix(),
                        num_samples=int(samples.size), duration_s=samples.size / SAMPLE_RATE)
+
+
+@STAGES.register(StageName.audio)
+class AudioStage(Stage):
+    """The audio track decoded once, for every audio stage after it."""
+
+    name = StageName.audio
+    placement = "media"
+    reads = ("acquired",)
+    hands_off = ("audio",)
+
+    def process(self, item: VideoItem) -> StageResult:
+        acquired: Acquired = item.value("acquired")
+        audio = decode_audio(item.work_dir / acquired.media_path, item.work_dir, acquired.video_id)
+        return StageResult(handoff={"audio": audio}, counts={"audio_s": audio.duration_s, "decode_passes": 1})

@@ -4,17 +4,17 @@ Built from records only: narration is the ASR text of the clip; the other four a
 filed under that axis, strongest first, each with the times it is heard (seconds on the source timeline). The
 ``sentence`` is a short rendering of the top item per axis, for the fusion prompt and for people.
 
-A video gets audio captions only when both audio stages heard it (``caption_video``): a caption built without the
-transcript would say "no narration" where there may be some, and one without the tagger would say nothing about
-the sound as if there were none. The stage that failed has its own dead letter saying why captions are missing.
+A video gets audio captions only when both audio stages heard it (see ``AudioCaptionStage``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from schemas.handoff import ASROutput, AudioEventsOutput
-from schemas.records import AudioAxis, AudioCaption, AudioEvent, Clip, SpeechSegment
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import StageResult, VideoItem
+from schemas.records import AudioAxis, AudioCaption, AudioEvent, Clip, SpeechSegment, StageName
 
 MIN_SCORE = 0.2  # weaker events are noise from the tagger, not something to tell a caption writer
 MAX_LABELS_PER_AXIS = 3
@@ -98,8 +98,19 @@ def caption_clips(clips: list[Clip], speech: list[SpeechSegment], events: list[A
             for c in sorted(clips, key=lambda c: c.start_s)]
 
 
-def caption_video(clips: list[Clip], asr: ASROutput, events: AudioEventsOutput) -> list[AudioCaption]:
-    """One video's audio captions from its two audio stages' outputs; none when either stage failed."""
-    if asr.failed or events.failed:
-        return []
-    return caption_clips(clips, asr.speech, events.events)
+@STAGES.register(StageName.audio_caption)
+class AudioCaptionStage(Stage):
+    """Code over the two audio stages' rows. It runs on a video only when both heard it (the pipeline runs a stage
+    only when every stage it reads from did its work): a caption built without the transcript would say "no
+    narration" where there may be some, and one without the tagger would say nothing about the sound as if there
+    were none. The stage that failed has its own dead letter saying why captions are missing."""
+
+    name = StageName.audio_caption
+    title = "audio captions"
+    placement = "driver"
+    reads = ("clips", "speech", "audio_events")
+    writes = {"audio_captions": AudioCaption}
+
+    def process(self, item: VideoItem) -> StageResult:
+        return StageResult(tables={"audio_captions": caption_clips(item.clips, item.rows("speech"),
+                                                                   item.rows("audio_events"))})

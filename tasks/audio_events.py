@@ -7,22 +7,20 @@ stays bounded on long videos; the spans are shifted back onto the source timelin
 
 from __future__ import annotations
 
-import logging
-import time
+from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from infra.audio_io import SAMPLE_RATE, clip_chunks, load_audio
-from infra.errors import PermanentError, dead_letter_from_exception
-from infra.worker import StageWorker
-from schemas.handoff import AudioEventsOutput, VideoMedia, VideoWork
-from schemas.records import AudioEvent, Clip, Stage
+from infra.errors import PermanentError
+from infra.pipeline import STAGES
+from infra.markdown import top_counts
+from infra.stage import Stage
+from schemas.handoff import StageResult, StageStats, VideoItem
+from schemas.records import AudioEvent, Clip, StageName
 from schemas.settings import AudioTagger
 from tasks.taggers import TAGGERS, Span, Tagger
-
-log = logging.getLogger("saven.audio_events")
 
 MIN_EVENT_S = 0.05  # a clip-cut piece shorter than this is a rounding artefact, not an event
 
@@ -41,38 +39,39 @@ def events_for_clips(spans: list[Span], video_id: str, clips: list[Clip], tagger
     return out
 
 
-def tag_video(tagger: Tagger, media: VideoMedia | Path, video_id: str, clips: list[Clip],
-              chunk_s: float = AudioTagger().chunk_s) -> AudioEventsOutput:
-    """Audio events of one video's clips (``media``: its audio, or a local folder holding it), tagged in chunks of
-    up to ``chunk_s`` seconds; a failure is a dead letter for the video, never an exception."""
-    t0 = time.perf_counter()
-    try:
-        if not isinstance(media, VideoMedia):
-            media = VideoMedia.from_folder(media, video_id, [])
-        if media.audio is None:
-            raise PermanentError(Stage.audio_events, video_id, "no decoded audio; the audio stage must run first",
-                                 error_class="audio_missing")
-        path = media.audio
-        spans = [replace(sp, start_s=sp.start_s + start, end_s=sp.end_s + start)
-                 for start, end in clip_chunks(clips, chunk_s)
-                 for sp in tagger.tag(np.asarray(load_audio(path, start, end), dtype=np.float32))]
-        events = events_for_clips(spans, video_id, clips, tagger.name)
-        audio_s = load_audio(path).shape[0] / SAMPLE_RATE
-    except Exception as exc:  # noqa: BLE001 — one bad video must not stop the actor
-        if not isinstance(exc, PermanentError):
-            log.exception("audio tagging failed for %s", video_id)
-        return AudioEventsOutput(video_id=video_id, seconds=time.perf_counter() - t0,
-                                 dead_letters=[dead_letter_from_exception(exc, Stage.audio_events, video_id)])
-    return AudioEventsOutput(video_id=video_id, events=events, audio_s=audio_s,
-                             seconds=time.perf_counter() - t0)
+def tag_video(tagger: Tagger, audio: np.ndarray | None, video_id: str, clips: list[Clip],
+              chunk_s: float = AudioTagger().chunk_s) -> tuple[list[AudioEvent], float]:
+    """Audio events of one video's clips from its 16 kHz audio, tagged in chunks of up to ``chunk_s`` seconds;
+    also the audio's length in seconds."""
+    if audio is None:
+        raise PermanentError(StageName.audio_events, video_id, "no decoded audio; the audio stage must run first",
+                             error_class="audio_missing")
+    spans = [replace(sp, start_s=sp.start_s + start, end_s=sp.end_s + start)
+             for start, end in clip_chunks(clips, chunk_s)
+             for sp in tagger.tag(np.asarray(load_audio(audio, start, end), dtype=np.float32))]
+    return events_for_clips(spans, video_id, clips, tagger.name), load_audio(audio).shape[0] / SAMPLE_RATE
 
 
-class AudioEventsWorker(StageWorker[AudioEventsOutput]):
-    """Holds one tagger for its lifetime; processes many videos."""
+@STAGES.register(StageName.audio_events)
+class AudioEventsStage(Stage):
+    """Holds one tagger for its lifetime; tags many videos."""
 
-    stage = Stage.audio_events
-    cfg: AudioTagger
+    name = StageName.audio_events
+    title = "audio events"
+    placement = "actor"
+    section = "audio_tagger"
     backends = TAGGERS
+    reads = ("clips",)
+    writes = {"audio_events": AudioEvent}
+    model_column = ("audio_events", "tagger")
 
-    def process(self, work: VideoWork, media: VideoMedia) -> AudioEventsOutput:
-        return tag_video(self.backend, media, work.video_id, work.clips, self.cfg.chunk_s)
+    def process(self, item: VideoItem) -> StageResult:
+        events, audio_s = tag_video(self.backend, item.load_media().audio, item.video_id, item.clips,
+                                    self.cfg.chunk_s)
+        return StageResult(tables={"audio_events": events}, counts={"audio_s": audio_s},
+                           tallies={"label": dict(Counter(e.label for e in events))})
+
+    @classmethod
+    def report_lines(cls, stats: StageStats) -> list[str]:
+        labels = stats.tally("label")
+        return [f"Audio events: {sum(labels.values())}; most frequent: {top_counts(labels)}."]

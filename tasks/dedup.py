@@ -21,8 +21,14 @@ from typing import Iterable
 
 import numpy as np
 
-from schemas.records import DedupDecision, KeyframeHash, VideoRecord
-from schemas.settings import Dedup
+from infra.errors import PermanentError
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import StageResult, VideoItem
+from schemas.records import DUPLICATE, DedupDecision, KeyframeHash, StageName, VideoRecord
+from schemas.settings import Dedup, Settings
+from schemas.shards import read_table
+from schemas.store import DatasetLike, DatasetStore
 from tasks.fingerprint import hamming
 
 METHOD = "dhash64"
@@ -130,3 +136,57 @@ class DedupIndex:
                 flags.append(DedupDecision(video_id=own[0].video_id, clip_id=clip_id, kind="clip",
                                            kept_id=self._clips[j], distance=float(nearest[j]), method=METHOD))
         return flags
+
+
+def load_dedup_index(dataset: DatasetLike, cfg: Dedup) -> DedupIndex:
+    """The committed videos' checksums, durations and keyframe hashes (two columns' worth of reading)."""
+    store = DatasetStore.of(dataset)
+    index = DedupIndex(cfg)
+    videos = read_table(store, "videos", VideoRecord).select(["video_id", "sha256", "duration_s"]).to_pylist()
+    hashes: dict[str, list[KeyframeHash]] = {}
+    for row in read_table(store, "fingerprints", KeyframeHash).to_pylist():
+        hashes.setdefault(row["video_id"], []).append(KeyframeHash.model_validate(row))
+    for v in videos:
+        record = VideoRecord.model_construct(video_id=v["video_id"], sha256=v["sha256"], duration_s=v["duration_s"])
+        index.add(record, hashes.get(v["video_id"], []))
+    return index
+
+
+class DuplicateVideo(PermanentError):
+    """The same video as one already kept: not a failure, but it is not committed again."""
+
+    def __init__(self, decision: DedupDecision):
+        super().__init__(StageName.acquire, decision.video_id,
+                         f"duplicate_of={decision.kept_id}: the same video ({decision.kind}, {decision.method} "
+                         f"distance {decision.distance:g})", detail=decision.model_dump_json(),
+                         error_class=DUPLICATE)
+        self.decision = decision
+
+
+@STAGES.register(StageName.dedup)
+class DedupStage(Stage):
+    """Each downloaded video against the dataset's and the run's: a duplicate leaves the run (a dead letter
+    ``duplicate_of=<kept id>``); a clip that repeats kept footage is recorded and gets no QA. One index per run,
+    loaded once from the committed videos (the stage lives in the driver for the whole run)."""
+
+    name = StageName.dedup
+    title = "deduplication"
+    placement = "driver"
+    section = "dedup"
+    required = True  # a duplicate is not committed
+    reads = ("videos", "fingerprints")
+    writes = {"dedup": DedupDecision}
+
+    @classmethod
+    def enabled(cls, settings: Settings) -> bool:
+        return settings.dedup.enabled
+
+    def setup(self) -> None:
+        self.index = load_dedup_index(self.context.dataset, self.cfg) if self.context.dataset else \
+            DedupIndex(self.cfg)
+
+    def process(self, item: VideoItem) -> StageResult:
+        duplicate, repeats = self.index.check(item.rows("videos")[0], item.rows("fingerprints"))
+        if duplicate is not None:
+            raise DuplicateVideo(duplicate)
+        return StageResult(tables={"dedup": repeats}, counts={"clips_repeating_kept_footage": len(repeats)})

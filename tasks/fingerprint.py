@@ -10,8 +10,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from schemas.handoff import VideoMedia
-from schemas.records import Clip, KeyframeHash
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import StageResult, VideoItem, VideoMedia
+from schemas.records import Clip, KeyframeHash, StageName
 
 
 def dhash(image: np.ndarray) -> int:
@@ -48,3 +50,18 @@ def keyframe_hashes(media: VideoMedia, clips: list[Clip]) -> list[KeyframeHash]:
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise Hamming distances between two arrays of uint64 hashes: shape (len(a), len(b))."""
     return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.int16)
+
+
+
+@STAGES.register(StageName.fingerprint)
+class FingerprintStage(Stage):
+    """A dHash per keyframe: what deduplication compares."""
+
+    name = StageName.fingerprint
+    placement = "media"
+    reads = ("clips",)
+    writes = {"fingerprints": KeyframeHash}
+
+    def process(self, item: VideoItem) -> StageResult:
+        media = item.media or VideoMedia.from_folder(item.work_dir, item.video_id, item.clips)
+        return StageResult(tables={"fingerprints": keyframe_hashes(media, item.clips)})

@@ -8,19 +8,19 @@ A clip whose request fails after retries, or whose inputs are missing, becomes a
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.records import (AudioCaption, Clip, ClipDescription, DeadLetter, SpeechSegment, Stage, VisualCaption,
+from schemas.records import (AudioCaption, Clip, ClipDescription, DeadLetter, SpeechSegment, StageName, VisualCaption,
                              hms, utc_now)
-from schemas.settings import LLM
-from infra.errors import StageError
 from infra.llm_client import LLMClient, LLMPermanentError
+from infra.llm_stage import LLMStage
+from infra.pipeline import STAGES
+from infra.stage import gather_guarded
+from schemas.handoff import StageResult, StageStats, VideoItem
 from tasks.clip_facts import keys_of, sights_of, sounds_of
 from tasks.grounding import ungrounded_names, words
 from tasks.prompts import load_prompt, quote_data
@@ -62,13 +62,6 @@ class ClipInputs(BaseModel):
     speech: list[SpeechSegment] = Field(default_factory=list)
 
 
-class FuseResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    descriptions: list[ClipDescription] = Field(default_factory=list)
-    dead_letters: list[DeadLetter] = Field(default_factory=list)
-    llm: dict[str, int] = Field(default_factory=dict)  # client counters after the run
-
-
 def group_inputs(clips: Sequence[Clip], visual_captions: Iterable[VisualCaption],
                  audio_captions: Iterable[AudioCaption], speech: Iterable[SpeechSegment],
                  ) -> tuple[list[ClipInputs], list[DeadLetter]]:
@@ -85,7 +78,7 @@ def group_inputs(clips: Sequence[Clip], visual_captions: Iterable[VisualCaption]
         missing = [name for name, ok in (("visual caption", bool(visual[clip.clip_id])),
                                          ("audio caption", clip.clip_id in audio)) if not ok]
         if missing:
-            dead.append(DeadLetter(stage=Stage.fuse, video_id=clip.video_id, item_id=clip.clip_id,
+            dead.append(DeadLetter(stage=StageName.fuse, video_id=clip.video_id, item_id=clip.clip_id,
                                    error_class="MissingInput", message=f"clip has no {' and no '.join(missing)}",
                                    failed_at=utc_now()))
             continue
@@ -152,16 +145,17 @@ def fused_text(clip: Clip, body: str) -> str:
     return f"From {hms(clip.start_s)} to {hms(clip.end_s)}: {body}"
 
 
-def _reply_parser(inputs: ClipInputs):
+def _reply_parser(inputs: ClipInputs, vocabulary: frozenset[str]):
     """The reply parsed (``parse_description``); usable when the body exists once a prefix is removed, names nothing
-    perception did not report, and says something of what is seen and of what is heard (when the clip has either)."""
+    perception did not report (``vocabulary``: what the run's perception models can name), and says something of
+    what is seen and of what is heard (when the clip has either)."""
     known = perception_texts(inputs)
     data = clip_data(inputs)
 
     def parse(text: str) -> str:
         description = parse_description(text)
         body = fused_text(inputs.clip, description).split(": ", 1)[1]
-        invented = ungrounded_names(body, known)
+        invented = ungrounded_names(body, known, vocabulary=vocabulary)
         if invented:
             raise ValueError(f"names what perception never reported: {invented}")
         said = words(body)
@@ -182,7 +176,7 @@ def visual_text(captions: Sequence[VisualCaption]) -> str:
     return " ".join(t if t.endswith((".", "!", "?")) else t + "." for t in seen)
 
 
-async def fuse_clip(client: LLMClient, inputs: ClipInputs) -> ClipDescription:
+async def fuse_clip(client: LLMClient, inputs: ClipInputs, vocabulary: frozenset[str]) -> ClipDescription:
     """One clip's description; raises a ``StageError`` (with the attempt count) when the server cannot be reached.
 
     A reply that invents (or ignores a modality) is asked for once more; if the second is no better, the clip gets
@@ -191,9 +185,9 @@ async def fuse_clip(client: LLMClient, inputs: ClipInputs) -> ClipDescription:
     clip, audio = inputs.clip, inputs.audio
     try:
         reply = await client.complete_text(
-            render_messages(inputs), _reply_parser(inputs), reply_name="fused_clip", stage=Stage.fuse,
-            subject=clip.video_id, item_id=clip.clip_id, max_invalid_retries=INVALID_RETRIES,
-            max_tokens=MAX_REPLY_TOKENS)
+            render_messages(inputs), _reply_parser(inputs, vocabulary), reply_name="fused_clip",
+            stage=StageName.fuse, subject=clip.video_id, item_id=clip.clip_id,
+            max_invalid_retries=INVALID_RETRIES, max_tokens=MAX_REPLY_TOKENS)
         body, model = reply.value, client.model
     except LLMPermanentError as exc:
         if exc.error_class != "InvalidReply":
@@ -206,30 +200,32 @@ async def fuse_clip(client: LLMClient, inputs: ClipInputs) -> ClipDescription:
         fused=fused_text(clip, body), model=model)
 
 
-async def fuse_clips(client: LLMClient, inputs: Sequence[ClipInputs]) -> FuseResult:
-    """All clips concurrently (the client bounds the concurrency); failures become dead letters."""
-    outcomes = await asyncio.gather(*(fuse_clip(client, i) for i in inputs), return_exceptions=True)
-    result = FuseResult()
-    for outcome in outcomes:
-        if isinstance(outcome, StageError):
-            result.dead_letters.append(outcome.to_dead_letter())
-        elif isinstance(outcome, BaseException):
-            raise outcome  # a bug, not a data problem: fail loudly
-        else:
-            result.descriptions.append(outcome)
-    result.llm = client.stats.snapshot()
-    return result
+async def fuse_clips(client: LLMClient, inputs: Sequence[ClipInputs], vocabulary: frozenset[str]
+                     ) -> tuple[list[ClipDescription], list[DeadLetter]]:
+    """All clips concurrently (the client bounds the concurrency); a clip that fails is a dead letter."""
+    return await gather_guarded(StageName.fuse, inputs, lambda i: fuse_clip(client, i, vocabulary),
+                                key=lambda i: (i.clip.video_id, i.clip.clip_id))
 
 
-def run_fuse(inputs: Sequence[ClipInputs], *, llm: LLM, cache_path: Path | None) -> FuseResult:
-    """Synchronous stage entry point (one client for the whole batch so requests from all videos share the server)."""
-    client = LLMClient.from_settings(llm, cache_path=cache_path)
+@STAGES.register(StageName.fuse)
+class FuseStage(LLMStage):
+    """Per-clip audio-visual fusion on the LLM server: every clip of the batch's videos in flight at once."""
 
-    async def main() -> FuseResult:
-        async with client:
-            return await fuse_clips(client, inputs)
+    name = StageName.fuse
+    title = "fusion"
+    reads = ("clips", "visual_captions", "audio_captions", "speech")
+    writes = {"descriptions": ClipDescription}
 
-    try:
-        return asyncio.run(main())
-    finally:
-        client.close()
+    async def process_async(self, item: VideoItem) -> StageResult:
+        inputs, missing = group_inputs(item.clips, item.rows("visual_captions"), item.rows("audio_captions"),
+                                       item.rows("speech"))
+        described, dead = await fuse_clips(self.client, inputs, self.context.vocabulary)
+        return StageResult(tables={"descriptions": sorted(described, key=lambda d: d.start_s)},
+                           dead_letters=missing + dead,
+                           counts={"from_facts": sum(1 for d in described if d.model == FACTS_MODEL)})
+
+    @classmethod
+    def report_lines(cls, stats: StageStats) -> list[str]:
+        described, from_facts = stats.rows["descriptions"], stats.counts["from_facts"]
+        return [f"Fused descriptions: {described - from_facts:g} by the LLM, {from_facts:g} written from the clip "
+                "facts (the LLM's replies named what perception never reported)."]

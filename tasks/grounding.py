@@ -11,17 +11,18 @@ their objects and OCR text, the transcript, the audio event labels) does not:
   detector or the tagger to have reported one. Other words (verbs, adjectives, abstract nouns) are not judged:
   without a tagger of parts of speech they cannot be told from content, and they are not what small models invent.
 
-The vocabulary is read from the model cache (ImageNet labels, AudioSet class map); without those files only COCO's
-classes are known.
+The vocabulary is that of the backends the profile runs: each perception backend declares the class names it can
+report (``vocabulary``), and the run joins those of its stages (``infra.pipeline.Pipeline.labels``).
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Iterable
 
-from tasks.captioners.coco import COCO_LABELS, plural
+from infra.pipeline import Pipeline
+from schemas.settings import Settings
+
 
 WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
 NUMBER_RE = re.compile(r"(?<![\d:.])\d+(?:\.\d+)?(?![\d:])")
@@ -75,23 +76,19 @@ def head_nouns(label: str) -> set[str]:
     return out
 
 
-@lru_cache(maxsize=1)
-def nameable() -> frozenset[str]:
-    """Head nouns of every class the embedded perception models can name, minus generic words and verbs."""
-    names: list[str] = [n for label in COCO_LABELS.values() for n in (label, plural(label))]
-    try:
-        from infra.model_cache import model_path
-
-        labels = (model_path("efficientnet-lite3") / "efficientnet_labels.txt").read_text(encoding="utf-8")
-        names += [part for line in labels.splitlines() for part in line.split(",")]
-        from tasks.taggers.yamnet import read_class_map
-
-        names += [part for label in read_class_map(model_path("yamnet") / "yamnet_class_map.csv")
-                  for part in label.split(",")]
-    except Exception:  # noqa: BLE001 — no model cache: COCO's classes only
-        pass
+def nameable_words(labels: Iterable[str]) -> frozenset[str]:
+    """The head nouns of class names (``labels``: what the run's perception models can report, each stage's
+    backend declares them), minus generic words, verbs and the words of a question: what a text may name only when
+    the video's perception reported it."""
+    names = [part for label in labels for part in label.split(",")]
     vocab = {w for name in names for w in head_nouns(name) if len(w) >= 3}
     return frozenset(vocab - {_norm(g) for g in GENERIC | VERBS} - {_norm(w) for w in CAPITALISED_OK})
+
+
+def run_vocabulary(settings: Settings) -> frozenset[str]:
+    """What a run of ``settings`` may name only when perception reported it: ``nameable_words`` of the labels its
+    pipeline's backends declare."""
+    return nameable_words(Pipeline.from_settings(settings).labels(settings))
 
 
 def _digits(text: str) -> set[str]:
@@ -119,12 +116,13 @@ def _capitalised(text: str) -> set[str]:
     return out
 
 
-def ungrounded_names(text: str, timeline: Iterable[str]) -> list[str]:
-    """The names, numbers and nameable things ``text`` mentions that no ``timeline`` text has, sorted."""
+def ungrounded_names(text: str, timeline: Iterable[str], *, vocabulary: frozenset[str]) -> list[str]:
+    """The names, numbers and nameable things (``vocabulary``, from ``nameable_words``) ``text`` mentions that no
+    ``timeline`` text has, sorted."""
     text = IDS_RE.sub(" ", text)
     known_text = " ".join(timeline)
     known = words(known_text)
     missing = {w for w in _capitalised(text) if w not in known}
     missing |= _digits(text) - _known_numbers(known_text)
-    missing |= {w for w in words(text) & nameable() if w not in known}
+    missing |= {w for w in words(text) & vocabulary if w not in known}
     return sorted(missing)

@@ -22,7 +22,7 @@ import numpy as np
 from infra.errors import PermanentError
 from infra.frame_reader import FrameReader
 from schemas.paths import keyframe_dir, keyframe_path
-from schemas.records import Clip, Stage
+from schemas.records import Clip, StageName
 
 JPEG_QUALITY = 90
 
@@ -131,7 +131,7 @@ def extract_keyframes(media_path: Path, clips: list[Clip], dataset_dir: Path, *,
         if i in needed:
             ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             if not ok:
-                raise PermanentError(Stage.keyframes, video_id, "JPEG encoding failed")
+                raise PermanentError(StageName.keyframes, video_id, "JPEG encoding failed")
             frames[i] = buf.tobytes()
     out = []
     for clip in clips:

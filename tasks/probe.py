@@ -14,9 +14,12 @@ from pathlib import Path
 import ffmpeg
 
 from infra.errors import PermanentError
-from schemas.handoff import ProbeResult
-from schemas.records import Stage
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import ProbeResult, StageResult, VideoItem
+from schemas.records import StageName, VideoRecord
 from schemas.settings import Acquire
+from tasks.acquire import Acquired
 
 
 def _ffprobe(path: Path, **kwargs) -> dict:
@@ -75,26 +78,26 @@ def probe(path: Path, source_id: str) -> ProbeResult:
     """Facts about ``path``; a file that is not a playable video raises ``PermanentError`` with the reason."""
     path = Path(path).resolve()
     if not path.is_file():
-        raise PermanentError(Stage.probe, source_id, f"media file not found: {path.name}", error_class="missing_file")
+        raise PermanentError(StageName.probe, source_id, f"media file not found: {path.name}", error_class="missing_file")
     size = path.stat().st_size
     if size == 0:
-        raise PermanentError(Stage.probe, source_id, "media file is empty (0 bytes)", error_class="empty_file")
+        raise PermanentError(StageName.probe, source_id, "media file is empty (0 bytes)", error_class="empty_file")
     try:
         data = _ffprobe(path)
     except ffmpeg.Error as exc:
-        raise PermanentError(Stage.probe, source_id, f"not a readable media file: {_error_text(exc, path)}",
+        raise PermanentError(StageName.probe, source_id, f"not a readable media file: {_error_text(exc, path)}",
                              error_class="not_media") from exc
     streams = data.get("streams", [])
     fmt = data.get("format", {})
     video = next((s for s in streams if s.get("codec_type") == "video"
                   and not (s.get("disposition") or {}).get("attached_pic")), None)
     if video is None:
-        raise PermanentError(Stage.probe, source_id, "no video stream (audio-only or not a video)",
+        raise PermanentError(StageName.probe, source_id, "no video stream (audio-only or not a video)",
                              error_class="no_video_stream")
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
     rate = _rate(video)
     if width <= 0 or height <= 0 or rate is None:
-        raise PermanentError(Stage.probe, source_id,
+        raise PermanentError(StageName.probe, source_id,
                              f"video stream has no usable size/frame rate ({width}x{height}, {rate})",
                              error_class="bad_video_stream")
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
@@ -106,10 +109,10 @@ def probe(path: Path, source_id: str) -> ProbeResult:
         try:
             duration, source = _packet_duration(path), "packets"
         except ffmpeg.Error as exc:
-            raise PermanentError(Stage.probe, source_id, f"cannot read packets: {_error_text(exc, path)}",
+            raise PermanentError(StageName.probe, source_id, f"cannot read packets: {_error_text(exc, path)}",
                                  error_class="not_media") from exc
     if not duration:
-        raise PermanentError(Stage.probe, source_id, "cannot determine a duration (no packets with timestamps)",
+        raise PermanentError(StageName.probe, source_id, "cannot determine a duration (no packets with timestamps)",
                              error_class="no_duration")
     return ProbeResult(
         duration_s=duration, duration_from=source, video_duration_s=_float(video.get("duration")),
@@ -127,11 +130,42 @@ def probe(path: Path, source_id: str) -> ProbeResult:
 def check_duration(facts: ProbeResult, cfg: Acquire, video_id: str) -> None:
     """Sources whose extractor stated no duration are checked once probed (the media chain removes the file)."""
     if facts.duration_s > cfg.max_duration_s:
-        raise PermanentError(Stage.acquire, video_id, f"too long: {facts.duration_s:.0f} s > "
+        raise PermanentError(StageName.acquire, video_id, f"too long: {facts.duration_s:.0f} s > "
                              f"max_duration_s {cfg.max_duration_s:.0f} s", error_class="too_long")
 
 
 def require_audio(facts: ProbeResult, video_id: str) -> None:
     if not facts.has_audio:
-        raise PermanentError(Stage.audio, video_id, "the video has no audio stream; an audio-visual dataset needs "
+        raise PermanentError(StageName.audio, video_id, "the video has no audio stream; an audio-visual dataset needs "
                              "sound for ASR, audio captions and AV questions", error_class="no_audio_stream")
+
+
+def video_record(acquired: Acquired, facts: ProbeResult) -> VideoRecord:
+    """The ``videos`` row: what acquisition learned joined with what the probe measured."""
+    return VideoRecord(
+        video_id=acquired.video_id, source=acquired.source, extractor=acquired.extractor, title=acquired.title,
+        uploader=acquired.uploader, upload_date=acquired.upload_date, license=acquired.license,
+        webpage_url=acquired.webpage_url, media_path=acquired.media_path, duration_s=facts.duration_s,
+        fps=facts.fps, width=facts.width, height=facts.height, has_audio=facts.has_audio,
+        size_bytes=acquired.size_bytes, sha256=acquired.sha256, acquired_at=acquired.acquired_at,
+    )
+
+
+@STAGES.register(StageName.probe)
+class ProbeStage(Stage):
+    """ffprobe's facts about the acquired file; a file too long, or without sound, leaves the run here."""
+
+    name = StageName.probe
+    placement = "media"
+    section = "acquire"  # the limits it checks (max_duration_s) are acquisition's
+    reads = ("acquired",)
+    writes = {"videos": VideoRecord}
+    hands_off = ("probe",)
+
+    def process(self, item: VideoItem) -> StageResult:
+        acquired: Acquired = item.value("acquired")
+        facts = probe(item.work_dir / acquired.media_path, acquired.video_id)
+        check_duration(facts, self.cfg, acquired.video_id)
+        require_audio(facts, acquired.video_id)
+        return StageResult(tables={"videos": [video_record(acquired, facts)]}, handoff={"probe": facts},
+                           counts={"video_s": facts.duration_s})

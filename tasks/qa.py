@@ -24,16 +24,19 @@ import hashlib
 import random
 import re
 from collections import Counter
-from pathlib import Path
+from dataclasses import replace
 from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.records import KIND_OF_TYPE, ClipDescription, DeadLetter, QAItem, QAType, Stage, VideoRecord, utc_now
-from schemas.settings import LLM
-from schemas.settings import QAOptions  # noqa: F401  (re-exported: the QA stage's options live in the profile)
+from schemas.records import KIND_OF_TYPE, ClipDescription, DeadLetter, QAItem, QAType, StageName, VideoRecord, utc_now
+from schemas.handoff import StageResult, StageStats, VideoItem
+from schemas.settings import QAOptions
 from infra.errors import StageError
 from infra.llm_client import LLMClient
+from infra.llm_stage import LLMStage
+from infra.markdown import escape_cell, table
+from infra.pipeline import STAGES
 from tasks.clip_facts import facts_of
 from tasks.prompts import load_prompt, quote_data
 from tasks.qa_checks import (LEADING_ANCHOR_RE, CheckOutcome, QADraft, VideoContext, question_key, run_checks)
@@ -56,15 +59,6 @@ class QAResult(BaseModel):
     skipped_types: dict[str, str] = Field(default_factory=dict)  # type -> why no question was asked
     drafts: int = 0  # phrased questions that went through the checks
     check_failures: dict[str, int] = Field(default_factory=dict)  # check name -> drafts it rejected
-
-
-class QABatch(BaseModel):
-    """The QA of a batch's videos and the LLM counters of the one client they shared (per-video counters do not
-    exist: the videos' requests interleave)."""
-
-    model_config = ConfigDict(extra="forbid")
-    results: list[QAResult]
-    llm: dict[str, int] = Field(default_factory=dict)
 
 
 # -- pure helpers ----------------------------------------------------------------------------------------------
@@ -151,13 +145,13 @@ def draft_of(video_id: str, planned: PlannedQuestion, stem: str, *, seed: int) -
 
 
 def check_dead_letter(draft: QADraft, failed: Sequence[tuple[str, str]]) -> DeadLetter:
-    return DeadLetter(stage=Stage.qa, video_id=draft.video_id, item_id=qa_id_for(draft.video_id, draft.question),
+    return DeadLetter(stage=StageName.qa, video_id=draft.video_id, item_id=qa_id_for(draft.video_id, draft.question),
                       error_class=f"check:{failed[0][0]}", message="; ".join(f"{n}: {r}" for n, r in failed),
                       failed_at=utc_now(), detail=draft.model_dump_json())
 
 
 def missing_line_dead_letter(video_id: str, planned: PlannedQuestion) -> DeadLetter:
-    return DeadLetter(stage=Stage.qa, video_id=video_id, error_class="NoLineForCard",
+    return DeadLetter(stage=StageName.qa, video_id=video_id, error_class="NoLineForCard",
                       message=f"the reply had no line for the {planned.type.value} question of clip(s) "
                               f"{', '.join(planned.clip_ids)}", failed_at=utc_now())
 
@@ -189,7 +183,7 @@ async def _phrase(client: LLMClient, video_id: str, cards: list[PlannedQuestion]
     try:
         reply = await client.complete_text(
             render_messages(cards), parse_questions(len(cards)), reply_name=f"qa_questions_{len(cards)}",
-            stage=Stage.qa, subject=video_id, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE,
+            stage=StageName.qa, subject=video_id, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE,
             temperature=min(1.0, client.temperature + round_no * ATTEMPT_TEMPERATURE_STEP),
             max_tokens=len(cards) * options.tokens_per_question + 16, accept_cut=True)
     except StageError as exc:
@@ -198,13 +192,14 @@ async def _phrase(client: LLMClient, video_id: str, cards: list[PlannedQuestion]
 
 
 async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[ClipDescription],
-                      options: QAOptions | None = None) -> QAResult:
-    """QA for one video from its timeline; every failure is a dead letter, the run always completes."""
+                      options: QAOptions | None = None, *, vocabulary: frozenset[str]) -> QAResult:
+    """QA for one video from its timeline; every failure is a dead letter, the run always completes.
+    ``vocabulary``: what the run's perception models can name (``tasks.grounding``)."""
     options = options or QAOptions()
     result = QAResult(video_id=video.video_id)
     timeline = sorted((c for c in timeline if c.video_id == video.video_id), key=lambda c: c.start_s)
     if not timeline:
-        result.dead_letters.append(DeadLetter(stage=Stage.qa, source_id=video.source, video_id=video.video_id,
+        result.dead_letters.append(DeadLetter(stage=StageName.qa, source_id=video.source, video_id=video.video_id,
                                               error_class="EmptyTimeline",
                                               message="no clip descriptions for this video", failed_at=utc_now()))
         return result
@@ -216,7 +211,7 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
                                      f"options of which exactly one is true"
                             for t in options.types if not plan.candidates.get(t)}
 
-    ctx = VideoContext(video.video_id, video.duration_s, tuple(timeline))
+    ctx = VideoContext(video.video_id, video.duration_s, tuple(timeline), vocabulary=vocabulary)
     accepted: Counter[QAType] = Counter()
     keys: list[str] = []
     failures: Counter[str] = Counter()
@@ -240,8 +235,7 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
                     plan.give_back(planned)
                     continue
                 draft = draft_of(video.video_id, planned, stem, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE)
-                outcome: CheckOutcome = run_checks(draft, VideoContext(ctx.video_id, ctx.duration_s, ctx.clips,
-                                                                       tuple(keys)))
+                outcome: CheckOutcome = run_checks(draft, replace(ctx, accepted_questions=tuple(keys)))
                 result.drafts += 1
                 failures.update(name for name, _ in outcome.failed)
                 if not outcome.ok:
@@ -259,22 +253,32 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
     return result
 
 
-async def generate_qa_many(client: LLMClient, videos: Sequence[tuple[VideoRecord, Sequence[ClipDescription]]],
-                           options: QAOptions | None = None) -> list[QAResult]:
-    return list(await asyncio.gather(*(generate_qa(client, v, t, options) for v, t in videos)))
+@STAGES.register(StageName.qa)
+class QAStage(LLMStage):
+    """Questions of every paper type per video, planned from the clip facts, phrased by the LLM, checked in code.
+    A clip that repeats footage already in the dataset is described, but no question is written about it again."""
 
+    name = StageName.qa
+    title = "QA"
+    section = "qa"
+    reads = ("videos", "descriptions", "dedup")
+    writes = {"qa": QAItem}
 
-def run_qa(videos: Sequence[tuple[VideoRecord, Sequence[ClipDescription]]], *, llm: LLM, cache_path: Path | None,
-           options: QAOptions | None = None) -> QABatch:
-    """Synchronous stage entry point: all videos of a batch share one client, so the server sees them together."""
-    client = LLMClient.from_settings(llm, cache_path=cache_path)
+    async def process_async(self, item: VideoItem) -> StageResult:
+        repeated = {r.clip_id for r in item.rows("dedup")}
+        timeline = sorted((d for d in item.rows("descriptions") if d.clip_id not in repeated), key=lambda d: d.start_s)
+        result = await generate_qa(self.client, item.rows("videos")[0], timeline, self.cfg,
+                                   vocabulary=self.context.vocabulary)
+        return StageResult(tables={"qa": result.items}, dead_letters=result.dead_letters,
+                           counts={"drafts": result.drafts},
+                           tallies={"check_failures": result.check_failures,
+                                    "type": dict(Counter(i.type.value for i in result.items))})
 
-    async def main() -> list[QAResult]:
-        async with client:
-            return await generate_qa_many(client, videos, options)
-
-    try:
-        results = asyncio.run(main())
-    finally:
-        client.close()
-    return QABatch(results=results, llm=client.stats.snapshot())
+    @classmethod
+    def report_lines(cls, stats: StageStats) -> list[str]:
+        drafts = stats.counts["drafts"]
+        rows = [[escape_cell(name), n, f"{1 - n / drafts:.3f}" if drafts else "-"]
+                for name, n in stats.tally("check_failures").most_common()]
+        return [f"QA: {stats.rows['qa']} of {drafts:g} phrased questions accepted.",
+                table(["QA check", "drafts rejected", "pass rate"], rows or [["-", 0, "-"]]),
+                table(["QA type", "items"], sorted(stats.tally("type").items()) or [["-", 0]])]

@@ -65,6 +65,9 @@ class VideoContext:
     duration_s: float
     clips: tuple[ClipDescription, ...]  # every clip of the video with a description
     accepted_questions: tuple[str, ...] = ()  # ``question_key`` of the items already accepted for this video
+    # What the run's perception models can name (``tasks.grounding.nameable_words``): a word of it that the video's
+    # perception never reported is an invention.
+    vocabulary: frozenset[str] = frozenset()
     by_id: dict[str, ClipDescription] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -289,7 +292,7 @@ def names_only_what_the_timeline_has(d: QADraft, ctx: VideoContext) -> str | Non
     text = d.question
     if d.type != QAType.temporal_grounding and 0 <= d.answer_index < len(d.options):
         text += " " + d.options[d.answer_index]
-    missing = ungrounded_names(text, timeline)
+    missing = ungrounded_names(text, timeline, vocabulary=ctx.vocabulary)
     if missing:
         return f"names what the video's perception never reported: {missing}"
     return None

@@ -26,9 +26,11 @@ import cv2
 from scenedetect import FrameTimecode
 
 from infra.frame_reader import FrameReader, SideOutput, scaled_size
-from schemas.handoff import ProbeResult, SegmentResult
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import ProbeResult, SegmentResult, StageResult, VideoItem
 from schemas.paths import keyframe_dir
-from schemas.records import Clip, clip_id
+from schemas.records import Clip, StageName, clip_id
 from schemas.settings import Segment
 from tasks.keyframes import CandidateStore, candidate_every, reset_keyframe_dir, write_clip_keyframes
 from tasks.scene_detectors import DETECTORS
@@ -170,3 +172,29 @@ def _segment_video(media_path: Path, probe: ProbeResult, video_id: str, dataset_
         keyframe_dir=keyframe_dir(dataset_dir, video_id).relative_to(dataset_dir).as_posix(),
         candidates_kept=store.kept_total,
     )
+
+
+@STAGES.register(StageName.segment)
+class SegmentStage(Stage):
+    """Scene cuts, clips and their keyframes from one decode pass."""
+
+    name = StageName.segment
+    title = "scene cuts"
+    placement = "media"
+    section = "segment"
+    backends = DETECTORS
+    backend_field = "detector"
+    reads = ("acquired", "probe")
+    writes = {"clips": Clip}
+    hands_off = ("segment",)
+
+    def setup(self) -> None:
+        pass  # segment_video builds the detector per video: its state is the video's
+
+    def process(self, item: VideoItem) -> StageResult:
+        acquired = item.value("acquired")
+        seg = segment_video(item.work_dir / acquired.media_path, item.value("probe"), acquired.video_id,
+                            item.work_dir, self.cfg)
+        return StageResult(tables={"clips": seg.clips}, handoff={"segment": seg},
+                           counts={"frames_decoded": seg.frames_decoded, "decode_passes": seg.decode_passes,
+                                   "cuts": len(seg.cuts_s)})

@@ -6,21 +6,18 @@ brightness, motion, faces, OCR) on the embedded profile, ``open-clip`` (CoCa + C
 
 from __future__ import annotations
 
-import logging
-import time
-from pathlib import Path
+from collections import Counter
 
 import cv2
 import numpy as np
 
-from infra.errors import PermanentError, dead_letter_from_exception
-from infra.worker import StageWorker
-from schemas.handoff import VideoMedia, VideoWork, VisualCaptionOutput
-from schemas.records import Clip, Stage, VisualCaption
-from schemas.settings import VisualCaptioner
+from infra.errors import PermanentError
+from infra.markdown import top_counts
+from infra.pipeline import STAGES
+from infra.stage import Stage
+from schemas.handoff import StageResult, StageStats, VideoItem, VideoMedia
+from schemas.records import Clip, StageName, VisualCaption
 from tasks.captioners import CAPTIONERS, Captioner
-
-log = logging.getLogger("saven.visual_caption")
 
 
 def read_keyframes(media: VideoMedia, clip: Clip) -> list[np.ndarray]:
@@ -28,7 +25,7 @@ def read_keyframes(media: VideoMedia, clip: Clip) -> list[np.ndarray]:
     for k, jpeg in enumerate(media.keyframes.get(clip.clip_id) or [None] * len(clip.keyframe_times)):
         img = None if not jpeg else cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
         if img is None:
-            raise PermanentError(Stage.visual_caption, clip.video_id, f"keyframe {k} of {clip.clip_id} is missing or "
+            raise PermanentError(StageName.visual_caption, clip.video_id, f"keyframe {k} of {clip.clip_id} is missing or "
                                  "not an image", item_id=clip.clip_id, error_class="keyframe_unreadable")
         frames.append(img)
     return frames
@@ -36,7 +33,7 @@ def read_keyframes(media: VideoMedia, clip: Clip) -> list[np.ndarray]:
 
 def caption_clip(captioner: Captioner, media: VideoMedia, clip: Clip) -> list[VisualCaption]:
     if not clip.keyframe_times:
-        raise PermanentError(Stage.visual_caption, clip.video_id, "clip has no keyframes", item_id=clip.clip_id,
+        raise PermanentError(StageName.visual_caption, clip.video_id, "clip has no keyframes", item_id=clip.clip_id,
                              error_class="no_keyframes")
     described = captioner.describe(read_keyframes(media, clip))
     return [VisualCaption(video_id=clip.video_id, clip_id=clip.clip_id, t=t, text=text, tags=tags,
@@ -44,35 +41,31 @@ def caption_clip(captioner: Captioner, media: VideoMedia, clip: Clip) -> list[Vi
             for t, (text, tags) in zip(clip.keyframe_times, described)]
 
 
-def caption_video(captioner: Captioner, media: VideoMedia | Path, video_id: str, clips: list[Clip]
-                  ) -> VisualCaptionOutput:
-    """Captions of every clip's keyframes (``media``: the video's keyframes, or a local folder holding them); a clip
-    that fails is a dead letter, and the other clips go on."""
-    t0 = time.perf_counter()
-    if not isinstance(media, VideoMedia):
-        media = VideoMedia.from_folder(media, video_id, clips)
-    out = VisualCaptionOutput(video_id=video_id)
-    for clip in clips:
-        try:
-            caps = caption_clip(captioner, media, clip)
-        except Exception as exc:  # noqa: BLE001 — one clip must not cost the video its other captions
-            if not isinstance(exc, PermanentError):
-                log.exception("captioning failed for %s", clip.clip_id)
-            out.dead_letters.append(dead_letter_from_exception(exc, Stage.visual_caption, video_id,
-                                                               item_id=clip.clip_id))
-            continue
-        out.captions.extend(caps)
-        out.keyframes += len(caps)
-    out.seconds = time.perf_counter() - t0
-    return out
+@STAGES.register(StageName.visual_caption)
+class VisualCaptionStage(Stage):
+    """Holds one captioner for its lifetime; captions the keyframes of many videos, clip by clip (a clip that fails
+    is a dead letter of its own and the others go on)."""
 
-
-class VisualCaptionWorker(StageWorker[VisualCaptionOutput]):
-    """Holds one captioner for its lifetime; processes many videos."""
-
-    stage = Stage.visual_caption
-    cfg: VisualCaptioner
+    name = StageName.visual_caption
+    title = "keyframe captions"
+    placement = "actor"
+    section = "visual_captioner"
     backends = CAPTIONERS
+    reads = ("clips",)
+    writes = {"visual_captions": VisualCaption}
+    model_column = ("visual_captions", "captioner")
 
-    def process(self, work: VideoWork, media: VideoMedia) -> VisualCaptionOutput:
-        return caption_video(self.backend, media, work.video_id, work.clips)
+    def process(self, item: VideoItem) -> StageResult:
+        media = item.load_media()
+        per_clip, dead = self.each(item.clips, lambda clip: caption_clip(self.backend, media, clip),
+                                   video_id=item.video_id, item_id=lambda clip: clip.clip_id)
+        captions = [c for caps in per_clip for c in caps]
+        objects = [{t.label.split(":", 1)[1] for t in c.tags if t.label.startswith("object:")} for c in captions]
+        return StageResult(tables={"visual_captions": captions}, dead_letters=dead,
+                           counts={"keyframes": len(captions), "keyframes_with_objects": sum(map(bool, objects))},
+                           tallies={"object": dict(Counter(o for seen in objects for o in seen))})
+
+    @classmethod
+    def report_lines(cls, stats: StageStats) -> list[str]:
+        return [f"Keyframes with a COCO object: {stats.counts['keyframes_with_objects']:g} of "
+                f"{stats.counts['keyframes']:g}; most frequent: {top_counts(stats.tally('object'))}."]

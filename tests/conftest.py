@@ -34,7 +34,7 @@ def shared_media() -> Path:
 @pytest.fixture(scope="session")
 def llm_server():
     """The real vLLM CPU server (reused when `make llm-server` already runs it; stopped only if we started it)."""
-    from flows import servers
+    from infra import servers
     from schemas.settings import settings
 
     cfg = settings()
@@ -50,7 +50,7 @@ def llm_server():
 def qa_llm_server(llm_server):
     """The server of the grounded QA model: the profile's own when it serves it (local-cpu does), else a side
     server beside the profile's."""
-    from flows import servers
+    from infra import servers
     from schemas.settings import settings
 
     cfg = settings()
@@ -69,7 +69,7 @@ def qa_llm_server(llm_server):
 @pytest.fixture(scope="session")
 def prefect_server():
     """The real Prefect API server; sets PREFECT_API_URL/PREFECT_HOME for this process."""
-    from flows import servers
+    from infra import servers
     from schemas.settings import settings
 
     cfg = settings()

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from flows.commit import committed
+from schemas.commit import committed
 
 
 def sigkill_after_first_commit(cmd: list[str], env: dict[str, str], dataset: str | Path,

@@ -22,7 +22,7 @@ from yt_dlp.networking import Response
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
-from schemas.records import VIDEO_ID_PATTERN, DeadLetter, Stage, VideoRecord
+from schemas.records import VIDEO_ID_PATTERN, DeadLetter, StageName, VideoRecord
 from schemas.settings import Settings, load_settings
 from tasks.acquire import (SourceExpander, acquire, classify_error, expand_source, local_video_id,
                            make_video_id)
@@ -49,7 +49,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+    def do_GET(self) -> None:
         srv = self.server
         with srv.lock:
             srv.requests[self.path] += 1
@@ -61,7 +61,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.path = self.path[len("/flaky"):]
         super().do_GET()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         with self.server.lock:
             self.server.requests["HEAD " + self.path] += 1
         super().do_HEAD()
@@ -259,7 +259,7 @@ def _http_failure(status: int) -> DownloadError:
 ])
 def test_failures_are_classified(exc, transient, error_class):
     err = classify_error(exc, "src")
-    assert err.transient is transient and err.error_class == error_class and err.stage == Stage.acquire
+    assert err.transient is transient and err.error_class == error_class and err.stage == StageName.acquire
     assert not err.message.startswith("ERROR:")
 
 
@@ -278,7 +278,7 @@ def test_transient_errors_give_up_after_the_retry_budget(server, out):
     server.fail_count, server.fail_status = 100, 503
     result = process_source(f"{server.base}/flaky/a.mp4", out, settings_with(retries=2), backoff_s=FAST)
     assert isinstance(result, DeadLetter)
-    assert result.stage == Stage.acquire and result.error_class == "http_503"
+    assert result.stage == StageName.acquire and result.error_class == "http_503"
     assert result.attempts == 3 and server.requests["/flaky/a.mp4"] == 3
     assert "503" in result.message
 
@@ -308,14 +308,14 @@ def _serve_bad(server, name: str) -> str:
 
 
 @pytest.mark.parametrize(("name", "stage", "error_class", "reason"), [
-    ("missing.mp4", Stage.acquire, "http_404", "404"),
-    ("truncated.mp4", Stage.probe, "not_media", "moov atom not found"),
-    ("truncated-faststart.mp4", Stage.segment, "truncated", "truncated"),
-    ("text.mp4", Stage.probe, "not_media", "Invalid data"),
-    ("silent.mp4", Stage.audio, "no_audio_stream", "no audio stream"),
-    ("empty.mp4", Stage.acquire, "empty_file", "empty"),
-    ("long.mp4", Stage.acquire, "too_long", "max_duration_s"),
-    ("large.mp4", Stage.acquire, "too_large", "max-filesize"),
+    ("missing.mp4", StageName.acquire, "http_404", "404"),
+    ("truncated.mp4", StageName.probe, "not_media", "moov atom not found"),
+    ("truncated-faststart.mp4", StageName.segment, "truncated", "truncated"),
+    ("text.mp4", StageName.probe, "not_media", "Invalid data"),
+    ("silent.mp4", StageName.audio, "no_audio_stream", "no audio stream"),
+    ("empty.mp4", StageName.acquire, "empty_file", "empty"),
+    ("long.mp4", StageName.acquire, "too_long", "max_duration_s"),
+    ("large.mp4", StageName.acquire, "too_large", "max-filesize"),
 ])
 def test_bad_input_ends_in_a_dead_letter(server, out, tmp_path, name, stage, error_class, reason):
     url = _serve_bad(server, name)
@@ -359,7 +359,7 @@ def test_stated_duration_refuses_before_downloading(server, out):
 def test_empty_source_and_missing_local_file(out, tmp_path):
     for source in ("", str(tmp_path / "nope.mp4"), str(tmp_path)):
         result = process_source(source, out, settings_with(), backoff_s=FAST)
-        assert isinstance(result, DeadLetter) and result.stage == Stage.acquire, result
+        assert isinstance(result, DeadLetter) and result.stage == StageName.acquire, result
 
 
 

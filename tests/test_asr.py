@@ -13,7 +13,8 @@ from perception_sample import prepared_sample
 from schemas.records import Clip, clip_id
 from schemas.settings import load_settings
 from infra.audio_io import SAMPLE_RATE, clip_chunks, decode_audio_array
-from tasks.asr import speech_segments_for_clips, transcribe_video
+from schemas.handoff import StageResult, VideoItem
+from tasks.asr import ASRStage, speech_segments_for_clips
 from tasks.transcribers import TimedWord, Transcript, TranscriptSegment
 from tasks.transcribers.whisper import LANGUAGE, VAD_PARAMETERS, WhisperASR
 
@@ -47,7 +48,21 @@ def sample(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sample_speech(asr, sample):
-    return transcribe_video(asr, sample.dataset_dir, sample.video_id, sample.clips)
+    return transcribe(asr, sample.dataset_dir, sample.video_id, sample.clips)
+
+
+def transcribe(asr, folder, video_id, clips, **section) -> StageResult:
+    """The ASR stage over one video in a folder, with an already loaded transcriber."""
+    stage = ASRStage.standalone(asr.cfg.model_copy(update=section), backend=asr)
+    return stage.run(VideoItem.in_folder(folder, video_id, clips))
+
+
+def speech(result: StageResult) -> list:
+    return result.tables.get("speech", [])
+
+
+def language(result: StageResult) -> str | None:
+    return next(iter(result.tallies.get("language", {})), None)
 
 
 def test_wer_helper():
@@ -73,21 +88,21 @@ def test_jfk_transcript_and_timestamps(asr, shared_media):
 
 def test_sample_narration_is_transcribed_into_its_clips(sample, sample_speech):
     out = sample_speech
-    assert not out.dead_letters and out.language == "en"
+    assert not out.dead_letters and language(out) == "en"
     clips = {c.clip_id: c for c in sample.clips}
-    for seg in out.speech:
+    for seg in speech(out):
         clip = clips[seg.clip_id]
         assert clip.start_s <= seg.start_s < seg.end_s <= clip.end_s
         assert all(clip.start_s <= w.start_s < w.end_s <= clip.end_s for w in seg.words)
     assert sample.truth.narration
     for line in sample.truth.narration:
         # The clips the line was placed in, and the speech ASR put there during the line.
-        heard = " ".join(s.text for s in out.speech
+        heard = " ".join(s.text for s in speech(out)
                          if s.start_s < line.end_s + 0.3 and s.end_s > line.start_s - 0.3
                          and clips[s.clip_id].start_s < line.end_s and clips[s.clip_id].end_s > line.start_s)
         assert wer(line.text, heard) <= 0.35, (line.text, heard)
     # No speech is put where the truth has none.
-    for seg in out.speech:
+    for seg in speech(out):
         assert any(line.start_s - 0.5 <= seg.start_s and seg.end_s <= line.end_s + 0.5
                    for line in sample.truth.narration), seg
 
@@ -102,8 +117,8 @@ def test_a_line_across_a_cut_is_split_between_the_two_clips(sample, sample_speec
         pytest.skip("this sample has no narration line across a clip cut")
     out = sample_speech
     line, cut = crossing[0]
-    before = [s for s in out.speech if s.end_s <= cut and s.end_s > line.start_s]
-    after = [s for s in out.speech if s.start_s >= cut and s.start_s < line.end_s]
+    before = [s for s in speech(out) if s.end_s <= cut and s.end_s > line.start_s]
+    after = [s for s in speech(out) if s.start_s >= cut and s.start_s < line.end_s]
     assert before and after
     joined = " ".join(s.text for s in before + after)
     assert wer(line.text, joined) <= 0.35
@@ -130,15 +145,15 @@ def test_chunked_transcription_is_on_the_source_timeline(asr, sample, sample_spe
     assert len(clip_chunks(sample.clips, asr.cfg.chunk_s)) == 1
     spans = clip_chunks(sample.clips, 45.0)
     assert len(spans) == 2
-    out = transcribe_video(asr, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=45.0)
-    assert not out.dead_letters and out.language == "en" and out.audio_s == sample_speech.audio_s
+    out = transcribe(asr, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=45.0)
+    assert not out.dead_letters and language(out) == "en" and out.counts["audio_s"] == sample_speech.counts["audio_s"]
     clips = {c.clip_id: c for c in sample.clips}
-    placed = [(w, clips[s.clip_id]) for s in out.speech for w in s.words]
+    placed = [(w, clips[s.clip_id]) for s in speech(out) for w in s.words]
     assert all(c.start_s <= w.start_s < w.end_s <= c.end_s for w, c in placed)
     got = [w for w, _ in placed]
     assert [w.start_s for w in got] == sorted(w.start_s for w in got)
     assert any(w.start_s > spans[1][0] + 5.0 for w in got)  # the second chunk's speech, shifted
-    ref = [w for s in sample_speech.speech for w in s.words]
+    ref = [w for s in speech(sample_speech) for w in s.words]
     matcher = SequenceMatcher(None, ["".join(words_of(w.word)) for w in ref], ["".join(words_of(w.word)) for w in got],
                               autojunk=False)
     assert matcher.ratio() >= 0.85
@@ -164,10 +179,10 @@ def test_words_are_assigned_by_midpoint_and_nothing_is_lost():
 
 def test_missing_audio_is_a_dead_letter(asr, tmp_path):
     clips = _clips([0.0, 5.0])
-    out = transcribe_video(asr, tmp_path, "local-abc", clips)
-    assert out.speech == [] and len(out.dead_letters) == 1
+    out = transcribe(asr, tmp_path, "local-abc", clips)
+    assert speech(out) == [] and len(out.dead_letters) == 1 and out.failed
     dl = out.dead_letters[0]
-    assert dl.stage.value == "asr" and dl.error_class == "audio_missing" and dl.video_id == "local-abc"
+    assert dl.stage == "asr" and dl.error_class == "audio_missing" and dl.video_id == "local-abc"
 
 
 def test_silence_yields_no_speech(asr, tmp_path):

@@ -12,9 +12,9 @@ from perception_sample import prepared_sample
 from schemas.records import AudioAxis, AudioEvent, Clip, SpeechSegment, clip_id
 from schemas.settings import AudioTagger
 from infra.audio_io import SAMPLE_RATE, clip_chunks, decode_audio_array
-from schemas.handoff import VideoWork
+from schemas.handoff import VideoItem
 from tasks.audio_caption import caption_clip, caption_clips
-from tasks.audio_events import AudioEventsWorker, events_for_clips, tag_video
+from tasks.audio_events import AudioEventsStage, events_for_clips, tag_video
 from tasks.taggers import TAGGERS, Span, axis_of_label, merge_window_labels
 from tasks.taggers.signal_analysis import SOUND_CLASSES, TAGGER_NAME, analyse
 
@@ -99,40 +99,43 @@ def test_film_excerpt_is_music_and_sound_without_speech(shared_media):
 
 
 def test_video_events_are_cut_onto_clips(sample):
-    worker = AudioEventsWorker(SIGNAL)
-    out = worker.run(VideoWork(dataset_dir=str(sample.dataset_dir), video_id=sample.video_id, clips=sample.clips))
-    assert not out.dead_letters and out.events
+    stage = AudioEventsStage.standalone(SIGNAL)
+    out = stage.run(VideoItem.in_folder(sample.dataset_dir, sample.video_id, sample.clips))
+    events = out.tables["audio_events"]
+    assert not out.dead_letters and events
     clips = {c.clip_id: c for c in sample.clips}
-    assert set(clips) == {e.clip_id for e in out.events}
-    for e in out.events:
+    assert set(clips) == {e.clip_id for e in events}
+    for e in events:
         c = clips[e.clip_id]
         assert c.start_s <= e.start_s < e.end_s <= c.end_s and e.tagger == TAGGER_NAME
-    assert worker.stats().clips == len(sample.clips) and worker.stats().model_loads >= 1
+    assert out.tallies["label"] and sum(out.tallies["label"].values()) == len(events)
+    assert stage.worker_stats().clips == len(sample.clips) and stage.worker_stats().model_loads >= 1
 
 
 def test_chunked_tagging_is_on_the_source_timeline(sample):
     tagger = load_tagger(SIGNAL)
     assert len(clip_chunks(sample.clips, 20.0)) >= 4
-    whole = tag_video(tagger, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=0)
-    chunked = tag_video(tagger, sample.dataset_dir, sample.video_id, sample.clips, chunk_s=20.0)
-    assert not chunked.dead_letters and chunked.audio_s == whole.audio_s > 74.0
+    audio = VideoItem.in_folder(sample.dataset_dir, sample.video_id, sample.clips).load_media().audio
+    whole, whole_s = tag_video(tagger, audio, sample.video_id, sample.clips, chunk_s=0)
+    chunked, chunked_s = tag_video(tagger, audio, sample.video_id, sample.clips, chunk_s=20.0)
+    assert chunked_s == whole_s > 74.0
     clips = {c.clip_id: c for c in sample.clips}
-    assert all(clips[e.clip_id].start_s <= e.start_s < e.end_s <= clips[e.clip_id].end_s for e in chunked.events)
+    assert all(clips[e.clip_id].start_s <= e.start_s < e.end_s <= clips[e.clip_id].end_s for e in chunked)
     for line in sample.truth.narration:
-        assert coverage(chunked.events, "speech", line.start_s, line.end_s) >= 0.9, line
+        assert coverage(chunked, "speech", line.start_s, line.end_s) >= 0.9, line
 
     def classes_at(events: list[AudioEvent], t: float) -> set[str]:
         return {e.label for e in events if e.label in SOUND_CLASSES and e.start_s <= t < e.end_s}
 
     # The same sound at almost every moment: only near a chunk's edge may it differ (two clicks make no rhythm).
-    times = np.arange(0.0, whole.audio_s, 0.1)
-    agree = np.mean([classes_at(whole.events, t) == classes_at(chunked.events, t) for t in times])
+    times = np.arange(0.0, whole_s, 0.1)
+    agree = np.mean([classes_at(whole, t) == classes_at(chunked, t) for t in times])
     assert agree >= 0.9, agree
 
     def labels(events: list[AudioEvent], clip: str) -> set[str]:  # measured numbers (Hz, bpm) may move a little
         return {re.sub(r"\d+", "#", e.label) for e in events if e.clip_id == clip}
 
-    assert sum(labels(whole.events, c) == labels(chunked.events, c) for c in clips) >= len(clips) - 2
+    assert sum(labels(whole, c) == labels(chunked, c) for c in clips) >= len(clips) - 2
 
 
 def test_five_axis_captions_follow_speech_and_events(sample, sample_spans):
@@ -197,9 +200,9 @@ def test_window_labels_merge_into_spans_and_axes_are_assigned():
 
 
 def test_missing_audio_is_a_dead_letter(tmp_path):
-    out = tag_video(load_tagger(SIGNAL), tmp_path, "local-abc", [])
-    assert not out.events and out.dead_letters[0].error_class == "audio_missing"
-    assert out.dead_letters[0].stage.value == "audio_events"
+    out = AudioEventsStage.standalone(SIGNAL).run(VideoItem.in_folder(tmp_path, "local-abc", []))
+    assert not out.tables and out.dead_letters[0].error_class == "audio_missing" and out.failed
+    assert out.dead_letters[0].stage == "audio_events" and out.dead_letters[0].video_id == "local-abc"
 
 
 # ---------------------------------------------------------------- transformers taggers, tiny random weights

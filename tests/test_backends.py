@@ -9,13 +9,17 @@ import textwrap
 import pytest
 
 import tasks.captioners
-from flows.video_pipeline import BACKEND_FIELDS, check_backends
-from infra.registry import Registry, UnknownBackendError
+from infra.pipeline import Pipeline, PipelineError
+from infra.registry import Registry
 from perception_sample import prepared_sample
-from schemas.handoff import VideoWork
+from schemas.handoff import VideoItem
 from schemas.settings import load_settings
 from tasks.captioners import CAPTIONERS
-from tasks.visual_caption import VisualCaptionWorker
+from tasks.visual_caption import VisualCaptionStage
+
+# Every backend choice of the built-in pipeline: (section, field) -> the registry that must know the name.
+BACKEND_FIELDS = {(s.section, s.backend_field): s.backends
+                  for s in Pipeline.from_settings(load_settings("local-cpu")).stages if s.backends is not None}
 
 THROWAWAY = textwrap.dedent('''
     """A throwaway captioner: names each keyframe's size (a test writes this file, then removes it)."""
@@ -48,25 +52,26 @@ def throwaway_backend(tmp_path, monkeypatch):
 def test_a_new_captioner_is_one_file_and_one_profile_line(throwaway_backend, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SAVEN_VISUAL_CAPTIONER__KIND", "frame-size")  # the profile line
     cfg = load_settings("local-cpu")
-    check_backends(cfg)  # the flow's own check accepts it
+    Pipeline.from_settings(cfg)  # the flow's own check accepts it
     assert "frame-size" in CAPTIONERS.names()
 
     sample = prepared_sample(tmp_path_factory.getbasetemp() / "perception-sample")
-    worker = VisualCaptionWorker(cfg.visual_captioner)
+    stage = VisualCaptionStage.standalone(settings=cfg)
     clip = sample.clips[0]
-    out = worker.run(VideoWork(dataset_dir=str(sample.dataset_dir), video_id=sample.video_id, clips=[clip]))
-    assert not out.dead_letters and len(out.captions) == len(clip.keyframe_times)
-    assert {c.captioner for c in out.captions} == {"frame-size-v0"}
-    assert all(c.text.startswith("a frame ") and c.text.endswith(" pixels wide") for c in out.captions)
-    assert worker.stats().model == "frame-size-v0" and worker.stats().videos == 1
+    out = stage.run(VideoItem.in_folder(sample.dataset_dir, sample.video_id, [clip]))
+    captions = out.tables["visual_captions"]
+    assert not out.dead_letters and len(captions) == len(clip.keyframe_times)
+    assert {c.captioner for c in captions} == {"frame-size-v0"}
+    assert all(c.text.startswith("a frame ") and c.text.endswith(" pixels wide") for c in captions)
+    assert stage.worker_stats().model == "frame-size-v0" and stage.worker_stats().videos == 1
 
 
 @pytest.mark.parametrize(("section", "field"), sorted(BACKEND_FIELDS))
 def test_an_unknown_kind_fails_before_the_run_and_lists_the_known(section, field, monkeypatch):
     monkeypatch.setenv(f"SAVEN_{section.upper()}__{field.upper()}", "no-such-backend")
     cfg = load_settings("local-cpu")
-    with pytest.raises(UnknownBackendError) as err:
-        check_backends(cfg)
+    with pytest.raises(PipelineError) as err:
+        Pipeline.from_settings(cfg)
     known = BACKEND_FIELDS[(section, field)].names()
     assert known and "'no-such-backend'" in str(err.value)
     assert all(name in str(err.value) for name in known)
@@ -74,7 +79,7 @@ def test_an_unknown_kind_fails_before_the_run_and_lists_the_known(section, field
 
 def test_every_profile_names_registered_backends():
     for profile in ("local-cpu", "gpu-cluster"):
-        check_backends(load_settings(profile))
+        Pipeline.from_settings(load_settings(profile))
 
 
 def test_a_name_registered_twice_is_an_error():

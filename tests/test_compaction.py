@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from flows.commit import VIDEO_TABLES, commit_video, committed, sweep_uncommitted, uncommit
+from schemas.commit import commit_video, committed, sweep_uncommitted, uncommit
+from schemas.records import VIDEO_TABLES
 from flows.compact import compact_dataset, loose_files, maybe_compact
 from flows.report import dataset_card
+from infra.pipeline import Pipeline
 from schemas import manifest as manifest_module
 from schemas.compaction import compact_table
 from schemas.manifest import build_manifest, verify_manifest
-from schemas.records import ALL_RECORDS, DeadLetter, QAType, Stage, utc_now
+from schemas.records import ALL_RECORDS, DeadLetter, QAType, StageName, utc_now
 from schemas.settings import Compaction, load_settings
 from schemas.shards import compacted_shards, read_table, shard_keys, visible_shards
 from schemas.store import DatasetStore
@@ -38,7 +40,7 @@ def commit(dataset, i: int, *, note: str = "") -> str:
     vid = f"local-v{i:05d}"
     video, clips, descriptions, speech = make_video(vid, i)
     qa = [make_question(vid, i, t, clips, salt=note) for t in QAType]
-    failures = [DeadLetter(stage=Stage.qa, video_id=vid, item_id=None, error_class="check:options_distinct",
+    failures = [DeadLetter(stage=StageName.qa, video_id=vid, item_id=None, error_class="check:options_distinct",
                            message=f"rejected draft {note}", failed_at=utc_now())] if i % 3 == 0 else []
     commit_video(dataset, f"/media/{vid}.mp4", vid, {"videos": [video], "clips": clips, "descriptions": descriptions,
                                                     "speech": speech, "qa": qa}, failures)
@@ -168,7 +170,8 @@ def test_hugging_face_datasets_reads_every_table(tmp_path):
 
     consolidate_dead_letters(dataset)
     manifest = build_manifest(dataset)
-    card = dataset_card(dataset, manifest, load_settings("local-cpu"), [])
+    cfg = load_settings("local-cpu")
+    card = dataset_card(dataset, manifest, cfg, Pipeline.from_settings(cfg), [])
     (dataset / "README.md").write_text(card)
     assert card.startswith("---\nconfigs:\n")
     with_rows = [t for t in (*VIDEO_TABLES, "dead_letter")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from flows.media_chain import MediaResult, media_task
+from flows.media_chain import MEDIA_STAGES, media_task
 from flows.sources import dedup_sources
-from schemas.records import VideoRecord
+from schemas.records import Clip, KeyframeHash, VideoRecord
 from schemas.settings import Dedup, load_settings
 from tasks.acquire import canonical_video_id
 from tasks.dedup import DedupIndex
@@ -75,10 +76,17 @@ def media(shared_media, tmp_path_factory):
     out = {}
     for name, path in (("original", original), ("copy", copy), ("reencoded", reencoded), ("spliced", spliced),
                        ("other", shared_media / "chaplin.mp4")):
-        result, _ = media_task(str(path), str(root / "ds"), cfg)
-        assert isinstance(result, MediaResult), result
-        out[name] = result
+        outcome, _ = media_task(str(path), str(root / "ds"), cfg, MEDIA_STAGES)
+        assert not outcome.item.failed_stages, outcome.item.dead_letters
+        out[name] = Media(outcome.item.rows("videos")[0], outcome.item.rows("fingerprints"), outcome.item.clips)
     return out
+
+
+@dataclass
+class Media:
+    video: VideoRecord
+    fingerprints: list[KeyframeHash]
+    clips: list[Clip]
 
 
 def test_the_same_bytes_and_a_reencode_are_caught_after_download(media):
@@ -121,7 +129,7 @@ def test_a_run_processes_one_video_once_however_it_is_listed(prefect_server, llm
     import yaml
 
     from flows.build_dataset import build_dataset
-    from flows.commit import committed
+    from schemas.commit import committed
     from test_s3_flow import _scene_video
 
     folder = tmp_path / "media"

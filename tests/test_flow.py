@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from flows import servers
-from flows.commit import VIDEO_TABLES, committed
+from infra import servers
+from schemas.commit import committed
+from schemas.records import VIDEO_TABLES
 from flows.demo import flow_run_id, flow_run_report
 from flow_runs import sigkill_after_first_commit
 from schemas.manifest import verify_manifest

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import llm_samples as S
 from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply
-from schemas.records import QA_ID_PATTERN, KIND_OF_TYPE, ClipDescription, QAItem, QAType, Stage, hms
-from schemas.settings import LLM
+from schemas.records import QA_ID_PATTERN, KIND_OF_TYPE, ClipDescription, QAItem, QAType, StageName, hms
+from schemas.handoff import VideoItem
+from schemas.settings import LLM, load_settings
 from tasks import fuse, qa, qa_plan
+from tasks.grounding import run_vocabulary, ungrounded_names
 from infra.llm_client import LLMClient
 from tasks.qa_checks import (CHECK_NAMES, QADraft, VideoContext, answer_index_valid, evidence_clips_known,
                              grounding_options_are_clip_intervals, involves_seen_and_heard,
@@ -26,8 +29,16 @@ V = S.VIDEO_ID
 C = [f"{V}.c{i:04d}" for i in range(5)]
 
 
+# What the embedded profile's perception can name (COCO, ImageNet, AudioSet): its pipeline's backends declare it.
+VOCABULARY = run_vocabulary(load_settings("local-cpu"))
+
+
+def ungrounded(text: str, timeline: list[str]) -> list[str]:
+    return ungrounded_names(text, timeline, vocabulary=VOCABULARY)
+
+
 def ctx(accepted: tuple[str, ...] = ()) -> VideoContext:
-    return VideoContext(V, S.DURATION_S, tuple(S.descriptions()), accepted)
+    return VideoContext(V, S.DURATION_S, tuple(S.descriptions()), accepted, vocabulary=VOCABULARY)
 
 
 def draft(**kw) -> QADraft:
@@ -204,16 +215,14 @@ def test_names_only_what_the_timeline_has():
 
 
 def test_grounding_reads_names_numbers_and_things_from_the_perception_timeline():
-    from tasks.grounding import ungrounded_names
-
     timeline = ['Two people on the left and a dog in the centre; on-screen text reads "OPEN CAMPUS 2026".',
                 "Speech; Music (0.0-4.3 s)", "President Kennedy said ask not what your country can do"]
-    assert ungrounded_names("What does President Kennedy say while 2 people stand near the dog?", timeline) == []
-    assert ungrounded_names("Which umbrella says Open Campus 2026?", timeline) == ["umbrella"]
-    assert ungrounded_names("When does Lincoln speak about the 3 dogs and a cat?", timeline) == \
+    assert ungrounded("What does President Kennedy say while 2 people stand near the dog?", timeline) == []
+    assert ungrounded("Which umbrella says Open Campus 2026?", timeline) == ["umbrella"]
+    assert ungrounded("When does Lincoln speak about the 3 dogs and a cat?", timeline) == \
         ["3", "cat", "lincoln"]
     # timestamps are anchors, not numbers the video must contain; sentence-initial capitals are not names
-    assert ungrounded_names("At 00:01:02.500, What is heard? Dogs bark.", timeline) == []
+    assert ungrounded("At 00:01:02.500, What is heard? Dogs bark.", timeline) == []
 
 
 def test_no_duplicate_question():
@@ -287,7 +296,7 @@ def test_a_clip_without_audio_caption_is_a_dead_letter():
     inputs, dead = fuse.group_inputs(S.clips(), S.visual_captions(), S.audio_captions()[1:], S.speech())
     assert [i.clip.clip_id for i in inputs] == C[1:]
     assert len(dead) == 1 and dead[0].item_id == C[0] and dead[0].error_class == "MissingInput"
-    assert dead[0].stage == Stage.fuse
+    assert dead[0].stage == StageName.fuse
 
 
 # -- stages over a real HTTP server with injected faults -----------------------------------------------------------
@@ -300,18 +309,25 @@ def client_for(server: FakeOpenAIServer, cache: Path | None, **kw) -> LLMClient:
     return LLMClient(**params)
 
 
-def run_pipeline(client: LLMClient, options: qa.QAOptions | None = None) -> tuple[fuse.FuseResult, qa.QAResult]:
+@dataclass
+class Fused:
+    descriptions: list[ClipDescription]
+    dead_letters: list
+
+
+def run_pipeline(client: LLMClient, options: qa.QAOptions | None = None) -> tuple[Fused, qa.QAResult]:
     async def main():
         async with client:
             inputs, dead = fuse.group_inputs(S.clips(), S.visual_captions(), S.audio_captions(), S.speech())
-            fused = await fuse.fuse_clips(client, inputs)
-            return fused, await qa.generate_qa(client, S.video_record(), fused.descriptions, options)
+            fused = Fused(*await fuse.fuse_clips(client, inputs, VOCABULARY))
+            return fused, await qa.generate_qa(client, S.video_record(), fused.descriptions, options,
+                                               vocabulary=VOCABULARY)
 
     return asyncio.run(main())
 
 
 def assert_valid_items(result: qa.QAResult, timeline: list[ClipDescription]) -> None:
-    context = VideoContext(V, S.DURATION_S, tuple(timeline))
+    context = VideoContext(V, S.DURATION_S, tuple(timeline), vocabulary=VOCABULARY)
     for item in result.items:
         QAItem.model_validate(item.model_dump())
         assert item.kind == KIND_OF_TYPE[item.type] and item.checks_passed == list(CHECK_NAMES)
@@ -370,7 +386,7 @@ def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     letters = {d.item_id: d for d in fused.dead_letters}
     assert list(letters) == [C[2]]
     assert letters[C[2]].error_class == "InternalServerError" and letters[C[2]].attempts == 3
-    assert letters[C[2]].stage == Stage.fuse
+    assert letters[C[2]].stage == StageName.fuse
 
     # The types that work produce checked items; the broken ones are dead letters, each with its reason.
     assert {i.type for i in result.items} == {QAType.cross_scene_transition, QAType.time_range_anchored,
@@ -381,7 +397,7 @@ def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     assert classes.count("check:question_is_a_question") == 2  # global QA, both rounds
     # drafts that reached the checks: the accepted ones + the two statements
     assert result.drafts == len(result.items) + 2 and result.check_failures.get("question_is_a_question") == 2
-    assert all(d.stage == Stage.qa and d.video_id == V for d in result.dead_letters)
+    assert all(d.stage == StageName.qa and d.video_id == V for d in result.dead_letters)
     assert client.stats.failures >= 3
 
     # Resume on a healthy server: only what failed transiently (clip 2's 500s) is asked again; what succeeded comes
@@ -445,17 +461,28 @@ def test_model_prefixes_are_replaced_and_inventions_fall_back_to_the_facts(tmp_p
     assert not fused.dead_letters and len(result.items) == 5
 
 
-def test_sync_entry_points(tmp_path):
+def test_the_llm_stages_run_a_batch_through_one_client(tmp_path):
+    """The stages' own entry (``run_many``, as a run places them): one client per stage and batch, its counters
+    handed over at teardown."""
     with FakeOpenAIServer(S.grounded_responder) as server:
-        llm = LLM(base_url=server.base_url, model="fake-model", max_retries=1)
-        inputs, _ = fuse.group_inputs(S.clips(), S.visual_captions(), S.audio_captions(), S.speech())
-        fused = fuse.run_fuse(inputs, llm=llm, cache_path=tmp_path / "c.sqlite")
-        batch = qa.run_qa([(S.video_record(), fused.descriptions)], llm=llm, cache_path=tmp_path / "c.sqlite")
-    assert len(fused.descriptions) == 5 and fused.llm["requests_sent"] == 5
-    assert len(batch.results) == 1 and len(batch.results[0].items) == 5
+        settings = load_settings("local-cpu", llm=LLM(base_url=server.base_url, model="fake-model", max_retries=1))
+        context = dict(llm_cache=tmp_path / "c.sqlite", vocabulary=VOCABULARY)
+        item = VideoItem(source="sample.mp4", video_id=V, tables={
+            "videos": [S.video_record()], "clips": S.clips(), "visual_captions": S.visual_captions(),
+            "audio_captions": S.audio_captions(), "speech": S.speech(), "dedup": []})
+        fuse_stage = fuse.FuseStage.standalone(settings=settings, **context)
+        (fused,) = fuse_stage.run_many([item])
+        fuse_counts = fuse_stage.teardown()
+        item.take("fuse", fused)
+        qa_stage = qa.QAStage.standalone(settings=settings, **context)
+        (asked,) = qa_stage.run_many([item])
+        qa_counts = qa_stage.teardown()
+    assert len(fused.tables["descriptions"]) == 5 and fuse_counts["requests_sent"] == 5
+    assert fused.counts["from_facts"] == 0 and not fused.dead_letters
+    assert len(asked.tables["qa"]) == 5 and sum(asked.tallies["type"].values()) == 5 and asked.counts["drafts"] >= 5
     # The batch's counters, once: the client's totals, nothing in flight after the run.
-    assert batch.llm["completed"] >= 1 and batch.llm["in_flight"] == 0
-    assert batch.llm["requests_sent"] == batch.llm["completed"] + batch.llm["retries"]
+    assert qa_counts["completed"] >= 1 and qa_counts["in_flight"] == 0
+    assert qa_counts["requests_sent"] == qa_counts["completed"] + qa_counts["retries"]
 
 
 # -- the real vLLM CPU server ------------------------------------------------------------------------------------
@@ -537,9 +564,7 @@ def test_a_reply_cut_at_its_token_limit_keeps_its_lines_and_the_card_without_one
 
 
 def test_grounding_ignores_the_ids_and_times_the_timeline_prints():
-    from tasks.grounding import ungrounded_names
-
     timeline = ["Music (0.5-5.8 s); Beep, bleep x2 (11.6-15.9 s)"]
-    assert ungrounded_names("At 00:00:13.729, in clip local-0777d8c27df1c0a6.c0002, can you hear Music "
+    assert ungrounded("At 00:00:13.729, in clip local-0777d8c27df1c0a6.c0002, can you hear Music "
                             "(0.5-5.8 s)?", timeline) == []
-    assert ungrounded_names("Is the beep heard 12 times?", timeline) == ["12"]
+    assert ungrounded("Is the beep heard 12 times?", timeline) == ["12"]

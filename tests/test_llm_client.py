@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply, schema_responder
-from schemas.records import Stage
+from schemas.records import StageName
 from schemas.settings import load_settings
 from infra.llm_client import LLMClient, LLMPermanentError, LLMTransientError, strict_json_schema
 
@@ -45,7 +45,7 @@ def ask(client: LLMClient, n: int = 1, messages=USER, **kw):
     async def main():
         async with client:
             calls = [client.complete_json(messages if n == 1 else [{"role": "user", "content": f"clip {i}"}],
-                                          Described, schema_name="described", stage=Stage.fuse,
+                                          Described, schema_name="described", stage=StageName.fuse,
                                           subject="local-v1", item_id=f"local-v1.c{i:04d}", **kw)
                      for i in range(n)]
             return await asyncio.gather(*calls, return_exceptions=True)
@@ -113,7 +113,7 @@ def test_persistent_errors_raise_transient_error_with_attempts_and_cache_nothing
     assert isinstance(err, LLMTransientError)
     assert err.attempts == 3 and fake.count == 3
     letter = err.to_dead_letter()
-    assert letter.attempts == 3 and letter.stage == Stage.fuse and letter.item_id == "local-v1.c0000"
+    assert letter.attempts == 3 and letter.stage == StageName.fuse and letter.item_id == "local-v1.c0000"
     assert letter.error_class == "InternalServerError"
     assert client.stats.failures == 1
     fake.responder = schema_responder  # the server recovers: the failed request is asked again, not replayed
@@ -263,7 +263,7 @@ def test_the_same_request_in_flight_twice_uses_one_reply_the_one_a_rerun_reads(f
 
     async def both():
         async with a, b:
-            return await asyncio.gather(*(c.complete_json(USER, Described, schema_name="described", stage=Stage.fuse,
+            return await asyncio.gather(*(c.complete_json(USER, Described, schema_name="described", stage=StageName.fuse,
                                                           subject="local-v1") for c in (a, b)))
 
     first, second = asyncio.run(both())
@@ -289,7 +289,7 @@ def test_a_text_reply_is_parsed_by_code_retried_when_unusable_and_cached_when_us
 
         async def main():
             async with client:
-                return await client.complete_text(USER, parse, reply_name="two_lines", stage=Stage.qa,
+                return await client.complete_text(USER, parse, reply_name="two_lines", stage=StageName.qa,
                                                   subject="local-v1")
 
         reply = asyncio.run(main())
@@ -302,7 +302,7 @@ def test_a_text_reply_is_parsed_by_code_retried_when_unusable_and_cached_when_us
 
         async def rerun():
             async with again:
-                return await again.complete_text(USER, parse, reply_name="two_lines", stage=Stage.qa,
+                return await again.complete_text(USER, parse, reply_name="two_lines", stage=StageName.qa,
                                                  subject="local-v1")
 
         assert asyncio.run(rerun()).value == reply.value and server.count == 2 and again.stats.cache_hits == 1
@@ -317,7 +317,7 @@ def test_a_request_that_stayed_invalid_is_replayed_not_resampled(tmp_path):
         def ask_lines(c, parse):
             async def main():
                 async with c:
-                    return await c.complete_text(USER, parse, reply_name="lines", stage=Stage.qa, subject="local-v1")
+                    return await c.complete_text(USER, parse, reply_name="lines", stage=StageName.qa, subject="local-v1")
             return asyncio.run(main())
 
         def strict(text: str) -> str:

@@ -113,7 +113,7 @@ def test_pack_windows_assigns_frames_and_audio_by_time():
     P = 2
     assert w["video"].shape == (5, CFG.max_frames_per_window * P, 3)
     assert w["audio"].shape == (5, CFG.max_audio_per_window, 2)
-    frames_in = lambda t: w["video"][t][w["video_mask"][t]][:, 0].unique().tolist()  # noqa: E731
+    frames_in = lambda t: w["video"][t][w["video_mask"][t]][:, 0].unique().tolist()
     assert frames_in(0) == [0.0, 2.0]  # three frames in [0, 1.8): evenly thinned to the first and last
     assert frames_in(1) == [2.0]  # no frame inside: the nearest one
     assert frames_in(3) == [3.0]  # 7.0 s

@@ -12,11 +12,11 @@ import pytest
 
 from infra.audio_io import SAMPLE_RATE, decode_audio_array
 from perception_sample import prepared_sample
-from schemas.handoff import VideoWork
+from schemas.handoff import VideoItem
 from schemas.records import AudioAxis
 from schemas.settings import ASR, AudioTagger, VisualCaptioner
 from tasks.audio_caption import caption_clips
-from tasks.audio_events import AudioEventsWorker
+from tasks.audio_events import AudioEventsStage
 from tasks.captioners import CAPTIONERS
 from tasks.captioners.coco import COCO_LABELS, counted
 from tasks.captioners.detector import NAME as DETECTOR_NAME
@@ -106,21 +106,22 @@ def sample(tmp_path_factory):
 
 
 def test_the_sample_through_the_stage_names_sounds_and_keeps_the_signal_measures(sample):
-    worker = AudioEventsWorker(AudioTagger(kind="yamnet", chunk_s=30.0))
-    out = worker.run(VideoWork(dataset_dir=str(sample.dataset_dir), video_id=sample.video_id, clips=sample.clips))
-    assert not out.dead_letters and out.events
-    assert {e.tagger for e in out.events} == {TAGGER_NAME + "+signal-analysis-v1"}
+    stage = AudioEventsStage.standalone(AudioTagger(kind="yamnet", chunk_s=30.0))
+    out = stage.run(VideoItem.in_folder(sample.dataset_dir, sample.video_id, sample.clips))
+    events = out.tables["audio_events"]
+    assert not out.dead_letters and events
+    assert {e.tagger for e in events} == {TAGGER_NAME + "+signal-analysis-v1"}
     for line in sample.truth.narration:  # espeak-ng narration is speech to YAMNet too
-        assert covered(out.events, "Speech", line.start_s + 0.3, line.end_s - 0.3) >= 0.8, line
+        assert covered(events, "Speech", line.start_s + 0.3, line.end_s - 0.3) >= 0.8, line
     for seg in sample.truth.audio:
         if seg.kind == "tone":  # the analyser measures what the network cannot: the tone's frequency
-            near = [e for e in out.events if e.label.startswith("pure tone near")
+            near = [e for e in events if e.label.startswith("pure tone near")
                     and e.start_s < seg.end_s and e.end_s > seg.start_s]
             assert near, seg
     tone = next(seg for seg in sample.truth.audio if seg.kind == "tone")
-    assert covered(out.events, "Sine wave", tone.start_s + 0.5, tone.end_s - 0.5) >= 0.8
-    yamnet_labels = set(worker.backend.labels) & {e.label for e in out.events}
-    for caption in caption_clips(sample.clips, [], out.events):  # every clip's caption names an AudioSet class
+    assert covered(events, "Sine wave", tone.start_s + 0.5, tone.end_s - 0.5) >= 0.8
+    yamnet_labels = set(stage.backend.labels) & {e.label for e in events}
+    for caption in caption_clips(sample.clips, [], events):  # every clip's caption names an AudioSet class
         told = " ".join((caption.environment, caption.event, caption.timbre, caption.emotion))
         heard_speech = caption.narration.startswith("unintelligible speech")  # YAMNet's Speech, no ASR given here
         assert heard_speech or any(label in told for label in yamnet_labels), caption
@@ -174,13 +175,15 @@ def test_a_frame_with_nothing_in_it_says_so_and_names_no_object(describer):
 
 
 def test_the_sample_keyframes_through_the_stage(sample, describer):
-    from tasks.visual_caption import caption_video
+    from tasks.visual_caption import VisualCaptionStage
 
-    out = caption_video(describer, sample.dataset_dir, sample.video_id, sample.clips[:4])
-    assert not out.dead_letters and out.captions
-    assert {c.captioner for c in out.captions} == {DETECTOR_NAME}
+    out = VisualCaptionStage.standalone(backend=describer).run(
+        VideoItem.in_folder(sample.dataset_dir, sample.video_id, sample.clips[:4]))
+    captions = out.tables["visual_captions"]
+    assert not out.dead_letters and captions
+    assert {c.captioner for c in captions} == {DETECTOR_NAME}
     scenes = {s.start_s: s for s in sample.truth.scenes}
-    for cap in out.captions:
+    for cap in captions:
         scene = next(s for s in scenes.values() if s.start_s <= cap.t < s.end_s)
         read = " ".join(t.label.split(":", 1)[1] for t in cap.tags if t.label.startswith("text:"))
         if scene.text:

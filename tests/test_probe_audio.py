@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas.records import Stage
+from schemas.records import StageName
 from schemas.settings import load_settings
 from infra.audio_io import SAMPLE_RATE, decode_audio_array, load_audio
 from infra.frame_reader import FrameReader
@@ -90,7 +90,7 @@ def test_no_audio_stream_is_a_permanent_error(tmp_path):
     assert probe(src, "x").has_audio is False
     with pytest.raises(PermanentError) as err:
         decode_audio(src, tmp_path, "test-silent")
-    assert err.value.stage == Stage.audio and err.value.error_class == "no_audio_stream"
+    assert err.value.stage == StageName.audio and err.value.error_class == "no_audio_stream"
     assert not audio_path(tmp_path, "test-silent").exists()
 
 
@@ -129,16 +129,16 @@ def test_truncated_file_is_caught_by_decode_not_silently_shortened(tmp_path):
 
 
 def test_stages_in_ray_hold_the_resources_their_profile_declares():
-    from flows.video_pipeline import _media_task
-    from tasks.asr import ASRWorker
-    from tasks.audio_events import AudioEventsWorker
-    from tasks.visual_caption import VisualCaptionWorker
+    from flows.video_pipeline import media_resources
+    from infra.pipeline import Pipeline
 
     cfg = load_settings()
-    media = _media_task(cfg)  # the media chain is decode-bound: it takes the segment stage's resources
-    assert media._default_options["num_cpus"] == cfg.segment.resources.num_cpus
-    assert media._default_options["num_gpus"] == cfg.segment.resources.num_gpus
-    for worker, section in ((ASRWorker, cfg.asr), (AudioEventsWorker, cfg.audio_tagger),
-                            (VisualCaptionWorker, cfg.visual_captioner)):
-        options = worker.in_ray(section)._default_options
+    pipeline = Pipeline.from_settings(cfg)
+    media = media_resources(pipeline, cfg)  # the media chain is decode-bound: it takes the segment stage's resources
+    assert (media.num_cpus, media.num_gpus) == (cfg.segment.resources.num_cpus, cfg.segment.resources.num_gpus)
+    actors = pipeline.of("actor")
+    assert [s.section for s in actors] == ["asr", "audio_tagger", "visual_captioner"]
+    for stage in actors:
+        section = getattr(cfg, stage.section)
+        options = stage.in_ray(cfg)._default_options
         assert (options["num_cpus"], options["num_gpus"]) == (section.resources.num_cpus, section.resources.num_gpus)

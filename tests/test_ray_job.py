@@ -3,7 +3,6 @@ nodes and its flow and task runs show up in the real Prefect server."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from flows.commit import committed
+from schemas.commit import committed
 from schemas.manifest import verify_manifest
 from schemas.settings import settings
 from schemas.records import ClipDescription

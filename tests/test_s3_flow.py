@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from flows.commit import VIDEO_TABLES, committed
+from schemas.commit import committed
+from schemas.records import VIDEO_TABLES
 from flows.llm_cache import SHARD_DIR
 from flows.progress import metrics_url_of
 from flow_runs import sigkill_after_first_commit

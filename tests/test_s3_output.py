@@ -4,22 +4,20 @@ LLM cache shards, the media task's hand-over, and the preflight that names what 
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from flows import llm_cache
-from flows.commit import commit_video, committed, sweep_uncommitted
-from flows.media_chain import MediaResult, media_task
+from schemas.commit import commit_video, committed, sweep_uncommitted
+from flows.media_chain import MEDIA_STAGES, media_task
 from flows.preflight import PreflightError, preflight
 from infra.llm_client import RequestCache
 from schemas.handoff import VideoMedia
 from schemas.manifest import build_manifest, verify_manifest
-from schemas.records import Clip, DeadLetter, VideoRecord
+from schemas.records import Clip
 from schemas.settings import load_settings
 from schemas.shards import read_records, shard_keys, write_shard
 from schemas.store import DatasetStore
@@ -74,19 +72,24 @@ def test_the_media_task_puts_the_files_in_the_bucket_and_hands_the_media_over_in
     uri = fresh(s3)
     cfg = load_settings("local-cpu").model_copy(deep=True)
     cfg.paths.scratch_dir = tmp_path / "scratch"
-    result, media = media_task(str(shared_media / "big_buck_bunny_0_30.webm"), uri, cfg)
-    assert isinstance(result, MediaResult) and isinstance(media, VideoMedia)
-    store, vid = DatasetStore.of(uri), result.video.video_id
-    assert store.exists(result.video.media_path) and store.exists(f"audio/{vid}.npy")
-    assert sum(len(c.keyframe_times) for c in result.clips) == len(store.list_files(f"keyframes/{vid}"))
-    assert media.audio.dtype == np.float32 and media.audio.shape[0] == result.audio.num_samples
-    assert all(all(media.keyframes[c.clip_id]) for c in result.clips)
+    outcome, media = media_task(str(shared_media / "big_buck_bunny_0_30.webm"), uri, cfg, MEDIA_STAGES)
+    item = outcome.item
+    assert not item.failed_stages and isinstance(media, VideoMedia)
+    video, clips = item.rows("videos")[0], item.clips
+    store, vid = DatasetStore.of(uri), video.video_id
+    assert store.exists(video.media_path) and store.exists(f"audio/{vid}.npy")
+    assert sum(len(c.keyframe_times) for c in clips) == len(store.list_files(f"keyframes/{vid}"))
+    assert media.audio.dtype == np.float32 and media.audio.shape[0] == item.value("audio").num_samples
+    assert all(all(media.keyframes[c.clip_id]) for c in clips)
+    assert item.work_dir is None and item.media is None  # what travels back holds no path on this node
+    assert set(outcome.stats) == set(MEDIA_STAGES) and outcome.stats["segment"].rows["clips"] == len(clips)
     # nothing is left in this node's scratch folder, so no later stage could read the video from here
     node_dirs = list((tmp_path / "scratch").glob("node-*"))
     assert len(node_dirs) == 1 and not any(node_dirs[0].iterdir())
 
-    bad, nothing = media_task(str(shared_media / "jfk.flac"), uri, cfg)
-    assert isinstance(bad, DeadLetter) and nothing is None and bad.error_class == "no_video_stream"
+    bad, nothing = media_task(str(shared_media / "jfk.flac"), uri, cfg, MEDIA_STAGES)
+    assert nothing is None and bad.item.failed_stages == {"probe"}
+    assert [d.error_class for d in bad.item.dead_letters] == ["no_video_stream"]
     assert not any(node_dirs[0].iterdir())
 
 

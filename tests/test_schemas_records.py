@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from schemas.records import (AVBenchItem, Clip, ClipDescription, DeadLetter, QAItem, SpeechSegment, Stage,
+from schemas.records import (AVBenchItem, Clip, ClipDescription, DeadLetter, QAItem, SpeechSegment, StageName,
                              VideoRecord, Word, hms, parse_hms)
 
 VID = "yt-abc_123"
@@ -145,7 +145,7 @@ def test_naive_datetimes_rejected_and_aware_ones_normalised():
     with pytest.raises(ValidationError, match="timezone-aware"):
         VideoRecord(**video(acquired_at=datetime(2025, 1, 1)))
     with pytest.raises(ValidationError, match="timezone-aware"):
-        DeadLetter(stage=Stage.write, source_id=VID, error_class="X", message="m", failed_at="2025-01-01T00:00:00")
+        DeadLetter(stage=StageName.write, source_id=VID, error_class="X", message="m", failed_at="2025-01-01T00:00:00")
     plus2 = datetime(2025, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
     assert VideoRecord(**video(acquired_at=plus2)).acquired_at.utcoffset() == timedelta(0)
 

@@ -12,7 +12,7 @@ import pytest
 from openai import OpenAI
 from pydantic import BaseModel, Field
 
-from flows import servers
+from infra import servers
 from schemas.settings import load_settings
 
 

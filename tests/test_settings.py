@@ -53,7 +53,8 @@ def test_qa_options_come_from_the_profile_and_env(monkeypatch):
 
 
 def test_the_demo_serves_its_own_llm_model(monkeypatch):
-    from flows import demo, servers
+    from flows import demo
+    from infra import servers
     from schemas import settings as settings_module
 
     for key in ("SAVEN_LLM__SERVER__MODEL", "SAVEN_LLM__SERVER__SERVED_NAME"):

@@ -73,9 +73,9 @@ def examples() -> dict[str, list[R.Record]]:
         "dedup": [R.DedupDecision(video_id=VID, clip_id=f"{VID}.c0003", kind="clip", kept_id="yt-other.c0001",
                                   distance=1.5, method="dhash64"),
                   R.DedupDecision(video_id=VID, kind="content", kept_id="yt-other", distance=0.0, method="sha256")],
-        "dead_letter": [R.DeadLetter(stage=R.Stage.acquire, source_id="https://e.org/v", error_class="HTTPError",
+        "dead_letter": [R.DeadLetter(stage=R.StageName.acquire, source_id="https://e.org/v", error_class="HTTPError",
                                      message="404", attempts=3, failed_at=T0),
-                        R.DeadLetter(stage=R.Stage.qa, source_id=VID, item_id=f"{VID}.q0123456789ab",
+                        R.DeadLetter(stage=R.StageName.qa, source_id=VID, item_id=f"{VID}.q0123456789ab",
                                      error_class="check:options_distinct", message="dup", failed_at=T0,
                                      detail='{"x": 1}')],
     }
@@ -146,7 +146,7 @@ def test_dicts_are_validated_and_bad_rows_dead_lettered(tmp_path):
     assert [c.index for c in read_records(tmp_path, "clips")] == [0, 2]
     dead = read_records(tmp_path, "dead_letter")
     assert dead == result.dead_letters and len(dead) == 3
-    assert {d.stage for d in dead} == {R.Stage.write}
+    assert {d.stage for d in dead} == {R.StageName.write}
     assert {d.error_class for d in dead} == {"ValidationError"}
     by_row = {d.message.split(":")[0]: d for d in dead}
     assert "end_s" in by_row["row 1"].message and by_row["row 1"].item_id == f"{VID}.c0001"

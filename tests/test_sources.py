@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from flows.sources import SourcesError, read_sources, source_key
+from flows.sources import SourcesError, read_sources
+from schemas.commit import source_key
 
 
 def test_yaml_csv_jsonl_agree(tmp_path):

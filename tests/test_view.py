@@ -27,10 +27,10 @@ from typer.testing import CliRunner
 
 import llm_samples as S
 from flows.cli import app
-from flows.view import VIEW_DIR, safe_name, video_page_href, write_viewer
+from viewer import VIEW_DIR, safe_name, video_page_href, write_viewer
 from schemas.manifest import build_manifest, verify_manifest
 from schemas.paths import keyframe_path
-from schemas.records import AudioAxis, AudioEvent, DeadLetter, QAItem, QAKind, QAType, Stage
+from schemas.records import AudioAxis, AudioEvent, DeadLetter, QAItem, QAKind, QAType, StageName
 from schemas.settings import settings
 from schemas.shards import consolidate_dead_letters, read_table, write_dead_letters, write_shard
 
@@ -102,10 +102,10 @@ def dataset(tmp_path_factory) -> Path:
                            ("qa", _qa_items())):
         write_shard(d, table, key=VID, records=records)
     failed = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    write_dead_letters(d, VID, [DeadLetter(stage=Stage.qa, video_id=VID, item_id=f"{VID}.q00000000000f",
+    write_dead_letters(d, VID, [DeadLetter(stage=StageName.qa, video_id=VID, item_id=f"{VID}.q00000000000f",
                                            error_class="check:options_distinct", message=f"rejected: {PWN_IMG}",
                                            failed_at=failed, detail='{"question": "</pre><b>x</b>"}')])
-    write_dead_letters(d, "src-0badf00d", [DeadLetter(stage=Stage.probe, source_id="/media/speech.flac",
+    write_dead_letters(d, "src-0badf00d", [DeadLetter(stage=StageName.probe, source_id="/media/speech.flac",
                                                       video_id="local-0badf00d", error_class="no_video_stream",
                                                       message="no video stream", failed_at=failed)])
     consolidate_dead_letters(d)

@@ -12,11 +12,11 @@ import pytest
 from perception_sample import prepared_sample
 from schemas.settings import VisualCaptioner
 from schemas.paths import clip_keyframe_paths
-from schemas.handoff import VideoWork
+from schemas.handoff import StageResult, VideoItem
 from tasks.captioners import CAPTIONERS
 from tasks.captioners.coca_clip import OpenClipCaptioner
 from tasks.captioners.opencv import NAME, OpenCVDescriber, named_colours
-from tasks.visual_caption import VisualCaptionWorker, caption_video
+from tasks.visual_caption import VisualCaptionStage
 
 # Clips of seed 0 that cover a static pattern, a moving one, light text on a busy pattern (yuvtestsrc) and a
 # short text-free scene merged into its neighbour.
@@ -41,6 +41,11 @@ def captions(sample, describer):
     return caption_video(describer, sample.dataset_dir, sample.video_id, clips)
 
 
+def caption_video(describer, folder, video_id, clips) -> StageResult:
+    """The keyframe-caption stage over one video's clips, with an already loaded captioner."""
+    return VisualCaptionStage.standalone(backend=describer).run(VideoItem.in_folder(folder, video_id, clips))
+
+
 def scene_at(truth, t):
     return next(s for s in truth.scenes if s.start_s <= t < s.end_s)
 
@@ -52,9 +57,9 @@ def tag_labels(cap, prefix):
 def test_on_screen_text_is_read_where_it_is_drawn(sample, captions):
     assert not captions.dead_letters
     wanted = sum(len(c.keyframe_times) for c in sample.clips if c.index in CLIP_INDICES)
-    assert len(captions.captions) == captions.keyframes == wanted
+    assert len(captions.tables["visual_captions"]) == captions.counts["keyframes"] == wanted
     with_text = 0
-    for cap in captions.captions:
+    for cap in captions.tables["visual_captions"]:
         assert cap.captioner == NAME and cap.video_id == sample.video_id
         scene = scene_at(sample.truth, cap.t)
         read = " ".join(tag_labels(cap, "text"))
@@ -70,7 +75,7 @@ def test_on_screen_text_is_read_where_it_is_drawn(sample, captions):
 
 def test_colours_motion_and_faces_follow_the_pattern(sample, captions):
     by_clip: dict[str, list] = {}
-    for cap in captions.captions:
+    for cap in captions.tables["visual_captions"]:
         by_clip.setdefault(cap.clip_id, []).append(cap)
         scene = scene_at(sample.truth, cap.t)
         colours = tag_labels(cap, "colour")
@@ -122,8 +127,8 @@ def test_a_missing_keyframe_costs_only_its_clip(sample, describer, tmp_path):
                                                               sample.clips[3]])  # a clip whose files are all there
     assert {d.item_id: d.error_class for d in out.dead_letters} == {clips[0].clip_id: "keyframe_unreadable",
                                                                     empty.clip_id: "no_keyframes"}
-    assert {c.clip_id for c in out.captions} == {sample.clips[3].clip_id}
-    assert all(d.stage.value == "visual_caption" for d in out.dead_letters)
+    assert {c.clip_id for c in out.tables["visual_captions"]} == {sample.clips[3].clip_id}
+    assert all(d.stage == "visual_caption" for d in out.dead_letters) and not out.failed
 
 
 # ---------------------------------------------------------------- open_clip, tiny random weights
@@ -177,17 +182,17 @@ def test_open_clip_captioner_loads_saved_weights_and_writes_captions_and_tags(ti
     labels = ["a cat", "a river", "a city", "text", "a cartoon", "snow"]
     cfg = VisualCaptioner(kind="open-clip", coca_model="saven-tiny-coca", coca_pretrained=str(coca_path),
                           clip_model="saven-tiny-clip", clip_pretrained=str(clip_path), labels=labels, device="cpu")
-    worker = VisualCaptionWorker(cfg)
-    captioner = worker.backend
+    stage = VisualCaptionStage.standalone(cfg)
+    captioner = stage.backend
     assert isinstance(captioner, OpenClipCaptioner)
     for model, state in ((captioner.coca, coca_state), (captioner.clip, clip_state)):
         loaded = model.state_dict()
         assert all(torch.equal(tensor, loaded[name]) for name, tensor in state.items())
     assert captioner.label_features.shape == (len(labels), 32)
     clip = sample.clips[0]
-    out = worker.run(VideoWork(dataset_dir=str(sample.dataset_dir), video_id=sample.video_id, clips=[clip]))
-    assert not out.dead_letters and len(out.captions) == len(clip.keyframe_times)
-    for cap in out.captions:
+    out = stage.run(VideoItem.in_folder(sample.dataset_dir, sample.video_id, [clip]))
+    assert not out.dead_letters and len(out.tables["visual_captions"]) == len(clip.keyframe_times)
+    for cap in out.tables["visual_captions"]:
         assert cap.text.strip() and "<end_of_text>" not in cap.text
         assert cap.captioner == "coca:saven-tiny-coca+clip:saven-tiny-clip"
         assert 1 <= len(cap.tags) <= 5 and all(t.label in labels for t in cap.tags)

@@ -15,6 +15,7 @@ from infra import model_cache
 from schemas.records import Tag
 from schemas.settings import VisualCaptioner
 from tasks.captioners import CAPTIONERS
+from tasks.captioners.coco import coco_names
 
 TOP_K_TAGS = 5
 MIN_TAG_SCORE = 0.05
@@ -47,6 +48,12 @@ class OpenClipCaptioner:
     def model_card(cfg: VisualCaptioner) -> str:
         return (f"CoCa `{cfg.coca_model}` ({cfg.coca_pretrained}) captions, CLIP `{cfg.clip_model}` "
                 f"({cfg.clip_pretrained}) zero-shot tags")
+
+    @staticmethod
+    def vocabulary(cfg: VisualCaptioner) -> list[str]:
+        """CLIP's zero-shot labels and COCO's classes (what CoCa's captions were trained to name)."""
+        return [label.removeprefix("a ").removeprefix("an ").removeprefix("the ")
+                for label in (cfg.labels or DEFAULT_LABELS)] + coco_names()
 
     def __init__(self, cfg: VisualCaptioner):
         import open_clip

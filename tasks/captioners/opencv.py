@@ -22,6 +22,7 @@ import numpy as np
 from schemas.records import Tag
 from schemas.settings import VisualCaptioner
 from tasks.captioners import CAPTIONERS
+from tasks.captioners.coco import coco_names
 
 NAME = "opencv-describer-v1"
 HAAR_DIRS = (Path("/usr/share/opencv4/haarcascades"), Path("/usr/share/opencv/haarcascades"),
@@ -228,6 +229,8 @@ class OpenCVDescriber:
 
     name = NAME
     model_card = "OpenCV colours, brightness and motion, Haar-cascade faces, tesseract OCR; no trained caption model"
+    # It names no object class, so a COCO thing named in a question is one it never saw.
+    vocabulary = staticmethod(lambda cfg: coco_names())
 
     def __init__(self, cfg: VisualCaptioner | None = None):
         if not hasattr(cv2, "CascadeClassifier"):

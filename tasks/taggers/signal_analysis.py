@@ -459,6 +459,7 @@ class SignalTagger:
 
     name = TAGGER_NAME
     model_card = "Silero VAD (faster-whisper's ONNX) plus waveform measures; no trained sound classifier"
+    vocabulary = staticmethod(lambda cfg: list(SOUND_CLASSES))  # the classes its spans are named by
 
     def __init__(self, cfg: AudioTagger | None = None):
         from faster_whisper.vad import get_vad_model

@@ -25,15 +25,11 @@ DEFAULT_CLAP_LABELS = (
 )
 
 
-@TAGGERS.register("audioset")
-@TAGGERS.register("clap")
-class TransformersTagger:
-    """An AudioSet classifier (``audioset``) or a CLAP model scoring a label vocabulary (``clap``)."""
+class _WindowScorer:
+    """Scores fixed windows of the waveform against a label list; subclasses load the model and score a batch."""
 
-    @staticmethod
-    def model_card(cfg: AudioTagger) -> str:
-        what = "AudioSet classifier" if cfg.kind == "audioset" else "CLAP, zero-shot over a label vocabulary"
-        return f"`{cfg.model}` ({what})"
+    threshold: float
+    labels: list[str]
 
     def __init__(self, cfg: AudioTagger, device: str | None = None):
         import torch
@@ -42,39 +38,20 @@ class TransformersTagger:
         if not cfg.model:
             raise ValueError(f"audio_tagger.kind={cfg.kind} needs audio_tagger.model (a transformers name or path)")
         self.cfg = cfg
-        self.kind = cfg.kind
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.extractor = AutoFeatureExtractor.from_pretrained(cfg.model)
         self.rate = int(getattr(self.extractor, "sampling_rate", SAMPLE_RATE))
-        if cfg.kind == "audioset":
-            from transformers import AutoModelForAudioClassification
-
-            self.model = AutoModelForAudioClassification.from_pretrained(cfg.model).to(self.device).eval()
-            self.labels = [self.model.config.id2label[i] for i in range(len(self.model.config.id2label))]
-        else:  # registered for "audioset" and "clap" only
-            from transformers import AutoTokenizer, ClapModel
-
-            self.model = ClapModel.from_pretrained(cfg.model).to(self.device).eval()
-            self.labels = list(cfg.labels or DEFAULT_CLAP_LABELS)
-            tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-            text = tokenizer([f"the sound of {label}" for label in self.labels], padding=True, return_tensors="pt")
-            self.text_inputs = {k: v.to(self.device) for k, v in text.items()}
         self.name = f"{cfg.kind}:{Path(cfg.model).name if Path(cfg.model).exists() else cfg.model}"
 
-    def _scores(self, pieces: list[np.ndarray]):
-        import torch
-
+    def _inputs(self, pieces: list[np.ndarray]) -> dict:
         inputs = self.extractor([resample(p, self.rate) for p in pieces], sampling_rate=self.rate,
                                 return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        with torch.inference_mode():
-            if self.kind == "audioset":
-                return torch.sigmoid(self.model(**inputs).logits).float().cpu().numpy()
-            out = self.model(**self.text_inputs, **inputs)
-            return torch.softmax(out.logits_per_audio, dim=-1).float().cpu().numpy()
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    def _scores(self, pieces: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
 
     def tag(self, audio: np.ndarray) -> list[Span]:
-        threshold = AUDIOSET_THRESHOLD if self.kind == "audioset" else CLAP_THRESHOLD
         pieces = windows(np.asarray(audio, dtype=np.float32), self.cfg.window_s)
         labelled = []
         for i in range(0, len(pieces), BATCH_WINDOWS):
@@ -82,5 +59,68 @@ class TransformersTagger:
             scores = self._scores([w[2] for w in batch])
             for (start, end, _), row in zip(batch, scores):
                 top = np.argsort(-row)[:TOP_K]
-                labelled.append((start, end, [(self.labels[j], float(row[j])) for j in top if row[j] >= threshold]))
+                labelled.append((start, end, [(self.labels[j], float(row[j])) for j in top
+                                              if row[j] >= self.threshold]))
         return merge_window_labels(labelled)
+
+
+@TAGGERS.register("audioset")
+class AudioSetTagger(_WindowScorer):
+    """An AudioSet classifier (e.g. AST): multi-label, a sigmoid score per class and window."""
+
+    threshold = AUDIOSET_THRESHOLD
+
+    @staticmethod
+    def model_card(cfg: AudioTagger) -> str:
+        return f"`{cfg.model}` (AudioSet classifier)"
+
+    @staticmethod
+    def vocabulary(cfg: AudioTagger) -> list[str]:
+        from transformers import AutoConfig
+
+        return list(AutoConfig.from_pretrained(cfg.model).id2label.values())
+
+    def __init__(self, cfg: AudioTagger, device: str | None = None):
+        from transformers import AutoModelForAudioClassification
+
+        super().__init__(cfg, device)
+        self.model = AutoModelForAudioClassification.from_pretrained(cfg.model).to(self.device).eval()
+        self.labels = [self.model.config.id2label[i] for i in range(len(self.model.config.id2label))]
+
+    def _scores(self, pieces: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return torch.sigmoid(self.model(**self._inputs(pieces)).logits).float().cpu().numpy()
+
+
+@TAGGERS.register("clap")
+class ClapTagger(_WindowScorer):
+    """A CLAP model scoring ``settings.audio_tagger.labels`` zero-shot: a softmax share over the labels."""
+
+    threshold = CLAP_THRESHOLD
+
+    @staticmethod
+    def model_card(cfg: AudioTagger) -> str:
+        return f"`{cfg.model}` (CLAP, zero-shot over a label vocabulary)"
+
+    @staticmethod
+    def vocabulary(cfg: AudioTagger) -> list[str]:
+        return list(cfg.labels or DEFAULT_CLAP_LABELS)
+
+    def __init__(self, cfg: AudioTagger, device: str | None = None):
+        from transformers import AutoTokenizer, ClapModel
+
+        super().__init__(cfg, device)
+        self.model = ClapModel.from_pretrained(cfg.model).to(self.device).eval()
+        self.labels = self.vocabulary(cfg)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        text = tokenizer([f"the sound of {label}" for label in self.labels], padding=True, return_tensors="pt")
+        self.text_inputs = {k: v.to(self.device) for k, v in text.items()}
+
+    def _scores(self, pieces: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**self.text_inputs, **self._inputs(pieces))
+            return torch.softmax(out.logits_per_audio, dim=-1).float().cpu().numpy()

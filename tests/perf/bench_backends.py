@@ -7,8 +7,8 @@ describers they replaced, on the same videos in the same run.
 
 Videos: the real media of ``../shared/media`` that have a picture (Big Buck Bunny excerpt, chaplin.mp4; the media
 stage turns audio-only files away) plus one synthetic sample (75 s: tones, noise, beats, narration, drawn text),
-each run through the real media stage first. Each backend is built before timing (setup is reported separately); each timing is the
-best of ``--repeat`` runs. ``ratio`` = new / old seconds per minute: what the real models cost over the fallback.
+each run through the real media stage first. Each backend is built before timing (setup is reported
+separately); each timing is the best of ``--repeat`` runs. ``ratio`` = new / old seconds per minute: what the real models cost over the fallback.
 
     python tests/perf/bench_backends.py [out/perf/backends.json] [--repeat 3]
 """
@@ -29,10 +29,10 @@ from perf_rows import row, write_report  # noqa: E402
 
 from devdata.samples import make_samples  # noqa: E402
 from flows.media_chain import MediaResult, process_source  # noqa: E402
-from schemas.handoff import VideoWork  # noqa: E402
+from schemas.handoff import VideoItem  # noqa: E402
 from schemas.settings import AudioTagger, VisualCaptioner, load_settings  # noqa: E402
-from tasks.audio_events import AudioEventsWorker  # noqa: E402
-from tasks.visual_caption import VisualCaptionWorker  # noqa: E402
+from tasks.audio_events import AudioEventsStage  # noqa: E402
+from tasks.visual_caption import VisualCaptionStage  # noqa: E402
 
 SHARED_MEDIA = REPO.parent / "shared" / "media"
 MEDIA = ("big_buck_bunny_0_30.webm", "chaplin.mp4")
@@ -79,17 +79,16 @@ def main(argv: list[str] | None = None) -> int:
               f"({keyframes} keyframes)", file=sys.stderr)
 
         results: dict[str, dict] = {}
-        for stage, kinds, worker_cls, videos, minutes in (
-                ("audio_events", AUDIO, AudioEventsWorker, [m for m in media if m.audio], audio_min),
-                ("visual_caption", VISUAL, VisualCaptionWorker, with_video, video_min)):
+        for stage, kinds, stage_cls, videos, minutes in (
+                ("audio_events", AUDIO, AudioEventsStage, [m for m in media if m.audio], audio_min),
+                ("visual_caption", VISUAL, VisualCaptionStage, with_video, video_min)):
             for label, section in kinds.items():
-                worker = worker_cls(section)  # loads the backend once, timed by the worker itself
-                setup_s = worker.stats().setup_s
-                works = [VideoWork(dataset_dir=str(dataset), video_id=m.video.video_id, clips=m.clips)
-                         for m in videos]
-                outputs = [worker.process(w) for w in works]  # warm: first-call allocations are not timed
-                seconds = best_of(args.repeat, lambda: [worker.process(w) for w in works])
-                found = sum(len(getattr(o, "events", []) or getattr(o, "captions", [])) for o in outputs)
+                worker = stage_cls.standalone(section, settings=cfg)  # loads the backend once, timed by the stage
+                setup_s = worker.worker_stats().setup_s
+                items = [VideoItem.in_folder(dataset, m.video.video_id, m.clips) for m in videos]
+                outputs = [worker.process(i) for i in items]  # warm: first-call allocations are not timed
+                seconds = best_of(args.repeat, lambda: [worker.process(i) for i in items])  # noqa: B023 — run now
+                found = sum(len(rows) for o in outputs for rows in o.tables.values())
                 results[f"{stage}: {label}"] = {"stage": stage, "backend": label, "model": worker.model_name,
                                                 "setup_s": round(setup_s, 3), "seconds": round(seconds, 3),
                                                 "s_per_min": round(seconds / minutes, 3), "records": found}
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage, baseline_label in (("audio_events", "signal-analysis (baseline)"),
                                   ("visual_caption", "opencv-describer (baseline)")):
         base = results[f"{stage}: {baseline_label}"]
-        for key, r in results.items():
+        for r in results.values():
             if r["stage"] != stage or r["backend"] == baseline_label:
                 continue
             rows.append(row(f"{stage} seconds per minute of video: {r['backend']}", r["s_per_min"],

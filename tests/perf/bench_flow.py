@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches-in-flight", type=int, default=None, help="default: the profile's")
     args = parser.parse_args(argv)
 
-    from flows import servers
+    from infra import servers
     from schemas.settings import settings
     from devdata.samples import make_samples
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the sample timeline lives beside
 import llm_samples as S  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 from tasks import fuse  # noqa: E402
+from tasks.grounding import run_vocabulary  # noqa: E402
 from infra.llm_client import LLMClient, strict_json_schema  # noqa: E402
 
 TARGET_RATIO = 0.85
@@ -112,12 +113,12 @@ async def run_pipeline(args, inputs, period_s: float) -> dict[str, Any]:
         started = time.perf_counter()
         async with client:
             with Sampler(lambda: client.stats.in_flight, period_s) as sampler:
-                result = await fuse.fuse_clips(client, inputs)
+                _, dead = await fuse.fuse_clips(client, inputs, run_vocabulary(load_settings()))
         wall = time.perf_counter() - started
         client.close()
     tokens = client.stats.completion_tokens
     return {"wall_s": wall, "completion_tokens": tokens, "tokens_per_s": tokens / wall,
-            "errors": len(result.dead_letters), "stats": client.stats.snapshot(), "in_flight": sampler.samples}
+            "errors": len(dead), "stats": client.stats.snapshot(), "in_flight": sampler.samples}
 
 
 def bucketed(samples: list[tuple[float, int]], bucket_s: float) -> dict[int, tuple[float, int]]:

@@ -1,7 +1,7 @@
 """The LLM stage against its speed of light: generated tokens per second of fusion + QA as the pipeline runs them,
 over the same server's plain capacity on the same prompts and output lengths.
 
-1. pipeline: ``tasks.fuse.fuse_clips`` then ``tasks.qa.generate_qa_many`` (the plan, every question type with the
+1. pipeline: ``tasks.fuse.fuse_clips`` then ``tasks.qa.generate_qa`` per video (the plan, every question type with the
    demo's questions per type, rounds, checks) on ``--videos`` copies of the sample timeline under distinct video
    ids, through ``LLMClient`` with a fresh cache. Every request it sends is recorded.
 2. plain: every recorded request again, all at once, with no response format, ``max_tokens`` = the tokens its
@@ -44,6 +44,7 @@ from flows.progress import metrics_url_of  # noqa: E402
 from infra.llm_client import LLMClient  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 from tasks import fuse, qa  # noqa: E402
+from tasks.grounding import run_vocabulary  # noqa: E402
 
 TARGET_RATIO = 0.7
 HISTOGRAMS = {"queue_s": "vllm:request_queue_time_seconds", "prefill_s": "vllm:request_prefill_time_seconds",
@@ -154,14 +155,16 @@ def workload(videos: int) -> tuple[list[fuse.ClipInputs], list]:
 async def run_pipeline(client: RecordingClient, inputs, records, options) -> dict[str, Any]:
     t0 = time.perf_counter()
     async with client:
-        fused = await fuse.fuse_clips(client, inputs)
+        vocabulary = run_vocabulary(load_settings())
+        described, _ = await fuse.fuse_clips(client, inputs, vocabulary)
         t_fuse = time.perf_counter() - t0
         by_video: dict[str, list] = {}
-        for d in fused.descriptions:
+        for d in described:
             by_video.setdefault(d.video_id, []).append(d)
-        results = await qa.generate_qa_many(client, [(v, by_video.get(v.video_id, [])) for v in records], options)
+        results = await asyncio.gather(*(qa.generate_qa(client, v, by_video.get(v.video_id, []), options,
+                                                        vocabulary=vocabulary) for v in records))
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "fuse_s": t_fuse, "descriptions": len(fused.descriptions),
+    return {"wall_s": wall, "fuse_s": t_fuse, "descriptions": len(described),
             "qa_items": sum(len(r.items) for r in results), "qa_drafts": sum(r.drafts for r in results)}
 
 

@@ -151,24 +151,15 @@ def run_stage(stage: str, video: Path, ds: Path) -> dict:
         (state / "clips.json").write_text(json.dumps([c.model_dump(mode="json") for c in seg.clips]))
         return {"frames": seg.frames_decoded, "cuts": len(seg.cuts_s), "clips": len(seg.clips),
                 "keyframes": sum(len(c.keyframe_times) for c in seg.clips)}
-    from schemas.handoff import VideoWork
+    from infra.pipeline import STAGES
+    from schemas.handoff import VideoItem
 
-    if stage == "asr":
-        from tasks.asr import ASRWorker
-
-        out = ASRWorker(cfg.asr).run(VideoWork(dataset_dir=str(ds), video_id=VIDEO_ID, clips=clips()))
-        return {"speech_segments": len(out.speech), "words": sum(len(s.words) for s in out.speech),
-                "dead_letters": [d.message for d in out.dead_letters]}
-    if stage == "audio_events":
-        from tasks.audio_events import AudioEventsWorker
-
-        out = AudioEventsWorker(cfg.audio_tagger).run(VideoWork(dataset_dir=str(ds), video_id=VIDEO_ID, clips=clips()))
-        return {"events": len(out.events), "dead_letters": [d.message for d in out.dead_letters]}
-    if stage == "visual_caption":
-        from tasks.visual_caption import VisualCaptionWorker
-
-        out = VisualCaptionWorker(cfg.visual_captioner).run(VideoWork(dataset_dir=str(ds), video_id=VIDEO_ID, clips=clips()))
-        return {"captions": len(out.captions), "keyframes": out.keyframes,
+    if stage in ("asr", "audio_events", "visual_caption"):
+        out = STAGES.get(stage).standalone(settings=cfg).run(VideoItem.in_folder(ds, VIDEO_ID, clips()))
+        rows = {table: len(records) for table, records in out.tables.items()}
+        if stage == "asr":
+            rows["words"] = sum(len(s.words) for s in out.tables.get("speech", []))
+        return {**rows, **{k: v for k, v in out.counts.items() if k == "keyframes"},
                 "dead_letters": [d.message for d in out.dead_letters]}
     raise SystemExit(f"unknown stage {stage}")
 

@@ -1,10 +1,10 @@
 """Perception benchmark: pipeline ASR against plain faster-whisper, and clips per second for each perception stage.
 
 For each sample video (run through the real media stage first):
-- ``asr ratio`` = (ASR as the pipeline runs it: ``ASRWorker.process`` reading the saved waveform, transcribing,
+- ``asr ratio`` = (ASR as the pipeline runs it: ``ASRStage.run`` reading the saved waveform, transcribing,
   mapping words onto clips) / (plain ``WhisperModel.transcribe`` on the same waveform with the same options, its
   segments consumed). Target <= 1.1: the stage should add almost nothing to the model's own time. With ``--ray``
-  (default) the same is measured through a Ray actor as well (``ASRWorker.in_ray``; the call and result transfer count).
+  (default) the same is measured through a Ray actor as well (``ASRStage.in_ray``; call and result transfer count).
   CPU seconds of this process are recorded beside wall time: on a shared machine they are the steadier measure.
 - clips per second of ASR, audio events, audio captions and keyframe captions, in-process.
 
@@ -33,16 +33,17 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from schemas.settings import load_settings  # noqa: E402
-from schemas.handoff import VideoWork  # noqa: E402
-from tasks.asr import ASRWorker  # noqa: E402
+from schemas.handoff import VideoItem  # noqa: E402
+from infra.stage import StageContext  # noqa: E402
+from tasks.asr import ASRStage  # noqa: E402
 from tasks.transcribers.whisper import LANGUAGE, VAD_PARAMETERS, resolve_model  # noqa: E402
 from infra.audio_io import load_audio  # noqa: E402
 from schemas.paths import audio_path  # noqa: E402
-from tasks.audio_caption import caption_video  # noqa: E402
-from tasks.audio_events import AudioEventsWorker  # noqa: E402
+from tasks.audio_caption import AudioCaptionStage  # noqa: E402
+from tasks.audio_events import AudioEventsStage  # noqa: E402
 from flows.media_chain import MediaResult, process_source  # noqa: E402
 from devdata.samples import make_samples  # noqa: E402
-from tasks.visual_caption import VisualCaptionWorker  # noqa: E402
+from tasks.visual_caption import VisualCaptionStage  # noqa: E402
 
 TARGET_ASR_RATIO = 1.1
 
@@ -107,30 +108,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {len(media)} video(s), {sum(len(m.clips) for m in media)} clips; loading models", file=sys.stderr)
 
         plain = standalone_whisper(cfg.asr)
-        asr, events, visual = ASRWorker(cfg.asr), AudioEventsWorker(cfg.audio_tagger), \
-            VisualCaptionWorker(cfg.visual_captioner)
+        context = StageContext(cfg)
+        asr, events, captions, visual = ASRStage(context), AudioEventsStage(context), AudioCaptionStage(context), \
+            VisualCaptionStage(context)
         rows, stage = [], {k: [0, 0.0] for k in ("asr", "audio_events", "audio_caption", "visual_caption")}
         for m in media:
             vid, clips = m.video.video_id, m.clips
-            work = VideoWork(dataset_dir=str(dataset), video_id=vid, clips=clips)
+            item = VideoItem.in_folder(dataset, vid, clips)
             audio = np.asarray(load_audio(audio_path(dataset, vid)))
             best = {k: float("inf") for k in ("plain", "pipeline", "plain_cpu", "pipeline_cpu")}
             for _ in range(args.repeat):
-                wall, cpu, _ = timed_cpu(lambda: plain(audio))
+                wall, cpu, _ = timed_cpu(lambda: plain(audio))  # noqa: B023 — called right here
                 best["plain"], best["plain_cpu"] = min(best["plain"], wall), min(best["plain_cpu"], cpu)
-                wall, cpu, out = timed_cpu(lambda: asr.run(work))
+                wall, cpu, out = timed_cpu(lambda: asr.run(item))  # noqa: B023 — called right here
                 best["pipeline"], best["pipeline_cpu"] = min(best["pipeline"], wall), min(best["pipeline_cpu"], cpu)
             stage["asr"][0] += len(clips)
             stage["asr"][1] += best["pipeline"]
-            ev_s, ev = timed(lambda: events.run(work))
-            cap_s, caps = timed(lambda: caption_video(clips, out, ev))
-            vis_s, vis = timed(lambda: visual.run(work))
+            ev_s, ev = timed(lambda: events.run(item))  # noqa: B023 — called right here
+            heard = VideoItem.in_folder(dataset, vid, clips, speech=out.tables["speech"],
+                                        audio_events=ev.tables["audio_events"])
+            cap_s, caps = timed(lambda: captions.run(heard))  # noqa: B023 — called right here
+            vis_s, vis = timed(lambda: visual.run(item))  # noqa: B023 — called right here
             for key, secs in (("audio_events", ev_s), ("audio_caption", cap_s), ("visual_caption", vis_s)):
                 stage[key][0] += len(clips)
                 stage[key][1] += secs
             rows.append({"video": vid, "audio_s": round(m.audio.duration_s, 2), "clips": len(clips),
-                         "keyframes": vis.keyframes, "speech_segments": len(out.speech), "events": len(ev.events),
-                         "audio_captions": len(caps), "plain_asr_s": round(best["plain"], 3),
+                         "keyframes": vis.counts["keyframes"], "speech_segments": len(out.tables["speech"]),
+                         "events": len(ev.tables["audio_events"]),
+                         "audio_captions": len(caps.tables["audio_captions"]), "plain_asr_s": round(best["plain"], 3),
                          "pipeline_asr_s": round(best["pipeline"], 3),
                          "asr_ratio": round(best["pipeline"] / best["plain"], 3),
                          "plain_asr_cpu_s": round(best["plain_cpu"], 3),
@@ -156,16 +161,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def ray_rows(cfg, dataset: Path, media: list[MediaResult], rows: list[dict], repeat: int) -> None:
-    """The same ASR through a Ray actor (``ASRWorker.in_ray``): call and result transfer included."""
+    """The same ASR through a Ray actor (``ASRStage.in_ray``): call and result transfer included."""
     import ray
 
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        actor = ASRWorker.in_ray(cfg.asr).remote(cfg.asr)
+        actor = ASRStage.in_ray(cfg).remote(ASRStage, StageContext(cfg))
         ray.get(actor.stats.remote())  # loaded before timing
         for m, row in zip(media, rows):
-            best = min(timed(lambda: ray.get(actor.run.remote(VideoWork(dataset_dir=str(dataset), video_id=m.video.video_id,
-                                                                 clips=m.clips))))[0]
+            item = VideoItem.in_folder(dataset, m.video.video_id, m.clips)
+            best = min(timed(lambda: ray.get(actor.run.remote(item)))[0]  # noqa: B023 — called right here
                        for _ in range(repeat))
             row.update(ray_asr_s=round(best, 3), ray_asr_ratio=round(best / row["plain_asr_s"], 3))
     finally:

@@ -39,13 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf_rows import row, write_report  # noqa: E402
 
-from flows.commit import COMMIT_DIR, INDEX_PREFIX, VIDEO_TABLES, CommitMarker, committed_sources, sweep_uncommitted  # noqa
+from schemas.commit import COMMIT_DIR, INDEX_PREFIX, CommitMarker, committed_sources, sweep_uncommitted  # noqa
+from schemas.records import VIDEO_TABLES
 from flows.compact import compact_dataset, maybe_compact  # noqa: E402
 from flows.report import dataset_card  # noqa: E402
-from flows.sources import dedup_sources, source_key  # noqa: E402
+from flows.sources import dedup_sources
+from schemas.commit import source_key  # noqa: E402
 from schemas.arrow import arrow_schema, to_row  # noqa: E402
 from schemas.manifest import build_manifest  # noqa: E402
-from schemas.records import (ALL_RECORDS, AudioEvent, AudioAxis, DeadLetter, KeyframeHash, QAType, Stage,  # noqa
+from schemas.records import (ALL_RECORDS, AudioEvent, AudioAxis, DeadLetter, KeyframeHash, QAType, StageName,  # noqa
                              utc_now)
 from schemas.settings import load_settings  # noqa: E402
 from schemas.shards import (_KEY, _PART, _PARTS, _WRITE_ID, COMPRESSION, KEY_ROWS, compacted_name,  # noqa: E402
@@ -83,7 +85,7 @@ def template_tables() -> dict[str, pa.Table]:
         "fingerprints": [KeyframeHash(video_id=TEMPLATE, clip_id=c.clip_id, t=c.start_s + k, dhash=f"{k:016x}")
                          for c in clips for k in range(3)],
         "dedup": [],
-        "dead_letter": [DeadLetter(stage=Stage.qa, video_id=TEMPLATE, error_class="check:options_distinct",
+        "dead_letter": [DeadLetter(stage=StageName.qa, video_id=TEMPLATE, error_class="check:options_distinct",
                                    message="options repeat", failed_at=utc_now())],
     }
     out = {}

@@ -41,7 +41,7 @@ import openai  # noqa: E402
 from bench_llm_sol import GaugeSampler, RecordingClient, breakdown, metrics, run_pipeline, workload  # noqa: E402
 from perf_rows import row, write_report  # noqa: E402
 
-from flows import servers  # noqa: E402
+from infra import servers  # noqa: E402
 from flows.progress import metrics_url_of  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 

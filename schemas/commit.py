@@ -7,10 +7,10 @@ folder or an object-store prefix, where each marker is one atomic PUT written af
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -18,17 +18,18 @@ import pyarrow.parquet as pq
 
 from pydantic import BaseModel, ConfigDict
 
-from flows.sources import source_key
-from schemas.records import ALL_RECORDS, DeadLetter, Record, UtcDatetime, utc_now
+from schemas.records import VIDEO_TABLES, DeadLetter, Record, UtcDatetime, utc_now
 from schemas.paths import video_files
-from schemas.shards import (DEAD_LETTER_TABLE, loose_keys, parquet_bytes, remove_key, shard_keys, write_dead_letters,
+from schemas.shards import (loose_keys, parquet_bytes, remove_key, shard_keys, write_dead_letters,
                             write_shard)
 from schemas.store import DatasetLike, DatasetStore
 
 COMMIT_DIR = "_committed"
-# The tables a committed video owns, keyed by its video id.
-VIDEO_TABLES = ("videos", "clips", "speech", "audio_events", "audio_captions", "visual_captions", "descriptions", "qa",
-                "fingerprints", "dedup")
+
+
+def source_key(source: str) -> str:
+    """A file-name-safe key for a source as given: dead letters and commit markers are keyed by it."""
+    return "src-" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 class CommitMarker(BaseModel):
@@ -44,11 +45,6 @@ class CommitMarker(BaseModel):
 
 def marker_name(source: str) -> str:
     return f"{COMMIT_DIR}/{source_key(source)}.json"
-
-
-def marker_path(dataset_dir: Path, source: str) -> Path:
-    """The marker's local path (a local dataset only)."""
-    return Path(dataset_dir) / marker_name(source)
 
 
 INDEX_PREFIX = "index~c"  # _committed/index~cNNNNNN.parquet: compacted markers, one row each
@@ -175,12 +171,11 @@ def commit_video(dataset_dir: DatasetLike, source: str, video_id: str, tables: M
     """Write every table of one video (empty ones too, so a rewrite replaces), its dead letters, then the marker."""
     unknown = set(tables) - set(VIDEO_TABLES)
     if unknown:
-        raise ValueError(f"not video tables: {sorted(unknown)}")
+        raise ValueError(f"not video tables: {sorted(unknown)} (a pipeline stage registers its tables)")
     rows, invalid = {}, 0
     failures = list(item_failures)
-    for table in VIDEO_TABLES:
-        result = write_shard(dataset_dir, table, key=video_id, records=tables.get(table, ()),
-                             model_cls=ALL_RECORDS[table])
+    for table, record in list(VIDEO_TABLES.items()):
+        result = write_shard(dataset_dir, table, key=video_id, records=tables.get(table, ()), model_cls=record)
         rows[table] = result.rows
         invalid += len(result.dead_letters)
     # Item-level failures of this video replace whatever an earlier attempt at this source left.
@@ -194,9 +189,3 @@ def commit_video(dataset_dir: DatasetLike, source: str, video_id: str, tables: M
 def record_source_failure(dataset_dir: DatasetLike, source: str, dead_letters: Sequence[DeadLetter]) -> None:
     """A source that produced no committed video: its dead letters, keyed by the source (a rerun replaces them)."""
     write_dead_letters(dataset_dir, source_key(source), [d.filed_for(source) for d in dead_letters])
-
-
-def failed_sources(dataset_dir: DatasetLike) -> set[str]:
-    """Source keys that currently hold dead letters."""
-    return {k for k in shard_keys(dataset_dir, DEAD_LETTER_TABLE) if k.startswith("src-")}
-
