@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup apt models models-qwen-1.5b llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
-        train avbench perf fault samples demo test test-flow test-fast clean-run
+        train avbench perf fault samples demo lint test test-flow test-fast clean-run
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -90,14 +90,17 @@ demo: setup  ## the main job end to end on the embedded default; prints where it
 
 # Two passes: the vLLM server (which holds a core while it runs) lives only through the second, which includes the
 # whole-flow tests (deployment run, kill -9 and resume, two-node Ray jobs to a folder and to S3, the short fault run).
-test: setup  ## the test suite, flow tests included (starts and stops its own servers)
+lint: $(VENV)/.installed  ## ruff over the whole tree (pyproject.toml [tool.ruff])
+	$(VENV)/bin/ruff check .
+
+test: setup lint  ## the linter, then the test suite, flow tests included (starts and stops its own servers)
 	$(PY) -m pytest -m "not llm"
 	$(PY) -m pytest -m "llm"
 
 test-flow: setup  ## whole build-dataset runs (deployment run, rerun from cache, kill -9 and resume) and real-LLM QA (~15 min)
 	$(PY) -m pytest -m flow
 
-test-fast: setup  ## tests that need no LLM server
+test-fast: setup lint  ## tests that need no LLM server
 	$(PY) -m pytest -m "not llm and not slow"
 
 clean-run: serve-stop llm-server-stop prefect-server-stop  ## stop servers and remove .run/ and out/

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from benchmark.adapters import ModelAdapter
 from benchmark.filters import (AUDIO_ONLY, BLIND, NEAR_DUPLICATE, VISUAL_ONLY, all_answer_filter, is_undecided,
                                make_similarity, model_filter, near_duplicate_filter)
-from benchmark.mcq import LETTERS
+from schemas.mcq import LETTERS
 from benchmark.score import PredictionCache
 from benchmark.split import DEFAULT_FRACTION, DEFAULT_SALT, HeldOut
 from schemas.records import (SCHEMA_VERSION, AVBenchItem, ClipDescription, DeadLetter, FilterResult, QAItem,

@@ -1,7 +1,7 @@
 """Export a built AVBench as an lmms-eval task folder, so outside models are scored on the same items and rules.
 
 ``<dest>/avbench/`` gets: ``avbench.yaml`` (the kept set) and ``avbench_core.yaml`` (the core set), their docs
-as JSONL, ``utils.py`` (the hooks) and byte-identical copies of ``benchmark/mcq.py`` and ``benchmark/extract.py``.
+as JSONL, ``utils.py`` (the hooks) and a byte-identical copy of ``schemas/mcq.py`` (question text, answer letter).
 Run with ``lmms-eval --tasks avbench --include_path <dest>/avbench ...``.
 """
 
@@ -15,8 +15,8 @@ from benchmark.adapters import BenchContext
 from benchmark.build import BuiltBench, is_kept
 
 TASK_DIR = Path(__file__).resolve().parent / "lmms_eval_task"
-MODULE_DIR = Path(__file__).resolve().parent
-COPIES = {"mcq.py": "avbench_mcq.py", "extract.py": "avbench_extract.py"}
+MCQ_MODULE = Path(__file__).resolve().parents[1] / "schemas" / "mcq.py"
+MCQ_COPY = "avbench_mcq.py"
 
 
 def lmms_doc(item, video_path: str) -> dict:
@@ -53,6 +53,5 @@ def export_lmms_eval_task(bench: BuiltBench, context: BenchContext, dest: Path) 
             text = text.replace(key, json.dumps(value))  # a JSON string is a valid YAML scalar
         write_bytes_atomic(folder / f"{task}.yaml", text.encode())
     shutil.copyfile(TASK_DIR / "utils.py", folder / "utils.py")
-    for source, copy in COPIES.items():
-        shutil.copyfile(MODULE_DIR / source, folder / copy)
+    shutil.copyfile(MCQ_MODULE, folder / MCQ_COPY)
     return folder

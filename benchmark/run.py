@@ -14,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Sequence
 
-from benchmark.adapters import BenchContext, LocalBlindLMAdapter, OpenAIAdapter, make_adapter
+from benchmark.adapters import BenchContext, make_adapter
+from benchmark.adapters.blind_hf import LocalBlindLMAdapter
+from benchmark.adapters.openai_chat import OpenAIAdapter
 from benchmark.build import BuildConfig, BuiltBench, FilterModels, ensure_avbench, is_kept
 from benchmark.counterfactual import (COLUMNS, COUNTERFACTUALS, CounterfactualRow, as_table, audio_donors, drop_rows,
                                       not_measuring_listening)

@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from benchmark.adapters import ModelAdapter, sha256_text
-from benchmark.extract import extract
-from benchmark.mcq import LETTERS, rotate_options
+from schemas.mcq import extract
+from schemas.mcq import LETTERS, rotate_options
 from infra.sqlite_store import SqliteStore
 from schemas.records import AVBenchItem, Prediction, Score
 

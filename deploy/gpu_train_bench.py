@@ -25,12 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
-from model.config import preset_config  # noqa: E402
-from model.llm import byte_tokenizer  # noqa: E402
-from model.modeling import SavenVid, set_trainable  # noqa: E402
-from model.train import autocast_for, make_optimizer, train_step, warmup_cosine  # noqa: E402
+from model.config import preset_config
+from model.llm import byte_tokenizer
+from model.modeling import SavenVid, set_trainable
+from model.train import autocast_for, make_optimizer, train_step, warmup_cosine
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
 

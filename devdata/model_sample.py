@@ -8,7 +8,6 @@ writer, so the model reads exactly what the pipeline writes.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 
 from schemas.records import Clip, ClipDescription, QAItem, QAType, VideoRecord, clip_id, hms
+from schemas.store import sha256_file
 
 MEDIA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "media"
 BUNNY, CHAPLIN = "local-bunny0030", "local-chaplin"
@@ -40,17 +40,13 @@ _CHAPLIN_CLIPS = [
 ]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _video(dataset: Path, vid: str, media: Path, duration: float, w: int, h: int, fps: float) -> VideoRecord:
     dest = dataset / "media" / f"{vid}{media.suffix}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(media, dest)
     return VideoRecord(video_id=vid, source=str(media), extractor="local", title=media.stem,
                        media_path=f"media/{dest.name}", duration_s=duration, fps=fps, width=w, height=h,
-                       has_audio=True, size_bytes=dest.stat().st_size, sha256=_sha256(dest),
+                       has_audio=True, size_bytes=dest.stat().st_size, sha256=sha256_file(dest),
                        acquired_at=datetime(2025, 1, 1, tzinfo=timezone.utc))
 
 

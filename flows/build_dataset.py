@@ -146,7 +146,8 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     stats.skipped_committed = len(all_sources) - len(pending)
     # One spelling per video, before any download: the same video as a committed one or an earlier source (found
     # offline from the URL: extractor and id) is a dead letter `duplicate_of=<video id>`, not a failure.
-    pending, duplicates = dedup_sources(pending, canonical_video_id, {ref.video_id: ref.source for ref in done.values()})
+    kept = {ref.video_id: ref.source for ref in done.values()}
+    pending, duplicates = dedup_sources(pending, canonical_video_id, kept)
     for dup in duplicates:
         record_source_failure(store, dup.source, [DeadLetter(
             stage=StageName.acquire, source_id=dup.source, video_id=dup.video_id, error_class=DUPLICATE,
@@ -161,7 +162,9 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     started_ray = ensure_ray(cfg) if pending else False
     if pending:
         # Every node can write and read the dataset, and the LLM server answers, before anything is downloaded.
-        preflight(dataset_dir, llm_base_url=cfg.llm.resolved_base_url, llm_api_key=cfg.llm.api_key)
+        # (the LLM server only when the pipeline has an LLM stage)
+        preflight(dataset_dir, llm_base_url=cfg.llm.resolved_base_url if pipeline.of("llm") else None,
+                  llm_api_key=cfg.llm.api_key)
         restored = llm_cache_store.restore(store, Path(cache))
         if restored:
             logger.info("LLM cache: %d replies restored from %s", restored, store.url(llm_cache_store.SHARD_DIR))
@@ -204,7 +207,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     stats.wall_s = time.perf_counter() - started
     markdown = run_markdown(stats, dataset_dir, cfg, pipeline)
     create_markdown_artifact(markdown=markdown, key="build-dataset-summary", description="build-dataset run summary")
-    summary = {"dataset": str(dataset_dir), "rows": rows, "videos_ok": stats.videos_ok,
+    summary = {"dataset": str(dataset_dir), "rows": rows, "report": markdown, "videos_ok": stats.videos_ok,
                "videos_failed": stats.videos_failed, "skipped_committed": stats.skipped_committed,
                "duplicates": stats.duplicates,
                "qa_by_type": dict(stats.qa_by_type), "dead_letters_by_stage": dict(stats.dead_letters_by_stage),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -22,7 +22,7 @@ from infra.errors import TransientError
 from infra.pipeline import STAGES
 from infra.stage import StageContext, node_id
 from schemas.commit import source_key
-from schemas.handoff import AudioResult, ProbeResult, StageStats, VideoItem, VideoMedia
+from schemas.handoff import AudioResult, ProbeResult, VideoItem, VideoMedia
 from schemas.paths import audio_name, audio_path, keyframe_dir, keyframe_name
 from schemas.records import Clip, DeadLetter, KeyframeHash, StageName, VideoRecord
 from schemas.settings import DEFAULT_PIPELINE, Settings, settings as default_settings
@@ -31,25 +31,22 @@ from schemas.store import DatasetStore
 
 @dataclass
 class MediaOutcome:
-    """What the media task returns beside the media: the video's item (rows, hand-offs, or its dead letters) and
-    what each media stage counted."""
+    """What the media task returns beside the media: the video's item (rows, hand-offs and each media stage's
+    result, or its dead letters). Nothing in it names a path on the node or holds the media itself."""
 
     item: VideoItem
-    stats: dict[str, StageStats] = field(default_factory=dict)
 
 
 def run_media_stages(item: VideoItem, settings: Settings, names: list[str], dataset: str = "") -> MediaOutcome:
     """The media stages over ``item`` (in ``item.work_dir``), in order, until one fails the video."""
     context = StageContext(settings, dataset=dataset)
-    outcome = MediaOutcome(item)
     for name in names:
         stage = STAGES.get(name)(context)  # no model to load: a media stage is built per source
         result = stage.run(item)
         item.take(name, result)
-        outcome.stats.setdefault(name, StageStats()).add_result(result)
         if result.failed:
             break
-    return outcome
+    return MediaOutcome(item)
 
 
 def remove_video_files(folder: Path, item: VideoItem) -> None:
@@ -101,6 +98,7 @@ def media_task(source: str, dataset: str, cfg: Settings, names: list[str]) -> tu
     in_place = store.local and root == store.local_path()
     work = root if in_place else root / f"work-{source_key(source)}"
     item = VideoItem(source=source, work_dir=work)
+    media = None
     try:
         outcome = run_media_stages(item, cfg, names, store.uri)
         if item.failed_stages:
@@ -115,11 +113,11 @@ def media_task(source: str, dataset: str, cfg: Settings, names: list[str]) -> tu
                                        f"{store.uri}: {type(exc).__name__}: {exc}", error_class=type(exc).__name__)
                 item.dead_letters.append(error.to_dead_letter(source=source, video_id=item.video_id))
                 item.failed_stages.add(StageName.write)
-                return outcome, None
-        item.work_dir = None if not in_place else work
-        item.media = None  # it travels as the task's second return value
+                media = None
         return outcome, media
     finally:
+        # What goes back to the driver names no path of this node and holds no media: those travel apart.
+        item.work_dir, item.media = None, None
         if not in_place:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -154,7 +152,7 @@ def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, 
         cfg = cfg.model_copy(update={"acquire": cfg.acquire.model_copy(update={"backoff_s": backoff_s})})
     item = VideoItem(source=source, work_dir=Path(dataset_dir))
     started = time.perf_counter()
-    outcome = run_media_stages(item, cfg, MEDIA_STAGES)
+    run_media_stages(item, cfg, MEDIA_STAGES)
     if item.failed_stages:
         remove_video_files(Path(dataset_dir), item)
         return item.dead_letters[0].filed_for(source)
@@ -162,6 +160,5 @@ def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, 
     return MediaResult(video=item.rows("videos")[0], clips=item.clips, audio=item.value("audio"),
                        probe=item.value("probe"), cuts_s=seg.cuts_s, keyframe_dir=seg.keyframe_dir,
                        decode_passes={"video": seg.decode_passes, "audio": item.value("audio").decode_passes},
-                       seconds={n: s.seconds for n, s in outcome.stats.items()} | {
-                           "total": time.perf_counter() - started},
+                       seconds={n: r.seconds for n, r, _ in item.results} | {"total": time.perf_counter() - started},
                        fingerprints=item.rows("fingerprints"))

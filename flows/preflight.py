@@ -31,7 +31,7 @@ def node_name() -> str:
         if ray.is_initialized():
             ctx = ray.get_runtime_context()
             return f"{socket.gethostname()} (Ray node {ctx.get_node_id()[:12]})"
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 — no Ray or no node id: the host name alone
         pass
     return f"{socket.gethostname()} (pid {os.getpid()})"
 

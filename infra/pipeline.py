@@ -33,7 +33,9 @@ class PipelineError(ValueError):
 
 @dataclass(frozen=True)
 class Pipeline:
-    stages: tuple[type[Stage], ...]
+    stages: tuple[type[Stage], ...]  # the enabled stages, in order
+    # Stages the profile lists but switched off (``Stage.enabled``): what they would write is read as empty.
+    disabled: tuple[type[Stage], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Pipeline":
@@ -46,19 +48,20 @@ class Pipeline:
         if orphans:
             raise PipelineError(f"profile sections under stages: {sorted(orphans)} belong to no stage of the "
                                 f"pipeline {settings.pipeline}")
-        pipeline = cls(tuple(s for s in declared if s.enabled(settings)))
+        pipeline = cls(tuple(s for s in declared if s.enabled(settings)),
+                       tuple(s for s in declared if not s.enabled(settings)))
         pipeline.check(settings)
         return pipeline
 
     # -- the checks -----------------------------------------------------------------------------------------------
 
     def check(self, settings: Settings) -> None:
-        names = [s.name for s in self.stages]
+        names = [str(s.name) for s in self.stages]
         if len(set(names)) != len(names):
             raise PipelineError(f"a stage is listed twice: {names}")
-        produced: dict[str, str] = {}
+        produced: dict[str, str] = {o: str(s.name) for s in self.disabled for o in (*s.writes, *s.hands_off)}
         for stage in self.stages:
-            missing = [n for n in stage.reads if n not in produced]
+            missing = [n for n in stage.reads if n not in produced and n not in stage.optional]
             if missing:
                 raise PipelineError(f"stage '{stage.name}' reads {missing}, which no stage before it writes or hands "
                                     f"off (pipeline: {names})")
@@ -68,6 +71,9 @@ class Pipeline:
                 produced[out] = stage.name
             for table, record in stage.writes.items():
                 register_video_table(table, record)
+        for stage in self.disabled:
+            for table, record in stage.writes.items():
+                register_video_table(table, record)  # committed empty, so a table's folder is there either way
         placements = [s.placement for s in self.stages]
         media = placements.count("media")
         if placements[:media] != ["media"] * media:
@@ -93,7 +99,7 @@ class Pipeline:
 
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.stages]
+        return [str(s.name) for s in self.stages]
 
     def of(self, placement: Placement) -> list[type[Stage]]:
         return [s for s in self.stages if s.placement == placement]
@@ -102,20 +108,20 @@ class Pipeline:
         """Runs of consecutive stages with the same placement, in order."""
         return [(p, list(group)) for p, group in groupby(self.stages, key=lambda s: s.placement)]
 
-    def producer(self, name: str) -> str:
-        """The stage that writes or hands off ``name``."""
+    def producer(self, name: str) -> str | None:
+        """The enabled stage that writes or hands off ``name`` (None: a disabled stage's, read as empty)."""
         for stage in self.stages:
             if name in stage.writes or name in stage.hands_off:
                 return stage.name
-        raise KeyError(name)
+        return None
 
     def upstream(self, stage: type[Stage]) -> set[str]:
-        """The stages ``stage`` reads from."""
-        return {self.producer(n) for n in stage.reads}
+        """The enabled stages ``stage`` reads from."""
+        return {p for p in map(self.producer, stage.reads) if p is not None}
 
     def tables(self) -> dict[str, type[BaseModel]]:
-        """Every table the pipeline writes, with its record class, in stage order."""
-        return {t: r for s in self.stages for t, r in s.writes.items()}
+        """Every table the pipeline's stages write, the disabled ones' too (committed empty), with its record."""
+        return {t: r for s in (*self.stages, *self.disabled) for t, r in s.writes.items()}
 
     def labels(self, settings: Settings) -> frozenset[str]:
         """The class names the run's backends can report (the union of each stage's ``vocabulary``)."""

@@ -176,7 +176,8 @@ def start(spec: ServerSpec, run_dir: Path) -> RunningServer:
         started_as = _started_as(pid_file)
         if started_as is not None and started_as != _identity(spec):
             raise ServerError(f"our {spec.name} (pid {pid}) runs with another command line or SAVEN_* settings than "
-                              f"this one asks for (e.g. another model): stop it with `make {_STOP_TARGETS.get(spec.name)}` first")
+                              f"this one asks for (e.g. another model): stop it with "
+                              f"`make {_STOP_TARGETS.get(spec.name)}` first")
         if _wait_healthy(spec, pid, log, timeout=spec.startup_timeout_s):
             return RunningServer(spec.name, pid, spec.health_url, log)
     if spec.exclusive and healthy(spec.health_url):
@@ -200,7 +201,8 @@ _STOP_TARGETS = {"llm-server": "llm-server-stop", "prefect-server": "prefect-ser
 
 def _identity(spec: ServerSpec) -> dict:
     """What makes a running server the one asked for: its command line and the settings its children inherit."""
-    saven_env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("SAVEN_")} if spec.inherits_settings else {}
+    saven_env = {k: v for k, v in sorted(os.environ.items())
+                 if k.startswith("SAVEN_")} if spec.inherits_settings else {}
     return {"argv": spec.argv, "saven_env": saven_env}
 
 

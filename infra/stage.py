@@ -70,6 +70,7 @@ class Stage(ABC):
     backends: ClassVar[Registry | None] = None  # where the section's ``backend_field`` is looked up
     backend_field: ClassVar[str] = "kind"
     reads: ClassVar[tuple[str, ...]] = ()  # tables and hand-off values of earlier stages
+    optional: ClassVar[tuple[str, ...]] = ()  # those of ``reads`` a pipeline may lack: then read as empty
     writes: ClassVar[Mapping[str, type[BaseModel]]] = {}  # table -> record class
     hands_off: ClassVar[tuple[str, ...]] = ()  # values for later stages that are no table
     model_column: ClassVar[tuple[str, str] | None] = None  # (table, column) that names the model in the rows

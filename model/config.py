@@ -3,8 +3,9 @@
 A preset names every part: the frozen vision and audio encoders, the AVTS resampler's token budget, the LLM and its
 LoRA, and the training hyper-parameters of both stages. ``tiny`` is built entirely in code (random init, byte-level
 tokenizer) for CPU tests; ``smol`` is the embedded profile (real SmolLM2-135M-Instruct, real EfficientNet-Lite3 frame
-features and real Whisper-base audio features, all from the model cache); ``7b`` is the GPU profile (SigLIP-so400m, Whisper
-large-v3 encoder, Qwen2.5-7B-Instruct), whose ``arch`` blocks let it also be built with random weights offline.
+features and real Whisper-base audio features, all from the model cache); ``7b`` is the GPU profile (SigLIP-so400m,
+Whisper large-v3 encoder, Qwen2.5-7B-Instruct), whose ``arch`` blocks let it also be built with random weights
+offline.
 
 Model names: a name with a "/" is a hub id, an existing path is a folder, anything else is a model-cache name
 (``infra.model_cache``).

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from infra.registry import Registry
 from model.config import AudioConfig, VisionConfig, resolve_model
+from schemas.handoff import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
 MEL_FRAMES = 3000  # one Whisper window: 30 s at 100 frames/s
 ENCODER_HZ = 50.0  # Whisper's encoder halves the mel frame rate
 SIGLIP_MEAN = SIGLIP_STD = 0.5
@@ -122,7 +122,7 @@ class EfficientNetLite3Tower:
 
         from ai_edge_litert.interpreter import Interpreter
 
-        from infra.model_cache import sha256_file
+        from schemas.store import sha256_file
 
         self.cfg = cfg
         path = Path(resolve_model(cfg.name_or_path or "efficientnet-lite3")) / "efficientnet_lite3.tflite"
@@ -157,8 +157,17 @@ class EfficientNetLite3Tower:
         return F.adaptive_avg_pool2d(maps, g).flatten(2).transpose(1, 2).contiguous()
 
 
+AUDIO_TOWERS: Registry[type] = Registry("audio tower")
+
+
+def audio_tower(cfg: AudioConfig, device: str = "cpu", dtype: torch.dtype = torch.float32, cpu_threads: int = 0):
+    """The Whisper encoder ``cfg.kind`` names: ``encode(16 kHz wave) -> (tokens, centre seconds)``, ``fingerprint``."""
+    return AUDIO_TOWERS.get(cfg.kind)(cfg, device, dtype, cpu_threads)
+
+
 class AudioEncoder:
-    """Whisper encoder over 30 s log-mel windows -> ([N, feature_dim] tokens at token_hz, [N] centre seconds)."""
+    """Whisper encoder over 30 s log-mel windows -> ([N, feature_dim] tokens at token_hz, [N] centre seconds).
+    Subclasses load the encoder and run one batch of windows (``_encode_windows``)."""
 
     def __init__(self, cfg: AudioConfig, device: str = "cpu", dtype: torch.dtype = torch.float32,
                  cpu_threads: int = 0):
@@ -167,27 +176,9 @@ class AudioEncoder:
         self.cfg, self.device, self.dtype = cfg, device, dtype
         self.mel = FeatureExtractor(feature_size=cfg.n_mels)
         self.pool = max(1, round(ENCODER_HZ / cfg.token_hz))
-        if cfg.kind == "ct2-whisper":
-            from faster_whisper import WhisperModel
 
-            if not cfg.name_or_path:
-                raise ValueError("ct2-whisper needs name_or_path (a CTranslate2 Whisper folder or cache name)")
-            self.ct2 = WhisperModel(resolve_model(cfg.name_or_path), device="cpu" if device == "cpu" else "cuda",
-                                    compute_type="int8" if device == "cpu" else "float16", cpu_threads=cpu_threads)
-            self.model = None
-            self.fingerprint = f"ct2:{cfg.name_or_path}"
-        else:
-            from transformers import WhisperConfig, WhisperModel
-            from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-            if cfg.name_or_path:
-                self.model = WhisperModel.from_pretrained(resolve_model(cfg.name_or_path), dtype=dtype).get_encoder()
-                self.fingerprint = f"pretrained:{cfg.name_or_path}"
-            else:
-                with seeded(cfg.init_seed):
-                    self.model = WhisperEncoder(WhisperConfig(**cfg.arch))
-                self.fingerprint = f"random:{fingerprint(self.model)}"
-            _freeze(self.model).to(device, dtype)
+    def _encode_windows(self, mel: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
 
     def log_mel_windows(self, wave: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """[W, n_mels, 3000] padded windows and, per window, how many encoder frames hold real audio."""
@@ -198,13 +189,6 @@ class AudioEncoder:
             valid.append(math.ceil(chunk.shape[-1] / 2))
             windows.append(np.pad(chunk, ((0, 0), (0, MEL_FRAMES - chunk.shape[-1]))))
         return np.stack(windows).astype(np.float32), valid
-
-    def _encode_windows(self, mel: np.ndarray) -> torch.Tensor:
-        if self.model is None:
-            return torch.from_numpy(np.array(self.ct2.encode(mel))).float()
-        with torch.no_grad():
-            x = torch.from_numpy(mel).to(self.device, self.dtype)
-            return self.model(x).last_hidden_state.float().cpu()
 
     def encode(self, wave: np.ndarray, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
         if wave is None or len(wave) < SAMPLE_RATE // 10:  # no (usable) audio track: no audio tokens
@@ -222,3 +206,48 @@ class AudioEncoder:
             h.view(n, self.pool, -1).mean(1)
         times = (torch.arange(n, dtype=torch.float32) + 0.5) * self.pool / ENCODER_HZ
         return tokens.contiguous(), times.clamp_max(len(wave) / SAMPLE_RATE)
+
+
+@AUDIO_TOWERS.register("ct2-whisper")
+class CT2WhisperEncoder(AudioEncoder):
+    """A CTranslate2 Whisper (the faster-whisper model the ASR stage uses), its encoder only."""
+
+    def __init__(self, cfg: AudioConfig, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 cpu_threads: int = 0):
+        from faster_whisper import WhisperModel
+
+        super().__init__(cfg, device, dtype, cpu_threads)
+        if not cfg.name_or_path:
+            raise ValueError("ct2-whisper needs name_or_path (a CTranslate2 Whisper folder or cache name)")
+        self.ct2 = WhisperModel(resolve_model(cfg.name_or_path), device="cpu" if device == "cpu" else "cuda",
+                                compute_type="int8" if device == "cpu" else "float16", cpu_threads=cpu_threads)
+        self.fingerprint = f"ct2:{cfg.name_or_path}"
+
+    def _encode_windows(self, mel: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.ct2.encode(mel))).float()
+
+
+@AUDIO_TOWERS.register("hf-whisper")
+class HFWhisperEncoder(AudioEncoder):
+    """A transformers Whisper encoder (pretrained, or seeded random init from ``cfg.arch``)."""
+
+    def __init__(self, cfg: AudioConfig, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 cpu_threads: int = 0):
+        from transformers import WhisperConfig, WhisperModel
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        super().__init__(cfg, device, dtype, cpu_threads)
+        if cfg.name_or_path:
+            self.model = WhisperModel.from_pretrained(resolve_model(cfg.name_or_path), dtype=dtype).get_encoder()
+            self.fingerprint = f"pretrained:{cfg.name_or_path}"
+        else:
+            with seeded(cfg.init_seed):
+                self.model = WhisperEncoder(WhisperConfig(**cfg.arch))
+            self.fingerprint = f"random:{fingerprint(self.model)}"
+        _freeze(self.model).to(device, dtype)
+
+    def _encode_windows(self, mel: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            x = torch.from_numpy(mel).to(self.device, self.dtype)
+            return self.model(x).last_hidden_state.float().cpu()
+

@@ -123,11 +123,11 @@ class FrozenEncoders:
     """Both encoders, loaded once (load once, process many); ``encode`` is one video's features."""
 
     def __init__(self, config: ModelConfig, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        from model.encoders import AudioEncoder, vision_tower
+        from model.encoders import audio_tower, vision_tower
 
         self.config = config
         self.vision = vision_tower(config.vision, device, dtype)
-        self.audio = AudioEncoder(config.audio, device, dtype)
+        self.audio = audio_tower(config.audio, device, dtype)
         self.fingerprints = {"vision": self.vision.fingerprint, "audio": self.audio.fingerprint}
 
     def encode(self, dataset_dir: Path, video: VideoRecord, clips: list[Clip]) -> VideoFeatures:

@@ -57,7 +57,8 @@ class SavenVidPredictor:
         """``feats`` with the audio tokens the checkpoint's audio encoder gives a silent track of the same length
         (not zeros: silence is an input the encoder has its own answer to). A video without an audio track keeps
         its (empty) audio: there is nothing to take away. Encoded once per duration."""
-        from model.encoders import SAMPLE_RATE, AudioEncoder
+        from model.encoders import audio_tower
+        from schemas.handoff import SAMPLE_RATE
 
         if feats.audio.shape[0] == 0:
             return feats
@@ -65,7 +66,7 @@ class SavenVidPredictor:
         if n not in self._silence:
             encoder = self._encoders.audio if self._encoders is not None else self._audio_encoder
             if encoder is None:
-                encoder = self._audio_encoder = AudioEncoder(self.config.audio, self.device.type)
+                encoder = self._audio_encoder = audio_tower(self.config.audio, self.device.type)
             want = (self.model.encoder_fingerprints or {}).get("audio")
             if want and encoder.fingerprint != want:
                 raise ValueError(f"audio encoder {encoder.fingerprint}, checkpoint trained on {want}")

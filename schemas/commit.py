@@ -167,14 +167,18 @@ def sweep_uncommitted(dataset_dir: DatasetLike) -> list[str]:
 
 
 def commit_video(dataset_dir: DatasetLike, source: str, video_id: str, tables: Mapping[str, Sequence[Record]],
-                 item_failures: Sequence[DeadLetter] = ()) -> CommitMarker:
-    """Write every table of one video (empty ones too, so a rewrite replaces), its dead letters, then the marker."""
-    unknown = set(tables) - set(VIDEO_TABLES)
+                 item_failures: Sequence[DeadLetter] = (), records: Mapping[str, type[Record]] | None = None
+                 ) -> CommitMarker:
+    """Write every table of one video (empty ones too, so a rewrite replaces), its dead letters, then the marker.
+    ``records``: the tables a video has and their record classes (a run's pipeline's; default every video table
+    known in this process)."""
+    records = dict(records if records is not None else VIDEO_TABLES)
+    unknown = set(tables) - set(records)
     if unknown:
         raise ValueError(f"not video tables: {sorted(unknown)} (a pipeline stage registers its tables)")
     rows, invalid = {}, 0
     failures = list(item_failures)
-    for table, record in list(VIDEO_TABLES.items()):
+    for table, record in records.items():
         result = write_shard(dataset_dir, table, key=video_id, records=tables.get(table, ()), model_cls=record)
         rows[table] = result.rows
         invalid += len(result.dead_letters)

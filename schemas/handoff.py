@@ -120,6 +120,9 @@ class VideoItem:
     # A local folder holding the video's files (media stages work in it; in-process callers read media from it).
     work_dir: Path | None = None
     media: VideoMedia | None = None  # its audio and keyframes, once decoded (in a run: resolved by Ray)
+    # What each stage returned, in order, with the seconds to count (None: the result's own): the run counts it
+    # once the video is committed or dropped (``StageStats.add_result``).
+    results: list[tuple[str, "StageResult", float | None]] = field(default_factory=list)
 
     @classmethod
     def in_folder(cls, folder: Path | str, video_id: str, clips: list[Clip], **tables: list[Any]) -> "VideoItem":
@@ -143,8 +146,9 @@ class VideoItem:
     def clips(self) -> list[Clip]:
         return self.rows("clips")
 
-    def take(self, stage: str, result: "StageResult") -> None:
-        """Merge one stage's result into the item."""
+    def take(self, stage: str, result: "StageResult", seconds: float | None = None) -> None:
+        """Merge one stage's result into the item (``seconds``: what the run counts for it, if not its own)."""
+        self.results.append((stage, result, seconds))
         if result.video_id and not self.video_id:
             self.video_id = result.video_id
         for table, rows in result.tables.items():
@@ -217,17 +221,27 @@ class StageStats(BaseModel):
     rows: Counter = Field(default_factory=Counter)  # table -> rows written
     dead_letters: int = 0
     seconds: float = 0.0  # summed over videos, or the wall time of a batch for a stage that runs a batch at once
-    counts: Counter = Field(default_factory=Counter)
+    counts: dict[str, float] = Field(default_factory=dict)  # a stage's own numbers (seconds of audio, tokens)
     tallies: dict[str, Counter] = Field(default_factory=dict)
 
-    def add_result(self, result: StageResult, seconds: float | None = None) -> None:
-        """One video's result; ``seconds`` replaces its own (0 for a stage whose batch wall time is counted)."""
+    def add_counts(self, counts: dict[str, float]) -> None:
+        for k, v in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+
+    def add_result(self, result: StageResult, seconds: float | None = None, *, landed: bool = True,
+                   failure: bool = True) -> None:
+        """One video's result; ``seconds`` replaces its own (0 for a stage whose batch wall time is counted).
+        ``landed``: the video was committed; what it made (rows, counts, tallies) is counted only then, so a run's
+        figures are those of its dataset. ``failure``: its dead letters are failures (not: a duplicate)."""
         self.videos += 1
-        self.failed += int(result.failed)
-        self.rows.update({t: len(r) for t, r in result.tables.items()})
-        self.dead_letters += len(result.dead_letters)
         self.seconds += result.seconds if seconds is None else seconds
-        self.counts.update(result.counts)
+        if failure:
+            self.failed += int(result.failed)
+            self.dead_letters += len(result.dead_letters)
+        if not landed:
+            return
+        self.rows.update({t: len(r) for t, r in result.tables.items()})
+        self.add_counts(result.counts)
         for name, tally in result.tallies.items():
             self.tallies.setdefault(name, Counter()).update(tally)
 
@@ -238,7 +252,7 @@ class StageStats(BaseModel):
         self.rows.update(other.rows)
         self.dead_letters += other.dead_letters
         self.seconds += other.seconds
-        self.counts.update(other.counts)
+        self.add_counts(other.counts)
         for name, tally in other.tallies.items():
             self.tallies.setdefault(name, Counter()).update(tally)
 

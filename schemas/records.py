@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.mcq import LETTERS
+
 SCHEMA_VERSION = "1.4.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train; 1.3: DeadLetter.video_id;
 # 1.4: the fingerprints and dedup tables
 
@@ -52,6 +54,10 @@ def clip_id(video_id: str, index: int) -> str:
 
 def video_id_of_clip(clip_id_: str) -> str:
     return clip_id_.rsplit(".c", 1)[0]
+
+
+def clip_index_of(clip_id_: str) -> int:
+    return int(clip_id_.rsplit(".c", 1)[1])
 
 
 class QAKind(str, Enum):
@@ -328,7 +334,6 @@ class QAItem(Record):
         return self
 
 
-LETTERS = ("A", "B", "C", "D")
 
 
 class FilterResult(Record):

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.arrow import RECORD_KEY, VERSION_KEY, arrow_schema, from_table, to_row
 from schemas.records import ALL_RECORDS, SCHEMA_VERSION, DeadLetter, StageName, utc_now
-from schemas.store import DatasetLike, DatasetStore
+from schemas.store import DatasetLike, DatasetStore, sha256_file
 
 DEAD_LETTER_TABLE = "dead_letter"
 TABLE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -179,11 +179,6 @@ def _key_parts(store: DatasetStore, table: str, key: str) -> list[str]:
 
 def _temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -448,8 +443,8 @@ def _check_whole_writes(paths: list[str], metas: list[dict[bytes, bytes]]) -> No
         counts = {m.get(_PARTS) for m in group}
         parts = sorted(int(m.get(_PART, b"-1")) for m in group)
         if len(ids) != 1 or len(counts) != 1 or parts != list(range(int(counts.pop() or 0))):
-            raise ShardIntegrityError(f"{paths[0].rsplit('/', 1)[0]}: shards of key {key.decode()!r} come from more than one "
-                                      "write or are incomplete (interrupted rewrite); write that key again")
+            raise ShardIntegrityError(f"{paths[0].rsplit('/', 1)[0]}: shards of key {key.decode()!r} come from more "
+                                      "than one write or are incomplete (interrupted rewrite); write that key again")
 
 
 def _conform(table: pa.Table, target: pa.Schema, path: str) -> pa.Table:

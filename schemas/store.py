@@ -17,6 +17,7 @@ environment or the instance role, never from files of ours; ``AWS_ENDPOINT_URL``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -185,6 +186,12 @@ class DatasetStore:
 
     def make_dirs(self, rel: str = "") -> None:
         self.fs.create_dir(self.path(rel), recursive=True)
+
+
+def sha256_file(path: Path | str) -> str:
+    """The hex sha256 of a local file, read in blocks (a 4 GB video never sits in memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:

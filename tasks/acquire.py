@@ -38,6 +38,7 @@ from yt_dlp.utils import DownloadError, GeoRestrictedError, UnsupportedError, Yo
 
 from schemas.records import VIDEO_ID_PATTERN, StageName, UtcDatetime, utc_now
 from schemas.settings import Acquire
+from schemas.store import sha256_file
 from infra.errors import PermanentError, StageError, TransientError
 from infra.pipeline import STAGES
 from infra.stage import Stage
@@ -162,11 +163,6 @@ def media_dir(dataset_dir: Path) -> Path:
 
 def _inside(path: Path, folder: Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 # ---------------------------------------------------------------- error classification
@@ -420,7 +416,7 @@ def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) ->
                                  f"{cfg.max_filesize_mb:g}", error_class="too_large")
         return Acquired(
             video_id=video_id, source=source, extractor=info.get("extractor_key") or "unknown",
-            media_path=path.relative_to(Path(dataset_dir)).as_posix(), size_bytes=size, sha256=_sha256(path),
+            media_path=path.relative_to(Path(dataset_dir)).as_posix(), size_bytes=size, sha256=sha256_file(path),
             stated_duration_s=info.get("duration"), attempts=attempt, acquired_at=utc_now(), **_metadata(info))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -444,7 +440,7 @@ def _copy_local(source: str, dataset_dir: Path) -> Acquired:
     os.replace(tmp, target)
     return Acquired(video_id=video_id, source=source, extractor="local", title=path.stem,
                     webpage_url=None, media_path=target.relative_to(Path(dataset_dir)).as_posix(),
-                    size_bytes=target.stat().st_size, sha256=_sha256(target), acquired_at=utc_now())
+                    size_bytes=target.stat().st_size, sha256=sha256_file(target), acquired_at=utc_now())
 
 
 def _backoff(cfg: Acquire, backoff_s: float | None) -> float:

@@ -54,7 +54,8 @@ _MEASURES: tuple[tuple[re.Pattern, str], ...] = (
 # Descriptors that judge a sound rather than name it (timbre adjectives, voice register).
 _JUDGEMENTS = re.compile(r"^(tonal|mixed)\b.*\bsound$|^voice, \w+ register\b", re.I)
 _VOICE_RE = re.compile(r"^voice, \w+ register\b", re.I)
-_AXIS_TIMES_RE = re.compile(r"\s*(?:x\d+\s*)?\(((?:\d+(?:\.\d+)?-\d+(?:\.\d+)?\s*s(?:,\s*)?)+)(?:\s*and \d+ more)?\)\s*$")
+_AXIS_TIMES_RE = re.compile(r"\s*(?:x\d+\s*)?\(((?:\d+(?:\.\d+)?-\d+(?:\.\d+)?\s*s(?:,\s*)?)+)"
+                            r"(?:\s*and \d+ more)?\)\s*$")
 _SPAN_RE = re.compile(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)\s*s")
 _UNINTELLIGIBLE = "unintelligible speech"
 _OCR_RE = re.compile(r"""on-screen text reads ["'](.+?)["']\s*$""", re.I)

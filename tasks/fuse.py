@@ -226,6 +226,6 @@ class FuseStage(LLMStage):
 
     @classmethod
     def report_lines(cls, stats: StageStats) -> list[str]:
-        described, from_facts = stats.rows["descriptions"], stats.counts["from_facts"]
+        described, from_facts = stats.rows["descriptions"], stats.counts.get("from_facts", 0)
         return [f"Fused descriptions: {described - from_facts:g} by the LLM, {from_facts:g} written from the clip "
                 "facts (the LLM's replies named what perception never reported)."]

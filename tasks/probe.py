@@ -78,7 +78,8 @@ def probe(path: Path, source_id: str) -> ProbeResult:
     """Facts about ``path``; a file that is not a playable video raises ``PermanentError`` with the reason."""
     path = Path(path).resolve()
     if not path.is_file():
-        raise PermanentError(StageName.probe, source_id, f"media file not found: {path.name}", error_class="missing_file")
+        raise PermanentError(StageName.probe, source_id, f"media file not found: {path.name}",
+                             error_class="missing_file")
     size = path.stat().st_size
     if size == 0:
         raise PermanentError(StageName.probe, source_id, "media file is empty (0 bytes)", error_class="empty_file")

@@ -262,6 +262,7 @@ class QAStage(LLMStage):
     title = "QA"
     section = "qa"
     reads = ("videos", "descriptions", "dedup")
+    optional = ("dedup",)  # a pipeline without deduplication has no repeated footage to leave out
     writes = {"qa": QAItem}
 
     async def process_async(self, item: VideoItem) -> StageResult:
@@ -276,7 +277,7 @@ class QAStage(LLMStage):
 
     @classmethod
     def report_lines(cls, stats: StageStats) -> list[str]:
-        drafts = stats.counts["drafts"]
+        drafts = stats.counts.get("drafts", 0)
         rows = [[escape_cell(name), n, f"{1 - n / drafts:.3f}" if drafts else "-"]
                 for name, n in stats.tally("check_failures").most_common()]
         return [f"QA: {stats.rows['qa']} of {drafts:g} phrased questions accepted.",

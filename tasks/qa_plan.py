@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-from schemas.records import ClipDescription, QAType, hms, parse_hms
+from schemas.records import ClipDescription, QAType, clip_index_of, hms, parse_hms
 from tasks.qa_checks import pointing_words
 from tasks.clip_facts import SPARE_SIGHTS, SPARE_SOUNDS, ClipFacts, Fact, facts_of, spare_facts
 
@@ -189,7 +189,8 @@ def _distinct(questions: list[PlannedQuestion]) -> list[PlannedQuestion]:
     out = []
     for q in questions:
         ident = (q.anchor, q.options[0], q.cues)
-        pointed = q.type != QAType.temporal_grounding and q.cues and pointing_words(" ".join(q.cues), list(q.options), 0)
+        pointed = (q.type != QAType.temporal_grounding and q.cues
+                   and pointing_words(" ".join(q.cues), list(q.options), 0))
         if ident not in seen and len({o.casefold() for o in q.options}) == 4 and not pointed:
             seen.add(ident)
             out.append(q)
@@ -282,7 +283,7 @@ def plan_time_point(plan: VideoPlan) -> list[PlannedQuestion]:
                     continue
                 rng = plan.rng("point", f.clip_id, sound.phrase)
                 options = _crossed(plan, sight, sound, rng,
-                                   never_with=lambda a, x: not (f.shows(a) and f.sounds_like(x)))
+                                   never_with=lambda a, x, f=f: not (f.shows(a) and f.sounds_like(x)))
                 if options is None:
                     continue
                 out.append(PlannedQuestion(QAType.time_point_anchored, (f.clip_id,), options,
@@ -307,7 +308,8 @@ def plan_time_range(plan: VideoPlan) -> list[PlannedQuestion]:
                     continue
                 rng = plan.rng("range2", here.clip_id, sound.phrase)
                 wrong = _own_then_spare(plan.sights(), plan.spare_sights(),
-                                        lambda s: not a.shows(s) and not b.shows(s), rng, 2, [sight, other_sight])
+                                        lambda s, a=a, b=b: not a.shows(s) and not b.shows(s), rng, 2,
+                                        [sight, other_sight])
                 if len(wrong) < 2:
                     continue
                 options = (_cap(sight.phrase), _cap(other_sight.phrase), *(_cap(w.phrase) for w in wrong))
@@ -318,7 +320,7 @@ def plan_time_range(plan: VideoPlan) -> list[PlannedQuestion]:
         for sight in f.sights[:1]:
             for sound in f.sounds[:2]:
                 rng = plan.rng("range1", f.clip_id, sound.phrase)
-                wrong = _own_then_spare(plan.sights(), plan.spare_sights(), lambda s: not f.shows(s), rng, 3,
+                wrong = _own_then_spare(plan.sights(), plan.spare_sights(), lambda s, f=f: not f.shows(s), rng, 3,
                                         [sight])
                 if len(wrong) < 3:
                     continue
@@ -331,7 +333,7 @@ def plan_time_range(plan: VideoPlan) -> list[PlannedQuestion]:
 
 
 def _index(clip_id: str) -> int:
-    return int(clip_id.rsplit(".c", 1)[1])
+    return clip_index_of(clip_id)
 
 
 def plan_transition(plan: VideoPlan) -> list[PlannedQuestion]:
@@ -355,8 +357,9 @@ def plan_transition(plan: VideoPlan) -> list[PlannedQuestion]:
         if x is None or y is None or not x.differs_from(y):
             continue  # the sound must really change too
         rng = plan.rng("transition", a.clip_id)
-        w = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s: not b.sounds_like(s), rng, 1, [x, y])
-        v = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s: not a.sounds_like(s), rng, 1, [x, y, *w])
+        w = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s, b=b: not b.sounds_like(s), rng, 1, [x, y])
+        v = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s, a=a: not a.sounds_like(s), rng, 1,
+                            [x, y, *w])
         if not w or not v:
             continue
         options = (sequence_option(x, y), sequence_option(y, x), sequence_option(x, w[0]), sequence_option(v[0], y))

@@ -3,7 +3,8 @@
 One ffmpeg process decodes the video stream once and scales it twice in its filter graph: every frame to the
 analysis size (pipe 1, as YUV 4:2:0 converted to BGR by OpenCV, fed to a PySceneDetect detector through its
 ``process_frame`` API: AdaptiveDetector by default, ContentDetector selectable, with the frame score computed by
-OpenCV in ``tasks.scene_detectors``, a registry of detectors; the decode pipe is ``infra.frame_reader``), and every K-th frame to keyframe size (a second pipe, read on a thread,
+OpenCV in ``tasks.scene_detectors``, a registry of detectors; the decode pipe is ``infra.frame_reader``), and every
+K-th frame to keyframe size (a second pipe, read on a thread,
 JPEG-encoded as keyframe candidates). Keyframes thus come at a higher resolution than the analysis, from the same
 decode, with no per-frame resize in Python and no ffmpeg process per frame.
 

@@ -25,8 +25,9 @@ def read_keyframes(media: VideoMedia, clip: Clip) -> list[np.ndarray]:
     for k, jpeg in enumerate(media.keyframes.get(clip.clip_id) or [None] * len(clip.keyframe_times)):
         img = None if not jpeg else cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
         if img is None:
-            raise PermanentError(StageName.visual_caption, clip.video_id, f"keyframe {k} of {clip.clip_id} is missing or "
-                                 "not an image", item_id=clip.clip_id, error_class="keyframe_unreadable")
+            raise PermanentError(StageName.visual_caption, clip.video_id,
+                                 f"keyframe {k} of {clip.clip_id} is missing or not an image", item_id=clip.clip_id,
+                                 error_class="keyframe_unreadable")
         frames.append(img)
     return frames
 
@@ -67,5 +68,5 @@ class VisualCaptionStage(Stage):
 
     @classmethod
     def report_lines(cls, stats: StageStats) -> list[str]:
-        return [f"Keyframes with a COCO object: {stats.counts['keyframes_with_objects']:g} of "
-                f"{stats.counts['keyframes']:g}; most frequent: {top_counts(stats.tally('object'))}."]
+        return [f"Keyframes with a COCO object: {stats.counts.get('keyframes_with_objects', 0):g} of "
+                f"{stats.counts.get('keyframes', 0):g}; most frequent: {top_counts(stats.tally('object'))}."]

@@ -50,7 +50,7 @@ class MotoS3:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"moto_server exited: {self.log.read_text()[-2000:]}")
+                    raise RuntimeError(f"moto_server exited: {self.log.read_text()[-2000:]}") from None
                 time.sleep(0.3)
         raise RuntimeError(f"moto_server did not answer on {self.url}")
 

@@ -17,7 +17,7 @@ import pytest
 
 from benchmark.adapters import BenchContext, ModelAdapter, register, video_context
 from benchmark.build import BuildConfig, FilterModels, build_avbench
-from benchmark.mcq import LETTERS
+from schemas.mcq import LETTERS
 from benchmark.counterfactual import audio_donors, drop_rows, not_measuring_listening, paired_drop_ci, sign_test_p
 from benchmark.run import run_avbench
 from benchmark.score import predict
@@ -172,7 +172,7 @@ def test_an_item_without_an_answer_leaves_the_pairs_instead_of_counting_as_a_dro
 
 
 def test_the_llm_is_compared_with_its_own_audio_in_the_counterfactual_layout(bench):
-    from benchmark.adapters import OpenAIAdapter
+    from benchmark.adapters.openai_chat import OpenAIAdapter
 
     ds, items = bench
     llm = OpenAIAdapter(BenchContext(ds), base_url="http://127.0.0.1:9/v1", model="m")  # never asked here
@@ -243,7 +243,7 @@ def test_an_item_is_dropped_as_blind_only_when_both_blind_models_answer_it(bench
 
 def test_the_second_blind_model_answers_by_option_likelihood(bench):
     """SmolLM2-135M from the model cache, in process: a real model, so only what it must do is asserted."""
-    from benchmark.adapters import LocalBlindLMAdapter
+    from benchmark.adapters.blind_hf import LocalBlindLMAdapter
 
     ds, items = bench
     blind = LocalBlindLMAdapter(BenchContext(ds))

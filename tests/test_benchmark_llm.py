@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from benchmark.adapters import BenchContext, OpenAIAdapter
+from benchmark.adapters import BenchContext
+from benchmark.adapters.openai_chat import OpenAIAdapter
 from benchmark.build import BuildConfig, build_avbench
 from benchmark.filters import BLIND, is_undecided, model_filter
 from benchmark.score import PredictionCache, predict

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.adapters import RandomAdapter, make_adapter, parse_model_spec
+from benchmark.adapters import make_adapter, parse_model_spec
+from benchmark.adapters.random_answers import RandomAdapter
 from benchmark.build import BuildConfig, build_avbench
-from benchmark.score import (PredictionCache, bootstrap_ci, duration_bucket, item_outcomes, predict, predict_sheets, rotate,
-                             score_items)
+from benchmark.score import (PredictionCache, bootstrap_ci, duration_bucket, item_outcomes, predict, predict_sheets,
+                             rotate, score_items)
 from test_benchmark_support import Constant, Failing, Oracle, make_dataset
 
 

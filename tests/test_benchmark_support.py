@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmark.adapters import ModelAdapter
-from benchmark.mcq import LETTERS
+from schemas.mcq import LETTERS
 from schemas.records import (KIND_OF_TYPE, AVBenchItem, Clip, ClipDescription, QAItem, QAType, SpeechSegment,
                              VideoRecord, hms)
 from schemas.shards import write_shard

@@ -13,7 +13,7 @@ import pytest
 
 from flows.media_chain import MEDIA_STAGES, media_task
 from flows.sources import dedup_sources
-from schemas.records import Clip, KeyframeHash, VideoRecord
+from schemas.records import Clip, KeyframeHash, VideoRecord, video_id_of_clip
 from schemas.settings import Dedup, load_settings
 from tasks.acquire import canonical_video_id
 from tasks.dedup import DedupIndex
@@ -112,7 +112,7 @@ def test_footage_repeated_inside_another_video_flags_its_clips(media):
     assert decision is None  # a new video (another duration, other footage after 8 s) ...
     # ... whose clips repeat footage kept before: the first 8 s the original's, the next 8 s the other film's
     starts = {c.clip_id: c.start_s for c in spliced.clips}
-    kept_video = {f.clip_id: f.kept_id.rsplit(".c", 1)[0] for f in flags}
+    kept_video = {f.clip_id: video_id_of_clip(f.kept_id) for f in flags}
     assert kept_video and all(f.kind == "clip" and f.distance <= Dedup().clip_max_distance for f in flags)
     assert {kept_video[c] for c in kept_video if starts[c] < 8.0} == {media["original"].video.video_id}
     assert {kept_video[c] for c in kept_video if starts[c] >= 8.0} <= {media["other"].video.video_id}

@@ -38,7 +38,8 @@ def _scene_video(path: Path) -> None:
         args += ["-f", "lavfi", "-t", "6", "-i", src]
     args += ["-f", "lavfi", "-t", "6", "-i", "sine=f=440:r=44100", "-f", "lavfi", "-t", "6", "-i",
              "anoisesrc=r=44100:a=0.3", "-f", "lavfi", "-t", "6", "-i", "sine=f=880:r=44100"]
-    args += ["-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1:a=0,format=yuv420p[v];[3:a][4:a][5:a]concat=n=3:v=0:a=1[a]",
+    args += ["-filter_complex",
+             "[0:v][1:v][2:v]concat=n=3:v=1:a=0,format=yuv420p[v];[3:a][4:a][5:a]concat=n=3:v=0:a=1[a]",
              "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path)]
     subprocess.run(args, check=True)
 

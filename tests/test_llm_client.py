@@ -263,8 +263,8 @@ def test_the_same_request_in_flight_twice_uses_one_reply_the_one_a_rerun_reads(f
 
     async def both():
         async with a, b:
-            return await asyncio.gather(*(c.complete_json(USER, Described, schema_name="described", stage=StageName.fuse,
-                                                          subject="local-v1") for c in (a, b)))
+            return await asyncio.gather(*(c.complete_json(USER, Described, schema_name="described",
+                                                          stage=StageName.fuse, subject="local-v1") for c in (a, b)))
 
     first, second = asyncio.run(both())
     assert fake.count == 2  # both were sent: neither was in the cache yet
@@ -317,7 +317,8 @@ def test_a_request_that_stayed_invalid_is_replayed_not_resampled(tmp_path):
         def ask_lines(c, parse):
             async def main():
                 async with c:
-                    return await c.complete_text(USER, parse, reply_name="lines", stage=StageName.qa, subject="local-v1")
+                    return await c.complete_text(USER, parse, reply_name="lines", stage=StageName.qa,
+                                                 subject="local-v1")
             return asyncio.run(main())
 
         def strict(text: str) -> str:

@@ -7,7 +7,8 @@ import shutil
 
 from schemas.manifest import build_manifest, load_manifest, verify_manifest
 from schemas.records import SCHEMA_VERSION, Clip, clip_id
-from schemas.shards import consolidate_dead_letters, sha256_file, write_shard
+from schemas.shards import consolidate_dead_letters, write_shard
+from schemas.store import sha256_file
 
 
 def clips(video_id: str, n: int) -> list[Clip]:

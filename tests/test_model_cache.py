@@ -94,7 +94,8 @@ def test_perception_models_are_the_networks_they_claim():
     rgb = cv2.cvtColor(cv2.imread(str(DARKNET_PHOTOS / "eagle.jpg")), cv2.COLOR_BGR2RGB)
     interpreter.set_tensor(inp["index"], cv2.resize(rgb, tuple(int(v) for v in inp["shape"][2:0:-1]))[None])
     interpreter.invoke()
-    assert len(labels) == 1000 and labels[int(np.argmax(interpreter.get_tensor(out["index"])[0]))].startswith("bald eagle")
+    top = int(np.argmax(interpreter.get_tensor(out["index"])[0]))
+    assert len(labels) == 1000 and labels[top].startswith("bald eagle")
 
     yamnet = model_cache.model_path("yamnet")
     with open(yamnet / "yamnet_class_map.csv", newline="") as f:

@@ -18,8 +18,9 @@ from schemas.settings import settings
 from schemas.records import ClipDescription
 from schemas.shards import read_records
 
-pytestmark = [pytest.mark.flow, pytest.mark.llm, pytest.mark.prefect, pytest.mark.slow]
 from ray_cluster import submit_when_agent_ready as _submit_when_agent_ready
+
+pytestmark = [pytest.mark.flow, pytest.mark.llm, pytest.mark.prefect, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -89,8 +89,8 @@ def test_cost_per_accepted_item_and_check_pass_rates():
                                   "check_failures": {"involves_seen_and_heard": 5,
                                                      "names_only_what_the_timeline_has": 2}})]
     batch = RunStats(stages=stage_stats(fuse=fused, qa=asked))
-    batch.stages["fuse"].counts.update(requests_sent=8, prompt_tokens=8000, completion_tokens=800)
-    batch.stages["qa"].counts.update(requests_sent=12, prompt_tokens=24000, completion_tokens=2400)
+    batch.stages["fuse"].add_counts({"requests_sent": 8, "prompt_tokens": 8000, "completion_tokens": 800})
+    batch.stages["qa"].add_counts({"requests_sent": 12, "prompt_tokens": 24000, "completion_tokens": 2400})
     batch.stages["fuse"].seconds, batch.stages["qa"].seconds = 40.0, 100.0
     run.add_batch(batch)
     fuse, qa = run.cost_rows()

@@ -1,9 +1,8 @@
 """lmms-eval hooks for AVBench: prompt, target, per-sample grading and aggregation.
 
-The question text and the letter extraction are not re-implemented here: an exported task folder holds
-byte-identical copies of ``benchmark/mcq.py`` and ``benchmark/extract.py`` (as ``avbench_mcq.py`` and
-``avbench_extract.py``) and this file loads them by path, so an outside model is asked and graded by exactly the
-rules ``make avbench`` uses. Inside the repository the package modules are used directly.
+The question text and the letter extraction are not re-implemented here: an exported task folder holds a
+byte-identical copy of ``schemas/mcq.py`` (as ``avbench_mcq.py``) and this file loads it by path, so an outside model
+is asked and graded by exactly the rules ``make avbench`` uses. Inside the repository the module is used directly.
 """
 
 from __future__ import annotations
@@ -26,8 +25,7 @@ def _load(copy_name: str, package_module: str) -> ModuleType:
     return module
 
 
-_extract = _load("avbench_extract", "benchmark.extract")
-_mcq = _load("avbench_mcq", "benchmark.mcq")
+_mcq = _load("avbench_mcq", "schemas.mcq")
 
 
 def avbench_doc_to_visual(doc: dict) -> list[str]:
@@ -46,7 +44,7 @@ def avbench_doc_to_target(doc: dict) -> str:
 
 def avbench_process_results(doc: dict, results: list[str]) -> dict[str, dict]:
     raw = results[0] if results else ""
-    got = _extract.extract(raw, doc["options"])
+    got = _mcq.extract(raw, doc["options"])
     record = {"item_id": doc["item_id"], "type": doc["type"], "kind": doc["kind"], "core": doc.get("core", False),
               "answer": doc["answer"], "parsed": got.letter, "rule": got.rule,
               "correct": got.letter is not None and got.letter == doc["answer"]}

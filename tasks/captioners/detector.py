@@ -27,8 +27,8 @@ from schemas.records import Tag
 from schemas.settings import VisualCaptioner
 from tasks.captioners import CAPTIONERS
 from tasks.captioners.coco import COCO_LABELS, coco_names, counted
-from tasks.captioners.opencv import (DescriberSetupError, brightness_word, colour_tags, colourfulness, detect_faces,
-                                     haar_path, keyframe_motion, motion_tags, motion_word, named_colours)
+from tasks.captioners.opencv import (DescriberSetupError, FrameDescriber, brightness_word, colour_tags,
+                                     colourfulness, detect_faces, haar_path, motion_tags, motion_word, named_colours)
 
 NAME = "ssd-coco+efficientnet-lite3+pp-ocrv4-v1"
 SSD_SIZE = 300
@@ -180,7 +180,7 @@ def _join(items: list[str]) -> str:
 
 
 @CAPTIONERS.register("object-detector")
-class ObjectDescriber:
+class ObjectDescriber(FrameDescriber):
     """COCO objects, ImageNet hints, OCR, faces, colours and motion of keyframes, from real pretrained networks."""
 
     name = NAME
@@ -208,12 +208,6 @@ class ObjectDescriber:
         return SeenFacts(objects=self.detector.detect(bgr), imagenet=self.classifier.top(bgr), text=text,
                          text_score=text_score, faces=len(faces), colours=named_colours(bgr),
                          brightness=float(hsv_v.mean() / 255.0), colourfulness=colourfulness(bgr))
-
-    def describe(self, frames: list[np.ndarray]) -> list[tuple[str, list[Tag]]]:
-        facts = [self.facts(f) for f in frames]
-        for fact, motion in zip(facts, keyframe_motion(frames)):
-            fact.motion = motion
-        return [(self.render(f), self.tags(f)) for f in facts]
 
     @staticmethod
     def tags(f: SeenFacts) -> list[Tag]:

@@ -223,8 +223,20 @@ def motion_word(m: float) -> str:
     return "static" if m < 0.02 else ("some movement" if m < 0.08 else "large change")
 
 
+class FrameDescriber:
+    """A captioner that measures facts per keyframe (``facts``), adds the motion between neighbouring keyframes, and
+    renders each as a sentence (``render``) and tags (``tags``)."""
+
+    def describe(self, frames: list[np.ndarray]) -> list[tuple[str, list[Tag]]]:
+        """(text, tags) per keyframe of ONE clip, in order (motion compares neighbouring keyframes)."""
+        facts = [self.facts(f) for f in frames]
+        for fact, motion in zip(facts, keyframe_motion(frames)):
+            fact.motion = motion
+        return [(self.render(f), self.tags(f)) for f in facts]
+
+
 @CAPTIONERS.register("opencv-describer")
-class OpenCVDescriber:
+class OpenCVDescriber(FrameDescriber):
     """Facts about keyframes from OpenCV, Haar cascades and tesseract (no learned caption model)."""
 
     name = NAME
@@ -253,13 +265,6 @@ class OpenCVDescriber:
                           colourfulness=colourfulness(bgr), edge_density=float(np.count_nonzero(edges) / edges.size),
                           faces=faces, face_score=float(min(1.0, max(weights, default=0.0) / 5.0)) if faces else 0.0,
                           text=text, text_conf=conf)
-
-    def describe(self, frames: list[np.ndarray]) -> list[tuple[str, list[Tag]]]:
-        """(text, tags) per keyframe of ONE clip, in order (motion compares neighbouring keyframes)."""
-        facts = [self.facts(f) for f in frames]
-        for fact, motion in zip(facts, keyframe_motion(frames)):
-            fact.motion = motion
-        return [(self.render(f), self.tags(f)) for f in facts]
 
     @staticmethod
     def tags(f: FrameFacts) -> list[Tag]:

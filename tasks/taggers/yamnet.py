@@ -57,7 +57,8 @@ VOICE_TIMBRE = {"Child speech, kid speaking", "Singing", "Choir", "Yodeling", "C
                 "Male speech, man speaking", "Female speech, woman speaking"}
 NARRATION = {"Speech", "Conversation", "Narration, monologue", "Babbling", "Speech synthesizer", "Whispering"}
 # Human vocal expressions (the ontology's human-sounds part, before "Music"): emotion.
-VOCAL_EMOTION = re.compile(r"\b(laugh\w*|giggle|snicker|chuckle|crying|cry|whimper|wail|sigh|screaming|cheering|groan)\b")
+VOCAL_EMOTION = re.compile(r"\b(laugh\w*|giggle|snicker|chuckle|crying|cry|whimper|wail|sigh|screaming|cheering|"
+                           r"groan)\b")
 # Ambience, weather, room and noise classes: environment (whole words: "Train" is no rain, "Thump" no hum).
 ENVIRONMENT = re.compile(r"\b(ambience|crowd|hubbub|wind|rain|water|stream|waterfall|ocean|waves|silence|inside|"
                          r"outside|noise|static|hum|bird|insect|cricket|thunder|thunderstorm|echo|reverberation|"
@@ -113,7 +114,8 @@ def mel_matrix() -> np.ndarray:
     freqs_mel = _hz_to_mel(np.linspace(0.0, SAMPLE_RATE / 2, bins)[1:])[:, None]
     edges = np.linspace(*_hz_to_mel(np.array(MEL_RANGE_HZ)), N_MELS + 2)
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
-    weights = np.maximum(0.0, np.minimum((freqs_mel - lower) / (centre - lower), (upper - freqs_mel) / (upper - centre)))
+    rising, falling = (freqs_mel - lower) / (centre - lower), (upper - freqs_mel) / (upper - centre)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
     return np.vstack([np.zeros((1, N_MELS)), weights]).astype(np.float32)
 
 

@@ -147,7 +147,7 @@ def good_video(path: Path, index: int, *, audio: bool = True, faststart: bool = 
     if audio:
         rng = random.Random(f"fault/{GENERATOR_VERSION}/{index}/audio")
         n = len(scenes)
-        for j, d in enumerate(scenes):
+        for d in scenes:
             if rng.random() < 0.3:
                 src = f"anoisesrc=r=16000:a=0.15:c={rng.choice(('white', 'pink'))}:seed={rng.randint(0, 9999)}"
             else:
@@ -214,11 +214,11 @@ def build_media(sources: list[Source], cache: Path) -> dict[int, Path]:
                 voice = work / "voice.wav"
                 _narration(voice)
                 files[i] = _atomic(cache / f"injection-{i}.mp4",
-                                   lambda p: good_video(p, i, narration=voice, scenes=3))
+                                   lambda p, i=i, voice=voice: good_video(p, i, narration=voice, scenes=3))
             elif s.kind in ("good", "http_429", "dotdot_title", "shell_meta") or s.variant == "short_body":
-                files[i] = _atomic(good, lambda p: good_video(p, i))
+                files[i] = _atomic(good, lambda p, i=i: good_video(p, i))
             elif s.kind == "no_audio":
-                files[i] = _atomic(cache / f"silent-{i}.mp4", lambda p: good_video(p, i, audio=False))
+                files[i] = _atomic(cache / f"silent-{i}.mp4", lambda p, i=i: good_video(p, i, audio=False))
             elif s.kind == "no_duration":
                 def live(p: Path, i=i) -> None:
                     whole = work / f"live-src-{i}.mp4"

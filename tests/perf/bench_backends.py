@@ -8,7 +8,8 @@ describers they replaced, on the same videos in the same run.
 Videos: the real media of ``../shared/media`` that have a picture (Big Buck Bunny excerpt, chaplin.mp4; the media
 stage turns audio-only files away) plus one synthetic sample (75 s: tones, noise, beats, narration, drawn text),
 each run through the real media stage first. Each backend is built before timing (setup is reported
-separately); each timing is the best of ``--repeat`` runs. ``ratio`` = new / old seconds per minute: what the real models cost over the fallback.
+separately); each timing is the best of ``--repeat`` runs. ``ratio`` = new / old seconds per minute: what the real
+models cost over the fallback.
 
     python tests/perf/bench_backends.py [out/perf/backends.json] [--repeat 3]
 """
@@ -25,14 +26,14 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_rows import row, write_report  # noqa: E402
+from perf_rows import row, write_report
 
-from devdata.samples import make_samples  # noqa: E402
-from flows.media_chain import MediaResult, process_source  # noqa: E402
-from schemas.handoff import VideoItem  # noqa: E402
-from schemas.settings import AudioTagger, VisualCaptioner, load_settings  # noqa: E402
-from tasks.audio_events import AudioEventsStage  # noqa: E402
-from tasks.visual_caption import VisualCaptionStage  # noqa: E402
+from devdata.samples import make_samples
+from flows.media_chain import MediaResult, process_source
+from schemas.handoff import VideoItem
+from schemas.settings import AudioTagger, VisualCaptioner, load_settings
+from tasks.audio_events import AudioEventsStage
+from tasks.visual_caption import VisualCaptionStage
 
 SHARED_MEDIA = REPO.parent / "shared" / "media"
 MEDIA = ("big_buck_bunny_0_30.webm", "chaplin.mp4")

@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import psutil  # noqa: E402
-import yaml  # noqa: E402
+import psutil
+import yaml
 
-from perf_rows import row  # noqa: E402
+from perf_rows import row
 
 TARGET = 1.15
 LLM_STAGES = {"fuse", "qa"}

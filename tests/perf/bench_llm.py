@@ -29,11 +29,11 @@ import openai
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the sample timeline lives beside the tests
 
-import llm_samples as S  # noqa: E402
-from schemas.settings import load_settings  # noqa: E402
-from tasks import fuse  # noqa: E402
-from tasks.grounding import run_vocabulary  # noqa: E402
-from infra.llm_client import LLMClient, strict_json_schema  # noqa: E402
+import llm_samples as S
+from schemas.settings import load_settings
+from tasks import fuse
+from tasks.grounding import run_vocabulary
+from infra.llm_client import LLMClient, strict_json_schema
 
 TARGET_RATIO = 0.85
 

@@ -37,14 +37,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import llm_samples as S  # noqa: E402
-from perf_rows import row, write_report  # noqa: E402
+import llm_samples as S
+from perf_rows import row, write_report
 
-from flows.progress import metrics_url_of  # noqa: E402
-from infra.llm_client import LLMClient  # noqa: E402
-from schemas.settings import load_settings  # noqa: E402
-from tasks import fuse, qa  # noqa: E402
-from tasks.grounding import run_vocabulary  # noqa: E402
+from flows.progress import metrics_url_of
+from infra.llm_client import LLMClient
+from schemas.settings import load_settings
+from tasks import fuse, qa
+from tasks.grounding import run_vocabulary
 
 TARGET_RATIO = 0.7
 HISTOGRAMS = {"queue_s": "vllm:request_queue_time_seconds", "prefill_s": "vllm:request_prefill_time_seconds",
@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     note = (f"{len(sent)} requests, {prompt} prompt + {gen} generated tokens; request time (summed) pipeline: "
             f"queue {share(pipe_b, 'queue_s')}, prefill {share(pipe_b, 'prefill_s')}, decode "
             f"{share(pipe_b, 'decode_s')}, prefix hits {pipe_b['prefix_cache_hit_rate']}, request-s deferred for a "
-            f"grammar {pipe_b['deferred_request_s']}, waiting for capacity {pipe_b['capacity_request_s']}; plain: queue "
+            f"grammar {pipe_b['deferred_request_s']}, waiting for capacity {pipe_b['capacity_request_s']}; "
+            f"plain: queue "
             f"{share(plain_b, 'queue_s')}, prefill {share(plain_b, 'prefill_s')}, decode "
             f"{share(plain_b, 'decode_s')}, prefix hits {plain_b['prefix_cache_hit_rate']}")
     rows = [row(f"LLM fusion + QA generated tok/s vs the server's plain capacity ({model})", pipe_rate,

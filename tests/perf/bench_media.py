@@ -34,12 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from schemas.settings import load_settings  # noqa: E402
-from tasks.audio import decode_audio  # noqa: E402
-from tasks.probe import probe  # noqa: E402
-from devdata.samples import make_samples  # noqa: E402
-from infra.frame_reader import scaled_size  # noqa: E402
-from tasks.segment import segment_video  # noqa: E402
+from schemas.settings import load_settings
+from tasks.audio import decode_audio
+from tasks.probe import probe
+from devdata.samples import make_samples
+from infra.frame_reader import scaled_size
+from tasks.segment import segment_video
 
 TARGET_RATIO = 1.3
 SHARED_BBB = REPO / ".." / "shared" / "media" / "big_buck_bunny_0_30.webm"

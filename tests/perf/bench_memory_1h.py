@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_rows import row  # noqa: E402
+from perf_rows import row
 
 TARGET_BYTES = 2.5e9
 GB = 1e9

@@ -30,20 +30,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from schemas.settings import load_settings  # noqa: E402
-from schemas.handoff import VideoItem  # noqa: E402
-from infra.stage import StageContext  # noqa: E402
-from tasks.asr import ASRStage  # noqa: E402
-from tasks.transcribers.whisper import LANGUAGE, VAD_PARAMETERS, resolve_model  # noqa: E402
-from infra.audio_io import load_audio  # noqa: E402
-from schemas.paths import audio_path  # noqa: E402
-from tasks.audio_caption import AudioCaptionStage  # noqa: E402
-from tasks.audio_events import AudioEventsStage  # noqa: E402
-from flows.media_chain import MediaResult, process_source  # noqa: E402
-from devdata.samples import make_samples  # noqa: E402
-from tasks.visual_caption import VisualCaptionStage  # noqa: E402
+from schemas.settings import load_settings
+from schemas.handoff import VideoItem
+from infra.stage import StageContext
+from tasks.asr import ASRStage
+from tasks.transcribers.whisper import LANGUAGE, VAD_PARAMETERS, resolve_model
+from infra.audio_io import load_audio
+from schemas.paths import audio_path
+from tasks.audio_caption import AudioCaptionStage
+from tasks.audio_events import AudioEventsStage
+from flows.media_chain import MediaResult, process_source
+from devdata.samples import make_samples
+from tasks.visual_caption import VisualCaptionStage
 
 TARGET_ASR_RATIO = 1.1
 

@@ -37,22 +37,23 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_rows import row, write_report  # noqa: E402
+from perf_rows import row, write_report
 
-from schemas.commit import COMMIT_DIR, INDEX_PREFIX, CommitMarker, committed_sources, sweep_uncommitted  # noqa
+from schemas.commit import COMMIT_DIR, INDEX_PREFIX, CommitMarker, committed_sources, sweep_uncommitted
 from schemas.records import VIDEO_TABLES
-from flows.compact import compact_dataset, maybe_compact  # noqa: E402
-from flows.report import dataset_card  # noqa: E402
+from flows.compact import compact_dataset, maybe_compact
+from flows.report import dataset_card
+from infra.pipeline import Pipeline
 from flows.sources import dedup_sources
-from schemas.commit import source_key  # noqa: E402
-from schemas.arrow import arrow_schema, to_row  # noqa: E402
-from schemas.manifest import build_manifest  # noqa: E402
-from schemas.records import (ALL_RECORDS, AudioEvent, AudioAxis, DeadLetter, KeyframeHash, QAType, StageName,  # noqa
+from schemas.commit import source_key
+from schemas.arrow import arrow_schema, to_row
+from schemas.manifest import build_manifest
+from schemas.records import (ALL_RECORDS, AudioEvent, AudioAxis, DeadLetter, KeyframeHash, QAType, StageName,
                              utc_now)
-from schemas.settings import load_settings  # noqa: E402
-from schemas.shards import (_KEY, _PART, _PARTS, _WRITE_ID, COMPRESSION, KEY_ROWS, compacted_name,  # noqa: E402
+from schemas.settings import load_settings
+from schemas.shards import (_KEY, _PART, _PARTS, _WRITE_ID, COMPRESSION, KEY_ROWS, compacted_name,
                             compacted_shards, consolidate_dead_letters, parquet_bytes, read_table, visible_shards)
-from tasks.acquire import canonical_video_id  # noqa: E402
+from tasks.acquire import canonical_video_id
 
 TEMPLATE = "local-tmpl0000000000"
 TABLES = (*VIDEO_TABLES, "dead_letter")
@@ -237,7 +238,7 @@ def resume(root: Path) -> dict[str, float]:
     maybe_compact(root, cfg.compaction.model_copy(update={"enabled": False}))  # the check, as finalize runs it
     consolidate_dead_letters(root)
     manifest = build_manifest(root)
-    (root / "README.md").write_text(dataset_card(root, manifest, cfg, []))
+    (root / "README.md").write_text(dataset_card(root, manifest, cfg, Pipeline.from_settings(cfg), []))
     t["finalize"] = time.perf_counter() - t2
     t["total"] = time.perf_counter() - t0
     t["videos"] = len(done)

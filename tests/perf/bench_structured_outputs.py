@@ -37,13 +37,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import openai  # noqa: E402
-from bench_llm_sol import GaugeSampler, RecordingClient, breakdown, metrics, run_pipeline, workload  # noqa: E402
-from perf_rows import row, write_report  # noqa: E402
+import openai
+from bench_llm_sol import GaugeSampler, RecordingClient, breakdown, metrics, run_pipeline, workload
+from perf_rows import row, write_report
 
-from infra import servers  # noqa: E402
-from flows.progress import metrics_url_of  # noqa: E402
-from schemas.settings import load_settings  # noqa: E402
+from infra import servers
+from flows.progress import metrics_url_of
+from schemas.settings import load_settings
 
 BACKENDS = ("xgrammar", "guidance", "outlines", "lm-format-enforcer")
 PORT_OFFSET = 2  # the profile's server is on port, a grounded-QA side server on port + 1

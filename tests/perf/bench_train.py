@@ -26,16 +26,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
-from model.config import model_available, preset_config  # noqa: E402
-from model.data import FeatureStore, collate, load_examples, make_sample  # noqa: E402
-from model.features import FrozenEncoders, compute_features  # noqa: E402
-from model.modeling import SavenVid, set_trainable  # noqa: E402
-from devdata.model_sample import BUNNY, MEDIA_DIR, _keyframes, _qa, _records, _BUNNY_CLIPS, _video  # noqa: E402
-from devdata.model_sample import build_sample_dataset  # noqa: E402
-from model.train import make_optimizer, train_step, warmup_cosine  # noqa: E402
-from schemas.records import Clip, QAType, VideoRecord  # noqa: E402
+from model.config import model_available, preset_config
+from model.data import FeatureStore, collate, load_examples, make_sample
+from model.features import FrozenEncoders, compute_features
+from model.modeling import SavenVid, set_trainable
+from devdata.model_sample import BUNNY, MEDIA_DIR, _keyframes, _qa, _records, _BUNNY_CLIPS, _video
+from devdata.model_sample import build_sample_dataset
+from model.train import make_optimizer, train_step, warmup_cosine
+from schemas.records import Clip, QAType, VideoRecord
 
 TARGET = 5.0
 LONG = "local-bunnyloop"

@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_rows import row  # noqa: E402
-from schemas.settings import load_settings  # noqa: E402
-from tasks.probe import probe  # noqa: E402
-from devdata.samples import make_samples  # noqa: E402
-from tasks.segment import segment_video  # noqa: E402
+from perf_rows import row
+from schemas.settings import load_settings
+from tasks.probe import probe
+from devdata.samples import make_samples
+from tasks.segment import segment_video
 
 V2D_VERSION = "1.3.0"
 # What its cut detection imports (scenedetect's opencv extra, with the pin video2dataset sets) and the config reader.

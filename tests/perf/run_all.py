@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_rows import row  # noqa: E402
+from perf_rows import row
 
 BENCHES = {
     "media": "tests/perf/bench_media.py",

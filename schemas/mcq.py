@@ -1,4 +1,10 @@
-"""One answer letter from a model's raw text, by ranked patterns; an ambiguous or empty answer gets no letter.
+"""The multiple-choice protocol of AVBench and the training data: how a question is put to a model, how its options
+rotate for circular evaluation, and how one answer letter is read back from a model's raw text.
+
+Stdlib only on purpose: an lmms-eval export copies this file beside its ``utils.py`` (as ``avbench_mcq.py``), so
+outside harnesses ask exactly the same question text and score with exactly the same rules as ``make avbench``.
+
+Reading the letter: ranked patterns; an ambiguous or empty answer gets no letter.
 
 Rules, highest rank first; the first rule that matches decides, and if it finds two different letters the
 answer is ambiguous (no letter: scored wrong and counted, never defaulted to A):
@@ -11,9 +17,6 @@ answer is ambiguous (no letter: scored wrong and counted, never defaulted to A):
 5. ``leading``       the answer starts with a labelled letter: "C. The dog barks", "b) ..."
 6. ``lone``          standalone capital letters: "I pick B" (the article "A man ..." is not a letter)
 7. ``option_text``   the answer contains exactly one option's text
-
-Stdlib only on purpose: the lmms-eval export copies this file beside its ``utils.py`` so outside harnesses
-score with exactly these rules.
 """
 
 from __future__ import annotations
@@ -23,8 +26,30 @@ from dataclasses import dataclass
 from typing import Sequence
 
 LETTERS = ("A", "B", "C", "D")
+INSTRUCTION = "Answer with the option's letter (A, B, C or D)."
 
 
+def format_options(options: Sequence[str]) -> str:
+    return "\n".join(f"{LETTERS[i]}. {' '.join(o.split())}" for i, o in enumerate(options))
+
+
+def mcq_text(question: str, options: Sequence[str], instruction: str = INSTRUCTION) -> str:
+    """The question, its lettered options, and the answer instruction: the text every adapter asks."""
+    if len(options) != 4:
+        raise ValueError(f"an AVBench question has 4 options, not {len(options)}")
+    parts = [f"Question: {' '.join(question.split())}", format_options(options)]
+    if instruction:
+        parts.append(instruction)
+    return "\n".join(parts)
+
+
+def rotate_options(options: Sequence[str], answer_index: int, k: int) -> tuple[list[str], int]:
+    """Options shifted left by ``k`` (rotation k shows option k first) and where the correct one lands."""
+    k %= len(options)
+    return list(options[k:]) + list(options[:k]), (answer_index - k) % len(options)
+
+
+# -- the answer's letter ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Extraction:
     letter: str | None  # "A".."D", or None when unparsable
