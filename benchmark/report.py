@@ -20,6 +20,7 @@ from benchmark.counterfactual import COLUMNS, CounterfactualRow, as_table, not_m
 from benchmark.score import (DURATION_EDGES_S, ItemOutcome, PredictionRow, duration_bucket, duration_buckets,
                              outcome_json)
 from schemas.records import AVBenchItem, QAType, Score
+from viewer.html import csp, video_page_href
 
 PLOTS = {"type": "accuracy_by_type.png", "duration": "accuracy_by_duration.png",
          "parse": "parse_failures.png"}
@@ -169,7 +170,6 @@ def items_section(items: Sequence[AVBenchItem], runs: Sequence[ModelRun], report
     video's page in the dataset viewer (``saven view``), where its clips can be played."""
     import os
 
-    from viewer import video_page_href
 
     from urllib.parse import quote
 
@@ -208,7 +208,9 @@ def html_page(bench: BuiltBench, runs: Sequence[ModelRun], setup: ScoringSetup, 
         f"</figure>" for k, p in plots.items())
     mode = "circular evaluation (all 4 rotations must be right)" if setup.circular else "rotation 0 only"
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>AVBench {html.escape(m.version)} report</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp(None)}">
+<title>AVBench {html.escape(m.version)} report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head>
 <body><h1>AVBench {html.escape(m.version)}</h1>

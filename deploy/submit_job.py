@@ -8,9 +8,10 @@ Submit (from a machine that reaches the cluster's dashboard):
 The job runs ``python deploy/submit_job.py run ...`` on the cluster, which connects to it (RAY_ADDRESS is set by
 Ray for job drivers) and reports to the Prefect server named by ``PREFECT_API_URL``; the same variable reaches
 every Ray worker through the job's runtime environment. ``--output`` is an object-store URL (or a path every node
-sees): nodes share nothing else. Object-store credentials come from the nodes' instance role, or from the
-submitter's environment: the variables named in ``STORAGE_ENV`` that are set are forwarded in the job's runtime
-environment (never written to a file).
+sees): nodes share nothing else. Object-store credentials come from the nodes themselves (instance role, a
+credentials file, the environment `ray start` ran in), never from the job: Ray shows a job's runtime environment
+in its dashboard, `ray job list` and the Jobs API, so only the clients' non-secret settings travel with it
+(``schemas.store.STORE_CLIENT_ENV``: region, endpoint, profile name, credentials file path).
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-               "AWS_ENDPOINT_URL", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", "SAVEN_PATHS__SCRATCH_DIR")
+FORWARDED_ENV = ("SAVEN_PATHS__SCRATCH_DIR",)  # besides the store clients' settings
 
 
 def submit(address: str, *, sources: str, output: str, profile: str, prefect_api_url: str,
@@ -45,7 +45,17 @@ def submit(address: str, *, sources: str, output: str, profile: str, prefect_api
     """Submit the flow as a Ray job; returns the submission id. `python` is the interpreter on the cluster."""
     from ray.job_submission import JobSubmissionClient
 
-    extra_env = {**{k: os.environ[k] for k in STORAGE_ENV if k in os.environ}, **(extra_env or {})}
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from schemas.store import SECRET_ENV, STORE_CLIENT_ENV
+
+    held_back = [k for k in SECRET_ENV if k in os.environ]
+    if held_back:
+        print(f"not forwarded to the job (Ray would show them): {', '.join(held_back)}; the cluster's nodes bring "
+              "their own credentials", file=sys.stderr)
+    if any(k in SECRET_ENV for k in extra_env or {}):
+        raise ValueError(f"{sorted(set(extra_env) & set(SECRET_ENV))}: secrets never travel in a job's runtime env")
+    forwarded = (*STORE_CLIENT_ENV, *FORWARDED_ENV)
+    extra_env = {**{k: os.environ[k] for k in forwarded if k in os.environ}, **(extra_env or {})}
 
     # Relative: the job runs in the shipped working_dir, or in the image's project folder (deploy/Dockerfile).
     entrypoint = [python, "deploy/submit_job.py", "run", "--sources", sources, "--output", output,

@@ -32,23 +32,19 @@ from flows import progress, video_pipeline
 from schemas.manifest import build_manifest
 from schemas.settings import Settings, load_settings
 from schemas.shards import consolidate_dead_letters
-from schemas.store import DatasetStore, is_remote
+from schemas.store import STORE_CLIENT_ENV, DatasetStore, is_remote
 from flows import llm_cache as llm_cache_store
 from flows.compact import maybe_compact
 from flows.preflight import preflight
 from tasks.acquire import SourceExpander
 from infra.pipeline import Pipeline
+from schemas.lease import DatasetLease, command_line
 
 FLOW_NAME = "build-dataset"
-# What object-store clients read from the environment (an instance role needs none of it); passed on to the Ray
-# workers of a run this process starts, never written to a file.
-STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-               "AWS_ENDPOINT_URL", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS")
-
-
 def _ray_runtime_env(cfg: Settings) -> dict:
+    """What the run's Ray workers need of this process's environment, secrets excepted (``STORE_CLIENT_ENV``)."""
     keep = ("PREFECT_API_URL", "PREFECT_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SAVEN_MODEL_CACHE",
-            "SAVEN_PROFILE", "SAVEN_CONFIG", "SAVEN_PATHS__SCRATCH_DIR", *STORAGE_ENV)
+            "SAVEN_PROFILE", "SAVEN_CONFIG", "SAVEN_PATHS__SCRATCH_DIR", *STORE_CLIENT_ENV)
     return {"env_vars": {k: os.environ[k] for k in keep if k in os.environ}}
 
 
@@ -73,15 +69,21 @@ def ensure_ray(cfg: Settings) -> bool:
 
 
 @task(name="expand-sources", cache_policy=NO_CACHE, retries=1)
-def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None) -> list[str]:
+def expand_sources(sources_file: str, cfg: Settings, max_videos: int | None, dataset: str) -> list[str]:
     """Playlists and channels become one source per video (capped); files and direct media stay as they are."""
     out: list[str] = []
     with SourceExpander(cfg.acquire) as expander:
         for src in read_sources(sources_file):
             try:
-                out += expander.expand(src)
+                expansion = expander.expand(src)
             except Exception:  # noqa: BLE001 — an unexpandable source is tried as is and dead-lettered there
                 out.append(src)
+                continue
+            out += expansion.urls
+            for entry, reason in expansion.refused.items():  # never fetched: a dead letter says why
+                record_source_failure(dataset, entry, [DeadLetter(
+                    stage=StageName.acquire, source_id=entry, error_class="untrusted_entry",
+                    message=f"{reason} (listed by {src})", failed_at=utc_now())])
     out = list(dict.fromkeys(out))
     return out[:max_videos] if max_videos else out
 
@@ -124,7 +126,6 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     ``ray.batches_in_flight``).
     """
     started = time.perf_counter()
-    logger = get_run_logger()
     cfg = load_settings(profile)
     if questions_per_type is not None:
         cfg = cfg.model_copy(update={"qa": cfg.qa.model_copy(update={"questions_per_type": questions_per_type})})
@@ -132,11 +133,27 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     store = DatasetStore.of(output)  # a local folder or an object-store prefix (s3://bucket/prefix, gs://...)
     if store.local:
         store.make_dirs()
+    # One writer at a time: a second run on this dataset stops here, naming the one that holds it.
+    lease = DatasetLease(store, f"build-dataset ({command_line()})", ttl_s=cfg.lease.ttl_s,
+                         renew_every_s=cfg.lease.renew_every_s).acquire()
+    try:
+        return _build(sources, store, cfg, pipeline, lease, started=started, max_videos=max_videos,
+                      batch_size=batch_size, llm_cache=llm_cache, batches_in_flight=batches_in_flight)
+    finally:
+        lease.release()
+
+
+def _build(sources: str, store: DatasetStore, cfg: Settings, pipeline: Pipeline, lease: DatasetLease, *,
+           started: float, max_videos: int | None, batch_size: int, llm_cache: str | None,
+           batches_in_flight: int | None) -> dict:
+    """The run itself, under the dataset's lease."""
+    logger = get_run_logger()
     dataset_dir = store.uri
     cache = llm_cache or str(llm_cache_store.cache_path(store, cfg.paths.scratch_dir))
     stats = RunStats()
 
-    all_sources = expand_sources(sources if is_remote(sources) else str(Path(sources).resolve()), cfg, max_videos)
+    all_sources = expand_sources(sources if is_remote(sources) else str(Path(sources).resolve()), cfg, max_videos,
+                                 dataset_dir)
     stats.sources = len(all_sources)
     done = committed_sources(dataset_dir)
     swept = sweep_uncommitted(dataset_dir)
@@ -164,7 +181,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
         # Every node can write and read the dataset, and the LLM server answers, before anything is downloaded.
         # (the LLM server only when the pipeline has an LLM stage)
         preflight(dataset_dir, llm_base_url=cfg.llm.resolved_base_url if pipeline.of("llm") else None,
-                  llm_api_key=cfg.llm.api_key)
+                  llm_api_key=cfg.llm.api_key.get_secret_value())
         restored = llm_cache_store.restore(store, Path(cache))
         if restored:
             logger.info("LLM cache: %d replies restored from %s", restored, store.url(llm_cache_store.SHARD_DIR))
@@ -175,7 +192,7 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     in_flight: deque = deque()
     try:
         if pending:
-            video_pipeline.RUNS[run_key] = video_pipeline.RunStages.create(cfg, store, Path(cache))
+            video_pipeline.RUNS[run_key] = video_pipeline.RunStages.create(cfg, store, Path(cache), lease)
             batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
 
             def collect_oldest() -> None:

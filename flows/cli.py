@@ -137,9 +137,20 @@ def compact_cmd(dataset: str = typer.Argument(..., help="a dataset folder or obj
     from infra.pipeline import Pipeline
     from schemas.manifest import build_manifest
 
+    from schemas.lease import DatasetBusy, DatasetLease
+
     cfg = settings()
     Pipeline.from_settings(cfg)  # the tables of the profile's stages, added ones too, are the dataset's
-    done = compact_dataset(dataset, cfg.compaction)
+    try:
+        lease = DatasetLease(dataset, "saven compact", ttl_s=cfg.lease.ttl_s,
+                             renew_every_s=cfg.lease.renew_every_s).acquire()
+    except DatasetBusy as exc:
+        console.print(f"not compacted: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        done = compact_dataset(dataset, cfg.compaction)
+    finally:
+        lease.release()
     build_manifest(dataset)
     for t in done.report.tables:
         console.print(f"{t.table}: {t.files_before} -> {t.files_after} files ({t.keys} keys moved, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -187,6 +188,17 @@ def models_table(dataset_dir: DatasetLike, settings: Settings, pipeline: Pipelin
     return rows
 
 
+def public_source(source: str) -> str:
+    """A source as a published card may show it: a URL without user, password, query or fragment (a signed URL's
+    token is in its query), a local path by its file name only (a home folder names a person)."""
+    parts = urlsplit(source)
+    if not parts.scheme or parts.scheme == "file":
+        return f".../{Path(parts.path or source).name}"
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + ("?..." if parts.query else "")
+
+
 DEAD_LETTER = "dead_letter"
 HF_MAX_LISTED_FILES = 2000  # beyond this a config names its folder's glob (compaction keeps tables below it)
 
@@ -232,7 +244,10 @@ def dataset_card(dataset_dir: DatasetLike, manifest: Manifest, cfg: Settings, pi
         "## Models",
         table(["stage", "backend", "model", "named in the rows"], models_table(store, cfg, pipeline)),
         f"## Sources ({len(sources)})",
-        "\n".join(f"- `{s}`" for s in sources[:200]) + ("\n- ..." if len(sources) > 200 else ""),
+        "Query strings, user names and folders are left out here (a signed URL or a home folder is not for a "
+        "published card); the `dead_letter` and `videos` tables keep each source as given.",
+        "\n".join(f"- `{escape_cell(public_source(s))}`" for s in sources[:200])
+        + ("\n- ..." if len(sources) > 200 else ""),
         "## Files",
         "Each table is a folder of Parquet shards (zstd), one key per video; `dead_letter.parquet` lists every "
         "failed source or item with its stage and reason; `manifest.json` lists every shard with its row count and "

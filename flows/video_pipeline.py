@@ -33,6 +33,7 @@ from infra.ray_stage import in_ray
 from infra.stage import Stage, StageContext
 from schemas.commit import commit_video, record_source_failure
 from schemas.handoff import StageResult, VideoItem, WorkerStats
+from schemas.lease import DatasetLease
 from schemas.records import DUPLICATE, DeadLetter, StageName, utc_now
 from schemas.settings import Resources, Settings
 from schemas.store import DatasetLike, DatasetStore
@@ -60,13 +61,15 @@ class RunStages:
     context: StageContext
     actors: dict[str, _RoundRobin] = field(default_factory=dict)
     drivers: dict[str, Stage] = field(default_factory=dict)
+    lease: DatasetLease | None = None  # the run's hold on the dataset: checked before each commit
 
     @classmethod
-    def create(cls, settings: Settings, dataset: DatasetLike, llm_cache: Path | None) -> "RunStages":
+    def create(cls, settings: Settings, dataset: DatasetLike, llm_cache: Path | None,
+               lease: DatasetLease | None = None) -> "RunStages":
         pipeline = Pipeline.from_settings(settings)
         context = StageContext(settings, dataset=DatasetStore.of(dataset).uri, llm_cache=llm_cache,
                                vocabulary=run_vocabulary(settings))
-        run = cls(pipeline, context)
+        run = cls(pipeline, context, lease=lease)
         for stage in pipeline.of("actor"):
             # A killed actor process is restarted (its model loaded again) and the calls it held are retried
             # there, instead of failing every later video of the run: the calls only read the video's media.
@@ -259,6 +262,8 @@ class _Batch:
 
     def commit(self) -> None:
         self.on_stage(f"commit: {len(self.live)} videos")
+        if self.run.lease is not None:
+            self.run.lease.ensure()  # another run took the dataset over: write nothing more
         tables = self.pipeline.tables()
         for vid, item in list(self.live.items()):
             if any(d.transient for d in item.dead_letters):

@@ -224,7 +224,7 @@ class LLMClient:
     @classmethod
     def from_settings(cls, llm: LLM, *, cache_path: Path | None, **overrides: Any) -> "LLMClient":
         params: dict[str, Any] = dict(
-            base_url=llm.resolved_base_url, model=llm.resolved_model, api_key=llm.api_key,
+            base_url=llm.resolved_base_url, model=llm.resolved_model, api_key=llm.api_key.get_secret_value(),
             max_concurrency=llm.max_concurrency, timeout_s=llm.timeout_s, max_retries=llm.max_retries,
             temperature=llm.temperature, max_tokens=llm.max_tokens, seed=llm.seed, cache_path=cache_path,
             # Small models loop ("The dog is playing. The dog is playing. ..."); a frequency penalty stops that.

@@ -6,6 +6,7 @@ Each runs as its own process group, bound to 127.0.0.1, with its pid and log und
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -200,16 +201,20 @@ _STOP_TARGETS = {"llm-server": "llm-server-stop", "prefect-server": "prefect-ser
 
 
 def _identity(spec: ServerSpec) -> dict:
-    """What makes a running server the one asked for: its command line and the settings its children inherit."""
+    """What makes a running server the one asked for: its command line and the settings its children inherit. The
+    settings are kept as a digest: a value may be a secret (an API key, a proxy with credentials), and the pid file
+    is a plain file."""
     saven_env = {k: v for k, v in sorted(os.environ.items())
                  if k.startswith("SAVEN_")} if spec.inherits_settings else {}
-    return {"argv": spec.argv, "saven_env": saven_env}
+    digest = hashlib.sha256(json.dumps(saven_env, sort_keys=True).encode()).hexdigest()
+    return {"argv": spec.argv, "saven_env_sha256": digest, "saven_env_names": sorted(saven_env)}
 
 
 def _started_as(pid_file: Path) -> dict | None:
     try:
         record = json.loads(pid_file.read_text())
-        return {"argv": record["argv"], "saven_env": record["saven_env"]}
+        return {"argv": record["argv"], "saven_env_sha256": record["saven_env_sha256"],
+                "saven_env_names": record["saven_env_names"]}
     except (OSError, ValueError, KeyError):
         return None  # written by an older version: nothing to compare
 

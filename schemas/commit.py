@@ -158,6 +158,9 @@ def sweep_uncommitted(dataset_dir: DatasetLike) -> list[str]:
                 remove_key(store, table, key)
         swept |= forgotten
         store.delete(f"{COMMIT_DIR}/{name}")  # last: a sweep that stops before this does it again
+    for name in store.list_dirs() if store.local else []:
+        if name.startswith(".acquire-"):  # a download's work folder of an older version, cookie jar and all
+            store.delete_dir(name)
     for video_id in {n.rsplit(".", 1)[0] for n in store.list_files("media")} - done:
         for rel in video_files(store, video_id):
             store.delete(rel)

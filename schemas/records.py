@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from enum import Enum, StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -120,6 +120,9 @@ class StageName(StrEnum):
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, use_enum_values=False)
+    # The fields that name one row: unique in a shard by construction, and checked when a shard is written
+    # (``schemas.shards``: rows that share a key are refused as dead letters). Empty: rows need no key.
+    key_fields: ClassVar[tuple[str, ...]] = ()
 
 
 class TimeSpan(Record):
@@ -134,6 +137,7 @@ class TimeSpan(Record):
 
 
 class VideoRecord(Record):
+    key_fields = ("video_id",)
     video_id: VideoId
     source: NonEmptyText  # the URL or path as given in the sources file
     extractor: NonEmptyText  # yt-dlp extractor key, or "local" / "http"
@@ -161,6 +165,7 @@ class VideoRecord(Record):
 
 
 class Clip(TimeSpan):
+    key_fields = ("clip_id",)
     clip_id: ClipId
     video_id: VideoId
     index: Annotated[int, Field(ge=0)]
@@ -182,6 +187,7 @@ class Word(TimeSpan):
 
 
 class SpeechSegment(TimeSpan):
+    key_fields = ("clip_id", "start_s", "end_s")
     video_id: VideoId
     clip_id: ClipId
     text: NonEmptyText
@@ -193,6 +199,7 @@ class SpeechSegment(TimeSpan):
 
 
 class AudioEvent(TimeSpan):
+    key_fields = ("clip_id", "label", "start_s")
     video_id: VideoId
     clip_id: ClipId
     label: NonEmptyText
@@ -207,6 +214,7 @@ class Tag(Record):
 
 
 class VisualCaption(Record):
+    key_fields = ("clip_id", "t")
     video_id: VideoId
     clip_id: ClipId
     t: Seconds
@@ -222,6 +230,7 @@ class KeyframeHash(Record):
     """A keyframe's 64-bit difference hash (dHash of a 9x8 grey thumbnail), as 16 hex digits: what finding the
     same footage again (a re-upload, a re-encode, a repeated shot) compares, by Hamming distance."""
 
+    key_fields = ("clip_id", "t")
     video_id: VideoId
     clip_id: ClipId
     t: Seconds
@@ -232,6 +241,7 @@ class DedupDecision(Record):
     """One decision of the deduplication after download: a clip of this video repeats footage already in the
     dataset (``kind="clip"``: the clip gets no QA), with the kept clip or video and the distance that decided."""
 
+    key_fields = ("video_id", "clip_id", "kind")
     video_id: VideoId
     clip_id: ClipId | None = None
     kind: Literal["content", "perceptual", "clip"]
@@ -243,6 +253,7 @@ class DedupDecision(Record):
 class AudioCaption(TimeSpan):
     """Five-axis caption of one clip's audio; empty string means "nothing on this axis"."""
 
+    key_fields = ("clip_id",)
     video_id: VideoId
     clip_id: ClipId
     narration: str
@@ -274,6 +285,7 @@ def parse_hms(text: str) -> float:
 
 
 class ClipDescription(TimeSpan):
+    key_fields = ("clip_id",)
     video_id: VideoId
     clip_id: ClipId
     visual: NonEmptyText
@@ -301,6 +313,7 @@ def _normalise_option(text: str) -> str:
 
 
 class QAItem(Record):
+    key_fields = ("qa_id",)
     qa_id: QAId
     video_id: VideoId
     kind: QAKind
@@ -343,6 +356,7 @@ class FilterResult(Record):
 
 
 class AVBenchItem(Record):
+    key_fields = ("item_id",)
     item_id: NonEmptyText
     qa_id: QAId
     video_id: VideoId

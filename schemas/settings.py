@@ -8,11 +8,12 @@ e.g. ``SAVEN_LLM__BASE_URL``), the profile YAML, the defaults below. The profile
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from schemas.records import QAType
@@ -65,7 +66,7 @@ class LLMServer(Section):
 
 class LLM(Section):
     base_url: str | None = None  # default: the server above
-    api_key: str = "EMPTY"
+    api_key: SecretStr = SecretStr("EMPTY")  # never printed: repr, logs, run artifacts and pid files show ******
     model: str | None = None  # default: server.served_name
     max_concurrency: int = 8
     timeout_s: float = 120.0
@@ -112,7 +113,11 @@ class Acquire(Section):
     cookies_file: Path | None = None
     rate_limit: str | None = None  # e.g. "2M"
     sleep_interval_s: float = 0.0
-    proxy: str | None = None
+    proxy: SecretStr | None = None  # may hold credentials (http://user:pass@host): a secret, never printed
+    # Refuse sources, playlist entries and resolved media URLs on loopback, private, link-local (the cloud's
+    # metadata service at 169.254.169.254) or other non-public addresses. On in the gpu-cluster profile; off here,
+    # where the tests' servers are on loopback.
+    block_private_networks: bool = False
     retries: int = 3
     backoff_s: float = 2.0  # first wait between retries of a transient failure; grows exponentially
     socket_timeout_s: float = 30.0
@@ -202,6 +207,13 @@ class Dedup(Section):
     min_keyframes: int = Field(default=2, ge=1)
 
 
+class Lease(Section):
+    """One writer at a time per dataset (``schemas.lease``): how long a lease lives without renewal."""
+
+    ttl_s: float = Field(default=120.0, gt=0)
+    renew_every_s: float = Field(default=30.0, gt=0)
+
+
 class Benchmark(Section):
     """The AVBench held-out split; training excludes the same videos."""
 
@@ -244,6 +256,7 @@ class Settings(BaseSettings):
     qa: QAOptions = Field(default_factory=QAOptions)
     compaction: Compaction = Field(default_factory=Compaction)
     dedup: Dedup = Field(default_factory=Dedup)
+    lease: Lease = Field(default_factory=Lease)
     benchmark: Benchmark = Field(default_factory=Benchmark)
     demo: Demo = Field(default_factory=Demo)
 
@@ -259,11 +272,18 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_file()))
 
 
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def config_file(profile: str | None = None) -> Path:
+    """The YAML of ``profile`` (a name of ``configs/``), or of ``SAVEN_CONFIG`` (a path the user set) when no
+    profile is asked for. A profile is a name, never a path: a flow parameter cannot point at another file."""
     explicit = os.environ.get("SAVEN_CONFIG")
     if explicit and profile is None:
         return Path(explicit)
     name = profile or os.environ.get("SAVEN_PROFILE", DEFAULT_PROFILE)
+    if not PROFILE_NAME.fullmatch(name):
+        raise ValueError(f"a profile is a name from {CONFIG_DIR} (letters, digits, '-', '_'), not {name!r}")
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

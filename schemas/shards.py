@@ -226,6 +226,10 @@ def _validated_batches(records: Iterable[Any], model_cls: type[BaseModel], schem
                     dead.append(_dead_letter(original, key, index, type(exc).__name__, str(exc) or repr(exc)))
             return pa.Table.from_pylist(good, schema=schema)
 
+    # A row's key (``Record.key_fields``) names one thing: a later row with a key already written is refused (a dead
+    # letter): anything keyed by it (filters, answers, a rerun) would merge the two. Checked as rows stream by.
+    fields = getattr(model_cls, "key_fields", ())
+    seen: set[tuple] = set()
     for index, record in enumerate(records):
         if isinstance(record, BaseModel) and not isinstance(record, model_cls):
             raise TypeError(f"a {type(record).__name__} cannot be written as {model_cls.__name__}")
@@ -234,6 +238,14 @@ def _validated_batches(records: Iterable[Any], model_cls: type[BaseModel], schem
         except ValidationError as exc:
             dead.append(_dead_letter(record, key, index, "ValidationError", _summary(exc)))
             continue
+        if fields:
+            row_key = tuple(getattr(model, f) for f in fields)
+            if row_key in seen:
+                dead.append(_dead_letter(record, key, index, "duplicate_key",
+                                         f"{model_cls.__name__} key {dict(zip(fields, row_key))} is already in this "
+                                         "shard: the repeat is refused"))
+                continue
+            seen.add(row_key)
         rows.append(to_row(model))
         raw.append((index, record))
         if len(rows) >= BATCH_ROWS:

@@ -28,6 +28,16 @@ from typing import Union
 import pyarrow.fs as pafs
 
 
+# The object-store clients' settings that are no secret: a run forwards them to the Ray workers and jobs it starts.
+# Ray shows a job's runtime environment in plain text (its dashboard, `ray job list`, the Jobs API), so the keys
+# themselves (``SECRET_ENV``) never travel that way: a cluster's nodes get them from an instance role, a credentials
+# file (``AWS_SHARED_CREDENTIALS_FILE``, a path), or the environment their `ray start` ran in; a local Ray's
+# workers inherit them from the process that started it.
+STORE_CLIENT_ENV = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+                    "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "GOOGLE_APPLICATION_CREDENTIALS")
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 class StoreError(RuntimeError):
     """The dataset location cannot be used (unknown scheme, unreachable, refused)."""
 

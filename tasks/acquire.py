@@ -17,6 +17,7 @@ file under ``<dataset>/media/<video_id>.<ext>`` plus its source metadata.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -24,8 +25,10 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import urllib.parse
 from collections import deque
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -49,7 +52,7 @@ log = logging.getLogger("saven.acquire")
 MEDIA_DIR = "media"
 # A download's work folder: ``<dataset>/.acquire-<hash of the source>``, beside the tables, with no shared parent
 # to tidy away (removing an emptied shared parent raced with a download in another batch that had just made it).
-WORK_PREFIX = ".acquire-"
+WORK_PREFIX = "saven-acquire-"  # the private folder of one download (cookie jar), in the system temp folder
 # Analysis needs no more than 720p; audio is taken at its best. Fallbacks keep single-file sources working.
 FORMAT_TEMPLATE = "bv*[height<={h}]+ba/b[height<={h}]/bv*+ba/b"
 DEFAULT_BACKOFF_S = 2.0  # first retry waits up to this long, doubling per attempt (capped at 60 s)
@@ -97,6 +100,43 @@ class Acquired(BaseModel):
 def is_local_source(source: str) -> bool:
     """A path on this machine (not a URL); ``file://`` URLs go through yt-dlp instead."""
     return urllib.parse.urlsplit(source).scheme == ""
+
+
+REMOTE_SCHEMES = ("http", "https")
+
+
+def untrusted_entry_reason(entry: str) -> str | None:
+    """Why an entry that a remote playlist or feed listed may not be fetched (None: it may). What a remote source
+    returns is remote: only the sources a user listed may be local paths or ``file://`` URLs."""
+    scheme = urllib.parse.urlsplit(entry).scheme.lower()
+    if scheme in REMOTE_SCHEMES:
+        return None
+    if scheme in ("", "file"):
+        return "a remote playlist or feed listed a local path; only the sources list may name local files"
+    return f"a remote playlist or feed listed a {scheme}: URL; entries must be http(s)"
+
+
+def private_address_reason(url: str) -> str | None:
+    """Why ``url`` points into a private network (loopback, private, link-local such as the cloud's metadata
+    service at 169.254.169.254, or another non-public range), or None. Every address the host resolves to counts."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        return None
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return None  # unresolvable: the download fails on its own, with yt-dlp's message
+    for text in sorted(addresses):
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if not address.is_global or address.is_multicast:
+            return f"{host} resolves to {address}, a non-public address (acquire.block_private_networks)"
+    return None
+
+
+def _refuse_private(url: str, cfg: Acquire, subject: str) -> None:
+    reason = private_address_reason(url) if cfg.block_private_networks else None
+    if reason:
+        raise PermanentError(StageName.acquire, subject, reason, error_class="private_address")
 
 
 def _slug(extractor_key: str) -> str:
@@ -268,8 +308,10 @@ class _YdlLogger:
         log.info(msg)
 
 
-def ydl_options(cfg: Acquire, *, work_dir: Path | None = None, home: Path | None = None,
+def ydl_options(cfg: Acquire, *, private_dir: Path | None = None, home: Path | None = None,
                 file_urls: bool = False) -> dict[str, Any]:
+    """yt-dlp's options. ``home``: where media (and their partial files, named by video id) land; ``private_dir``:
+    a folder of this user's outside the dataset, for the private copy of the cookie jar."""
     opts: dict[str, Any] = {
         "logger": _YdlLogger(), "quiet": True, "no_warnings": False, "noprogress": True,
         "noplaylist": True, "cachedir": False,
@@ -283,14 +325,14 @@ def ydl_options(cfg: Acquire, *, work_dir: Path | None = None, home: Path | None
         "outtmpl": {"default": "%(saven_id)s.%(ext)s"},
     }
     if home is not None:
-        opts["paths"] = {"home": str(home), "temp": str(work_dir or home)}
+        opts["paths"] = {"home": str(home), "temp": str(home)}
     if cfg.rate_limit:
         opts["ratelimit"] = yt_dlp.utils.parse_bytes(cfg.rate_limit)
     if cfg.proxy:
-        opts["proxy"] = cfg.proxy
-    if cfg.cookies_file and work_dir is not None:
+        opts["proxy"] = cfg.proxy.get_secret_value()
+    if cfg.cookies_file and private_dir is not None:
         # yt-dlp writes the cookie jar back on exit: it gets a private copy, the user's file stays as it was.
-        private = work_dir / "cookies.txt"
+        private = private_dir / "cookies.txt"
         shutil.copyfile(cfg.cookies_file, private)
         opts["cookiefile"] = str(private)
     return opts
@@ -340,11 +382,14 @@ def _header_duration(info: dict, cfg: Acquire) -> float | None:
         agent = (part.get("http_headers") or {}).get("User-Agent")
         if agent:
             args += ["-user_agent", agent]
-        if cfg.proxy and cfg.proxy.startswith("http://"):
-            args += ["-http_proxy", cfg.proxy]
+        env = None
+        proxy = cfg.proxy.get_secret_value() if cfg.proxy else ""
+        if proxy.startswith("http://"):
+            # ffmpeg's http protocol reads the proxy from its environment: in argv, credentials would show in `ps`.
+            env = {**os.environ, "http_proxy": proxy}
         try:
             proc = subprocess.run([*args, url], capture_output=True, text=True, timeout=2 * cfg.socket_timeout_s,
-                                  check=False)
+                                  check=False, env=env)
             durations.append(float(json.loads(proc.stdout)["format"]["duration"]))
         except (subprocess.TimeoutExpired, OSError, ValueError, KeyError, TypeError) as exc:
             log.debug("no duration from the header of %s: %r", url, exc)
@@ -373,11 +418,13 @@ def _metadata(info: dict) -> dict[str, Any]:
 def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) -> Acquired:
     out = media_dir(dataset_dir)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(dataset_dir) / f"{WORK_PREFIX}{_hash(source)}"
-    work.mkdir(exist_ok=True)
+    _refuse_private(source, cfg, source)
+    # The private copy of the cookie jar: a folder of the system's, readable by this user only and never inside
+    # the dataset (a run killed here must not leave cookies where the dataset is served or published).
+    private = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
     try:
         is_file_url = urllib.parse.urlsplit(source).scheme == "file"
-        opts = ydl_options(cfg, work_dir=work, home=out, file_urls=is_file_url)
+        opts = ydl_options(cfg, private_dir=private, home=out, file_urls=is_file_url)
         messages: deque[str] = opts["logger"].recent
         with yt_dlp.YoutubeDL(opts) as ydl:
             # Unprocessed first: a page's own metadata (e.g. JSON-LD duration) is checked before any request for
@@ -389,6 +436,9 @@ def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) ->
             _check_before_download(raw, cfg, source)
             info = ydl.process_ie_result(raw, download=False)
             _check_before_download(info, cfg, source)
+            for fmt in info.get("requested_formats") or [info]:  # the media URLs the page resolved to
+                if fmt.get("url"):
+                    _refuse_private(fmt["url"], cfg, source)
             if not info.get("duration"):
                 _check_header_duration(info, cfg, source)
             video_id = make_video_id(info.get("extractor_key") or "unknown", info.get("id"),
@@ -419,7 +469,7 @@ def _download_url(source: str, dataset_dir: Path, cfg: Acquire, attempt: int) ->
             media_path=path.relative_to(Path(dataset_dir)).as_posix(), size_bytes=size, sha256=sha256_file(path),
             stated_duration_s=info.get("duration"), attempts=attempt, acquired_at=utc_now(), **_metadata(info))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def _copy_local(source: str, dataset_dir: Path) -> Acquired:
@@ -459,6 +509,14 @@ def acquire(source: str, dataset_dir: Path, cfg: Acquire, *, backoff_s: float | 
                          _backoff(cfg, backoff_s), source)
 
 
+@dataclass
+class Expansion:
+    """What one listed source expands to: the URLs to fetch, and the entries refused with why."""
+
+    urls: list[str]
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 class SourceExpander:
     """Expands sources into one URL per video, reusing one yt-dlp instance per kind of URL (web or file).
 
@@ -488,23 +546,32 @@ class SourceExpander:
             self._ydl[file_urls] = yt_dlp.YoutubeDL(opts)
         return self._ydl[file_urls]
 
-    def expand(self, source: str) -> list[str]:
-        """Playlists and channels expanded (at most ``playlist_cap``), anything else as given."""
+    def expand(self, source: str) -> Expansion:
+        """Playlists and channels expanded (at most ``playlist_cap``), anything else as given. An entry of a remote
+        source that is not an http(s) URL is refused (``Expansion.refused``), never fetched."""
         source = source.strip()
         if is_local_source(source):
-            return [source]
-        ydl = self._instance(urllib.parse.urlsplit(source).scheme == "file")
+            return Expansion([source])
+        local = urllib.parse.urlsplit(source).scheme == "file"
+        if not local:
+            _refuse_private(source, self.cfg, source)
+        ydl = self._instance(local)
 
-        def once(_attempt: int) -> list[str]:
+        def once(_attempt: int) -> Expansion:
             info = ydl.extract_info(source, download=False, process=True)
             if not info or info.get("_type") not in ("playlist", "multi_video"):
-                return [source]
-            urls = []
+                return Expansion([source])
+            out = Expansion([])
             for entry in info.get("entries") or []:
                 url = entry and (entry.get("url") or entry.get("webpage_url"))
-                if url and url not in urls:
-                    urls.append(url)
-            return urls[: self.cfg.playlist_cap]
+                if not url or url in out.urls or url in out.refused:
+                    continue
+                reason = None if local else untrusted_entry_reason(url)
+                if reason:
+                    out.refused[url] = reason
+                elif len(out.urls) < self.cfg.playlist_cap:
+                    out.urls.append(url)
+            return out
 
         return _with_retries(once, self.cfg, self.backoff_s, source)
 
@@ -512,7 +579,7 @@ class SourceExpander:
 def expand_source(source: str, cfg: Acquire, *, backoff_s: float | None = None) -> list[str]:
     """One URL per video: playlists and channels expanded (at most ``playlist_cap``), anything else as given."""
     with SourceExpander(cfg, backoff_s=backoff_s) as expander:
-        return expander.expand(source)
+        return expander.expand(source).urls
 
 
 @STAGES.register(StageName.acquire)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import re
 from collections import Counter
@@ -87,8 +88,11 @@ def shuffle_options(correct: str, wrong: Sequence[str], *, seed: int) -> tuple[l
     return [options[i] for i in order], order.index(0)
 
 
-def qa_id_for(video_id: str, question: str) -> str:
-    return f"{video_id}.q{hashlib.sha256(question.encode()).hexdigest()[:12]}"
+def qa_id_for(draft: QADraft) -> str:
+    """The item's id: its video, and a hash of what makes it this item (the question, its options in order and the
+    correct one). Two items of one video worded alike with other options are two ids, never one."""
+    what = json.dumps([draft.question, list(draft.options), draft.answer_index], ensure_ascii=False)
+    return f"{draft.video_id}.q{hashlib.sha256(what.encode()).hexdigest()[:12]}"
 
 
 def clean_stem(text: str) -> str:
@@ -145,7 +149,7 @@ def draft_of(video_id: str, planned: PlannedQuestion, stem: str, *, seed: int) -
 
 
 def check_dead_letter(draft: QADraft, failed: Sequence[tuple[str, str]]) -> DeadLetter:
-    return DeadLetter(stage=StageName.qa, video_id=draft.video_id, item_id=qa_id_for(draft.video_id, draft.question),
+    return DeadLetter(stage=StageName.qa, video_id=draft.video_id, item_id=qa_id_for(draft),
                       error_class=f"check:{failed[0][0]}", message="; ".join(f"{n}: {r}" for n, r in failed),
                       failed_at=utc_now(), detail=draft.model_dump_json())
 
@@ -157,7 +161,7 @@ def missing_line_dead_letter(video_id: str, planned: PlannedQuestion) -> DeadLet
 
 
 def to_item(draft: QADraft, *, checks_passed: Sequence[str], model: str) -> QAItem:
-    return QAItem(qa_id=qa_id_for(draft.video_id, draft.question), video_id=draft.video_id,
+    return QAItem(qa_id=qa_id_for(draft), video_id=draft.video_id,
                   kind=KIND_OF_TYPE[draft.type], type=draft.type, question=draft.question, options=draft.options,
                   answer_index=draft.answer_index, evidence_clip_ids=draft.evidence_clip_ids, start_s=draft.start_s,
                   end_s=draft.end_s, generator_model=model, checks_passed=list(checks_passed))

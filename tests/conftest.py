@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +127,44 @@ def two_node_cluster():
     cluster.wait_for_nodes()
     yield TwoNodes(f"http://127.0.0.1:{DASHBOARD_PORT}", cluster.address)
     cluster.shutdown()
+
+
+# -- a loopback web server of media files (acquisition and trust tests) ------------------------------------------------
+
+class _MediaHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; ``/flaky/<name>`` answers ``fail_status`` ``fail_count`` times before serving ``<name>``."""
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.requests[self.path] += 1
+            count = srv.requests[self.path]
+        if self.path.startswith("/flaky/"):
+            if count <= srv.fail_count:
+                self.send_error(srv.fail_status, "try later")
+                return
+            self.path = self.path[len("/flaky"):]
+        super().do_GET()
+
+    def do_HEAD(self) -> None:
+        with self.server.lock:
+            self.server.requests["HEAD " + self.path] += 1
+        super().do_HEAD()
+
+
+@pytest.fixture()
+def server(tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_MediaHandler, directory=str(www)))
+    httpd.requests, httpd.lock, httpd.fail_count, httpd.fail_status = Counter(), threading.Lock(), 0, 429
+    httpd.www = www
+    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()

@@ -5,15 +5,11 @@ Every bad input must end in a DeadLetter with a clear reason, and nothing may be
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import re
 import subprocess
-import threading
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -41,45 +37,6 @@ def make_video(path: Path, seconds: float = 3.0, *, audio: bool = True, faststar
         args += ["-movflags", "+faststart"]
     subprocess.run([*args, str(path)], check=True)
     return path
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; ``/flaky/<name>`` answers ``fail_status`` ``fail_count`` times before serving ``<name>``."""
-
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
-
-    def do_GET(self) -> None:
-        srv = self.server
-        with srv.lock:
-            srv.requests[self.path] += 1
-            count = srv.requests[self.path]
-        if self.path.startswith("/flaky/"):
-            if count <= srv.fail_count:
-                self.send_error(srv.fail_status, "try later")
-                return
-            self.path = self.path[len("/flaky"):]
-        super().do_GET()
-
-    def do_HEAD(self) -> None:
-        with self.server.lock:
-            self.server.requests["HEAD " + self.path] += 1
-        super().do_HEAD()
-
-
-@pytest.fixture()
-def server(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(www)))
-    httpd.requests, httpd.lock, httpd.fail_count, httpd.fail_status = Counter(), threading.Lock(), 0, 429
-    httpd.www = www
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture()
@@ -219,13 +176,13 @@ def test_one_expander_serves_a_whole_sources_list_and_survives_a_bad_source(serv
     monkeypatch.setattr(SourceExpander, "_instance", counting)
     local = str(server.www / "ep3.mp4")
     with SourceExpander(cfg, backoff_s=FAST) as expander:
-        first = expander.expand(f"{server.base}/ep0.mp4")
+        first = expander.expand(f"{server.base}/ep0.mp4").urls
         with pytest.raises(PermanentError):
             expander.expand(f"{server.base}/missing.mp4")
-        playlist = expander.expand(feed)
-        after = expander.expand(f"  {server.base}/ep1.mp4 ")
-        file_url = expander.expand((server.www / "ep2.mp4").as_uri())
-        assert expander.expand(local) == [local]
+        playlist = expander.expand(feed).urls
+        after = expander.expand(f"  {server.base}/ep1.mp4 ").urls
+        file_url = expander.expand((server.www / "ep2.mp4").as_uri()).urls
+        assert expander.expand(local).urls == [local]
     # What per-source expansion gives, from one yt-dlp instance per kind of URL (web, file) for the whole list.
     assert first == [f"{server.base}/ep0.mp4"] and after == [f"{server.base}/ep1.mp4"]
     assert playlist == alone and len(playlist) == 3
@@ -363,20 +320,23 @@ def test_empty_source_and_missing_local_file(out, tmp_path):
 
 
 
-def test_a_download_finishing_meanwhile_does_not_pull_the_work_folder_from_another(server, out, monkeypatch):
-    """Batches in flight download into one dataset at once. One download's clean-up must not remove the shared work
-    folder that another has just made and is about to use (it did: a 404 came back as FileNotFoundError in the
-    fault run). The interleaving is forced: another download runs to its end between the two steps."""
-    real_mkdir, interleaved = Path.mkdir, []
+def test_downloads_at_once_each_have_a_private_folder_outside_the_dataset(server, out, monkeypatch, tmp_path):
+    """Batches in flight download into one dataset at once. Each download's private folder (the cookie jar's copy)
+    is its own, made by the system in the temp folder, never inside the dataset, and gone when it ends (a shared
+    work folder in the dataset once came back as FileNotFoundError in the fault run)."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
 
-    def mkdir(self, *args, **kwargs):
-        if self.name.startswith(".acquire-") and not interleaved:
-            interleaved.append("started")
-            interleaved.append(process_source(f"{server.base}/other.mp4", out, settings_with(), backoff_s=FAST))
-        return real_mkdir(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", mkdir)
-    result = process_source(f"{server.base}/missing.mp4", out, settings_with(), backoff_s=FAST)
-    assert interleaved[1].error_class == "http_404"
-    assert isinstance(result, DeadLetter) and result.error_class == "http_404", result
-    assert [p for p in out.rglob("*") if p.is_file()] == []
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    make_video(server.www / "other.mp4")
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc\n")
+    cfg = settings_with(cookies_file=cookies)
+    with ThreadPoolExecutor(2) as pool:
+        missing, other = pool.map(lambda src: process_source(src, out, cfg, backoff_s=FAST),
+                                  [f"{server.base}/missing.mp4", f"{server.base}/other.mp4"])
+    assert isinstance(missing, DeadLetter) and missing.error_class == "http_404", missing
+    assert isinstance(other, MediaResult) and (out / other.video.media_path).is_file()
+    assert not [p for p in out.rglob("*") if "acquire" in p.name or p.name == "cookies.txt"]
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -55,6 +55,9 @@ def test_html_report_links_valid_pngs(run):
     for src in sources:
         assert_valid_png(page.parent / src)
     assert "random(seed=0)" in html and "random(seed=1) mean of 9 sheets" in html
+    # Questions and options are text from videos: the page runs no script at all, whatever they hold.
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
+    assert csp and "script-src 'none'" in csp.group(1) and "object-src 'none'" in csp.group(1)
 
 
 def test_results_json_md_and_per_item_jsonl(run):

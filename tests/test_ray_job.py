@@ -3,6 +3,8 @@ nodes and its flow and task runs show up in the real Prefect server."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,3 +70,36 @@ def test_job_submitted_to_two_node_cluster_builds_the_dataset_and_reports_to_pre
     assert any(n.startswith("batch-") for n in names), names
     assert any(n.startswith("finalize-dataset") for n in names), names
     assert all(t["state"]["type"] == "COMPLETED" for t in tasks), [(t["name"], t["state"]["type"]) for t in tasks]
+
+
+def test_credentials_in_the_submitters_environment_never_reach_ray(two_node_cluster, prefect_server, tmp_path,
+                                                                   monkeypatch):
+    """Ray shows a job's runtime environment in plain text (Jobs API, dashboard, `ray job list`): a planted key in
+    the submitter's environment must appear in none of them, nor in the job's logs; the store's non-secret settings
+    still travel."""
+    from ray.job_submission import JobSubmissionClient
+
+    planted = "planted-SECRET-0123456789"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", planted)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", planted + "-token")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    dashboard = two_node_cluster.dashboard
+    proc = _submit_when_agent_ready([  # a job that fails at once (no such sources file): it only has to be there
+        sys.executable, str(REPO_ROOT / "deploy" / "submit_job.py"), "submit", "--address", dashboard,
+        "--sources", str(tmp_path / "missing.yaml"), "--output", str(tmp_path / "ds"), "--profile", "local-cpu",
+        "--prefect-api-url", prefect_server, "--working-dir", str(REPO_ROOT), "--python", sys.executable, "--wait"])
+    assert "not forwarded to the job" in proc.stderr
+    job_id = proc.stdout.split()[0]
+    client = JobSubmissionClient(dashboard)
+    info = client.get_job_info(job_id)
+    assert info.runtime_env["env_vars"]["AWS_DEFAULT_REGION"] == "eu-north-1"
+    seen = {
+        "jobs API": json.dumps([j.__dict__ for j in client.list_jobs()], default=str),
+        "dashboard job details": httpx.get(f"{dashboard}/api/jobs/{job_id}", timeout=10).text,
+        "dashboard job list": httpx.get(f"{dashboard}/api/jobs/", timeout=10).text,
+        "ray job list": subprocess.run([str(Path(sys.executable).with_name("ray")), "job", "list", "--address",
+                                        dashboard], capture_output=True, text=True, timeout=120).stdout,
+        "job logs": client.get_job_logs(job_id),
+    }
+    assert seen["dashboard job details"] and job_id in seen["ray job list"]
+    assert not [where for where, text in seen.items() if planted in text], "a planted key reached Ray"

@@ -243,7 +243,8 @@ KILLED_WRITER = textwrap.dedent("""
             if i == 30_000:
                 ready.touch()  # three row groups are in the temp file by now
                 time.sleep(600)  # the test kills us here
-            yield {"clip_id": clip_id("yt-big", i % 10_000), "video_id": "yt-big", "index": i % 10_000,
+            vid = f"yt-big{i // 10_000}"  # clip ids have 4 digits: every 10,000 rows another video, no key twice
+            yield {"clip_id": clip_id(vid, i % 10_000), "video_id": vid, "index": i % 10_000,
                    "start_s": float(i), "end_s": i + 1.0}
     write_shard(dataset, "clips", key="yt-big", records=rows())
 """)

@@ -6,7 +6,7 @@ import os
 import re
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from schemas.store import DatasetLike, DatasetStore
 
@@ -25,28 +25,52 @@ class _FileSlice:
         self.f.close()
 
 
+# Never served, wherever they sit: the LLM request cache (prompts and transcripts), the commit markers, and any
+# hidden file or folder (a cookie jar, a temp file).
+PRIVATE_FOLDERS = frozenset({"_cache", "_committed"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 class _Handler(SimpleHTTPRequestHandler):
-    """Serves the viewer and the dataset only (nothing else under their common folder), with byte ranges: the
-    browser seeks in a video by asking for a range, which ``http.server`` alone does not answer."""
+    """Serves the viewer and the dataset only (nothing else under their common folder, nothing private in them),
+    with byte ranges: the browser seeks in a video by asking for a range, which ``http.server`` alone does not
+    answer. Requests must name this loopback server as their Host: a web page whose name an attacker pointed at
+    127.0.0.1 (DNS rebinding) is not answered."""
 
     allowed: tuple[Path, ...] = ()
 
     def translate_path(self, path: str) -> str:
-        local = Path(os.path.normpath(super().translate_path(path)))
-        if any(local == a or local.is_relative_to(a) for a in self.allowed):
-            return str(local)
+        # Resolved first (symlinks followed), then checked: a link inside the dataset cannot lead out of it.
+        local = Path(super().translate_path(path)).resolve()
+        for base in self.allowed:
+            if local == base or local.is_relative_to(base):
+                inside = local.relative_to(base).parts
+                if not any(part.startswith(".") or part in PRIVATE_FOLDERS for part in inside):
+                    return str(local)
         return str(Path(self.directory) / ".not-served" / "404")
 
+    def _host_ok(self) -> bool:
+        try:
+            host = urlsplit("//" + (self.headers.get("Host") or "").strip())
+            name, port = host.hostname, host.port
+        except ValueError:  # a malformed Host (a port that is no number)
+            return False
+        return name in LOOPBACK_HOSTS and port in (None, self.server.server_address[1])
+
     def send_head(self):
+        if not self._host_ok():
+            self.send_error(400, "this server answers for 127.0.0.1 only")
+            return None
         path = self.translate_path(self.path)
         m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
-        if not m or m.groups() == ("", "") or not os.path.isfile(path):
+        first, last = m.groups() if m else ("", "")
+        # No range, an invalid one (last before first) or a malformed one: the whole file (RFC 9110, 14.2).
+        if (first, last) == ("", "") or (first and last and int(last) < int(first)) or not os.path.isfile(path):
             return super().send_head()
         size = os.path.getsize(path)
-        first, last = m.groups()
         start, end = (max(size - int(last), 0), size - 1) if first == "" else (
             int(first), min(int(last) if last else size - 1, size - 1))
-        if start > end:
+        if start > end:  # starts past the end: unsatisfiable
             self.send_response(416)
             self.send_header("Content-Range", f"bytes */{size}")
             self.send_header("Content-Length", "0")
