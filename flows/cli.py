@@ -197,14 +197,33 @@ def view_cmd(dataset: Path = typer.Argument(..., exists=True, file_okay=False, h
 @app.command("train")
 def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/demo/dataset"),
               out: Path = typer.Option(None, help="default: <output_dir>/train"),
-              preset: str = "smol", stage: str = typer.Option("both", help="1, 2 or both"),
-              steps: Optional[int] = None) -> None:
+              preset: Optional[str] = typer.Option(None, help="default: the profile's train.preset"),
+              nproc: Optional[int] = typer.Option(None, help="processes (GPUs) on this machine; default: the "
+                                                             "profile's train.nproc_per_node"),
+              stage: str = typer.Option("both", help="1, 2 or both"), steps: Optional[int] = None) -> None:
     """Train SAVEn-Vid (stage 1 alignment, then stage 2 instruction tuning) and print the checkpoint path."""
-    from model.train import train
+    import subprocess
+    import sys
 
     cfg = settings()
-    ckpt = train(dataset or cfg.paths.output_dir / "demo" / "dataset", out or cfg.paths.output_dir / "train",
-                 preset=preset, stage=stage if stage == "both" else int(stage), steps=steps)
+    dataset = dataset or cfg.paths.output_dir / "demo" / "dataset"
+    out = out or cfg.paths.output_dir / "train"
+    preset, nproc = preset or cfg.train.preset, nproc or cfg.train.nproc_per_node
+    if nproc > 1:  # DDP: one process per GPU, each started by torchrun (rank 0 prints the checkpoint)
+        args = [str(Path(sys.executable).with_name("torchrun")), "--standalone", f"--nproc_per_node={nproc}",
+                "-m", "model.train", str(dataset), str(out), "--preset", preset, "--stage", stage]
+        if steps:
+            args += ["--steps", str(steps)]
+        done = subprocess.run(args, check=False)  # its progress goes straight to this terminal
+        if done.returncode != 0:
+            raise typer.Exit(done.returncode)
+        from model.train import checkpoints
+
+        ckpt = checkpoints(out / "stage2" if stage == "both" else out)[-1]
+    else:
+        from model.train import train
+
+        ckpt = train(dataset, out, preset=preset, stage=stage if stage == "both" else int(stage), steps=steps)
     console.print(f"[bold green]checkpoint:[/] {ckpt}")
     print(ckpt)
 

@@ -177,6 +177,9 @@ def run_demo(out: Path) -> None:
         console.print("[bold]cost per accepted item[/] (from the run artifact):")
         console.print(artifact_section(artifacts["build-dataset-summary"], "Cost per accepted item"), markup=False,
                       highlight=False)
+        console.print("[bold]what the stages found[/] (from the run artifact):")
+        console.print(artifact_section(artifacts["build-dataset-summary"], "What the stages found"), markup=False,
+                      highlight=False)
         servers.stop_deployment_server(cfg)
         problems = verify_manifest(dataset)
         if problems:

@@ -140,6 +140,7 @@ def run_markdown(stats: RunStats, dataset_dir: Path | str, settings: Settings, p
               [[r["phase"], r["requests"], r["prompt_tokens"], r["completion_tokens"], r["llm_s"], r["accepted"],
                 _per(r["prompt_per_accepted"]), _per(r["completion_per_accepted"]),
                 _per(r["seconds_per_accepted"])] for r in stats.cost_rows()] or [["-"] * 9]),
+        "## What the stages found",
         *[line for stage in pipeline.stages if stage.name in stats.stages
           for line in stage.report_lines(stats.stages[stage.name])],
         "## Dead letters by stage",

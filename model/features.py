@@ -119,10 +119,17 @@ def load_waveform(dataset_dir: Path, video: VideoRecord) -> np.ndarray | None:
 
 # --- the step ------------------------------------------------------------------------------------------------
 
+def encoder_dtype(config: ModelConfig, device: str) -> torch.dtype:
+    """The one dtype the frozen encoders run in, for the feature cache, training and inference alike: bf16 on a
+    GPU unless the preset asks for fp32, fp32 on a CPU."""
+    return torch.bfloat16 if device.startswith("cuda") and config.train.precision != "fp32" else torch.float32
+
+
 class FrozenEncoders:
     """Both encoders, loaded once (load once, process many); ``encode`` is one video's features."""
 
-    def __init__(self, config: ModelConfig, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, config: ModelConfig, device: str = "cpu", dtype: torch.dtype | None = None):
+        dtype = dtype or encoder_dtype(config, device)
         from model.encoders import audio_tower, vision_tower
 
         self.config = config
@@ -164,8 +171,7 @@ def compute_features(dataset_dir: Path, config: ModelConfig, *, video_ids: list[
     clips: dict[str, list[Clip]] = {}
     for c in read_records(dataset_dir, "clips", Clip):
         clips.setdefault(c.video_id, []).append(c)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    encoders = encoders or FrozenEncoders(config, device, dtype)
+    encoders = encoders or FrozenEncoders(config, device)
     report = FeatureReport([], [], [])
     for vid in video_ids or sorted(videos):
         path = features_path(dataset_dir, config.preset, vid)

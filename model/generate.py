@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from model.data import collate, make_sample, mcq_prompt
-from model.features import FrozenEncoders, VideoFeatures, features_path, load_features, save_features
+from model.features import (FrozenEncoders, VideoFeatures, encoder_dtype, features_path, load_features,
+                            save_features)
 from model.modeling import SavenVid
 from schemas.records import Clip, VideoRecord
 
@@ -66,7 +67,8 @@ class SavenVidPredictor:
         if n not in self._silence:
             encoder = self._encoders.audio if self._encoders is not None else self._audio_encoder
             if encoder is None:
-                encoder = self._audio_encoder = audio_tower(self.config.audio, self.device.type)
+                encoder = self._audio_encoder = audio_tower(self.config.audio, self.device.type,
+                                                            encoder_dtype(self.config, self.device.type))
             want = (self.model.encoder_fingerprints or {}).get("audio")
             if want and encoder.fingerprint != want:
                 raise ValueError(f"audio encoder {encoder.fingerprint}, checkpoint trained on {want}")

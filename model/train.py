@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import timedelta
 import math
 import os
 import random
@@ -164,6 +165,11 @@ def load_checkpoint(folder: Path, model: SavenVid, optimizer, names: list[str], 
 
 # --- the run ------------------------------------------------------------------------------------------------
 
+# How long a rank may wait for the others at a barrier (torchrun's default for NCCL is 10 minutes: a slow feature
+# shard on one rank must not kill the job).
+BARRIER_TIMEOUT = timedelta(minutes=int(os.environ.get("SAVEN_BARRIER_TIMEOUT_MIN", "120")))
+
+
 def _distributed() -> tuple[int, int, torch.device]:
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     if torch.cuda.is_available():
@@ -172,20 +178,36 @@ def _distributed() -> tuple[int, int, torch.device]:
     else:
         device = torch.device("cpu")
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=BARRIER_TIMEOUT)
     return world, rank, device
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _from_rank0(value, world: int):
+    """``value`` as rank 0 has it, on every rank (a checkpoint path only rank 0 wrote)."""
+    if world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _feature_fingerprints(dataset_dir: Path, config: ModelConfig, video_ids: set[str], device: torch.device,
                           rank: int = 0, world: int = 1) -> dict[str, str]:
+    """Cached features of every video (each rank encodes its share of the missing ones, so no rank waits minutes
+    for another) and the encoders' fingerprints they share."""
     missing = [v for v in sorted(video_ids) if not features_path(dataset_dir, config.preset, v).is_file()]
-    if missing and rank == 0:  # one rank encodes; the others wait for its files
-        report = compute_features(dataset_dir, config, video_ids=missing, device=device.type)
+    mine = missing[rank::world]
+    if mine:
+        report = compute_features(dataset_dir, config, video_ids=mine, device=device.type)
         if report.dead_letters:
-            print(f"feature step: {len(report.dead_letters)} videos failed (see the dataset's dead letters); "
-                  f"their examples are skipped")
-    if world > 1:
-        torch.distributed.barrier()
+            print(f"feature step (rank {rank}): {len(report.dead_letters)} videos failed (see the dataset's dead "
+                  "letters); their examples are skipped")
+    _barrier(world)
     found = {v: cached_fingerprints(features_path(dataset_dir, config.preset, v)) for v in sorted(video_ids)}
     kinds = {json.dumps(fp, sort_keys=True) for fp in found.values() if fp is not None}
     if len(kinds) > 1:
@@ -205,8 +227,9 @@ def train(dataset_dir: Path, out_dir: Path, preset: str = "smol", stage: int | s
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if stage == "both":
         first = train(dataset_dir, out_dir / "stage1", preset, 1, steps, config=config, init_from=init_from,
-                      resume=resume)
-        return train(dataset_dir, out_dir / "stage2", preset, 2, steps, config=config, init_from=first, resume=resume)
+                      resume=resume, stop_at=stop_at)  # every rank gets stage 1's checkpoint (rank 0 wrote it)
+        return train(dataset_dir, out_dir / "stage2", preset, 2, steps, config=config, init_from=first, resume=resume,
+                     stop_at=stop_at)
     stage = int(stage)
     config = config or preset_config(preset)
     tcfg, scfg = config.train, config.train.stage(stage)
@@ -276,9 +299,11 @@ def train(dataset_dir: Path, out_dir: Path, preset: str = "smol", stage: int | s
                                    tcfg.keep_last)
     if writer is not None:
         writer.close()
+    last = _from_rank0(last, world)  # only rank 0 saves: every rank returns the checkpoint it wrote
+    _barrier(world)  # written before any rank reads it (stage 2 starts from it)
     if last is None:
         raise ValueError(f"nothing to do: out_dir {out_dir} is already at step {start} of {total}")
-    return last
+    return Path(last)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -292,14 +317,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--init-from", type=Path, default=None)
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--stop-at", type=int, default=None, help="end each stage early at this step (an interruption)")
     args = p.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the last line printed is the checkpoint path, for `make train`
     stage = args.stage if args.stage == "both" else int(args.stage)
-    path = train(args.dataset_dir, args.out_dir, args.preset, stage, args.steps, init_from=args.init_from,
-                 resume=not args.no_resume)
-    print(path)
+    try:
+        path = train(args.dataset_dir, args.out_dir, args.preset, stage, args.steps, init_from=args.init_from,
+                     resume=not args.no_resume, stop_at=args.stop_at)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(path)
 
 
 if __name__ == "__main__":

@@ -207,6 +207,15 @@ class Dedup(Section):
     min_keyframes: int = Field(default=2, ge=1)
 
 
+class Train(Section):
+    """How `saven train` / `make train` train SAVEn-Vid on this profile's machines."""
+
+    preset: str = "smol"  # model.config presets: tiny, smol, 7b
+    # Processes on this machine: 1 trains in this process; more start `torchrun --standalone --nproc_per_node N`
+    # (one per GPU; DDP, NCCL on GPUs, gloo on CPUs). Several machines: deploy/train.sh on each.
+    nproc_per_node: int = Field(default=1, ge=1)
+
+
 class Lease(Section):
     """One writer at a time per dataset (``schemas.lease``): how long a lease lives without renewal."""
 
@@ -257,6 +266,7 @@ class Settings(BaseSettings):
     compaction: Compaction = Field(default_factory=Compaction)
     dedup: Dedup = Field(default_factory=Dedup)
     lease: Lease = Field(default_factory=Lease)
+    train: Train = Field(default_factory=Train)
     benchmark: Benchmark = Field(default_factory=Benchmark)
     demo: Demo = Field(default_factory=Demo)
 
