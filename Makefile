@@ -9,13 +9,16 @@ PY := $(VENV)/bin/python
 SAVEN := $(VENV)/bin/saven
 APT_PACKAGES := ffmpeg espeak-ng sox tesseract-ocr opencv-data fonts-dejavu-core darknet chromium  # chromium: the viewer test, headless
 VLLM_VERSION := 0.32.0
+# The GPU image's Python and platform, and the day its lock was resolved (a later resolution sees the same index).
+IMAGE_RESOLVE := --python-version 3.12 --python-platform x86_64-manylinux_2_35 --exclude-newer 2026-12-06 \
+                 --no-header --no-annotate -q
 RAPIDOCR_VERSION := 1.4.4
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup apt models models-qwen-1.5b llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
-        train avbench perf fault samples demo lint test test-flow test-fast clean-run
+.PHONY: help rehearse setup apt models models-qwen-1.5b llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
+        train avbench perf fault samples demo image-lock lint test test-flow test-fast clean-run
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -90,6 +93,9 @@ demo: setup  ## the main job end to end on the embedded default; prints where it
 
 # Two passes: the vLLM server (which holds a core while it runs) lives only through the second, which includes the
 # whole-flow tests (deployment run, kill -9 and resume, two-node Ray jobs to a folder and to S3, the short fault run).
+image-lock: $(VENV)/.installed  ## resolve the GPU image's dependency set (deploy/requirements-image.*) for Python 3.12
+	$(VENV)/bin/uv pip compile pyproject.toml deploy/requirements-image.in $(IMAGE_RESOLVE) -o deploy/requirements-image.txt
+
 lint: $(VENV)/.installed  ## ruff over the whole tree (pyproject.toml [tool.ruff])
 	$(VENV)/bin/ruff check .
 
@@ -99,6 +105,9 @@ test: setup lint  ## the linter, then the test suite, flow tests included (start
 
 test-flow: setup  ## whole build-dataset runs (deployment run, rerun from cache, kill -9 and resume) and real-LLM QA (~15 min)
 	$(PY) -m pytest -m flow
+
+rehearse: setup  ## the gpu-cluster profile on a local three-node Ray cluster with tiny twins of its models (~5 min)
+	$(PY) -m pytest -m cluster
 
 test-fast: setup lint  ## tests that need no LLM server
 	$(PY) -m pytest -m "not llm and not slow"

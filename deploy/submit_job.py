@@ -32,7 +32,8 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = build_dataset(sources=args.sources, output=args.output, profile=args.profile,
                             max_videos=args.max_videos, batch_size=args.batch_size)
-    print(json.dumps({k: summary[k] for k in ("dataset", "videos_ok", "videos_failed", "rows")}, default=str))
+    print(json.dumps({k: summary[k] for k in ("dataset", "videos_ok", "videos_failed", "rows", "workers")},
+                     default=str))
     return 0
 
 
@@ -46,14 +47,21 @@ def submit(address: str, *, sources: str, output: str, profile: str, prefect_api
     from ray.job_submission import JobSubmissionClient
 
     sys.path.insert(0, str(PROJECT_ROOT))
+    from schemas.settings import secret_setting_env
     from schemas.store import SECRET_ENV, STORE_CLIENT_ENV
 
+    secrets = {*SECRET_ENV, *secret_setting_env()}
     held_back = [k for k in SECRET_ENV if k in os.environ]
     if held_back:
         print(f"not forwarded to the job (Ray would show them): {', '.join(held_back)}; the cluster's nodes bring "
               "their own credentials", file=sys.stderr)
-    if any(k in SECRET_ENV for k in extra_env or {}):
-        raise ValueError(f"{sorted(set(extra_env) & set(SECRET_ENV))}: secrets never travel in a job's runtime env")
+    # Settings are read case-insensitively, and a whole section may come as JSON (SAVEN_LLM='{"api_key": ...}'):
+    # a name that is a secret, or a section holding one, never travels.
+    refused = sorted(k for k in extra_env or {} if k.upper() in secrets
+                     or any(s.startswith(k.upper() + "__") for s in secrets))
+    if refused:
+        raise ValueError(f"{refused}: secrets never travel in a job's runtime env (the cluster's nodes hold their "
+                         "own)")
     forwarded = (*STORE_CLIENT_ENV, *FORWARDED_ENV)
     extra_env = {**{k: os.environ[k] for k in forwarded if k in os.environ}, **(extra_env or {})}
 
@@ -106,14 +114,20 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--working-dir", default=None, help="ship this project folder with the job")
             p.add_argument("--python", default="python", help="the interpreter that runs the job on the cluster")
             p.add_argument("--wait", action="store_true")
+            p.add_argument("--env", action="append", default=[], metavar="SAVEN_X__Y=VALUE",
+                           help="a setting for this job only (repeatable; never a secret: Ray shows it)")
     args = parser.parse_args(argv)
     if args.mode == "run":
         return _run(args)
     if not args.prefect_api_url:
         parser.error("--prefect-api-url (or PREFECT_API_URL) is required: the job reports to that Prefect server")
+    pairs = [e.partition("=") for e in args.env]
+    if any(not key or not sep for key, sep, _ in pairs):
+        parser.error("--env takes KEY=VALUE")
     job_id = submit(args.address, sources=args.sources, output=args.output, profile=args.profile,
                     prefect_api_url=args.prefect_api_url, batch_size=args.batch_size, max_videos=args.max_videos,
-                    working_dir=args.working_dir, python=args.python)
+                    working_dir=args.working_dir, python=args.python,
+                    extra_env={key: value for key, _, value in pairs})
     print(job_id)
     if args.wait:
         status = wait(args.address, job_id)

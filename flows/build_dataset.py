@@ -35,7 +35,7 @@ from schemas.shards import consolidate_dead_letters
 from schemas.store import STORE_CLIENT_ENV, DatasetStore, is_remote
 from flows import llm_cache as llm_cache_store
 from flows.compact import maybe_compact
-from flows.preflight import preflight
+from flows.preflight import PreflightError, check_store, models_by_node_type, preflight
 from tasks.acquire import SourceExpander
 from infra.pipeline import Pipeline
 from schemas.lease import DatasetLease, command_line
@@ -43,9 +43,22 @@ from schemas.lease import DatasetLease, command_line
 FLOW_NAME = "build-dataset"
 def _ray_runtime_env(cfg: Settings) -> dict:
     """What the run's Ray workers need of this process's environment, secrets excepted (``STORE_CLIENT_ENV``)."""
-    keep = ("PREFECT_API_URL", "PREFECT_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SAVEN_MODEL_CACHE",
-            "SAVEN_PROFILE", "SAVEN_CONFIG", "SAVEN_PATHS__SCRATCH_DIR", *STORE_CLIENT_ENV)
+    # Not the model cache: each node has its own (deploy/ray-cluster.yaml prefetches into each node's disk).
+    keep = ("PREFECT_API_URL", "PREFECT_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SAVEN_PROFILE",
+            "SAVEN_CONFIG", "SAVEN_PATHS__SCRATCH_DIR", *STORE_CLIENT_ENV)
     return {"env_vars": {k: os.environ[k] for k in keep if k in os.environ}}
+
+
+def llm_replicas_in_ray(cfg: Settings) -> list[str]:
+    """The OpenAI endpoints of the LLM servers of a Ray cluster: every alive node with the ``llm`` resource, on the
+    profile's server port (deploy/ray-cluster.yaml starts one on each)."""
+    found = [f"http://{n['NodeManagerAddress']}:{cfg.llm.server.port}/v1" for n in ray.nodes()
+             if n.get("Alive") and n.get("Resources", {}).get("llm")]
+    if not found:
+        raise PreflightError("preflight failed, nothing was processed:\n- llm.replicas_from_ray: no alive Ray node "
+                             "has the `llm` resource (the LLM nodes of deploy/ray-cluster.yaml); nothing would answer "
+                             "fusion and QA")
+    return sorted(found)
 
 
 def ensure_ray(cfg: Settings) -> bool:
@@ -133,6 +146,11 @@ def build_dataset(sources: str, output: str = "out/dataset", profile: str = "loc
     store = DatasetStore.of(output)  # a local folder or an object-store prefix (s3://bucket/prefix, gs://...)
     if store.local:
         store.make_dirs()
+    # A location this process cannot write stops the run here, clearly, before the lease is taken in it (every
+    # node's check, and the models', follow once the cluster is up).
+    problem = check_store(store.uri)
+    if problem:
+        raise PreflightError(f"preflight failed, nothing was processed:\n- {problem}")
     # One writer at a time: a second run on this dataset stops here, naming the one that holds it.
     lease = DatasetLease(store, f"build-dataset ({command_line()})", ttl_s=cfg.lease.ttl_s,
                          renew_every_s=cfg.lease.renew_every_s).acquire()
@@ -178,10 +196,18 @@ def _build(sources: str, store: DatasetStore, cfg: Settings, pipeline: Pipeline,
 
     started_ray = ensure_ray(cfg) if pending else False
     if pending:
-        # Every node can write and read the dataset, and the LLM server answers, before anything is downloaded.
-        # (the LLM server only when the pipeline has an LLM stage)
-        preflight(dataset_dir, llm_base_url=cfg.llm.resolved_base_url if pipeline.of("llm") else None,
-                  llm_api_key=cfg.llm.api_key.get_secret_value())
+        if cfg.llm.replicas_from_ray and pipeline.of("llm"):
+            cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"replicas": llm_replicas_in_ray(cfg)})})
+            logger.info("LLM replicas: %s", ", ".join(cfg.llm.endpoints))
+        # Every node can write and read the dataset and holds the models its stages load, and every LLM replica
+        # answers (when the pipeline has an LLM stage), before anything is downloaded.
+        models = models_by_node_type(cfg)
+        models.pop("train")  # a training job's, not this run's
+        if not cfg.llm.replicas_from_ray:
+            models.pop("llm")  # the LLM servers are not the cluster's llm nodes
+        preflight(dataset_dir, llm_base_url=cfg.llm.endpoints if pipeline.of("llm") else None,
+                  llm_api_key=cfg.llm.api_key.get_secret_value(), models=models,
+                  pins={m.repo: m.revision for m in cfg.models})
         restored = llm_cache_store.restore(store, Path(cache))
         if restored:
             logger.info("LLM cache: %d replies restored from %s", restored, store.url(llm_cache_store.SHARD_DIR))
@@ -230,7 +256,8 @@ def _build(sources: str, store: DatasetStore, cfg: Settings, pipeline: Pipeline,
                "qa_by_type": dict(stats.qa_by_type), "dead_letters_by_stage": dict(stats.dead_letters_by_stage),
                "llm": dict(stats.llm), "seconds_by_stage": dict(stats.seconds_by_stage), "wall_s": stats.wall_s,
                "cost_per_accepted": stats.cost_rows(),
-               "stages": {name: s.model_dump(mode="json") for name, s in stats.stages.items()}}
+               "stages": {name: s.model_dump(mode="json") for name, s in stats.stages.items()},
+               "workers": stats.workers}
     console.print(markdown)
     logger.info("cost per accepted item: %s", stats.cost_line())
     return summary

@@ -35,6 +35,42 @@ def models_install(qwen_1_5b: bool = typer.Option(False, "--qwen-1.5b",
         console.print(f"[green]ok[/] {name}: {path}")
 
 
+NODE_TYPES = ("media", "perception", "llm", "train")  # the Ray resources naming deploy/ray-cluster.yaml's node types
+
+
+@models_app.command("prefetch")
+def models_prefetch(profile: Optional[str] = typer.Option(None, help="default: $SAVEN_PROFILE"),
+                    node: Optional[str] = typer.Option(None, help="only what a node with this Ray resource loads "
+                                                                  "(media, perception, llm; train: the model preset)"),
+                    force: bool = typer.Option(False, help="download again even when at the pinned revision")) -> None:
+    """Every hub model the profile pins (`models:`), at its revision, into this machine's model cache (the one
+    command that reaches the Hugging Face Hub, or whatever HF_ENDPOINT names); runs never download."""
+    from flows.preflight import models_by_node_type
+    from infra import model_cache
+    from schemas.settings import load_settings
+
+    cfg = load_settings(profile) if profile else settings()
+    by_type = models_by_node_type(cfg)
+    known = sorted({*NODE_TYPES, *by_type} - {""})
+    if node is not None and node not in known:
+        console.print(f"[red]--node {node}: not a node type's Ray resource; one of {', '.join(known)}[/]",
+                      highlight=False)
+        raise typer.Exit(2)
+    wanted = set(by_type.get(node, [])) if node else {m for names in by_type.values() for m in names}
+    pinned = {p.repo for p in cfg.models}
+    unpinned = sorted(m for m in wanted if "/" in m and not Path(m).expanduser().exists() and m not in pinned)
+    if unpinned:  # a run would fail on this node: it never downloads
+        console.print(f"[red]profile {cfg.profile} loads {', '.join(unpinned)} but pins no revision for it: add "
+                      f"it to `models:`[/]", highlight=False)
+        raise typer.Exit(1)
+    pins = [p for p in cfg.models if node is None or p.repo in wanted]
+    if not pins:
+        console.print(f"profile {cfg.profile} pins no hub model{' for ' + node if node else ''}: nothing to fetch")
+        return
+    for repo, path in model_cache.prefetch(pins, force=force).items():
+        console.print(f"[green]ok[/] {repo}: {path}", highlight=False)
+
+
 @models_app.command("status")
 def models_status() -> None:
     """Which embedded models are installed, and where."""
@@ -118,15 +154,22 @@ def build(sources: Path = typer.Option(..., exists=True, dir_okay=False, help="Y
     from infra import servers
     from flows.build_dataset import build_dataset
 
+    from flows.preflight import PreflightError
+    from schemas.lease import DatasetBusy
+    from schemas.settings import load_settings
     from schemas.store import is_remote
 
-    cfg = settings()
+    cfg = load_settings(profile) if profile else settings()
     os.environ.update(servers.prefect_env(cfg))
     where = output if is_remote(output) else Path(output).resolve()
-    with progress.Watcher(where, progress.metrics_url_of(cfg.llm.resolved_base_url)):
-        build_dataset(sources=str(sources), output=str(where), profile=profile or cfg.profile,
-                      max_videos=max_videos, batch_size=batch_size, batches_in_flight=batches_in_flight,
-                      questions_per_type=questions_per_type, llm_cache=str(llm_cache) if llm_cache else None)
+    try:
+        with progress.Watcher(where, progress.metrics_url_of(cfg.llm.resolved_base_url)):
+            build_dataset(sources=str(sources), output=str(where), profile=cfg.profile, max_videos=max_videos,
+                          batch_size=batch_size, batches_in_flight=batches_in_flight,
+                          questions_per_type=questions_per_type, llm_cache=str(llm_cache) if llm_cache else None)
+    except (PreflightError, DatasetBusy) as exc:  # what to fix, not a stack
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
 
 
 @app.command("compact")
@@ -171,6 +214,40 @@ def verify_cmd(dataset: str = typer.Argument(..., help="a dataset folder or obje
     console.print("[green]manifest verified[/]: every file present, whole and as listed")
 
 
+@app.command("pull")
+def pull_cmd(dataset: str = typer.Argument(..., help="an object-store URL (s3://bucket/prefix)"),
+             dest: Path = typer.Argument(..., help="a local folder (training reads the dataset from one)")) -> None:
+    """Copy a dataset to a local folder and verify it against its manifest (exit 1 on any difference). The
+    flow's own leftovers (the lease, preflight probes) stay behind; the LLM cache shards come along."""
+    import pyarrow.fs as pafs
+
+    from schemas.manifest import verify_manifest
+    from schemas.store import DatasetStore
+
+    store = DatasetStore.of(dataset)
+    skip = ("_preflight/", "_lease")
+    dest.mkdir(parents=True, exist_ok=True)
+    selector = pafs.FileSelector(store.root, recursive=True)
+    copied = 0
+    for info in store.fs.get_file_info(selector):
+        rel = info.path[len(store.root):].lstrip("/")
+        if info.type != pafs.FileType.File or rel.startswith(skip):
+            continue
+        target = dest / rel
+        if not target.resolve().is_relative_to(dest.resolve()):  # a key is data, never a path out of dest
+            raise typer.BadParameter(f"{rel!r} would land outside {dest}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(info.path, str(target), source_filesystem=store.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        copied += 1
+    problems = verify_manifest(dest)
+    for problem in problems:
+        console.print(problem, markup=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"[green]{copied} files[/] from {store.uri} in {dest}, manifest verified", highlight=False)
+
+
 @app.command("view")
 def view_cmd(dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="a local dataset folder"),
              out: Optional[Path] = typer.Option(None, help="default: <dataset>/_view"),
@@ -209,6 +286,10 @@ def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/dem
     dataset = dataset or cfg.paths.output_dir / "demo" / "dataset"
     out = out or cfg.paths.output_dir / "train"
     preset, nproc = preset or cfg.train.preset, nproc or cfg.train.nproc_per_node
+    if nproc == 0:  # one per GPU of this machine
+        import torch
+
+        nproc = max(1, torch.cuda.device_count())
     if nproc > 1:  # DDP: one process per GPU, each started by torchrun (rank 0 prints the checkpoint)
         args = [str(Path(sys.executable).with_name("torchrun")), "--standalone", f"--nproc_per_node={nproc}",
                 "-m", "model.train", str(dataset), str(out), "--preset", preset, "--stage", stage]

@@ -8,7 +8,9 @@ of a run that decodes for an hour and then cannot commit.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 import socket
 import uuid
 
@@ -66,23 +68,70 @@ def check_llm(base_url: str, api_key: str = "EMPTY") -> str | None:
     return None
 
 
-def _on_node(dataset: str) -> str | None:
-    return check_store(dataset)
+def check_models(names: list[str], pins: dict[str, str] | None = None) -> str | None:
+    """None when every model is in this node's model cache whole (files and sizes as recorded), at the revision
+    the profile pins (``pins``: repository -> commit) and its config reads; else what is missing, and the command
+    that fetches it."""
+    from infra.model_cache import ModelCacheError, hub_folder, prefetched_revision, resolve
+
+    missing = []
+    for name in names:
+        try:
+            folder = Path(resolve(name, recheck=True))  # this process may have checked it before it changed
+            for config in ("config.json", "preprocessor_config.json", "open_clip_config.json"):
+                if (folder / config).is_file():
+                    json.loads((folder / config).read_text())
+        except (ModelCacheError, OSError, ValueError) as exc:
+            missing.append(f"{name}: {exc}")
+            continue
+        wanted = (pins or {}).get(name)
+        held = prefetched_revision(hub_folder(name)) if wanted else None
+        if wanted and held != wanted:
+            missing.append(f"{name}: the cache holds revision {str(held)[:12]}, the profile pins {wanted[:12]}: run "
+                           f"`saven models prefetch --profile <the profile> --node <this node's type>` on this node")
+    if missing:
+        return f"{node_name()}: models this node's stages load are not in its model cache: " + "; ".join(missing)
+    return None
 
 
-def preflight(dataset: str, *, llm_base_url: str | None, llm_api_key: str = "EMPTY", ray_nodes: bool = True
-              ) -> None:
-    """Check the flow's process (dataset and LLM server) and, with Ray up, every alive node that has CPUs."""
+def models_by_node_type(cfg) -> dict[str, list[str]]:
+    """The models each node type loads, by the Ray resource that names it (deploy/ray-cluster.yaml): its stages'
+    (``Pipeline.models_by_node``; "" for stages placed on any node), the LLM server's on ``llm`` nodes, the model
+    preset's on ``train`` nodes. What ``saven models prefetch --node`` fetches and the preflight checks."""
+    from infra.pipeline import Pipeline
+    from model.config import preset_config
+
+    out = Pipeline.from_settings(cfg).models_by_node(cfg)
+    out.setdefault("llm", []).append(cfg.llm.server.model)
+    preset = preset_config(cfg.train.preset)
+    out["train"] = [m for m in (preset.vision.name_or_path, preset.audio.name_or_path, preset.llm.name_or_path)
+                    if m]
+    return out
+
+
+def _on_node(dataset: str, models: list[str], pins: dict[str, str]) -> str | None:
+    return check_store(dataset) or (check_models(models, pins) if models else None)
+
+
+def preflight(dataset: str, *, llm_base_url: str | list[str] | None, llm_api_key: str = "EMPTY",
+              ray_nodes: bool = True, models: dict[str, list[str]] | None = None,
+              pins: dict[str, str] | None = None) -> None:
+    """Check the flow's process (dataset and every LLM replica) and, with Ray up, every alive node that has CPUs
+    (the dataset; ``models``: Ray resource name -> model names a node with that resource must hold, "" for every
+    node; ``pins``: hub repository -> the revision it must be at)."""
     problems = [check_store(dataset)]
-    if llm_base_url:
-        problems.append(check_llm(llm_base_url, llm_api_key))
+    for url in [llm_base_url] if isinstance(llm_base_url, str) else (llm_base_url or []):
+        problems.append(check_llm(url, llm_api_key))
     if ray_nodes:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         remote = ray.remote(num_cpus=0, max_retries=0)(_on_node)
+        wanted = models or {}
         refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(dataset) for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
+                .remote(dataset, sorted({m for key, names in wanted.items() if key == "" or n["Resources"].get(key)
+                                         for m in names}), pins or {})
+                for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
         problems += ray.get(refs)
     found = [p for p in problems if p]
     if found:

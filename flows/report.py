@@ -133,6 +133,8 @@ def run_markdown(stats: RunStats, dataset_dir: Path | str, settings: Settings, p
         table(["stage", "placement", "backend", "videos", "failed", "skipped", "rows written", "dead letters",
                "seconds"], stage_rows(stats, pipeline, settings)),
         "## LLM",
+        "Servers (replicas, requests spread over them): "
+        + ", ".join(f"`{public_source(u)}`" for u in settings.llm.endpoints) + ".",
         table(["counter", "value"], [[k, v] for k, v in sorted(stats.llm.items())] or [["-", 0]]),
         "## Cost per accepted item",
         table(["phase", "requests", "prompt tokens", "generated tokens", "LLM s", "accepted", "prompt / accepted",
@@ -146,9 +148,14 @@ def run_markdown(stats: RunStats, dataset_dir: Path | str, settings: Settings, p
         "## Dead letters by stage",
         table(["stage", "count"], [[s, n] for s, n in sorted(stats.dead_letters_by_stage.items())] or [["-", 0]]),
         "## Workers",
-        table(["stage", "model", "node", "loads", "setup s", "videos", "clips", "seconds"],
-              [[w["stage"], escape_cell(w["model"]), w["node"], w["model_loads"], f"{w['setup_s']:.1f}", w["videos"],
-                w["clips"], f"{w['seconds']:.1f}"] for w in stats.workers] or [["-", "-", "-", 0, 0, 0, 0, 0]]),
+        "Where each actor and driver stage ran, the GPUs Ray gave it, and how busy it kept them (seconds inside "
+        "`process` over its life).",
+        table(["stage", "model", "node", "GPUs", "loads", "setup s", "videos", "clips", "seconds", "busy"],
+              [[w["stage"], escape_cell(w["model"]), f"{w.get('node_type') or '-'} ({w['node']})",
+                ",".join(w.get("gpus") or []) or "-", w["model_loads"], f"{w['setup_s']:.1f}", w["videos"],
+                w["clips"], f"{w['seconds']:.1f}",
+                f"{w['seconds'] / w['alive_s']:.0%}" if w.get("alive_s") else "-"] for w in stats.workers]
+              or [["-", "-", "-", "-", 0, 0, 0, 0, 0, "-"]]),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -178,8 +185,10 @@ def models_table(dataset_dir: DatasetLike, settings: Settings, pipeline: Pipelin
     rows = []
     for stage in pipeline.stages:
         if stage.placement == "llm":
-            rows.append([stage.title or stage.name, "OpenAI-compatible server", f"`{settings.llm.resolved_model}`",
-                         "-"])
+            served, weights = settings.llm.resolved_model, settings.llm.server.model
+            model = f"`{served}`" if settings.llm.server.kind == "external" or weights == served else \
+                f"`{weights}` (served as `{served}`)"
+            rows.append([stage.title or stage.name, "OpenAI-compatible server", model, "-"])
             continue
         kind = stage.backend_kind(stage.section_of(settings))
         if kind is None:

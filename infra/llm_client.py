@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
 
 import openai
 from pydantic import BaseModel, ValidationError
@@ -44,7 +44,12 @@ TRANSIENT_STATUS = frozenset({408, 409, 429})
 
 
 class InvalidReply(Exception):
-    """The server answered, but the content is not a valid instance of the requested schema."""
+    """The server answered, but the content is not a valid instance of the requested schema. ``content``: the reply
+    when it never reached decoding (cut at max_tokens), so that it is recorded like any other last word."""
+
+    def __init__(self, message: str, content: str | None = None):
+        super().__init__(message)
+        self.content = content
 
 
 class MalformedResponse(Exception):
@@ -71,6 +76,7 @@ class LLMStats:
     prompt_tokens: int = 0  # all answered requests, rejected replies included
     completion_tokens: int = 0
     in_flight: int = 0  # gauge: requests waiting for the server right now
+    failovers: int = 0  # requests a replica failed to answer, retried on another
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -178,6 +184,22 @@ class RequestCache(SqliteStore):
             return self._db.total_changes - before
 
 
+REPLICA_REST_S = 15.0  # a replica that failed to answer gets no request for this long
+CONNECT_TIMEOUT_S = 5.0  # to open a connection to a replica (a reply may take the whole timeout_s)
+
+
+@dataclass
+class _Replica:
+    """One server of the model, and how it has been doing."""
+
+    url: str
+    sdk: openai.AsyncOpenAI | None = None
+    in_flight: int = 0
+    sent: int = 0
+    failed: int = 0
+    resting_until: float = 0.0
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, (InvalidReply, MalformedResponse, openai.APITimeoutError, openai.APIConnectionError)):
         return True
@@ -193,14 +215,19 @@ class LLMClient:
     synchronous caller may drive it with several ``asyncio.run`` calls in sequence.
     """
 
-    def __init__(self, *, base_url: str, model: str, api_key: str = "EMPTY", max_concurrency: int = 8,
+    def __init__(self, *, base_url: str | Sequence[str], model: str, api_key: str = "EMPTY", max_concurrency: int = 8,
                  timeout_s: float = 120.0, max_retries: int = 4, max_invalid_retries: int = 2,
                  temperature: float = 0.2, max_tokens: int = 768, seed: int = 0, frequency_penalty: float = 0.0,
                  send_seed: bool = True, cache_path: Path | None = None,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 16.0):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
-        self.base_url = base_url
+        # One or several servers of the same model (replicas): each request goes to the one with the fewest in
+        # flight; one that fails to answer is stepped around for REPLICA_REST_S and the request retried elsewhere.
+        self.replicas = [_Replica(url) for url in ([base_url] if isinstance(base_url, str) else list(base_url))]
+        if not self.replicas:
+            raise ValueError("no LLM server to talk to")
+        self.base_url = self.replicas[0].url
         self.model = model
         self.api_key = api_key
         self.max_concurrency = max_concurrency
@@ -218,13 +245,12 @@ class LLMClient:
         self.stats = LLMStats()
         self.usage: list[RequestUsage] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sdk: openai.AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
 
     @classmethod
     def from_settings(cls, llm: LLM, *, cache_path: Path | None, **overrides: Any) -> "LLMClient":
         params: dict[str, Any] = dict(
-            base_url=llm.resolved_base_url, model=llm.resolved_model, api_key=llm.api_key.get_secret_value(),
+            base_url=llm.endpoints, model=llm.resolved_model, api_key=llm.api_key.get_secret_value(),
             max_concurrency=llm.max_concurrency, timeout_s=llm.timeout_s, max_retries=llm.max_retries,
             temperature=llm.temperature, max_tokens=llm.max_tokens, seed=llm.seed, cache_path=cache_path,
             # Small models loop ("The dog is playing. The dog is playing. ..."); a frequency penalty stops that.
@@ -239,20 +265,32 @@ class LLMClient:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
-    def _bind_loop(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+    def _bind_loop(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._sdk is None or self._semaphore is None:
-            # The SDK's retries are off: tenacity owns them, so attempts are counted in one place.
-            self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s,
-                                           max_retries=0)
+        if self._loop is not loop or self._semaphore is None or any(r.sdk is None for r in self.replicas):
+            for r in self.replicas:
+                # The SDK's retries are off: tenacity owns them, so attempts are counted in one place.
+                # A replica that drops packets is found in seconds, not after a whole reply's timeout.
+                timeout = openai.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
+                r.sdk = openai.AsyncOpenAI(base_url=r.url, api_key=self.api_key, timeout=timeout, max_retries=0)
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
             self._loop = loop
-        return self._sdk, self._semaphore
+        return self._semaphore
+
+    def _pick(self) -> "_Replica":
+        """The replica for the next request: among those not resting after a failure, the one with the fewest
+        requests in flight (all resting: the one whose rest ends first)."""
+        now = time.monotonic()
+        up = [r for r in self.replicas if r.resting_until <= now]
+        if not up:
+            return min(self.replicas, key=lambda r: r.resting_until)
+        return min(up, key=lambda r: (r.in_flight, r.sent))
 
     async def aclose(self) -> None:
-        if self._sdk is not None and self._loop is asyncio.get_running_loop():
-            await self._sdk.close()
-        self._sdk = None
+        for r in self.replicas:
+            if r.sdk is not None and self._loop is asyncio.get_running_loop():
+                await r.sdk.close()
+            r.sdk = None
         self._semaphore = None
         self._loop = None
 
@@ -366,9 +404,11 @@ class LLMClient:
                             messages, response_format, attempt_sampling, accept_cut=accept_cut)
                         last_content = content
                         value = decode(content)
-                    except InvalidReply:
+                    except InvalidReply as exc:
                         invalid_seen += 1
                         self.stats.invalid_replies += 1
+                        if exc.content is not None:  # cut before decoding: still the model's last word
+                            last_content = exc.content
                         raise
         except (InvalidReply, MalformedResponse, openai.OpenAIError) as exc:
             self.stats.failures += 1
@@ -437,21 +477,33 @@ class LLMClient:
 
     async def _send(self, messages: list[dict[str, str]], response_format: dict[str, Any] | None,
                     sampling: dict[str, Any], *, accept_cut: bool = False) -> tuple[str, int, int]:
-        sdk, semaphore = self._bind_loop()
+        semaphore = self._bind_loop()
         if not self.send_seed:
             # The seed still tells requests apart in the cache key; without it the server samples freshly,
             # which is what a retry after a broken reply needs anyway.
             sampling = {k: v for k, v in sampling.items() if k != "seed"}
         async with semaphore:
+            replica = self._pick()
             self.stats.requests_sent += 1
             self.stats.in_flight += 1
+            replica.in_flight += 1
+            replica.sent += 1
             try:
                 fmt = {"response_format": response_format} if response_format is not None else {}
-                completion = await sdk.chat.completions.create(model=self.model, messages=messages, **fmt, **sampling)
+                completion = await replica.sdk.chat.completions.create(model=self.model, messages=messages, **fmt,
+                                                                       **sampling)
             except json.JSONDecodeError as exc:  # the SDK parses the body after the status: a 200 can still be junk
                 raise MalformedResponse(f"the server's reply is not JSON: {exc}") from exc
+            except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError):
+                # A server that is down or failing: the retry goes to another replica while this one rests.
+                replica.failed += 1
+                if len(self.replicas) > 1:
+                    replica.resting_until = time.monotonic() + REPLICA_REST_S
+                    self.stats.failovers += 1
+                raise
             finally:
                 self.stats.in_flight -= 1
+                replica.in_flight -= 1
         usage = getattr(completion, "usage", None)
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
@@ -464,7 +516,8 @@ class LLMClient:
         choice = choices[0]
         content = choice.message.content
         if choice.finish_reason == "length" and not accept_cut:
-            raise InvalidReply(f"reply cut at max_tokens={sampling['max_tokens']}: {str(content)[:200]!r}")
+            raise InvalidReply(f"reply cut at max_tokens={sampling['max_tokens']}: {str(content)[:200]!r}",
+                               content=content or None)
         if not content:
             raise InvalidReply("the reply has no content")
         return content, prompt_tokens, completion_tokens

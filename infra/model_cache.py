@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,24 +196,118 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SAVEN_MODEL_CACHE") or settings().paths.model_cache).expanduser()
 
 
-def _make_target(name: str) -> str:
+def _fix(name: str) -> str:
+    """The command that installs model ``name`` (a hub folder: the prefetch every node runs at start)."""
+    if name.startswith(HUB_PREFIX):
+        return "run `saven models prefetch --profile <the profile> --node <this node's type>` on this node"
     spec = PACKAGED.get(name) or CONVERTED.get(name)
-    return spec.make_target if spec else "models"
+    return f"run `make {spec.make_target if spec else 'models'}`"
+
+
+# -- models from the Hugging Face Hub (the GPU profiles'): pinned revisions, prefetched before a run ---------------
+
+HUB_PREFIX = "hub--"
+
+
+def hub_folder(repo: str) -> str:
+    """The cache folder of a hub repository: ``hub--Qwen--Qwen2.5-7B-Instruct``."""
+    return HUB_PREFIX + repo.replace("/", "--")
+
+
+STALE_STAGING_S = 6 * 3600  # a prefetch staging folder this old was left by a killed prefetch
+
+
+def prefetched_revision(name: str) -> str | None:
+    """The hub revision a cache folder holds, from its marker (None when there is no such folder)."""
+    marker = cache_dir() / name / COMPLETE
+    try:
+        return json.loads(marker.read_text()).get("revision")
+    except (OSError, ValueError):
+        return None
+
+
+def prefetch(pins: list, *, force: bool = False) -> dict[str, Path]:
+    """Each pinned hub model (``schemas.settings.HubModel``) into the cache at its pinned revision, with a marker of
+    each file's sha256 and size as the embedded models have; a folder already at that revision and whole is kept,
+    one that is not (a file gone or cut) is fetched again. The hub is whatever ``HF_ENDPOINT`` names
+    (huggingface.co by default)."""
+    import huggingface_hub
+    from huggingface_hub import constants, snapshot_download
+
+    done = {}
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)  # a fresh node's first prefetch makes its cache
+    for left in root.glob(".prefetch-*"):  # a killed prefetch's download (gigabytes): gone after a while
+        if time.time() - left.stat().st_mtime > STALE_STAGING_S:
+            shutil.rmtree(left, ignore_errors=True)
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = False  # the one command that may reach the hub; the runs themselves never do
+    try:
+        for pin in pins:
+            name = hub_folder(pin.repo)
+            folder = root / name
+            if not force and prefetched_revision(name) == pin.revision:
+                try:
+                    done[pin.repo] = verify(name, deep=False)
+                    continue
+                except ModelCacheError as exc:
+                    console.print(f"[yellow]models[/]: {exc}; fetching it again", highlight=False)
+            console.print(f"[bold]models[/]: {pin.repo} at {pin.revision[:12]} from {constants.ENDPOINT}")
+            with tempfile.TemporaryDirectory(dir=root, prefix=".prefetch-") as tmp:
+                staging = Path(tmp) / "staging"
+                snapshot_download(repo_id=pin.repo, revision=pin.revision, local_dir=str(staging),
+                                  allow_patterns=pin.allow_patterns or None, endpoint=constants.ENDPOINT)
+                shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's own bookkeeping
+                files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+                _write_marker(staging, files, repo=pin.repo, revision=pin.revision,
+                              huggingface_hub=huggingface_hub.__version__)
+                # Same filesystem, two renames: a run reading the folder meanwhile sees the old model or the new one,
+                # never half of either (for an instant, between the renames, none: it reports the model missing).
+                if folder.exists():
+                    folder.rename(Path(tmp) / "replaced")
+                staging.rename(folder)
+            _verified.pop(name, None)
+            done[pin.repo] = folder
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+    return done
+
+
+def resolve(name: str, *, recheck: bool = False) -> str:
+    """A model name as a local folder: an existing folder; an embedded model's cache name; a hub repository
+    prefetched into the cache (``saven models prefetch``). Runs never download: a name that is none of these is an
+    error naming the command that fetches it."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name in PACKAGED or name in CONVERTED:
+        return str(model_path(name))
+    if "/" in name:
+        folder = hub_folder(name)
+        if recheck or folder not in _verified:
+            _verified[folder] = verify(folder, deep=False)  # sizes: hashing 15 GB in every worker is minutes
+        return str(_verified[folder])
+    return str(model_path(name))
 
 
 def verify(name: str, *, deep: bool = True) -> Path:
     """The verified folder of model ``name``; a clear error naming the make target that fixes it otherwise."""
     folder = cache_dir() / name
-    fix = f"run `make {_make_target(name)}`"
+    fix = _fix(name)
     marker = folder / COMPLETE
     if not marker.is_file():
         raise ModelCacheError(f"model {name!r} is not installed in {cache_dir()}: {fix}")
-    recorded: dict[str, str] = json.loads(marker.read_text())["sha256"]
+    record = json.loads(marker.read_text())
+    recorded: dict[str, str] = record["sha256"]
+    sizes: dict[str, int] = record.get("bytes", {})
     pinned = PACKAGED[name].sha256 if name in PACKAGED else {}
     for fname, digest in recorded.items():
         path = folder / fname
         if not path.is_file():
             raise ModelCacheError(f"model {name!r}: file {fname} is missing from {folder}: {fix}")
+        if fname in sizes and path.stat().st_size != sizes[fname]:
+            raise ModelCacheError(f"model {name!r}: {fname} has {path.stat().st_size} bytes, not the "
+                                  f"{sizes[fname]} it was installed with: {fix}")
         if pinned.get(fname) and pinned[fname] != digest:
             raise ModelCacheError(f"model {name!r}: {fname} was installed with an unexpected checksum: {fix}")
         if deep and sha256_file(path) != digest:
@@ -230,9 +325,12 @@ def model_path(name: str) -> Path:
 _verified: dict[str, Path] = {}
 
 
-def _write_marker(folder: Path, files: list[str]) -> None:
+def _write_marker(folder: Path, files: list[str], **about: str) -> None:
+    """The folder's marker: each file's sha256 and size (``about``: where it came from, e.g. a hub revision)."""
     digests = {f: sha256_file(folder / f) for f in files}
-    (folder / COMPLETE).write_text(json.dumps({"sha256": digests}, indent=2, sort_keys=True))
+    sizes = {f: (folder / f).stat().st_size for f in files}
+    (folder / COMPLETE).write_text(json.dumps({"sha256": digests, "bytes": sizes, **about}, indent=2,
+                                              sort_keys=True))
 
 
 def _download_wheel(package: str, version: str, dest: Path) -> Path:

@@ -123,6 +123,17 @@ class Pipeline:
         """Every table the pipeline's stages write, the disabled ones' too (committed empty), with its record."""
         return {t: r for s in (*self.stages, *self.disabled) for t, r in s.writes.items()}
 
+    def models_by_node(self, settings: Settings) -> dict[str, list[str]]:
+        """The models a node must hold, by the Ray resource that brings a stage there ("" for any node): the preflight
+        checks every node for them before a run downloads anything."""
+        out: dict[str, list[str]] = {}
+        for stage in self.stages:
+            names = stage.models(settings)
+            if names:
+                custom = stage.resources(settings).custom
+                out.setdefault(next(iter(custom), ""), []).extend(names)
+        return out
+
     def labels(self, settings: Settings) -> frozenset[str]:
         """The class names the run's backends can report (the union of each stage's ``vocabulary``)."""
         return frozenset().union(*(s.vocabulary(settings) for s in self.stages))

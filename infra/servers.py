@@ -64,13 +64,19 @@ def llm_server_spec(cfg: Settings) -> ServerSpec:
     srv = cfg.llm.server
     if srv.kind == "external":
         raise ServerError("llm.server.kind is 'external': this profile talks to a server it does not start")
-    if srv.host not in ("127.0.0.1", "localhost", "::1") and srv.kind == "vllm-cpu":
-        raise ServerError(f"refusing to bind the embedded LLM server to {srv.host}: use 127.0.0.1")
+    key = cfg.llm.api_key.get_secret_value()
+    keyed = key not in ("", "EMPTY")
+    if srv.host not in ("127.0.0.1", "localhost", "::1") and srv.kind == "vllm-cpu" and not (
+            cfg.llm.replicas_from_ray and keyed):
+        # Beyond loopback only for a cluster profile (its clients find the servers on the nodes' addresses), and
+        # only behind a key.
+        raise ServerError(f"refusing to bind the embedded LLM server to {srv.host}: use 127.0.0.1 (a cluster "
+                          "profile may serve on a node address with llm.api_key set)")
     if srv.kind == "vllm-cpu":
         python = VLLM_VENV / "bin" / "python"
         if not python.exists():
             raise ServerError(f"{python} is missing: run `make vllm-venv` (part of `make setup`)")
-        model = str(model_cache.model_path(srv.model))
+        model = model_cache.resolve(srv.model)
         # The `vllm` CLI does not work from the vllm-cpu distribution; the module entry point does.
         argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model]
         # PASSIVE: the server shares cores with the pipeline's perception workers; spinning OpenMP threads at every
@@ -84,14 +90,19 @@ def llm_server_spec(cfg: Settings) -> ServerSpec:
             env["VLLM_CPU_OMP_THREADS_BIND"] = srv.cpu_threads_bind
         extra = ["--enforce-eager"]
     else:
-        argv = ["vllm", "serve", srv.model]
+        # The prefetched folder (`saven models prefetch`): the server starts offline, from this node's disk.
+        argv = ["vllm", "serve", model_cache.resolve(srv.model)]
         env = {}
         extra = ["--tensor-parallel-size", str(srv.tensor_parallel_size),
                  "--gpu-memory-utilization", str(srv.gpu_memory_utilization)]
+        if srv.data_parallel_size > 1:
+            extra += ["--data-parallel-size", str(srv.data_parallel_size)]
     argv += ["--served-model-name", srv.served_name, "--host", srv.host, "--port", str(srv.port),
              "--dtype", srv.dtype, "--max-model-len", str(srv.max_model_len), *extra, *srv.extra_args]
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                 "DO_NOT_TRACK": "1"})
+    if keyed:  # vLLM then refuses /v1 requests without it; in the environment, not the command line (ps, pid file)
+        env["VLLM_API_KEY"] = key
     return ServerSpec("llm-server", argv, env, f"http://{srv.host}:{srv.port}/health", srv.startup_timeout_s)
 
 

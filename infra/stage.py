@@ -89,8 +89,9 @@ class Stage(ABC):
         else:
             self.backend = backend
         _LOADS[self.name] += 1
+        self._created = started
         self._worker = WorkerStats(stage=self.name, model=self.model_name, model_loads=0, pid=os.getpid(),
-                                   node=node_id(), setup_s=time.perf_counter() - started)
+                                   node=node_id(), gpus=gpu_ids(), setup_s=time.perf_counter() - started)
 
     # -- what a stage author writes ----------------------------------------------------------------------------
 
@@ -152,6 +153,16 @@ class Stage(ABC):
         return frozenset(names(cls.section_of(settings))) if callable(names) else frozenset()
 
     @classmethod
+    def models(cls, settings: Settings) -> list[str]:
+        """The models this stage loads (cache names or hub repositories): what a node that runs it must hold. The
+        backend's ``models(section)`` when it has one."""
+        kind = cls.backend_kind(cls.section_of(settings))
+        if kind is None:
+            return []
+        names = getattr(cls.backends.get(kind), "models", None)
+        return list(names(cls.section_of(settings))) if callable(names) else []
+
+    @classmethod
     def report_lines(cls, stats: StageStats) -> list[str]:
         """Markdown this stage adds to the run report beyond its row in the stage table."""
         return []
@@ -195,7 +206,8 @@ class Stage(ABC):
         return dead_letter_from_exception(exc, self.name, item.video_id, source=source)
 
     def worker_stats(self) -> WorkerStats:
-        return self._worker.model_copy(update={"model_loads": _LOADS[self.name]})
+        return self._worker.model_copy(update={"model_loads": _LOADS[self.name],
+                                               "alive_s": time.perf_counter() - self._created})
 
     @classmethod
     def standalone(cls, section: Any = None, *, settings: Settings | None = None, backend: Any = None,
@@ -278,6 +290,14 @@ async def gather_guarded(stage: str, things: Iterable[T], fn: Callable[[T], Awai
         else:
             done.append(outcome)
     return done, dead
+
+
+def gpu_ids() -> list[str]:
+    """The GPUs Ray assigned this process (none outside Ray or without GPUs)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return []
+    return [str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
 
 
 def node_id() -> str:

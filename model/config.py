@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.model_cache import ModelCacheError, model_path
+from infra.model_cache import ModelCacheError, resolve
 
 CONFIG_FILE = "config.json"
 
@@ -216,10 +216,9 @@ def preset_config(name: str, **overrides: Any) -> ModelConfig:
 
 
 def resolve_model(name: str) -> str:
-    """A model name as something ``from_pretrained`` takes: hub id, existing folder, or a model-cache folder."""
-    if "/" in name or Path(name).expanduser().exists():
-        return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
-    return str(model_path(name))
+    """A model name as the local folder ``from_pretrained`` takes: an existing folder, an embedded model's cache name,
+    or a hub repository prefetched into the cache (``infra.model_cache.resolve``; nothing is downloaded here)."""
+    return resolve(name)
 
 
 def model_available(name: str) -> bool:

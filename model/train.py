@@ -182,6 +182,12 @@ def _distributed() -> tuple[int, int, torch.device]:
     return world, rank, device
 
 
+def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` as each rank's training step runs it: DDP over the process group (call after ``set_trainable``:
+    DDP registers the parameters that take gradients when it wraps)."""
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
 def _barrier(world: int) -> None:
     if world > 1:
         torch.distributed.barrier()
@@ -262,8 +268,7 @@ def train(dataset_dir: Path, out_dir: Path, preset: str = "smol", stage: int | s
     if previous:
         start = load_checkpoint(previous[-1], model, optimizer, names, scheduler)
         print(f"resumed from {previous[-1]} at step {start}")
-    runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if world > 1 else model
+    runner = data_parallel(model, device) if world > 1 else model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = None

@@ -204,7 +204,10 @@ class WorkerStats(BaseModel):
     model_loads: int  # setups of this stage in this process
     pid: int
     node: str = "local"  # the Ray node (short id) of the process
+    node_type: str = ""  # that node's custom resources (media, perception, llm: deploy/ray-cluster.yaml's types)
+    gpus: list[str] = Field(default_factory=list)  # the GPUs Ray gave it (CUDA_VISIBLE_DEVICES ids)
     setup_s: float
+    alive_s: float = 0.0  # since it was built: ``seconds / alive_s`` is how busy it kept its share
     videos: int = 0
     clips: int = 0
     seconds: float = 0.0  # inside process(), summed

@@ -37,11 +37,27 @@ class Paths(Section):
     scratch_dir: Path | None = None
 
 
+class HubModel(Section):
+    """A model the profile loads from the Hugging Face Hub, at a pinned commit (``saven models prefetch`` puts it
+    into the model cache before a run; runs never download)."""
+
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$")  # a commit, never a branch: the same bytes on every node
+    allow_patterns: list[str] = Field(default_factory=list)  # only these files (empty: all)
+
+
 class Resources(Section):
     num_cpus: float = 1.0
-    num_gpus: float = 0.0
+    num_gpus: float = 0.0  # a fraction shares a GPU between actors of small models (Ray does not cap their memory)
     memory_gb: float | None = None
-    replicas: int = 1  # actors of a model-holding stage (each loads the model once)
+    # Ray custom resources of a node type (deploy/ray-cluster.yaml): {"perception": 1} keeps the stage on the
+    # perception nodes, whatever GPUs the LLM nodes have free.
+    custom: dict[str, float] = Field(default_factory=dict)
+    # Actors of a model-holding stage (each loads the model once): a number, or 0 for as many as the cluster holds,
+    # one per share of what the actor stages ask for together (one set of ASR, tagger and captioner per GPU share),
+    # up to max_replicas, counted again before each batch as the autoscaler adds nodes.
+    replicas: int = Field(default=1, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
 
 
 class LLMServer(Section):
@@ -55,6 +71,7 @@ class LLMServer(Section):
     dtype: str = "bfloat16"
     max_model_len: int = 4096
     tensor_parallel_size: int = 1
+    data_parallel_size: int = 1  # engines behind one endpoint (vLLM's data parallel: one per GPU of a node)
     gpu_memory_utilization: float = 0.90
     kv_cache_space_gb: int = 2  # VLLM_CPU_KVCACHE_SPACE on the CPU backend
     # VLLM_CPU_OMP_THREADS_BIND on the CPU backend. vLLM's "auto" keeps one core for the HTTP frontend, which on a
@@ -66,6 +83,11 @@ class LLMServer(Section):
 
 class LLM(Section):
     base_url: str | None = None  # default: the server above
+    # Several OpenAI-compatible servers of the same model: the client spreads requests over them (fewest in flight
+    # first) and steps around one that stops answering. Explicit URLs, or (on a Ray cluster) every alive node with
+    # the `llm` resource on server.port, found at the start of a run.
+    replicas: list[str] = Field(default_factory=list)
+    replicas_from_ray: bool = False
     api_key: SecretStr = SecretStr("EMPTY")  # never printed: repr, logs, run artifacts and pid files show ******
     model: str | None = None  # default: server.served_name
     max_concurrency: int = 8
@@ -80,6 +102,11 @@ class LLM(Section):
     @property
     def resolved_base_url(self) -> str:
         return self.base_url or f"http://{self.server.host}:{self.server.port}/v1"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every server the client talks to: the replicas, or the one base URL."""
+        return list(self.replicas) or [self.resolved_base_url]
 
     @property
     def resolved_model(self) -> str:
@@ -159,7 +186,10 @@ class AudioTagger(Section):
     labels: list[str] = Field(default_factory=list)  # zero-shot vocabulary for clap
     # yamnet: also the signal analyser's descriptors (voice pitch, tempo, tone frequency, noise colour, mood cues)
     signal_measures: bool = True
-    window_s: float = 1.0
+    window_s: float = 1.0  # what a window tagger hears at once (AST was trained on 10.24 s)
+    # With a hop, windows of window_s every hop_s each label the hop_s at their centre: the model hears what it was
+    # trained on, the labels keep hop_s resolution. None: windows side by side.
+    hop_s: float | None = Field(default=None, gt=0)
     # Seconds of audio per call, cut on clip bounds: memory stays bounded on long videos (0 = the whole audio).
     chunk_s: float = 600.0
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
@@ -213,7 +243,7 @@ class Train(Section):
     preset: str = "smol"  # model.config presets: tiny, smol, 7b
     # Processes on this machine: 1 trains in this process; more start `torchrun --standalone --nproc_per_node N`
     # (one per GPU; DDP, NCCL on GPUs, gloo on CPUs). Several machines: deploy/train.sh on each.
-    nproc_per_node: int = Field(default=1, ge=1)
+    nproc_per_node: int = Field(default=1, ge=0)  # 0: one per GPU this machine has (1 without GPUs)
 
 
 class Lease(Section):
@@ -250,6 +280,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAVEN_", env_nested_delimiter="__", extra="forbid")
 
     profile: str = DEFAULT_PROFILE
+    # The hub models this profile's stages, LLM server and model preset load, pinned (``saven models prefetch``).
+    models: list[HubModel] = Field(default_factory=list)
     pipeline: list[str] = Field(default_factory=lambda: list(DEFAULT_PIPELINE))  # stage names, in order
     # The sections of stages added to the pipeline, by section name (each validated by its stage's ``config``).
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -283,6 +315,20 @@ class Settings(BaseSettings):
 
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def secret_setting_env(model: type[BaseModel] | None = None, prefix: str = "SAVEN_") -> set[str]:
+    """The environment names of every secret setting (``SecretStr`` fields: ``SAVEN_LLM__API_KEY``, ...): what may
+    never travel where it would be shown, such as a Ray job's runtime environment."""
+    out = set()
+    for name, field in (model or Settings).model_fields.items():
+        kinds = [field.annotation, *getattr(field.annotation, "__args__", ())]
+        if SecretStr in kinds:
+            out.add(f"{prefix}{name.upper()}")
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                out |= secret_setting_env(kind, f"{prefix}{name.upper()}__")
+    return out
 
 
 def config_file(profile: str | None = None) -> Path:

@@ -130,12 +130,12 @@ def test_a_run_processes_one_video_once_however_it_is_listed(prefect_server, llm
 
     from flows.build_dataset import build_dataset
     from schemas.commit import committed
-    from test_s3_flow import _scene_video
+    from flow_runs import scene_video
 
     folder = tmp_path / "media"
     (folder / "sub").mkdir(parents=True)
     video = folder / "scenes.mp4"
-    _scene_video(video)
+    scene_video(video)
     copy = folder / "scenes-small.mp4"
     _reencode(video, copy)
     spellings = [str(video), f"{folder}/./scenes.mp4", f"{folder}/sub/../scenes.mp4", f"{folder}//scenes.mp4"]

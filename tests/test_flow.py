@@ -20,7 +20,7 @@ from infra import servers
 from schemas.commit import committed
 from schemas.records import VIDEO_TABLES
 from flows.demo import flow_run_id, flow_run_report
-from flow_runs import sigkill_after_first_commit
+from flow_runs import scene_video, sigkill_after_first_commit
 from schemas.manifest import verify_manifest
 from schemas.records import ALL_RECORDS, QAItem
 from schemas.settings import settings
@@ -30,24 +30,10 @@ pytestmark = [pytest.mark.flow, pytest.mark.llm, pytest.mark.prefect, pytest.mar
 VOLATILE = {"acquired_at", "failed_at", "committed_at"}
 
 
-def _scene_video(path: Path) -> None:
-    """18 s, three hard cuts' worth of distinct scenes, a tone, noise and a second tone."""
-    scenes = ["testsrc2=s=320x240:r=25:d=6", "smptebars=s=320x240:r=25:d=6", "cellauto=s=320x240:r=25:rule=110"]
-    args = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
-    for src in scenes:
-        args += ["-f", "lavfi", "-t", "6", "-i", src]
-    args += ["-f", "lavfi", "-t", "6", "-i", "sine=f=440:r=44100", "-f", "lavfi", "-t", "6", "-i",
-             "anoisesrc=r=44100:a=0.3", "-f", "lavfi", "-t", "6", "-i", "sine=f=880:r=44100"]
-    args += ["-filter_complex",
-             "[0:v][1:v][2:v]concat=n=3:v=1:a=0,format=yuv420p[v];[3:a][4:a][5:a]concat=n=3:v=0:a=1[a]",
-             "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path)]
-    subprocess.run(args, check=True)
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory, shared_media) -> Path:
     root = tmp_path_factory.mktemp("flow-sources")
-    _scene_video(root / "scenes.mp4")
+    scene_video(root / "scenes.mp4", scenes=3)
     entries = [str(root / "scenes.mp4"), str(shared_media / "chaplin.mp4"),
                str(shared_media / "jfk.flac"),  # no video stream: dead letter
                str(root / "missing.mp4")]  # no such file: dead letter

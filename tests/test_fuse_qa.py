@@ -577,13 +577,13 @@ def test_grounding_ignores_the_ids_and_times_the_timeline_prints():
 
 
 @pytest.mark.llm
-def test_a_prompt_longer_than_the_servers_context_is_one_clips_dead_letter(llm_server, tmp_path):
-    """One clip whose caption makes its prompt longer than the server's ``max_model_len`` (a captioner gone
-    verbose): the real vLLM server refuses that request (HTTP 400), the clip becomes a dead letter, and the other
-    clips of the batch are described (a whole batch failing on one row is a known failure of batch LLM pipelines,
-    ray-project/ray#59194)."""
+def test_a_verbose_caption_cannot_push_a_clips_prompt_past_the_servers_context(llm_server, tmp_path):
+    """One clip whose caption is ~6k tokens (a captioner gone verbose), more than the server's ``max_model_len``
+    (4096): fusion bounds what it puts in a prompt (``MAX_VISUAL_CAPTIONS``, ``MAX_SPEECH_CHARS``, the sights
+    extracted from captions), so the real vLLM server describes that clip like the others instead of refusing it
+    (a whole batch failing on one long row is a known failure of batch LLM pipelines, ray-project/ray#59194)."""
     settings = load_settings("local-cpu")
-    long_text = " ".join(f"A red car number {k} parks beside a blue truck." for k in range(500))  # ~6k tokens
+    long_text = " ".join(f"A red car number {k} parks beside a blue truck." for k in range(500))
     captions = [c.model_copy(update={"text": long_text}) if c.clip_id == C[0] else c for c in S.visual_captions()]
     item = VideoItem(source="sample.mp4", video_id=V, tables={
         "clips": S.clips()[:3], "visual_captions": [c for c in captions if c.clip_id in C[:3]],
@@ -593,10 +593,6 @@ def test_a_prompt_longer_than_the_servers_context_is_one_clips_dead_letter(llm_s
         (result,) = stage.run_many([item])
     finally:
         counts = stage.teardown()
-    assert not result.failed and [d.item_id for d in result.dead_letters] == [C[0]]
-    (letter,) = result.dead_letters
-    assert letter.stage == "fuse" and not letter.transient and "BadRequest" in letter.error_class, letter
-    assert "context" in letter.message.lower() or "too long" in letter.message.lower() or \
-        "maximum" in letter.message.lower(), letter.message
-    assert [d.clip_id for d in result.tables["descriptions"]] == C[1:3]
-    assert counts["failures"] == 1 and counts["completed"] >= 2
+    assert not result.failed and not result.dead_letters, result.dead_letters
+    assert [d.clip_id for d in result.tables["descriptions"]] == C[:3]
+    assert counts["failures"] == 0 and counts["prompt_tokens"] < 3 * settings.llm.server.max_model_len

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -169,6 +167,19 @@ def test_a_reply_cut_at_max_tokens_is_invalid(fake, tmp_path):
     assert reply.usage.attempts == 2
 
 
+def test_a_request_whose_replies_were_all_cut_is_replayed_by_a_rerun_not_sent_again(fake, tmp_path):
+    """A model that never closes its JSON within max_tokens (a random-weight twin did): the request fails as an
+    invalid reply, its last cut reply is recorded, and a resumed run decides the same without asking again."""
+    cache = tmp_path / "c.sqlite"
+    fake.responder = lambda body: Reply('{"description": "and and and', finish_reason="length")
+    first = ask(make_client(fake, cache))
+    assert isinstance(first, LLMPermanentError) and first.error_class == "InvalidReply"
+    sent = fake.count
+    again = ask(make_client(fake, cache))
+    assert isinstance(again, LLMPermanentError) and again.error_class == "InvalidReply"
+    assert fake.count == sent
+
+
 def test_caller_validation_failures_count_as_invalid_replies(fake, tmp_path):
     def no_text_for(value: Described) -> None:
         if value.description.startswith("text for"):
@@ -223,33 +234,33 @@ def test_client_from_settings_uses_the_profile():
     assert LLMClient.from_settings(load_settings("gpu-cluster").llm, cache_path=None).send_seed
 
 
-def test_vllm_serve_script_defaults_match_the_gpu_profile(tmp_path):
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "vllm").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
-    (fake_bin / "vllm").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
-    env["PATH"] = f"{fake_bin}:{env['PATH']}"
-    out = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "vllm-serve.sh"), "--seed", "3"], env=env,
-                         capture_output=True, text=True, check=True).stdout.splitlines()
-    server = load_settings("gpu-cluster").llm.server
-    assert out[:2] == ["serve", server.model]
+def test_requests_are_spread_over_the_replicas_and_a_dead_one_takes_no_item_with_it(tmp_path):
+    """Two servers of the same model: requests go to the one with fewer in flight; when one dies (its port
+    closed), every request still gets its answer from the other, and the client counts the failovers."""
+    with FakeOpenAIServer() as first, FakeOpenAIServer() as second:
+        client = make_client(first, None, base_url=[first.base_url, second.base_url], max_concurrency=8)
+        for server in (first, second):
+            server.queue += [Reply(json.dumps({"description": "a slow reply"}), delay_s=0.3)] * 4
+        replies = ask(client, n=8)
+        assert all(not isinstance(r, Exception) for r in replies), replies
+        assert first.count == second.count == 4  # fewest in flight: both took their share at once
 
-    def flag(name: str) -> str:
-        return out[out.index(name) + 1]
+        second.stop()  # the replica dies: its port refuses connections
+        sent_before = first.count
+        client = make_client(first, None, base_url=[first.base_url, second.base_url], max_concurrency=2)
+        replies = ask(client, n=6)
+        assert all(not isinstance(r, Exception) for r in replies), replies
+        assert first.count - sent_before == 6 and client.stats.failovers >= 1
 
-    assert flag("--served-model-name") == server.served_name
-    assert flag("--host") == server.host and int(flag("--port")) == server.port
-    assert flag("--dtype") == server.dtype and int(flag("--max-model-len")) == server.max_model_len
-    assert int(flag("--tensor-parallel-size")) == server.tensor_parallel_size
-    assert float(flag("--gpu-memory-utilization")) == server.gpu_memory_utilization
-    assert out[-(len(server.extra_args) + 2):] == [*server.extra_args, "--seed", "3"]
 
-    env["VLLM_TENSOR_PARALLEL_SIZE"] = "4"
-    env["VLLM_EXTRA_ARGS"] = ""
-    out = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "vllm-serve.sh")], env=env, capture_output=True,
-                         text=True, check=True).stdout.splitlines()
-    assert out[out.index("--tensor-parallel-size") + 1] == "4" and float(out[-1]) == server.gpu_memory_utilization
+def test_a_replica_that_fails_rests_while_the_others_answer(tmp_path):
+    with FakeOpenAIServer() as first, FakeOpenAIServer() as second:
+        first.queue.append(Fail(500))
+        client = make_client(first, None, base_url=[first.base_url, second.base_url], max_concurrency=1)
+        replies = ask(client, n=4)
+        assert all(not isinstance(r, Exception) for r in replies), replies
+        assert client.stats.failovers == 1
+        assert first.count == 1 and second.count == 4  # the failed request retried there, then the rest
 
 
 def test_the_same_request_in_flight_twice_uses_one_reply_the_one_a_rerun_reads(fake, tmp_path):

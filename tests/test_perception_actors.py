@@ -110,10 +110,12 @@ def test_models_load_once_per_actor_across_videos_and_clips(local_ray, settings,
 class ASRThatFailsPermanently:
     """Injected fault: the ASR of every video fails for good (the real model cannot be made to on demand).
 
-    It stands where the run's ASR actors stand and hands back what a failed ``ASRStage.run`` returns.
+    It stands where the run's ASR actors stood (holding them, killed, so that the run counts its ASR replicas as
+    there) and hands back what a failed ``ASRStage.run`` returns.
     """
 
-    actors: list = []
+    def __init__(self, killed: list):
+        self.actors = killed
 
     def submit(self, item: VideoItem, media_ref=None):
         error = PermanentError(StageName.asr, item.video_id, "decoder crashed on this audio", error_class="asr_crashed")
@@ -129,7 +131,7 @@ def test_pipeline_commits_no_audio_captions_when_asr_failed(local_ray, settings,
     run = RunStages.create(settings, dataset, llm_cache=None)
     for actor in run.actors[StageName.asr].actors:
         ray.kill(actor)
-    run.actors[StageName.asr] = ASRThatFailsPermanently()
+    run.actors[StageName.asr] = ASRThatFailsPermanently(run.actors[StageName.asr].actors)
     stats = RunStats()
     # No clip gets an audio caption, so fusion and QA are skipped: no LLM server is needed.
     report = run_batch([source], run, stats)

@@ -68,6 +68,14 @@ def test_embedded_llm_server_refuses_public_bind(monkeypatch):
     monkeypatch.setenv("SAVEN_LLM__SERVER__HOST", "0.0.0.0")
     with pytest.raises(servers.ServerError, match="127.0.0.1"):
         servers.llm_server_spec(load_settings("local-cpu"))
+    # a cluster profile's clients reach it on a node address: allowed there, and only behind a key, which travels
+    # in the server's environment, never on its command line (ps, the pid file)
+    monkeypatch.setenv("SAVEN_LLM__REPLICAS_FROM_RAY", "true")
+    with pytest.raises(servers.ServerError, match="api_key"):
+        servers.llm_server_spec(load_settings("local-cpu"))
+    monkeypatch.setenv("SAVEN_LLM__API_KEY", "planted-key")
+    spec = servers.llm_server_spec(load_settings("local-cpu"))
+    assert spec.env["VLLM_API_KEY"] == "planted-key" and not any("planted-key" in a for a in spec.argv)
 
 
 def test_server_commands_are_argument_lists_bound_to_loopback():

@@ -392,3 +392,21 @@ def test_a_profile_is_a_name_not_a_path():
         load_settings("../configs/local-cpu")
     with pytest.raises(ValueError, match="a profile is a name"):
         load_settings("/etc/passwd")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SAVEN_LLM__API_KEY", "sk-planted"),
+    ("saven_llm__api_key", "sk-planted"),  # settings read names case-insensitively
+    ("SAVEN_LLM", '{"api_key": "sk-planted"}'),  # a whole section as JSON
+    ("SAVEN_ACQUIRE__PROXY", "http://user:pass@proxy:3128"),
+    ("AWS_SECRET_ACCESS_KEY", "planted"),
+])
+def test_a_job_setting_that_is_or_holds_a_secret_is_refused_before_anything_is_sent(name, value):
+    """``submit_job.py submit --env``: Ray shows a job's environment, so no secret setting travels there, however
+    it is spelt; the refusal comes before the cluster is contacted (the address here answers nothing)."""
+    sys.path.insert(0, str(REPO / "deploy"))
+    import submit_job
+
+    with pytest.raises(ValueError, match="secrets never travel"):
+        submit_job.submit("http://127.0.0.1:9", sources="s.yaml", output="s3://b/d", profile="gpu-cluster",
+                          prefect_api_url="http://127.0.0.1:9/api", extra_env={name: value})

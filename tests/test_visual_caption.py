@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from perception_sample import prepared_sample
+from tiny_models import TINY_CLIP, TINY_COCA
 from schemas.settings import VisualCaptioner
 from schemas.paths import clip_keyframe_paths
 from schemas.handoff import StageResult, VideoItem
@@ -132,23 +133,6 @@ def test_a_missing_keyframe_costs_only_its_clip(sample, describer, tmp_path):
 
 
 # ---------------------------------------------------------------- open_clip, tiny random weights
-
-TINY_COCA = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16, "head_width": 16,
-                   "attentional_pool": True, "attn_pooler_heads": 2, "output_tokens": True},
-    "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2,
-                 "embed_cls": True, "output_tokens": True},
-    "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2,
-                       "attn_pooler_heads": 2},
-    "custom_text": True,
-}
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
-
 
 @pytest.fixture(scope="module")
 def tiny_open_clip(tmp_path_factory):

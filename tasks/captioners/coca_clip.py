@@ -8,6 +8,8 @@ CoCa captions are decoded greedily here rather than through ``CoCa.generate``: t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -32,12 +34,34 @@ DEFAULT_LABELS = (
 )
 
 
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def open_clip_source(name: str, pretrained: str | None) -> tuple[str, str | None]:
+    """What open_clip is asked to load. A hub repository (``laion/CLIP-ViT-L-14-laion2B-s32B-b82K``) is its
+    prefetched folder: with the repository's ``open_clip_config.json`` (laion's have one) the folder states its own
+    architecture (``local-dir:``); without, the profile's model name and the folder's weights file. A file path or
+    an open_clip tag is passed as given. open_clip builds a random model when a folder has no weights: refused."""
+    if pretrained is None or "/" not in pretrained or Path(pretrained).is_file():
+        return name, pretrained
+    folder = Path(model_cache.resolve(pretrained))
+    found = [folder / f for f in OPEN_CLIP_WEIGHTS if (folder / f).is_file()]
+    if not found:
+        raise model_cache.ModelCacheError(f"{pretrained}: no open_clip weights ({', '.join(OPEN_CLIP_WEIGHTS)}) in "
+                                          f"{folder}")
+    if (folder / "open_clip_config.json").is_file():
+        return f"local-dir:{folder}", None
+    return name, str(found[0])
+
+
 def _open_clip_model(name: str, pretrained: str | None, device: str):
+    """(model, preprocess, tokenizer) of one open_clip model."""
     import open_clip
 
+    name, pretrained = open_clip_source(name, pretrained)
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=pretrained, device=device, cache_dir=str(model_cache.cache_dir() / "open_clip"))
-    return model.eval(), preprocess
+    return model.eval(), preprocess, open_clip.get_tokenizer(name)
 
 
 @CAPTIONERS.register("open-clip")
@@ -50,23 +74,29 @@ class OpenClipCaptioner:
                 f"({cfg.clip_pretrained}) zero-shot tags")
 
     @staticmethod
+    def models(cfg: VisualCaptioner) -> list[str]:
+        """The hub repositories of its weights (an open_clip tag or a file needs no prefetch)."""
+        return sorted({p for p in (cfg.coca_pretrained, cfg.clip_pretrained) if p and "/" in p
+                       and not Path(p).is_file()})
+
+    @staticmethod
     def vocabulary(cfg: VisualCaptioner) -> list[str]:
         """CLIP's zero-shot labels and COCO's classes (what CoCa's captions were trained to name)."""
         return [label.removeprefix("a ").removeprefix("an ").removeprefix("the ")
                 for label in (cfg.labels or DEFAULT_LABELS)] + coco_names()
 
     def __init__(self, cfg: VisualCaptioner):
-        import open_clip
         import torch
 
         self.device = cfg.device
-        self.coca, self.coca_preprocess = _open_clip_model(cfg.coca_model, cfg.coca_pretrained, cfg.device)
+        self.coca, self.coca_preprocess, tokenizer = _open_clip_model(cfg.coca_model, cfg.coca_pretrained,
+                                                                      cfg.device)
         if (cfg.clip_model, cfg.clip_pretrained) == (cfg.coca_model, cfg.coca_pretrained):
             self.clip, self.clip_preprocess = self.coca, self.coca_preprocess
         else:
-            self.clip, self.clip_preprocess = _open_clip_model(cfg.clip_model, cfg.clip_pretrained, cfg.device)
+            self.clip, self.clip_preprocess, tokenizer = _open_clip_model(cfg.clip_model, cfg.clip_pretrained,
+                                                                          cfg.device)
         self.labels = list(cfg.labels or DEFAULT_LABELS)
-        tokenizer = open_clip.get_tokenizer(cfg.clip_model)
         with torch.inference_mode():
             text = self.clip.encode_text(tokenizer([PROMPT.format(label) for label in self.labels]).to(self.device))
             self.label_features = text / text.norm(dim=-1, keepdim=True)

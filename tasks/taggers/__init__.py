@@ -74,6 +74,17 @@ def resample(audio: np.ndarray, rate: int) -> np.ndarray:
     return resample_poly(audio, rate // g, SAMPLE_RATE // g).astype(np.float32)
 
 
+def centred_windows(audio: np.ndarray, window_s: float, hop_s: float) -> list[tuple[float, float, np.ndarray]]:
+    """Windows of ``window_s`` (what a model was trained on, e.g. AST's 10.24 s) every ``hop_s``, each labelling the
+    ``hop_s`` at its centre: (start_s, end_s of that centre, the window's samples, zero-padded at the edges)."""
+    win, hop = int(round(window_s * SAMPLE_RATE)), max(1, int(round(hop_s * SAMPLE_RATE)))
+    padded = np.pad(np.asarray(audio, dtype=np.float32), ((win - hop) // 2, win))
+    out = []
+    for lo in range(0, audio.shape[0], hop):
+        out.append((lo / SAMPLE_RATE, min(lo + hop, audio.shape[0]) / SAMPLE_RATE, padded[lo:lo + win]))
+    return out
+
+
 def windows(audio: np.ndarray, window_s: float) -> list[tuple[float, float, np.ndarray]]:
     """Windows of ``window_s`` as (start_s, end_s, samples); a short tail joins the window before it."""
     step = max(1, int(round(window_s * SAMPLE_RATE)))

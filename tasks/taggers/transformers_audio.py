@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from infra import model_cache
 from schemas.handoff import SAMPLE_RATE
 from schemas.settings import AudioTagger
-from tasks.taggers import TAGGERS, Span, merge_window_labels, resample, windows
+from tasks.taggers import TAGGERS, Span, centred_windows, merge_window_labels, resample, windows
 
 AUDIOSET_THRESHOLD = 0.3  # sigmoid score a label needs in a window (AudioSet taggers are multi-label)
 CLAP_THRESHOLD = 0.2  # softmax share over the vocabulary a label needs in a window
@@ -31,6 +32,10 @@ class _WindowScorer:
     threshold: float
     labels: list[str]
 
+    @staticmethod
+    def models(cfg: AudioTagger) -> list[str]:
+        return [cfg.model] if cfg.model else []
+
     def __init__(self, cfg: AudioTagger, device: str | None = None):
         import torch
         from transformers import AutoFeatureExtractor
@@ -39,7 +44,8 @@ class _WindowScorer:
             raise ValueError(f"audio_tagger.kind={cfg.kind} needs audio_tagger.model (a transformers name or path)")
         self.cfg = cfg
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.extractor = AutoFeatureExtractor.from_pretrained(cfg.model)
+        self.source = model_cache.resolve(cfg.model)  # the prefetched folder: a run never downloads
+        self.extractor = AutoFeatureExtractor.from_pretrained(self.source)
         self.rate = int(getattr(self.extractor, "sampling_rate", SAMPLE_RATE))
         self.name = f"{cfg.kind}:{Path(cfg.model).name if Path(cfg.model).exists() else cfg.model}"
 
@@ -52,7 +58,9 @@ class _WindowScorer:
         raise NotImplementedError
 
     def tag(self, audio: np.ndarray) -> list[Span]:
-        pieces = windows(np.asarray(audio, dtype=np.float32), self.cfg.window_s)
+        audio = np.asarray(audio, dtype=np.float32)
+        pieces = centred_windows(audio, self.cfg.window_s, self.cfg.hop_s) if self.cfg.hop_s else \
+            windows(audio, self.cfg.window_s)
         labelled = []
         for i in range(0, len(pieces), BATCH_WINDOWS):
             batch = pieces[i:i + BATCH_WINDOWS]
@@ -78,13 +86,13 @@ class AudioSetTagger(_WindowScorer):
     def vocabulary(cfg: AudioTagger) -> list[str]:
         from transformers import AutoConfig
 
-        return list(AutoConfig.from_pretrained(cfg.model).id2label.values())
+        return list(AutoConfig.from_pretrained(model_cache.resolve(cfg.model)).id2label.values())
 
     def __init__(self, cfg: AudioTagger, device: str | None = None):
         from transformers import AutoModelForAudioClassification
 
         super().__init__(cfg, device)
-        self.model = AutoModelForAudioClassification.from_pretrained(cfg.model).to(self.device).eval()
+        self.model = AutoModelForAudioClassification.from_pretrained(self.source).to(self.device).eval()
         self.labels = [self.model.config.id2label[i] for i in range(len(self.model.config.id2label))]
 
     def _scores(self, pieces: list[np.ndarray]) -> np.ndarray:
@@ -112,9 +120,9 @@ class ClapTagger(_WindowScorer):
         from transformers import AutoTokenizer, ClapModel
 
         super().__init__(cfg, device)
-        self.model = ClapModel.from_pretrained(cfg.model).to(self.device).eval()
+        self.model = ClapModel.from_pretrained(self.source).to(self.device).eval()
         self.labels = self.vocabulary(cfg)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        tokenizer = AutoTokenizer.from_pretrained(self.source)
         text = tokenizer([f"the sound of {label}" for label in self.labels], padding=True, return_tensors="pt")
         self.text_inputs = {k: v.to(self.device) for k, v in text.items()}
 

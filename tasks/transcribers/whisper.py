@@ -14,7 +14,6 @@ restored by faster-whisper's own functions.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -29,20 +28,18 @@ LANGUAGE = None  # None: detect (settings has no field yet; see the perception r
 
 
 def resolve_model(name: str) -> str:
-    """A model-cache name (verified folder), an existing folder, or a faster-whisper size / hub id as given."""
-    if name in model_cache.PACKAGED:
-        return str(model_cache.model_path(name))
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    cached = model_cache.cache_dir() / name
-    if (cached / "model.bin").is_file():
-        return str(cached)
-    return name
+    """The CTranslate2 Whisper's local folder: a model-cache name, a prefetched hub repository
+    (``Systran/faster-whisper-large-v3``) or an existing folder (``infra.model_cache.resolve``)."""
+    return model_cache.resolve(name)
 
 
 @TRANSCRIBERS.register("faster-whisper")
 class WhisperASR:
     """A loaded faster-whisper model plus the transcription options of one ``settings.asr``."""
+
+    @staticmethod
+    def models(cfg: ASR) -> list[str]:
+        return [cfg.model]
 
     @staticmethod
     def model_card(cfg: ASR) -> str:

@@ -1,0 +1,213 @@
+"""Tiny random-init twins of every hub model the gpu-cluster profile pins, built in code, each written as the files
+its real repository holds (the names the project's loaders open) so that the cluster's own code paths load them:
+
+- ``Systran/faster-whisper-large-v3``: a transformers Whisper with large-v3's 128 mel bins, shrunk, converted for
+  faster-whisper by CTranslate2's own converter (config.json, model.bin, vocabulary.json, tokenizer.json,
+  preprocessor_config.json);
+- ``MIT/ast-finetuned-audioset-...``: an Audio Spectrogram Transformer with AST's input (128 mels x 1024 frames) and
+  an AudioSet label head (the class names of the embedded YAMNet, AudioSet's ontology);
+- ``laion/...CoCa-ViT-L-14...`` and ``laion/CLIP-ViT-L-14...``: open_clip CoCa and CLIP with the repositories'
+  ``open_clip_config.json`` layout (shrunk towers, the real 49408-token vocabulary);
+- ``Qwen/Qwen2.5-7B-Instruct``: a Qwen2 with the 7B's vocabulary, grouped-query attention and rope base, two layers,
+  and the real Qwen2.5 tokenizer and chat template (from the embedded Qwen2.5-0.5B-Instruct);
+- ``google/siglip-so400m-patch14-384`` and ``openai/whisper-large-v3``: the 7b model preset's frozen encoders,
+  shrunk (same model types, image size, patch size and mel bins).
+
+What a twin proves: the files are where the loaders look, the architectures load and run through the same calls as
+the real weights. What it cannot: anything about quality or speed (its outputs are noise).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from infra import model_cache
+
+SEED = 0
+
+
+def _seeded():
+    import torch
+
+    torch.manual_seed(SEED)
+
+
+def _whisper_tokenizer_files() -> tuple[Path, dict[str, int], list[int]]:
+    """The multilingual Whisper tokenizer of the embedded whisper-base (large-v3's, less its one added language)."""
+    folder = model_cache.model_path("whisper-base")
+    added = {t["content"]: t["id"] for t in json.loads((folder / "tokenizer.json").read_text())["added_tokens"]}
+    lang_ids = json.loads((folder / "config.json").read_text())["lang_ids"]
+    return folder / "tokenizer.json", added, lang_ids
+
+
+def _tiny_hf_whisper(folder: Path, *, vocab_size: int) -> None:
+    """A transformers Whisper (128 mels, like large-v3) with its tokenizer, feature extractor and generation
+    config, as ``save_pretrained`` writes them."""
+    from transformers import (GenerationConfig, PreTrainedTokenizerFast, WhisperConfig,
+                              WhisperFeatureExtractor, WhisperForConditionalGeneration)
+
+    tokenizer_json, added, lang_ids = _whisper_tokenizer_files()
+    config = WhisperConfig(vocab_size=vocab_size, num_mel_bins=128, d_model=64, encoder_layers=2, decoder_layers=2,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
+                           decoder_ffn_dim=128, max_source_positions=1500, max_target_positions=448,
+                           decoder_start_token_id=added["<|startoftranscript|>"], pad_token_id=added["<|endoftext|>"],
+                           bos_token_id=added["<|endoftext|>"], eos_token_id=added["<|endoftext|>"])
+    _seeded()
+    WhisperForConditionalGeneration(config).save_pretrained(folder)
+    ids = set(lang_ids)
+    GenerationConfig(decoder_start_token_id=config.decoder_start_token_id, eos_token_id=config.eos_token_id,
+                     pad_token_id=config.pad_token_id, alignment_heads=[[1, 0], [1, 1]], is_multilingual=True,
+                     lang_to_id={k: v for k, v in added.items() if v in ids},
+                     no_timestamps_token_id=added["<|notimestamps|>"]).save_pretrained(folder)
+    end = "<|endoftext|>"
+    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), unk_token=end, bos_token=end, eos_token=end,
+                            pad_token=end).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=128).save_pretrained(folder)
+
+
+def faster_whisper_large_v3(folder: Path) -> None:
+    import ctranslate2
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _tiny_hf_whisper(Path(tmp), vocab_size=51865)
+        # float16 on disk, as Systran's conversion; CTranslate2 converts to the compute type it is loaded with
+        ctranslate2.converters.TransformersConverter(
+            tmp, copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(str(folder), quantization="float16",
+                                                                                   force=True)
+
+
+def openai_whisper_large_v3(folder: Path) -> None:
+    _tiny_hf_whisper(folder, vocab_size=51866)
+
+
+def audioset_labels() -> list[str]:
+    with open(model_cache.model_path("yamnet") / "yamnet_class_map.csv", newline="") as f:
+        return [row["display_name"] for row in csv.DictReader(f)]
+
+
+def ast_audioset(folder: Path) -> None:
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    labels = audioset_labels()
+    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       num_mel_bins=128, max_length=1024, id2label=dict(enumerate(labels)),
+                       label2id={label: i for i, label in enumerate(labels)})
+    _seeded()
+    ASTForAudioClassification(config).save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=128, max_length=1024, sampling_rate=16000).save_pretrained(folder)
+
+
+OPEN_CLIP_PREPROCESS = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+                        "interpolation": "bicubic", "resize_mode": "shortest"}
+TINY_COCA = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16, "head_width": 16,
+                   "attentional_pool": True, "attn_pooler_heads": 2, "output_tokens": True},
+    "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2,
+                 "embed_cls": True, "output_tokens": True},
+    "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2,
+                       "attn_pooler_heads": 2},
+    "custom_text": True,
+}
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def _open_clip(folder: Path, model_cfg: dict, weights: str) -> None:
+    import torch
+    from open_clip.coca_model import CoCa
+    from open_clip.model import CLIP
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _seeded()
+    kwargs = {k: v for k, v in model_cfg.items() if k != "custom_text"}  # create_model's switch, not an argument
+    model = CoCa(**kwargs) if "multimodal_cfg" in kwargs else CLIP(**kwargs)
+    state = model.state_dict()
+    for name, tensor in state.items():
+        # open_clip leaves some projections as torch.empty (pretrained weights fill them): never write uninitialised
+        # memory, which can hold NaN
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            state[name] = torch.randn_like(tensor) * 0.02
+    if weights.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / weights))
+    else:  # the CoCa repository ships a torch pickle; open_clip loads it with weights_only
+        torch.save(state, folder / weights)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg,
+                                                               "preprocess_cfg": OPEN_CLIP_PREPROCESS}))
+
+
+def coca_vit_l_14(folder: Path) -> None:
+    _open_clip(folder, TINY_COCA, "open_clip_pytorch_model.bin")
+
+
+def clip_vit_l_14(folder: Path) -> None:
+    _open_clip(folder, TINY_CLIP, "open_clip_model.safetensors")
+
+
+QWEN_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
+
+
+def qwen2_5_7b_instruct(folder: Path) -> None:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    # head_dim 128 as the 7B's (vLLM's CPU attention has kernels for a few head sizes only), grouped-query 2:1
+    config = Qwen2Config(vocab_size=152064, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
+                         rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=151643,
+                         eos_token_id=151645, torch_dtype=torch.bfloat16)
+    _seeded()
+    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    source = model_cache.model_path("qwen2.5-0.5b-instruct")
+    for name in QWEN_TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy(source / name, folder / name)
+
+
+def siglip_so400m(folder: Path) -> None:
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    config = SiglipConfig(text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                       "num_attention_heads": 2, "vocab_size": 32000, "max_position_embeddings": 64},
+                          vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                         "num_attention_heads": 2, "image_size": 384, "patch_size": 14})
+    _seeded()
+    SiglipModel(config).save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 384, "width": 384}).save_pretrained(folder)
+
+
+# repository -> builder: every repository the gpu-cluster profile pins has a twin (tests/test_cluster_models.py)
+TWINS: dict[str, Callable[[Path], None]] = {
+    "Systran/faster-whisper-large-v3": faster_whisper_large_v3,
+    "MIT/ast-finetuned-audioset-10-10-0.4593": ast_audioset,
+    "laion/mscoco_finetuned_CoCa-ViT-L-14-laion2B-s13B-b90k": coca_vit_l_14,
+    "laion/CLIP-ViT-L-14-laion2B-s32B-b82K": clip_vit_l_14,
+    "Qwen/Qwen2.5-7B-Instruct": qwen2_5_7b_instruct,
+    "google/siglip-so400m-patch14-384": siglip_so400m,
+    "openai/whisper-large-v3": openai_whisper_large_v3,
+}
+
+
+def build_twins(root: Path, repos: list[str] | None = None) -> dict[str, Path]:
+    """Each repository's twin in ``root/<org>--<name>``: the folders a ``tests.fake_hub.FakeHub`` serves."""
+    out = {}
+    for repo in repos or list(TWINS):
+        folder = root / repo.replace("/", "--")
+        built = root / f"{folder.name}.built"  # beside the folder: the hub serves every file inside it
+        if not built.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            TWINS[repo](folder)
+            built.touch()
+        out[repo] = folder
+    return out
