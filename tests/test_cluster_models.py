@@ -16,7 +16,7 @@ import pytest
 
 from fake_hub import FakeHub
 from flows.preflight import check_models, models_by_node_type
-from flows.video_pipeline import actor_counts
+from flows.placement import actor_counts
 from infra import servers
 from infra.pipeline import Pipeline
 from schemas.settings import load_settings

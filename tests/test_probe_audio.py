@@ -129,7 +129,7 @@ def test_truncated_file_is_caught_by_decode_not_silently_shortened(tmp_path):
 
 
 def test_stages_in_ray_hold_the_resources_their_profile_declares():
-    from flows.video_pipeline import media_resources
+    from flows.placement import media_resources
     from infra.pipeline import Pipeline
 
     cfg = load_settings()
