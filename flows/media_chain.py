@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -29,15 +28,7 @@ from schemas.settings import DEFAULT_PIPELINE, Settings, settings as default_set
 from schemas.store import DatasetStore
 
 
-@dataclass
-class MediaOutcome:
-    """What the media task returns beside the media: the video's item (rows, hand-offs and each media stage's
-    result, or its dead letters). Nothing in it names a path on the node or holds the media itself."""
-
-    item: VideoItem
-
-
-def run_media_stages(item: VideoItem, settings: Settings, names: list[str], dataset: str = "") -> MediaOutcome:
+def run_media_stages(item: VideoItem, settings: Settings, names: list[str], dataset: str = "") -> None:
     """The media stages over ``item`` (in ``item.work_dir``), in order, until one fails the video."""
     context = StageContext(settings, dataset=dataset)
     for name in names:
@@ -46,7 +37,6 @@ def run_media_stages(item: VideoItem, settings: Settings, names: list[str], data
         item.take(name, result)
         if result.failed:
             break
-    return MediaOutcome(item)
 
 
 def remove_video_files(folder: Path, item: VideoItem) -> None:
@@ -89,10 +79,11 @@ def remove_published_files(store: DatasetStore, video: VideoRecord) -> None:
     store.delete_dir(f"keyframes/{video.video_id}")
 
 
-def media_task(source: str, dataset: str, cfg: Settings, names: list[str]) -> tuple[MediaOutcome, VideoMedia | None]:
+def media_task(source: str, dataset: str, cfg: Settings, names: list[str]) -> tuple[VideoItem, VideoMedia | None]:
     """The media stages ``names`` for one source on a node: work in this node's scratch folder, put the video's files
-    into the dataset, and return its audio and keyframes in memory (Ray keeps the second return value in its object
-    store: a perception actor on another node reads it from there, never from this node's disk)."""
+    into the dataset, and return the video's item (rows, hand-offs, each media stage's result or its dead letters;
+    no path of this node, no media) and, apart, its audio and keyframes in memory (Ray keeps the second return value
+    in its object store: a perception actor on another node reads it from there, never from this node's disk)."""
     store = DatasetStore.of(dataset)
     root = scratch_root(cfg, store)
     in_place = store.local and root == store.local_path()
@@ -100,10 +91,10 @@ def media_task(source: str, dataset: str, cfg: Settings, names: list[str]) -> tu
     item = VideoItem(source=source, work_dir=work)
     media = None
     try:
-        outcome = run_media_stages(item, cfg, names, store.uri)
+        run_media_stages(item, cfg, names, store.uri)
         if item.failed_stages:
             remove_video_files(work, item)
-            return outcome, None
+            return item, None
         media = item.load_media(in_memory=not in_place)
         if not in_place:
             try:
@@ -114,7 +105,7 @@ def media_task(source: str, dataset: str, cfg: Settings, names: list[str]) -> tu
                 item.dead_letters.append(error.to_dead_letter(source=source, video_id=item.video_id))
                 item.failed_stages.add(StageName.write)
                 media = None
-        return outcome, media
+        return item, media
     finally:
         # What goes back to the driver names no path of this node and holds no media: those travel apart.
         item.work_dir, item.media = None, None
@@ -141,7 +132,9 @@ class MediaResult(BaseModel):
     fingerprints: list[KeyframeHash] = []  # a dHash per keyframe (tasks.fingerprint), for deduplication
 
 
-MEDIA_STAGES = [n for n in DEFAULT_PIPELINE if n in ("acquire", "probe", "audio", "segment", "fingerprint")]
+def builtin_media_stages() -> list[str]:
+    """The built-in pipeline's media stages, in order (acquire ... fingerprint)."""
+    return [n for n in DEFAULT_PIPELINE if STAGES.get(n).placement == "media"]
 
 
 def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, *,
@@ -152,7 +145,7 @@ def process_source(source: str, dataset_dir: Path, cfg: Settings | None = None, 
         cfg = cfg.model_copy(update={"acquire": cfg.acquire.model_copy(update={"backoff_s": backoff_s})})
     item = VideoItem(source=source, work_dir=Path(dataset_dir))
     started = time.perf_counter()
-    run_media_stages(item, cfg, MEDIA_STAGES)
+    run_media_stages(item, cfg, builtin_media_stages())
     if item.failed_stages:
         remove_video_files(Path(dataset_dir), item)
         return item.dead_letters[0].filed_for(source)

@@ -27,7 +27,7 @@ from typing import Callable
 
 import ray
 
-from flows.media_chain import MediaOutcome, media_task, remove_published_files
+from flows.media_chain import media_task, remove_published_files
 from flows.report import RunStats
 from infra.pipeline import Pipeline
 from flows.placement import actor_counts, media_resources, node_types, placed_vocabulary
@@ -87,21 +87,19 @@ class RunStages:
         settings = self.context.settings
         with self._growing:
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-            return self._grow(settings, actor_counts(self.pipeline.of("actor"), settings, nodes))
-
-    def _grow(self, settings: Settings, wanted: dict[str, int]) -> dict[str, int]:
-        for stage in self.pipeline.of("actor"):
-            pool = self.actors.setdefault(stage.name, _RoundRobin([]))
-            missing = wanted[stage.name] - len(pool.actors)
-            if missing <= 0:
-                continue
-            # A killed actor process is restarted (its model loaded again) and the calls it held are retried
-            # there, instead of failing every later video of the run: the calls only read the video's media.
-            actor_cls = stage.in_ray(settings, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
-            pool.add([actor_cls.remote(stage, self.context) for _ in range(missing)])
-            if len(pool.actors) > missing:
-                log.info("%s: %d more actor(s), %d in all", stage.name, missing, len(pool.actors))
-        return {name: len(pool.actors) for name, pool in self.actors.items()}
+            wanted = actor_counts(self.pipeline.of("actor"), settings, nodes)
+            for stage in self.pipeline.of("actor"):
+                pool = self.actors.setdefault(stage.name, _RoundRobin([]))
+                missing = wanted[stage.name] - len(pool.actors)
+                if missing <= 0:
+                    continue
+                # A killed actor process is restarted (its model loaded again) and the calls it held are retried
+                # there, instead of failing every later video of the run: the calls only read the video's media.
+                actor_cls = stage.in_ray(settings, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+                pool.add([actor_cls.remote(stage, self.context) for _ in range(missing)])
+                if len(pool.actors) > missing:
+                    log.info("%s: %d more actor(s), %d in all", stage.name, missing, len(pool.actors))
+            return {name: len(pool.actors) for name, pool in self.actors.items()}
 
     def worker_stats(self) -> list[WorkerStats]:
         """Every actor's and driver stage's figures, each with the type of the node it ran on."""
@@ -237,11 +235,10 @@ class _Batch:
             self.on_stage(f"media: {n - len(media_refs)}/{n} videos decoded and cut; "
                           f"{len({id(v[0]) for v in waiting.values()})} in perception")
             try:
-                outcome: MediaOutcome = ray.get(ref)
+                item: VideoItem = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 — e.g. the worker died more often than max_retries
                 self.flow_failure(VideoItem(source=src), exc, attempts=3)
                 continue
-            item = outcome.item
             if item.failed_stages:
                 self.drop(item, item.dead_letters, files_published=False)
                 continue

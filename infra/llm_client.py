@@ -196,7 +196,6 @@ class _Replica:
     sdk: openai.AsyncOpenAI | None = None
     in_flight: int = 0
     sent: int = 0
-    failed: int = 0
     resting_until: float = 0.0
 
 
@@ -227,7 +226,6 @@ class LLMClient:
         self.replicas = [_Replica(url) for url in ([base_url] if isinstance(base_url, str) else list(base_url))]
         if not self.replicas:
             raise ValueError("no LLM server to talk to")
-        self.base_url = self.replicas[0].url
         self.model = model
         self.api_key = api_key
         self.max_concurrency = max_concurrency
@@ -496,7 +494,6 @@ class LLMClient:
                 raise MalformedResponse(f"the server's reply is not JSON: {exc}") from exc
             except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError):
                 # A server that is down or failing: the retry goes to another replica while this one rests.
-                replica.failed += 1
                 if len(self.replicas) > 1:
                     replica.resting_until = time.monotonic() + REPLICA_REST_S
                     self.stats.failovers += 1

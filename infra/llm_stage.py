@@ -37,12 +37,10 @@ class LLMStage(Stage):
         async def one(item: VideoItem) -> StageResult:
             started = time.perf_counter()
             try:
-                result = await self.process_async(item)
+                outcome: StageResult | Exception = await self.process_async(item)
             except Exception as exc:  # noqa: BLE001 — one bad video is a dead letter, never a crash
-                result = StageResult(video_id=item.video_id, dead_letters=[self.dead_letter(exc, item)])
-            result.video_id = result.video_id or item.video_id
-            result.seconds = time.perf_counter() - started
-            return result
+                outcome = exc
+            return self.result_of(item, outcome, started)
 
         async def work(_: LLMClient) -> list[StageResult]:
             return list(await asyncio.gather(*(one(i) for i in items)))

@@ -133,34 +133,30 @@ class Stage(ABC):
         return getattr(cls.section_of(settings), "resources", None) or Resources()
 
     @classmethod
-    def model_card(cls, settings: Settings) -> str:
-        """The real model behind this stage, for the dataset card (the backend's ``model_card``)."""
+    def _declared_by_backend(cls, settings: Settings, attr: str) -> Any:
+        """What the profile's registered backend declares as ``attr``: ``attr(section)`` when it is callable, the
+        value itself otherwise; None without a backend or such an attribute."""
         section = cls.section_of(settings)
         kind = cls.backend_kind(section)
-        if kind is None:
-            return "-"
-        described = getattr(cls.backends.get(kind), "model_card", None)
-        return described(section) if callable(described) else (described or kind)
+        declared = getattr(cls.backends.get(kind), attr, None) if kind is not None else None
+        return declared(section) if callable(declared) else declared
+
+    @classmethod
+    def model_card(cls, settings: Settings) -> str:
+        """The real model behind this stage, for the dataset card (the backend's ``model_card``)."""
+        return cls._declared_by_backend(settings, "model_card") or cls.backend_kind(cls.section_of(settings)) or "-"
 
     @classmethod
     def vocabulary(cls, settings: Settings) -> frozenset[str]:
         """The names this stage's backend can report (labels of a tagger, a detector's classes): what a generated
         question may name only when the video's rows name it too (``tasks.grounding``)."""
-        kind = cls.backend_kind(cls.section_of(settings))
-        if kind is None:
-            return frozenset()
-        names = getattr(cls.backends.get(kind), "vocabulary", None)
-        return frozenset(names(cls.section_of(settings))) if callable(names) else frozenset()
+        return frozenset(cls._declared_by_backend(settings, "vocabulary") or ())
 
     @classmethod
     def models(cls, settings: Settings) -> list[str]:
         """The models this stage loads (cache names or hub repositories): what a node that runs it must hold. The
         backend's ``models(section)`` when it has one."""
-        kind = cls.backend_kind(cls.section_of(settings))
-        if kind is None:
-            return []
-        names = getattr(cls.backends.get(kind), "models", None)
-        return list(names(cls.section_of(settings))) if callable(names) else []
+        return list(cls._declared_by_backend(settings, "models") or ())
 
     @classmethod
     def report_lines(cls, stats: StageStats) -> list[str]:
@@ -179,14 +175,22 @@ class Stage(ABC):
         """``process`` timed and counted; an exception becomes the video's dead letter (never raised)."""
         started = time.perf_counter()
         try:
-            result = self.process(item)
+            outcome: StageResult | Exception = self.process(item)
         except Exception as exc:  # noqa: BLE001 — the contract: one bad video is a dead letter, never a crash
-            result = StageResult(video_id=item.video_id, dead_letters=[self.dead_letter(exc, item)])
-        result.video_id = result.video_id or item.video_id
-        result.seconds = time.perf_counter() - started
+            outcome = exc
+        result = self.result_of(item, outcome, started)
         self._worker.videos += 1
         self._worker.clips += len(item.clips)
         self._worker.seconds += result.seconds
+        return result
+
+    def result_of(self, item: VideoItem, outcome: StageResult | Exception, started: float) -> StageResult:
+        """What ``process`` did for ``item`` as its result, timed from ``started``: an exception becomes the
+        video's dead letter."""
+        result = outcome if isinstance(outcome, StageResult) else \
+            StageResult(video_id=item.video_id, dead_letters=[self.dead_letter(outcome, item)])
+        result.video_id = result.video_id or item.video_id
+        result.seconds = time.perf_counter() - started
         return result
 
     def run_many(self, items: list[VideoItem]) -> list[StageResult]:

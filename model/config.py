@@ -215,15 +215,10 @@ def preset_config(name: str, **overrides: Any) -> ModelConfig:
     return cfg.model_validate({**cfg.model_dump(), **overrides}) if overrides else cfg
 
 
-def resolve_model(name: str) -> str:
-    """A model name as the local folder ``from_pretrained`` takes: an existing folder, an embedded model's cache name,
-    or a hub repository prefetched into the cache (``infra.model_cache.resolve``; nothing is downloaded here)."""
-    return resolve(name)
-
-
 def model_available(name: str) -> bool:
+    """Whether ``name`` resolves to a local folder (``infra.model_cache.resolve``: nothing is downloaded)."""
     try:
-        resolve_model(name)
+        resolve(name)
     except ModelCacheError:
         return False
     return True

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from infra.registry import Registry
-from model.config import AudioConfig, VisionConfig, resolve_model
+from infra.model_cache import resolve as resolve_model
+from model.config import AudioConfig, VisionConfig
 from schemas.handoff import SAMPLE_RATE
 
 MEL_FRAMES = 3000  # one Whisper window: 30 s at 100 frames/s

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.config import LLMConfig, resolve_model
+from infra.model_cache import resolve as resolve_model
+from model.config import LLMConfig
 from model.encoders import fingerprint, seeded
 
 LLM_INIT_SEED = 2024

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.media_chain import MEDIA_STAGES, media_task
+from flows.media_chain import builtin_media_stages, media_task
 from flows.sources import dedup_sources
 from schemas.records import Clip, KeyframeHash, VideoRecord, video_id_of_clip
 from schemas.settings import Dedup, load_settings
@@ -76,9 +76,9 @@ def media(shared_media, tmp_path_factory):
     out = {}
     for name, path in (("original", original), ("copy", copy), ("reencoded", reencoded), ("spliced", spliced),
                        ("other", shared_media / "chaplin.mp4")):
-        outcome, _ = media_task(str(path), str(root / "ds"), cfg, MEDIA_STAGES)
-        assert not outcome.item.failed_stages, outcome.item.dead_letters
-        out[name] = Media(outcome.item.rows("videos")[0], outcome.item.rows("fingerprints"), outcome.item.clips)
+        item, _ = media_task(str(path), str(root / "ds"), cfg, builtin_media_stages())
+        assert not item.failed_stages, item.dead_letters
+        out[name] = Media(item.rows("videos")[0], item.rows("fingerprints"), item.clips)
     return out
 
 

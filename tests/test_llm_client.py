@@ -226,7 +226,7 @@ def test_strict_schema_is_flat():
 def test_client_from_settings_uses_the_profile():
     llm = load_settings("local-cpu").llm
     client = LLMClient.from_settings(llm, cache_path=None)
-    assert client.base_url == llm.resolved_base_url and client.model == llm.resolved_model
+    assert [r.url for r in client.replicas] == [llm.resolved_base_url] and client.model == llm.resolved_model
     assert (client.max_concurrency, client.timeout_s, client.max_retries) == (llm.max_concurrency, llm.timeout_s,
                                                                               llm.max_retries)
     assert client.sampling()["max_tokens"] == llm.max_tokens and client.sampling()["seed"] == llm.seed

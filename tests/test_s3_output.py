@@ -12,7 +12,7 @@ import pytest
 
 from flows import llm_cache
 from schemas.commit import commit_video, committed, sweep_uncommitted
-from flows.media_chain import MEDIA_STAGES, media_task
+from flows.media_chain import builtin_media_stages, media_task
 from flows.preflight import PreflightError, preflight
 from infra.llm_client import RequestCache
 from schemas.handoff import VideoMedia
@@ -72,8 +72,7 @@ def test_the_media_task_puts_the_files_in_the_bucket_and_hands_the_media_over_in
     uri = fresh(s3)
     cfg = load_settings("local-cpu").model_copy(deep=True)
     cfg.paths.scratch_dir = tmp_path / "scratch"
-    outcome, media = media_task(str(shared_media / "big_buck_bunny_0_30.webm"), uri, cfg, MEDIA_STAGES)
-    item = outcome.item
+    item, media = media_task(str(shared_media / "big_buck_bunny_0_30.webm"), uri, cfg, builtin_media_stages())
     assert not item.failed_stages and isinstance(media, VideoMedia)
     video, clips = item.rows("videos")[0], item.clips
     store, vid = DatasetStore.of(uri), video.video_id
@@ -82,15 +81,15 @@ def test_the_media_task_puts_the_files_in_the_bucket_and_hands_the_media_over_in
     assert media.audio.dtype == np.float32 and media.audio.shape[0] == item.value("audio").num_samples
     assert all(all(media.keyframes[c.clip_id]) for c in clips)
     assert item.work_dir is None and item.media is None  # what travels back holds no path on this node
-    assert [name for name, _, _ in item.results] == MEDIA_STAGES
+    assert [name for name, _, _ in item.results] == ["acquire", "probe", "audio", "segment", "fingerprint"]
     assert len(dict((n, r) for n, r, _ in item.results)["segment"].tables["clips"]) == len(clips)
     # nothing is left in this node's scratch folder, so no later stage could read the video from here
     node_dirs = list((tmp_path / "scratch").glob("node-*"))
     assert len(node_dirs) == 1 and not any(node_dirs[0].iterdir())
 
-    bad, nothing = media_task(str(shared_media / "jfk.flac"), uri, cfg, MEDIA_STAGES)
-    assert nothing is None and bad.item.failed_stages == {"probe"}
-    assert [d.error_class for d in bad.item.dead_letters] == ["no_video_stream"]
+    bad, nothing = media_task(str(shared_media / "jfk.flac"), uri, cfg, builtin_media_stages())
+    assert nothing is None and bad.failed_stages == {"probe"}
+    assert [d.error_class for d in bad.dead_letters] == ["no_video_stream"]
     assert not any(node_dirs[0].iterdir())
 
 

@@ -27,12 +27,6 @@ VAD_PARAMETERS = {"min_silence_duration_ms": 1000, "speech_pad_ms": 300}
 LANGUAGE = None  # None: detect (settings has no field yet; see the perception report)
 
 
-def resolve_model(name: str) -> str:
-    """The CTranslate2 Whisper's local folder: a model-cache name, a prefetched hub repository
-    (``Systran/faster-whisper-large-v3``) or an existing folder (``infra.model_cache.resolve``)."""
-    return model_cache.resolve(name)
-
-
 @TRANSCRIBERS.register("faster-whisper")
 class WhisperASR:
     """A loaded faster-whisper model plus the transcription options of one ``settings.asr``."""
@@ -49,7 +43,7 @@ class WhisperASR:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         self.cfg = cfg
-        source = resolve_model(cfg.model)
+        source = model_cache.resolve(cfg.model)  # a cache name, a prefetched hub repository or a folder
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
         self.model = WhisperModel(source, device=cfg.device, compute_type=cfg.compute_type,
                                   cpu_threads=cfg.cpu_threads, download_root=str(model_cache.cache_dir()),

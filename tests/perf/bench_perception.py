@@ -36,7 +36,8 @@ from schemas.settings import load_settings
 from schemas.handoff import VideoItem
 from infra.stage import StageContext
 from tasks.asr import ASRStage
-from tasks.transcribers.whisper import LANGUAGE, VAD_PARAMETERS, resolve_model
+from infra.model_cache import resolve as resolve_model
+from tasks.transcribers.whisper import LANGUAGE, VAD_PARAMETERS
 from infra.audio_io import load_audio
 from schemas.paths import audio_path
 from tasks.audio_caption import AudioCaptionStage
