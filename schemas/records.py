@@ -71,6 +71,15 @@ class QAType(str, Enum):
     time_point_anchored = "time_point_anchored"
     time_range_anchored = "time_range_anchored"
     temporal_grounding = "temporal_grounding"
+    # Reasoning types beyond the paper's five (issue 31): order, count, evidence far apart, speech linked to picture.
+    temporal_ordering = "temporal_ordering"
+    counting = "counting"
+    long_range = "long_range"
+    speech_picture_link = "speech_picture_link"
+
+
+PAPER_TYPES = (QAType.global_av_inference, QAType.cross_scene_transition, QAType.time_point_anchored,
+               QAType.time_range_anchored, QAType.temporal_grounding)
 
 
 KIND_OF_TYPE: dict[QAType, QAKind] = {
@@ -79,6 +88,10 @@ KIND_OF_TYPE: dict[QAType, QAKind] = {
     QAType.time_point_anchored: QAKind.av_temporal,
     QAType.time_range_anchored: QAKind.av_temporal,
     QAType.temporal_grounding: QAKind.av_temporal,
+    QAType.temporal_ordering: QAKind.av_temporal,
+    QAType.counting: QAKind.av,
+    QAType.long_range: QAKind.av_temporal,
+    QAType.speech_picture_link: QAKind.av,
 }
 
 

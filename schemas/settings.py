@@ -175,8 +175,6 @@ class ASR(Section):
     vad: bool = True
     word_timestamps: bool = True
     cpu_threads: int = 2
-    # Seconds of audio per call, cut on clip bounds: memory stays bounded on long videos (0 = the whole audio).
-    chunk_s: float = 600.0
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
 
 
@@ -209,7 +207,13 @@ class VisualCaptioner(Section):
 class QAOptions(Section):
     """How the QA stage asks (``tasks.qa``); the profile's ``qa:`` section, the flow's parameters override it."""
 
+    # How many questions a video gets scales with what it holds: at least ``questions_per_type`` of each type its
+    # facts allow, and as many in all as ``questions_per_clip`` per clip and ``questions_per_minute`` per minute ask
+    # (the larger), spread over those types, at most ``max_questions_per_video``.
     questions_per_type: int = Field(default=1, ge=1)
+    questions_per_clip: float = Field(default=0.5, ge=0)
+    questions_per_minute: float = Field(default=2.0, ge=0)
+    max_questions_per_video: int = Field(default=60, ge=1)
     attempts_per_type: int = Field(default=3, ge=1)  # rounds: each asks again for a type still short of questions
     types: list[QAType] = Field(default_factory=lambda: list(QAType))
     # Cards per request: the system prompt and the reply's JSON frame are paid once per request, and requests in
@@ -267,7 +271,13 @@ class Demo(Section):
     """What `make demo` changes from the profile: a better LLM for QA text, more questions for AVBench."""
 
     llm_model: str | None = None  # a model-cache name served instead of llm.server.model; None: the profile's
+    # How many questions a video gets scales with what it holds: at least ``questions_per_type`` of each type its
+    # facts allow, and as many in all as ``questions_per_clip`` per clip and ``questions_per_minute`` per minute ask
+    # (the larger), spread over those types, at most ``max_questions_per_video``.
     questions_per_type: int = Field(default=1, ge=1)
+    questions_per_clip: float = Field(default=0.5, ge=0)
+    questions_per_minute: float = Field(default=2.0, ge=0)
+    max_questions_per_video: int = Field(default=60, ge=1)
 
 
 # The built-in pipeline, in order (``infra.pipeline``): media stages in one Ray task per source, perception in

@@ -1,13 +1,14 @@
-"""The ASR stage: a transcriber backend over a video's waveform in long chunks, then segments mapped onto its clips.
+"""The ASR stage: a transcriber backend over each clip of a video, its segments on the video's timeline.
 
 ``settings.asr.kind`` picks the backend from ``tasks.transcribers`` (faster-whisper with Silero VAD by default).
 
-Why long chunks, not one per clip: Whisper conditions on the previous text and needs context; cutting the audio
-at every clip bound would cut words and cost one decoder warm-up per clip. Why not one pass over the whole video:
-its memory (the VAD pass, the speech it collects) grows with the audio's length. So chunks of up to
-``settings.asr.chunk_s`` end on clip bounds (``clip_chunks``), where a sentence is least likely to be cut, and
-their times are shifted back onto the source timeline. Afterwards each word belongs to the clip that holds its
-midpoint, so a segment spanning a cut is split at a word boundary and no word is counted twice.
+Why one call per clip: text must never carry across a scene cut. Whisper decoding one stream over two unrelated
+recordings wrote the second speaker's sentence as the first's words carried on ("again in the Confu"), and a
+question quoted it; the same recording alone transcribes correctly. A clip is where the picture (and usually the
+speaker) changes, so each clip is decoded alone (with a second of context either side) and without the previous
+window's text as its prompt. Memory stays
+bounded by the longest clip; a clip with no speech costs only the VAD pass. Each word belongs to the clip that holds
+its midpoint (``speech_segments_for_clips``), so no word is counted twice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.audio_io import SAMPLE_RATE, clip_chunks, load_audio
+from infra.audio_io import SAMPLE_RATE, load_audio
 from infra.errors import PermanentError
 from infra.pipeline import STAGES
 from infra.stage import Stage
@@ -34,18 +35,45 @@ def _shifted(seg: TranscriptSegment, dt: float) -> TranscriptSegment:
         "words": [w.model_copy(update={"start_s": w.start_s + dt, "end_s": w.end_s + dt}) for w in seg.words]})
 
 
-def transcribe_spans(asr: Transcriber, path: Path | np.ndarray, spans: list[tuple[float, float]]) -> Transcript:
-    """The waveform's ``spans`` (a saved file or the array) transcribed one at a time (only that slice is read) on
-    the source timeline.
+CUT_CONTEXT_S = 1.0  # audio either side of a clip the model hears, so a word across a cut is decoded whole
 
-    The language is that of the span with the most speech (None when no span has any).
+
+def _inside(seg: TranscriptSegment, start_s: float, end_s: float, last: bool) -> TranscriptSegment | None:
+    """The part of ``seg`` whose words' midpoints lie in the clip [start_s, end_s) (closed for the last clip)."""
+    def holds(t: float) -> bool:
+        return start_s <= t < end_s or (last and t == end_s)
+
+    if not seg.words:
+        return seg if holds((seg.start_s + seg.end_s) / 2) else None
+    words = [w for w in seg.words if holds((w.start_s + w.end_s) / 2)]
+    if not words:
+        return None
+    if len(words) == len(seg.words):
+        return seg
+    return seg.model_copy(update={"words": words, "text": "".join(w.word for w in words).strip(),
+                                  "start_s": words[0].start_s, "end_s": words[-1].end_s})
+
+
+def transcribe_clips(asr: Transcriber, path: Path | np.ndarray, clips: list[Clip]) -> Transcript:
+    """Each clip of the waveform (a saved file or the array) transcribed alone, on the source timeline.
+
+    The model hears ``CUT_CONTEXT_S`` beyond each bound (cut in the middle of a word, Whisper invents an ending:
+    "cold to I'll see you in the next video"), and only the words whose midpoints lie in the clip are kept. The
+    language is that of the clip with the most speech (None when no clip has any); no clips: the whole audio.
     """
     duration = load_audio(path).shape[0] / SAMPLE_RATE
-    spans = spans or [(0.0, duration)]  # no clips: the whole audio, which still tells the video's language
-    parts = [(start, asr.transcribe(load_audio(path, start, end))) for start, end in spans]
-    _, main = max(parts, key=lambda p: sum(s.end_s - s.start_s for s in p[1].segments))
+    bounds = [(c.start_s, c.end_s) for c in sorted(clips, key=lambda c: c.start_s)] or [(0.0, duration)]
+    parts, segments = [], []
+    for k, (start, end) in enumerate(bounds):
+        heard_from = max(0.0, start - CUT_CONTEXT_S)
+        part = asr.transcribe(load_audio(path, heard_from, min(duration, end + CUT_CONTEXT_S)))
+        kept = [seg for seg in (_inside(_shifted(s, heard_from), start, end, k == len(bounds) - 1)
+                                for s in part.segments) if seg is not None]
+        parts.append((part, sum(s.end_s - s.start_s for s in kept)))
+        segments += kept
+    main, _ = max(parts, key=lambda p: p[1])
     return Transcript(language=main.language, language_probability=main.language_probability, duration_s=duration,
-                      segments=[_shifted(seg, start) for start, part in parts for seg in part.segments])
+                      segments=segments)
 
 
 def _clip_index(clips: list[Clip], starts: list[float], t: float) -> int | None:
@@ -99,15 +127,13 @@ def speech_segments_for_clips(transcript: Transcript, video_id: str, clips: list
     return out
 
 
-def transcribe_video(asr: Transcriber, audio: np.ndarray | None, video_id: str, clips: list[Clip],
-                     chunk_s: float | None = None) -> tuple[Transcript, list[SpeechSegment]]:
-    """Speech segments of one video's clips from its 16 kHz audio, in chunks of up to ``chunk_s`` (None:
-    ``asr.cfg.chunk_s``) seconds."""
+def transcribe_video(asr: Transcriber, audio: np.ndarray | None, video_id: str, clips: list[Clip]
+                     ) -> tuple[Transcript, list[SpeechSegment]]:
+    """Speech segments of one video's clips from its 16 kHz audio, each clip transcribed alone."""
     if audio is None:
         raise PermanentError(StageName.asr, video_id, "no decoded audio; the audio stage must run first",
                              error_class="audio_missing")
-    spans = clip_chunks(clips, asr.cfg.chunk_s if chunk_s is None else chunk_s)
-    transcript = transcribe_spans(asr, audio, spans)
+    transcript = transcribe_clips(asr, audio, clips)
     return transcript, speech_segments_for_clips(transcript, video_id, clips)
 
 

@@ -81,8 +81,23 @@ def keys_of(text: str) -> frozenset[str]:
     return frozenset(words(text) - _NOT_KEYS)
 
 
+_SENTENCE_END_RE = re.compile(r"[.!?]+\s+")
+_ABBREVIATIONS = frozenset("st mr mrs ms dr vs etc e.g i.e no approx".split())
+
+
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", text.strip()) if s.strip()]
+    """Sentences, whatever case follows the full stop (CoCa and many VLMs write lowercase), never split inside a
+    quotation (on-screen text may hold a full stop) or after an abbreviation ("St. Bernard")."""
+    out, start = [], 0
+    for m in _SENTENCE_END_RE.finditer(text):
+        before = text[start:m.start()]
+        last_word = before.rsplit(None, 1)[-1].lower() if before.split() else ""
+        if before.count('"') % 2 or last_word in _ABBREVIATIONS:
+            continue
+        out.append(text[start:m.end()].strip())
+        start = m.end()
+    out.append(text[start:].strip())
+    return [s for s in out if s.strip(" .!?")]
 
 
 def _lower_first(text: str) -> str:
@@ -156,12 +171,23 @@ def _label_phrase(label: str) -> tuple[str, str] | None:
     if _JUDGEMENTS.search(label):
         return None
     name = _PARENS_RE.sub("", label).strip()
-    place = name.split(",")[0].strip().lower()
-    if "," in name and place in ("inside", "outside", "indoor", "outdoor"):  # AudioSet's acoustic scenes
+    parts = [p.strip() for p in name.split(",") if p.strip()]
+    place = parts[0].lower() if parts else ""
+    if len(parts) > 1 and place in ("inside", "outside", "indoor", "outdoor"):  # AudioSet's acoustic scenes
         return f"{place} ambience", "label"
-    if "," in name and all(len(p.split()) <= 3 for p in name.split(",")):
-        name = name.split(",")[-1].strip()  # AudioSet lists synonyms, most specific last
-    return (_label_sound(name.lower()), "label") if name else None
+    if len(parts) > 1 and re.match(r"(?:and|or)\s", parts[-1], re.I):
+        # One class that names several things ("Dishes, pots, and pans"): said whole, as a person lists them.
+        name = ", ".join(parts[:-1]) + " " + parts[-1]
+    elif len(parts) > 1 and all(len(p.split()) <= 3 for p in parts):
+        name = parts[-1]  # AudioSet lists synonyms, most specific last ("Bird vocalization, bird call, bird song")
+    name = _PLAIN_NAMES.get(name.lower(), name.lower())
+    return (_label_sound(name), "label") if name else None
+
+
+# AudioSet names no one says aloud, and what a person says instead.
+_PLAIN_NAMES = {"mastication": "chewing", "man speaking": "a man speaking", "woman speaking": "a woman speaking",
+                "kid speaking": "a child speaking", "monologue": "speech", "speech synthesizer": "a synthetic voice",
+                "conversation": "people talking", "clip-clop": "hooves clip-clopping", "tick-tock": "a clock ticking"}
 
 
 # Sounds named without an article: what is heard as a mass, not as one thing sounding.
@@ -173,7 +199,8 @@ bird song birdsong babbling""".split())
 def _label_sound(name: str) -> str:
     """A tagger's class name as a sound: "music", "bird song", "the sound of a car", "the sound of wild animals"."""
     last = name.split()[-1]
-    if name in _MASS_SOUNDS or last in _MASS_SOUNDS or last.endswith(("noise", "ing")) or " song" in f" {name}":
+    if name.startswith(("a ", "an ", "the ", "people ", "hooves ")) or name in _MASS_SOUNDS or last in _MASS_SOUNDS \
+            or last.endswith(("noise", "ing")) or " song" in f" {name}":
         return name
     if last.endswith("s") and not last.endswith("ss"):
         return f"the sound of {name}"
@@ -204,8 +231,7 @@ def sounds_of(clip: ClipDescription | AudioCaption, *, speech: bool = True) -> l
     # in the caption has no times of its own.
     voiced = tuple(span for label, spans in _axis_items(clip.timbre) if _VOICE_RE.match(label) for span in spans)
     if narration.lower().startswith(_UNINTELLIGIBLE):
-        spans = tuple((float(a), float(b)) for a, b in _SPAN_RE.findall(narration))
-        facts.append(Fact("indistinct speech", keys_of("speech"), spans, "speech"))
+        pass  # the tagger alone heard a voice (it does over silent tracks): a speech claim needs the transcriber
     elif narration:
         facts.append(Fact(_speech_phrase(narration), keys_of(narration) | {"speech"}, voiced, "speech"))
     measured: list[Fact] = []
@@ -303,9 +329,14 @@ def facts_of(clip: ClipDescription) -> ClipFacts:
 # Things no clip of the video may have, to fill the options of a video with too few sights or sounds of its own.
 # Everyday, concrete, and each a class the embedded models can report (COCO objects, AudioSet sounds).
 SPARE_SIGHTS = ("a dog", "a car", "a bicycle", "a boat", "a horse", "a cat", "a clock", "an umbrella", "a train",
-                "a person")
+                "a person", "two people", "a potted plant", "a laptop", "a chair")
+# Spare sounds in the words the video's own sounds are said in (a tone by its pitch, a beat by its tempo), so a
+# spare is not told apart by its style; one that shares a word with any sound of the video is never used.
 SPARE_SOUNDS = ("a dog barking", "applause", "a car engine", "rain", "piano music", "a siren", "birdsong",
-                "church bells", "a crowd cheering", "thunder", "a telephone ringing", "a guitar")
+                "church bells", "a crowd cheering", "thunder", "a telephone ringing", "a guitar",
+                "a pure tone near 1200 Hz", "a regular beat at 75 bpm", "brown noise", "the sound of a door knocking",
+                "a man speaking", "the sound of an engine idling")
+POSITIONS = ("on the left", "in the centre", "on the right")
 
 
 def spare_facts(phrases: Sequence[str], kind: str) -> list[Fact]:

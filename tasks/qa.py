@@ -10,8 +10,9 @@
    no grammar to build before the request is scheduled, no JSON frame to generate. Code writes the anchors
    ("At t, ...", "From a to b, ...") and shuffles the options with a seeded RNG.
 4. Checks (``tasks.qa_checks``): a question that fails one becomes a ``DeadLetter`` (``check:<name>``), the others
-   ``QAItem`` with ``checks_passed``. A type short of ``questions_per_type`` accepted questions asks again with the
-   next targets of its plan, up to ``attempts_per_type`` rounds.
+   ``QAItem`` with ``checks_passed``. A type short of its accepted questions (``questions_wanted``: at least
+   ``questions_per_type``, more for a video with more clips and minutes) asks again with the next targets of its
+   plan, up to ``attempts_per_type`` rounds.
 
 The paper's LLM consistency pass over the fused descriptions is gone: the questions no longer read the fused prose,
 and the fusion stage itself rejects a description that names what perception never reported (``tasks.fuse``).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -195,22 +197,36 @@ async def _phrase(client: LLMClient, video_id: str, cards: list[PlannedQuestion]
     return reply.value
 
 
+def questions_wanted(options: QAOptions, n_types: int, clips: int, duration_s: float) -> int:
+    """How many accepted questions of each type a video asks for: its share of a total that grows with its clips
+    and minutes (``QAOptions``), at least ``questions_per_type``."""
+    if not n_types:
+        return 0
+    total = max(options.questions_per_clip * clips, options.questions_per_minute * duration_s / 60)
+    total = min(total, options.max_questions_per_video)
+    return max(options.questions_per_type, math.ceil(total / n_types))
+
+
 async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[ClipDescription],
-                      options: QAOptions | None = None, *, vocabulary: frozenset[str]) -> QAResult:
+                      options: QAOptions | None = None, *, vocabulary: frozenset[str],
+                      not_asked: frozenset[str] = frozenset()) -> QAResult:
     """QA for one video from its timeline; every failure is a dead letter, the run always completes.
-    ``vocabulary``: what the run's perception models can name (``tasks.grounding``)."""
+    ``vocabulary``: what the run's perception models can name (``tasks.grounding``). ``not_asked``: clips no
+    question is about (footage already in the dataset); they still count where a question counts or orders."""
     options = options or QAOptions()
     result = QAResult(video_id=video.video_id)
     timeline = sorted((c for c in timeline if c.video_id == video.video_id), key=lambda c: c.start_s)
-    if not timeline:
+    asked = [c for c in timeline if c.clip_id not in not_asked]
+    if not asked:
         result.dead_letters.append(DeadLetter(stage=StageName.qa, source_id=video.source, video_id=video.video_id,
                                               error_class="EmptyTimeline",
                                               message="no clip descriptions for this video", failed_at=utc_now()))
         return result
-    result.timeline = list(timeline)
-    kept, result.dropped_clip_ids = drop_redundant(timeline)
-    plan = VideoPlan.build(video.video_id, video.duration_s, kept, seed=client.seed)
+    result.timeline = list(asked)
+    kept, result.dropped_clip_ids = drop_redundant(asked)
+    plan = VideoPlan.build(video.video_id, video.duration_s, kept, seed=client.seed, every=timeline)
     types = [t for t in options.types if plan.candidates.get(t)]
+    per_type = questions_wanted(options, len(types), len(kept), video.duration_s)
     result.skipped_types = {t.value: f"the timeline's {len(kept)} clip(s) give no {t.value} question with four "
                                      f"options of which exactly one is true"
                             for t in options.types if not plan.candidates.get(t)}
@@ -220,8 +236,7 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
     keys: list[str] = []
     failures: Counter[str] = Counter()
     for round_no in range(options.attempts_per_type):
-        wanted = {t: plan.take(t, options.questions_per_type - accepted[t]) for t in types
-                  if accepted[t] < options.questions_per_type}
+        wanted = {t: plan.take(t, per_type - accepted[t]) for t in types if accepted[t] < per_type}
         cards = _interleaved(wanted)
         if not cards:
             break
@@ -270,10 +285,9 @@ class QAStage(LLMStage):
     writes = {"qa": QAItem}
 
     async def process_async(self, item: VideoItem) -> StageResult:
-        repeated = {r.clip_id for r in item.rows("dedup")}
-        timeline = sorted((d for d in item.rows("descriptions") if d.clip_id not in repeated), key=lambda d: d.start_s)
-        result = await generate_qa(self.client, item.rows("videos")[0], timeline, self.cfg,
-                                   vocabulary=self.context.vocabulary)
+        repeated = frozenset(r.clip_id for r in item.rows("dedup"))
+        result = await generate_qa(self.client, item.rows("videos")[0], item.rows("descriptions"), self.cfg,
+                                   vocabulary=self.context.vocabulary, not_asked=repeated)
         return StageResult(tables={"qa": result.items}, dead_letters=result.dead_letters,
                            counts={"drafts": result.drafts},
                            tallies={"check_failures": result.check_failures,

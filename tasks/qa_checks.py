@@ -27,6 +27,10 @@ MAX_QUESTION_CHARS = 240  # beyond the anchor: a question that long has stopped 
 DUPLICATE_OVERLAP = 0.9  # token Jaccard at or above which two questions count as the same question
 
 ANCHORED_TYPES = (QAType.time_point_anchored, QAType.time_range_anchored, QAType.temporal_grounding)
+UNANCHORED_TYPES = tuple(t for t in QAType if t not in ANCHORED_TYPES)
+# Types whose options are intervals or counts: they name no sight or sound, so only the question is read for them.
+NAMELESS_OPTION_TYPES = (QAType.temporal_grounding, QAType.counting)
+LENGTH_MARGIN = 1.3  # the correct option this many times longer (or shorter) than every wrong one stands out
 
 # Words that carry no content of either modality: function words, and the meta-vocabulary of the task itself
 # ("what sound is heard in the scene") that would otherwise count as mentioning both sight and sound.
@@ -137,7 +141,7 @@ _MOMENT_RE = re.compile(r"\b(?:this|that|a given|the given) (?:moment|instant|ti
 def question_is_anchored_as_its_type(d: QADraft, ctx: VideoContext) -> str | None:
     """A question about the whole video, or about a change of scene, does not speak of "this moment": it has no
     moment (a model rewriting one question may borrow the words of another type)."""
-    if d.type in (QAType.global_av_inference, QAType.cross_scene_transition) and _MOMENT_RE.search(d.question):
+    if d.type in UNANCHORED_TYPES and _MOMENT_RE.search(d.question):
         return f"a {d.type.value} question speaks of a moment it does not state: {d.question!r}"
     return None
 
@@ -172,9 +176,29 @@ def pointing_words(question: str, options: list[str], answer_index: int) -> str 
 
 def question_does_not_point_to_answer(d: QADraft, ctx: VideoContext) -> str | None:
     """No word of the question singles out the correct option (``pointing_words``); interval options are exempt."""
-    if d.type == QAType.temporal_grounding or not 0 <= d.answer_index < len(d.options):
+    if d.type in NAMELESS_OPTION_TYPES or not 0 <= d.answer_index < len(d.options):
         return None
     return pointing_words(d.question, d.options, d.answer_index)
+
+
+def singled_out_by_length(options: list[str] | tuple[str, ...], answer_index: int) -> str | None:
+    """Why the correct option stands out by its length, or None: it is longer (or shorter) than every wrong option
+    by ``LENGTH_MARGIN`` (a reader who picks the longest option must not score)."""
+    correct = len(options[answer_index])
+    wrong = [len(o) for i, o in enumerate(options) if i != answer_index]
+    if correct >= LENGTH_MARGIN * max(wrong):
+        return f"the correct option ({correct} characters) is much the longest (the others at most {max(wrong)})"
+    if LENGTH_MARGIN * correct <= min(wrong):
+        return f"the correct option ({correct} characters) is much the shortest (the others at least {min(wrong)})"
+    return None
+
+
+def options_not_singled_out_by_length(d: QADraft, ctx: VideoContext) -> str | None:
+    """The correct option is not told apart by its length (``singled_out_by_length``); intervals and counts are
+    exempt."""
+    if d.type in NAMELESS_OPTION_TYPES or not 0 <= d.answer_index < len(d.options) or len(d.options) < 2:
+        return None
+    return singled_out_by_length(d.options, d.answer_index)
 
 
 def answer_index_valid(d: QADraft, ctx: VideoContext) -> str | None:
@@ -222,7 +246,7 @@ def timestamps_match_clips(d: QADraft, ctx: VideoContext) -> str | None:
     if not evidence:
         return "no known evidence clip to anchor to"
     stated = [parse_hms(m) for m in TIMESTAMP_RE.findall(d.question)]
-    if d.type in (QAType.global_av_inference, QAType.cross_scene_transition):
+    if d.type in UNANCHORED_TYPES:
         if d.start_s is not None or d.end_s is not None:
             return f"{d.type.value} is not anchored but has start_s/end_s"
         return None
@@ -271,7 +295,7 @@ def involves_seen_and_heard(d: QADraft, ctx: VideoContext) -> str | None:
         seen_words |= content_words(c.visual)
         heard_words |= content_words(" ".join((c.narration, c.environment, c.timbre, c.event, c.emotion)))
     text = d.question
-    if d.type != QAType.temporal_grounding and 0 <= d.answer_index < len(d.options):
+    if d.type not in NAMELESS_OPTION_TYPES and 0 <= d.answer_index < len(d.options):
         text += " " + d.options[d.answer_index]
     words = content_words(text)
     seen_hits, heard_hits = words & seen_words, words & heard_words
@@ -290,7 +314,7 @@ def names_only_what_the_timeline_has(d: QADraft, ctx: VideoContext) -> str | Non
     (``tasks.grounding``). The fused descriptions are not evidence here: they are an LLM's words too."""
     timeline = [t for c in ctx.clips for t in (c.visual, c.narration, c.environment, c.timbre, c.event, c.emotion)]
     text = d.question
-    if d.type != QAType.temporal_grounding and 0 <= d.answer_index < len(d.options):
+    if d.type not in NAMELESS_OPTION_TYPES and 0 <= d.answer_index < len(d.options):
         text += " " + d.options[d.answer_index]
     missing = ungrounded_names(text, timeline, vocabulary=ctx.vocabulary)
     if missing:
@@ -324,6 +348,7 @@ CHECKS: tuple[Check, ...] = (
     question_is_anchored_as_its_type,
     question_names_its_cues,
     question_does_not_point_to_answer,
+    options_not_singled_out_by_length,
     answer_index_valid,
     options_distinct,
     evidence_clips_known,

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 from schemas.records import ClipDescription, QAType, clip_index_of, hms, parse_hms
-from tasks.qa_checks import pointing_words
-from tasks.clip_facts import SPARE_SIGHTS, SPARE_SOUNDS, ClipFacts, Fact, facts_of, spare_facts
+from tasks.qa_checks import NAMELESS_OPTION_TYPES, pointing_words, singled_out_by_length
+from tasks.clip_facts import POSITIONS, keys_of, SPARE_SIGHTS, SPARE_SOUNDS, ClipFacts, Fact, facts_of, spare_facts
 
 # Draft questions per type, in a few wordings (one picked per question with a seeded RNG). The model rewrites the
 # draft in its own words; a small model often keeps it nearly as it is, which is still a correct question.
@@ -58,6 +58,23 @@ DRAFTS: dict[QAType, tuple[str, ...]] = {
     QAType.temporal_grounding: (
         "Which time range best captures the moment when {sight} is seen and {sound} is heard?",
         "When is {sight} visible while {sound} can be heard?",
+    ),
+    QAType.temporal_ordering: (
+        "Which of these moments comes first in the video?",
+        "Of these sights with their sounds, which happens earliest in the video?",
+        "Which of these happens before the other three?",
+    ),
+    QAType.counting: (
+        "How many separate times is {sight} seen while {sound} is heard?",
+        "How often does the video show {sight} together with {sound}?",
+    ),
+    QAType.long_range: (
+        "{Sound} is heard at two separate times; what is on screen the {ordinal} time?",
+        "What is shown the {ordinal} time that {sound} is heard?",
+    ),
+    QAType.speech_picture_link: (
+        "What is on screen when you hear {sound}?",
+        "Which of these is shown while there is {sound}?",
     ),
 }
 
@@ -97,6 +114,7 @@ class PlannedQuestion:
     start_s: float | None = None
     end_s: float | None = None
     key: str = ""  # what the target is (a clip, a time, a sound)
+    ordinal: str = ""  # long range: "first" or "second", the occurrence the question asks about
     rank: int = 0  # lower is asked first: designs that need both senses before those one sense can answer
 
     draft: str = ""  # the question in code's words, for the model to rewrite
@@ -115,16 +133,24 @@ class VideoPlan:
 
     video_id: str
     duration_s: float
-    facts: list[ClipFacts]
+    facts: list[ClipFacts]  # the clips questions are about (a clip repeating the one before it is left out)
     seed: int = 0
+    # Every clip of the video, repeats included: what counts and "the second time" are counted on. Empty when the
+    # timeline has a gap (a clip without a description), where a count could miss a time.
+    timeline: list[ClipFacts] = field(default_factory=list)
     candidates: dict[QAType, list[PlannedQuestion]] = field(default_factory=dict)
     _taken: dict[QAType, int] = field(default_factory=dict)
     _returned: dict[QAType, list[PlannedQuestion]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, video_id: str, duration_s: float, timeline: Sequence[ClipDescription], seed: int = 0
-              ) -> "VideoPlan":
-        plan = cls(video_id, duration_s, [facts_of(c) for c in sorted(timeline, key=lambda c: c.start_s)], seed)
+    def build(cls, video_id: str, duration_s: float, timeline: Sequence[ClipDescription], seed: int = 0,
+              every: Sequence[ClipDescription] | None = None) -> "VideoPlan":
+        """``timeline``: the clips to ask about; ``every``: all clips of the video (default: ``timeline``)."""
+        facts = [facts_of(c) for c in sorted(timeline, key=lambda c: c.start_s)]
+        by_id = {f.clip_id: f for f in facts}
+        whole = [by_id.get(c.clip_id) or facts_of(c) for c in sorted(every or timeline, key=lambda c: c.start_s)]
+        complete = [_index(f.clip_id) for f in whole] == list(range(len(whole)))
+        plan = cls(video_id, duration_s, facts, seed, whole if complete else [])
         for qa_type, planner in PLANNERS.items():
             found = [_with_draft(q, plan) for q in _distinct(planner(plan))]
             random.Random(stable_seed(seed, video_id, qa_type.value)).shuffle(found)
@@ -153,7 +179,14 @@ class VideoPlan:
         return _distinct_facts(s for f in self.facts for s in f.sounds)
 
     def spare_sights(self) -> list[Fact]:
-        return [s for s in spare_facts(SPARE_SIGHTS, "spare") if not any(f.shows(s) for f in self.facts)]
+        """Everyday things no clip shows; placed like the detector places its own ("a dog on the left") when the
+        video's sights are, so that a spare does not stand out by its wording."""
+        placed = any(s.phrase.endswith(POSITIONS) for s in self.sights())
+        spares = [s for s in spare_facts(SPARE_SIGHTS, "spare") if not any(f.shows(s) for f in self.facts)]
+        if placed:
+            spares = [replace(s, phrase=f"{s.phrase} {self.rng('spare', s.phrase).choice(POSITIONS)}")
+                      for s in spares]
+        return spares
 
     def spare_sounds(self) -> list[Fact]:
         return [s for s in spare_facts(SPARE_SOUNDS, "spare") if not any(f.sounds_like(s) for f in self.facts)]
@@ -168,7 +201,8 @@ class VideoPlan:
 def _with_draft(q: PlannedQuestion, plan: "VideoPlan") -> PlannedQuestion:
     wordings = DRAFTS[q.type]
     wording = wordings[plan.rng("draft", q.type.value, q.key).randrange(len(wordings))]
-    names = {"sound": q.cues[-1] if q.cues else "", "sight": q.cues[0] if q.cues else ""}
+    names = {"sound": q.cues[-1] if q.cues else "", "sight": q.cues[0] if q.cues else "", "ordinal": q.ordinal}
+    names["Sound"] = _cap(names["sound"])
     if q.type == QAType.cross_scene_transition:
         names = {"first": q.cues[0], "second": q.cues[1]}
     return replace(q, draft=wording.format(**names))
@@ -183,25 +217,35 @@ def _distinct_facts(facts: Iterable[Fact]) -> list[Fact]:
 
 
 def _distinct(questions: list[PlannedQuestion]) -> list[PlannedQuestion]:
-    """Each question once, with four different options, and none whose cues alone point at the answer (a sound
-    cue whose words name the correct sight: the planner's own giveaway, not a model's)."""
+    """Each question once, with four different options, none whose cues alone point at the answer (a sound cue
+    whose words name the correct sight: the planner's own giveaway, not a model's) and none whose correct option
+    stands out by its length."""
     seen: set[tuple] = set()
     out = []
     for q in questions:
         ident = (q.anchor, q.options[0], q.cues)
-        pointed = (q.type != QAType.temporal_grounding and q.cues
-                   and pointing_words(" ".join(q.cues), list(q.options), 0))
+        named = q.type not in NAMELESS_OPTION_TYPES
+        pointed = named and q.cues and pointing_words(" ".join(q.cues), list(q.options), 0)
+        if named and singled_out_by_length(q.options, 0):
+            continue
         if ident not in seen and len({o.casefold() for o in q.options}) == 4 and not pointed:
             seen.add(ident)
             out.append(q)
     return out
 
 
-def _pick(pool: Sequence[Fact], ok, rng: random.Random, n: int = 1, avoid: Sequence[Fact] = ()) -> list[Fact]:
+LENGTH_BAND = 8  # characters: wrong options are drawn from the band nearest the correct phrase's length first
+
+
+def _pick(pool: Sequence[Fact], ok, rng: random.Random, n: int = 1, avoid: Sequence[Fact] = (),
+          near: int | None = None) -> list[Fact]:
     """Up to ``n`` facts of ``pool`` (seeded order) for which ``ok`` holds, that differ from ``avoid`` and each
-    other."""
+    other. ``near``: the correct phrase's length; candidates of a similar length come first, so that the correct
+    option is not the one a reader could pick by its length (a seeded order within each band)."""
     candidates = list(pool)
     rng.shuffle(candidates)
+    if near is not None:
+        candidates.sort(key=lambda f: abs(len(f.phrase) - near) // LENGTH_BAND)
     chosen: list[Fact] = []
     for f in candidates:
         if ok(f) and all(f.differs_from(o) for o in [*avoid, *chosen]):
@@ -212,11 +256,11 @@ def _pick(pool: Sequence[Fact], ok, rng: random.Random, n: int = 1, avoid: Seque
 
 
 def _own_then_spare(own: Sequence[Fact], spare: Sequence[Fact], ok, rng: random.Random, n: int,
-                    avoid: Sequence[Fact]) -> list[Fact]:
+                    avoid: Sequence[Fact], near: int | None = None) -> list[Fact]:
     """Wrong facts from the video's own first (plausible to anyone who did not watch and listen), then spares."""
-    chosen = _pick(own, ok, rng, n, avoid)
+    chosen = _pick(own, ok, rng, n, avoid, near)
     if len(chosen) < n:
-        chosen += _pick(spare, ok, rng, n - len(chosen), [*avoid, *chosen])
+        chosen += _pick(spare, ok, rng, n - len(chosen), [*avoid, *chosen], near)
     return chosen
 
 
@@ -226,10 +270,10 @@ def _own_then_spare(own: Sequence[Fact], spare: Sequence[Fact], ok, rng: random.
 def _crossed(plan: VideoPlan, sight: Fact, sound: Fact, rng: random.Random, *, never_with) -> tuple[str, ...] | None:
     """The four crossed options (correct first): (A, X), (A, Z), (B, X), (B, Z)."""
     wrong_sound = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda z: never_with(sight, z), rng, 1,
-                                  [sound])
+                                  [sound], near=len(sound.phrase))
     wrong_sight = _own_then_spare(plan.sights(), plan.spare_sights(),
                                   lambda b: never_with(b, sound) and (not wrong_sound or never_with(b, wrong_sound[0])),
-                                  rng, 1, [sight])
+                                  rng, 1, [sight], near=len(sight.phrase))
     if not wrong_sound or not wrong_sight:
         return None
     z, b = wrong_sound[0], wrong_sight[0]
@@ -309,7 +353,7 @@ def plan_time_range(plan: VideoPlan) -> list[PlannedQuestion]:
                 rng = plan.rng("range2", here.clip_id, sound.phrase)
                 wrong = _own_then_spare(plan.sights(), plan.spare_sights(),
                                         lambda s, a=a, b=b: not a.shows(s) and not b.shows(s), rng, 2,
-                                        [sight, other_sight])
+                                        [sight, other_sight], near=len(sight.phrase))
                 if len(wrong) < 2:
                     continue
                 options = (_cap(sight.phrase), _cap(other_sight.phrase), *(_cap(w.phrase) for w in wrong))
@@ -321,7 +365,7 @@ def plan_time_range(plan: VideoPlan) -> list[PlannedQuestion]:
             for sound in f.sounds[:2]:
                 rng = plan.rng("range1", f.clip_id, sound.phrase)
                 wrong = _own_then_spare(plan.sights(), plan.spare_sights(), lambda s, f=f: not f.shows(s), rng, 3,
-                                        [sight])
+                                        [sight], near=len(sight.phrase))
                 if len(wrong) < 3:
                     continue
                 options = (_cap(sight.phrase), *(_cap(w.phrase) for w in wrong))
@@ -357,9 +401,10 @@ def plan_transition(plan: VideoPlan) -> list[PlannedQuestion]:
         if x is None or y is None or not x.differs_from(y):
             continue  # the sound must really change too
         rng = plan.rng("transition", a.clip_id)
-        w = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s, b=b: not b.sounds_like(s), rng, 1, [x, y])
+        w = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s, b=b: not b.sounds_like(s), rng, 1, [x, y],
+                            near=len(y.phrase))
         v = _own_then_spare(plan.sounds(), plan.spare_sounds(), lambda s, a=a: not a.sounds_like(s), rng, 1,
-                            [x, y, *w])
+                            [x, y, *w], near=len(x.phrase))
         if not w or not v:
             continue
         options = (sequence_option(x, y), sequence_option(y, x), sequence_option(x, w[0]), sequence_option(v[0], y))
@@ -387,10 +432,160 @@ def plan_grounding(plan: VideoPlan) -> list[PlannedQuestion]:
     return out
 
 
+# -- reasoning types: order, count, long range, what is seen when a voice says something ---------------------------
+
+
+def _runs(plan: VideoPlan, holds) -> list[list[ClipFacts]]:
+    """The separate stretches of the whole timeline (neighbouring clips joined) where ``holds(clip)`` is true."""
+    runs: list[list[ClipFacts]] = []
+    last = None
+    for f in plan.timeline:
+        if holds(f):
+            if runs and last is not None and _index(f.clip_id) == _index(last.clip_id) + 1 and holds(last):
+                runs[-1].append(f)
+            else:
+                runs.append([f])
+        last = f
+    return runs
+
+
+def _has_sight(f: ClipFacts, sight: Fact) -> bool:
+    return any(s.phrase == sight.phrase for s in f.sights)
+
+
+def _has_sound(f: ClipFacts, sound: Fact) -> bool:
+    return any(s.phrase == sound.phrase for s in f.sounds)
+
+
+def plan_ordering(plan: VideoPlan) -> list[PlannedQuestion]:
+    """Which of four moments (a sight with a sound, each of a different clip) comes first. Every option is true of
+    its own clip; the wrong ones are true of no clip up to the correct one's (so only the correct one is first)."""
+    out = []
+    if not plan.timeline:
+        return out  # a clip without a description could hold an option earlier
+    events = [(f, f.main_sight, s) for f in plan.facts if f.main_sight for s in f.sounds[:1]]
+    for k, (first, sight, sound) in enumerate(events):
+        later = [(g, a, x) for g, a, x in events[k + 1:]
+                 if a.differs_from(sight) and x.differs_from(sound)
+                 and not any(h.shows(a) and h.sounds_like(x) for h in plan.timeline if h.start_s <= first.start_s)]
+        rng = plan.rng("ordering", first.clip_id)
+        rng.shuffle(later)
+        chosen: list[tuple[ClipFacts, Fact, Fact]] = []
+        for g, a, x in later:
+            if all(a.differs_from(b) and x.differs_from(y) for _, b, y in chosen):
+                chosen.append((g, a, x))
+            if len(chosen) == 3:
+                break
+        if len(chosen) < 3:
+            continue
+        options = (pair_option(sight, sound), *(pair_option(a, x) for _, a, x in chosen))
+        evidence = tuple(sorted({first.clip_id, *(g.clip_id for g, _, _ in chosen)}, key=_index))
+        out.append(PlannedQuestion(QAType.temporal_ordering, evidence, options, key=first.clip_id,
+                                   rank=_weak(sight)))
+    return out
+
+
+COUNT_WORDS = ("Once", "Twice", "Three times", "Four times", "Five times")
+
+
+def plan_counting(plan: VideoPlan) -> list[PlannedQuestion]:
+    """How many separate times a sight is seen while a sound is heard: the stretches of the whole timeline whose
+    clips have both (these very phrases). Asked only where no other clip may have them too (a clip whose words meet
+    the sight and the sound without those phrases would make the count uncertain)."""
+    out = []
+    seen: set[tuple[str, str]] = set()
+    for f in plan.facts:
+        for sight in f.sights[:1]:
+            for sound in f.sounds[:2]:
+                if (sight.phrase, sound.phrase) in seen:
+                    continue
+                seen.add((sight.phrase, sound.phrase))
+                sure = _runs(plan, lambda g, a=sight, x=sound: _has_sight(g, a) and _has_sound(g, x))
+                maybe = _runs(plan, lambda g, a=sight, x=sound: g.shows(a) and g.sounds_like(x))
+                n = len(sure)
+                # Once is not asked: in short videos nearly every pair is seen once, and "Once" would be the answer
+                # a reader learns to pick without looking.
+                if sure != maybe or not 2 <= n <= len(COUNT_WORDS):
+                    continue
+                rng = plan.rng("counting", sight.phrase, sound.phrase)
+                others = sorted((c for c in range(1, len(COUNT_WORDS) + 1) if c != n),
+                                key=lambda c: (abs(c - n), rng.random()))[:3]
+                options = (COUNT_WORDS[n - 1], *(COUNT_WORDS[c - 1] for c in others))
+                # Both senses: the sight alone, or the sound alone, would be counted differently.
+                alone = {len(_runs(plan, lambda g, a=sight: _has_sight(g, a))),
+                         len(_runs(plan, lambda g, x=sound: _has_sound(g, x)))}
+                evidence = tuple(g.clip_id for run in sure for g in run)
+                out.append(PlannedQuestion(QAType.counting, evidence, options, cues=(sight.phrase, sound.phrase),
+                                           key=f"{sight.phrase}+{sound.phrase}",
+                                           rank=(0 if alone != {n} else 1) + _weak(sight)))
+    return out
+
+
+LONG_RANGE_FRACTION = 0.25  # two stretches at least this share of the video apart (and one clip between them)
+
+
+def plan_long_range(plan: VideoPlan) -> list[PlannedQuestion]:
+    """A sound heard at two times far apart, and what is on screen the first or the second time: the other time's
+    sight is among the wrong options, so a reader must find the right occurrence by ear and then look."""
+    out = []
+    for sound in plan.sounds():
+        sure = _runs(plan, lambda g, x=sound: _has_sound(g, x))
+        if len(sure) != 2 or sure != _runs(plan, lambda g, x=sound: g.sounds_like(x)):
+            continue
+        early, late = sure[0][0], sure[1][0]
+        gap = late.start_s - sure[0][-1].end_s
+        if gap < LONG_RANGE_FRACTION * plan.duration_s or _index(late.clip_id) - _index(sure[0][-1].clip_id) < 2:
+            continue
+        if not (early.main_sight and late.main_sight) or not early.main_sight.differs_from(late.main_sight):
+            continue
+        for which, here, there in (("first", early, late), ("second", late, early)):
+            sight, trap = here.main_sight, there.main_sight
+            if here.shows(trap) or there.shows(sight):
+                continue
+            rng = plan.rng("long_range", sound.phrase, which)
+            wrong = _own_then_spare(plan.sights(), plan.spare_sights(), lambda s, h=here: not h.shows(s), rng, 2,
+                                    [sight, trap], near=len(sight.phrase))
+            if len(wrong) < 2:
+                continue
+            options = (_cap(sight.phrase), _cap(trap.phrase), *(_cap(w.phrase) for w in wrong))
+            out.append(PlannedQuestion(QAType.long_range, (early.clip_id, late.clip_id), options,
+                                       cues=(sound.phrase,), key=f"{sound.phrase}@{which}", ordinal=which,
+                                       rank=_weak(sight)))
+    return out
+
+
+def plan_speech_picture(plan: VideoPlan) -> list[PlannedQuestion]:
+    """What is on screen while a voice says a quoted phrase: the words pick the clip (by ear), the sight answers."""
+    out = []
+    for f in plan.facts:
+        speech = next((s for s in f.sounds if s.kind == "speech"), None)
+        if speech is None or not f.main_sight:
+            continue
+        # The quoted words must be this clip's alone: said elsewhere too, the moment is not one.
+        said = keys_of(f.clip.narration)
+        if not plan.timeline or any(g.clip_id != f.clip_id and said <= keys_of(g.clip.narration)
+                                    for g in plan.timeline):
+            continue
+        sight = f.main_sight
+        rng = plan.rng("speech", f.clip_id)
+        wrong = _own_then_spare(plan.sights(), plan.spare_sights(), lambda s, f=f: not f.shows(s), rng, 3, [sight],
+                                near=len(sight.phrase))
+        if len(wrong) < 3:
+            continue
+        options = (_cap(sight.phrase), *(_cap(w.phrase) for w in wrong))
+        out.append(PlannedQuestion(QAType.speech_picture_link, (f.clip_id,), options, cues=(speech.phrase,),
+                                   key=f.clip_id, rank=_weak(sight)))
+    return out
+
+
 PLANNERS = {
     QAType.global_av_inference: plan_global,
     QAType.cross_scene_transition: plan_transition,
     QAType.time_point_anchored: plan_time_point,
     QAType.time_range_anchored: plan_time_range,
     QAType.temporal_grounding: plan_grounding,
+    QAType.temporal_ordering: plan_ordering,
+    QAType.counting: plan_counting,
+    QAType.long_range: plan_long_range,
+    QAType.speech_picture_link: plan_speech_picture,
 }

@@ -21,7 +21,7 @@ from schemas.mcq import LETTERS
 from benchmark.counterfactual import audio_donors, drop_rows, not_measuring_listening, paired_drop_ci, sign_test_p
 from benchmark.run import run_avbench
 from benchmark.score import predict
-from schemas.records import AVBenchItem, QAType
+from schemas.records import PAPER_TYPES, AVBenchItem
 from test_benchmark_support import make_dataset, video_id
 
 CONFIG = BuildConfig(heldout_fraction=1.0, similarity="token_overlap")
@@ -122,7 +122,7 @@ def test_the_drop_is_computed_right_and_a_deaf_model_is_flagged(bench):
     ds, items = bench
     context = BenchContext(ds)
     donors = audio_donors(sorted({it.video_id for it in items}), sorted({it.video_id for it in items}))
-    share_a = {t: np.mean([it.answer_letter == "A" for it in items if it.type == t]) for t in QAType}
+    share_a = {t: np.mean([it.answer_letter == "A" for it in items if it.type == t]) for t in PAPER_TYPES}
 
     hears = HearsTheClipSound(context)
     original = predict(hears, items)
@@ -133,7 +133,7 @@ def test_the_drop_is_computed_right_and_a_deaf_model_is_flagged(bench):
         assert twin.fingerprint() != hears.fingerprint() and hears.audio_condition == "original"
         rows += drop_rows("hears", condition, items, original, predict(twin, items))
     by = {(r.condition, r.group): r for r in rows}
-    for t in QAType:
+    for t in PAPER_TYPES:
         for condition in ("silence", "swapped"):
             r = by[(condition, f"type={t.value}")]
             # without its own sound it answers "A": right only where A is the answer
@@ -146,7 +146,7 @@ def test_the_drop_is_computed_right_and_a_deaf_model_is_flagged(bench):
                           predict(deaf.with_audio("silence", donors), items))
     assert all(r.drop == 0.0 and not r.significant for r in deaf_rows)
     flags = not_measuring_listening(rows + deaf_rows)
-    assert flags["hears"] == [] and flags["deaf"] == sorted(f"type={t.value}" for t in QAType)
+    assert flags["hears"] == [] and flags["deaf"] == sorted(f"type={t.value}" for t in PAPER_TYPES)
 
 
 def test_an_item_without_an_answer_leaves_the_pairs_instead_of_counting_as_a_drop(bench):
@@ -168,7 +168,7 @@ def test_an_item_without_an_answer_leaves_the_pairs_instead_of_counting_as_a_dro
     rows = drop_rows("deaf", "swapped", items, predict(deaf, items), predict(deaf.with_audio("swapped", donors), items))
     overall = next(r for r in rows if r.group == "overall")
     assert overall.n == 0 and overall.errors == len(items) and not overall.significant
-    assert not_measuring_listening(rows)["deaf"] == sorted(f"type={t.value}" for t in QAType)
+    assert not_measuring_listening(rows)["deaf"] == sorted(f"type={t.value}" for t in PAPER_TYPES)
 
 
 def test_the_llm_is_compared_with_its_own_audio_in_the_counterfactual_layout(bench):
@@ -197,7 +197,7 @@ def test_run_avbench_reports_the_counterfactual_rows_and_the_flag(bench, tmp_pat
                         next(m for n, m in models.items() if n.startswith("random")))
     assert {r["condition"] for r in hears["counterfactual_audio"]} == {"silence", "swapped"}
     assert hears["not_measuring_listening"] == []
-    assert deaf["not_measuring_listening"] == sorted(f"type={t.value}" for t in QAType)
+    assert deaf["not_measuring_listening"] == sorted(f"type={t.value}" for t in PAPER_TYPES)
     assert rnd["counterfactual_audio"] == []  # takes no audio: nothing to take away
     answers = [json.loads(line) for line in (page.parent / "counterfactual_predictions.jsonl").open()]
     assert {a["model_name"] for a in answers} == {f"{m}[audio={c}]" for m in ("test-hears-clip-sound",

@@ -13,8 +13,8 @@ from typing import Sequence
 
 from benchmark.adapters import ModelAdapter
 from schemas.mcq import LETTERS
-from schemas.records import (KIND_OF_TYPE, AVBenchItem, Clip, ClipDescription, QAItem, QAType, SpeechSegment,
-                             VideoRecord, hms)
+from schemas.records import (KIND_OF_TYPE, PAPER_TYPES, AVBenchItem, Clip, ClipDescription, QAItem, QAType,
+                             SpeechSegment, VideoRecord, hms)
 from schemas.shards import write_shard
 
 DURATIONS = (40.0, 150.0, 600.0, 2400.0)  # one per duration bucket
@@ -65,10 +65,14 @@ def make_question(vid: str, i: int, qtype: QAType, clips: list[Clip], salt: str 
         q = f"From {hms(start)} to {hms(end)}, how do the {sound} sounds relate to the {place} shown?"
         opts = [f"They grow louder as the camera nears the {subj}", "They stop when the lights go out",
                 "They are drowned out by rain on the windows", "They echo because the room is empty"]
-    else:
+    elif qtype == QAType.temporal_grounding:
         q = f"Which time range best captures the {colour} {subj} {sound} in the {place}?"
         opts = [f"From {hms(c.start_s)} to {hms(c.end_s)}" for c in clips[:4]]
         start, end = clips[0].start_s, clips[0].end_s
+    else:  # the reasoning types: unanchored questions about the whole video
+        q = f"Which of these happens first while the {subj} is {sound} in the {place}?"
+        opts = [f"The {colour} {subj} turns away", f"A {place} door closes", "A bell rings twice",
+                "The lights dim slowly"]
     return QAItem(qa_id=qa_id(vid, f"{qtype.value}{salt}"), video_id=vid, kind=KIND_OF_TYPE[qtype], type=qtype,
                   question=q, options=opts, answer_index=0, evidence_clip_ids=[c0.clip_id], start_s=start,
                   end_s=end, generator_model="hand-made", checks_passed=["hand-made"])
@@ -110,7 +114,8 @@ def make_dataset(root: Path, n_videos: int = 30, *, extra_qa: Sequence[QAItem] =
         tables["clips"] += clips
         tables["descriptions"] += descs
         tables["speech"] += speech
-        tables["qa"] += [make_question(vid, i, t, clips) for t in QAType] + [q for q in extra_qa if q.video_id == vid]
+        tables["qa"] += [make_question(vid, i, t, clips) for t in PAPER_TYPES]
+        tables["qa"] += [q for q in extra_qa if q.video_id == vid]
     for table, records in tables.items():
         write_shard(root, table, key="all", records=records)
     return root

@@ -179,7 +179,8 @@ def test_hugging_face_datasets_reads_every_table(tmp_path):
     assert {"videos", "clips", "qa", "dead_letter"} <= set(with_rows)
     for table in with_rows:
         assert f"- config_name: {table}\n" in card
-        loaded = datasets.load_dataset(str(dataset), table, split="train")
+        # Its own cache: HF's cache key for local files can match an older dataset at the same temporary path.
+        loaded = datasets.load_dataset(str(dataset), table, split="train", cache_dir=str(tmp_path / "hf-cache"))
         assert loaded.num_rows == read_table(dataset, table, ALL_RECORDS.get(table, DeadLetter)).num_rows, table
         if table == "qa":
             assert set(loaded.column_names) >= {"question", "options", "answer_index"}

@@ -12,7 +12,7 @@ import pytest
 
 import llm_samples as S
 from fake_openai_server import Fail, FakeOpenAIServer, Hang, Reply
-from schemas.records import QA_ID_PATTERN, KIND_OF_TYPE, ClipDescription, QAItem, QAType, StageName, hms
+from schemas.records import QA_ID_PATTERN, KIND_OF_TYPE, PAPER_TYPES, ClipDescription, QAItem, QAType, StageName, hms
 from schemas.handoff import VideoItem
 from schemas.settings import LLM, load_settings
 from tasks import fuse, qa, qa_plan
@@ -321,7 +321,10 @@ class Fused:
     dead_letters: list
 
 
-def run_pipeline(client: LLMClient, options: qa.QAOptions | None = None) -> tuple[Fused, qa.QAResult]:
+PAPER_ONLY = qa.QAOptions(types=list(PAPER_TYPES))  # the fault tests count requests and items of the five types
+
+
+def run_pipeline(client: LLMClient, options: qa.QAOptions | None = PAPER_ONLY) -> tuple[Fused, qa.QAResult]:
     async def main():
         async with client:
             inputs, dead = fuse.group_inputs(S.clips(), S.visual_captions(), S.audio_captions(), S.speech())
@@ -380,7 +383,7 @@ def faulty(body: dict) -> Reply | Fail | Hang:
 
 def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     cache = tmp_path / "llm_cache.sqlite"
-    options = qa.QAOptions(attempts_per_type=2, questions_per_request=1)
+    options = qa.QAOptions(attempts_per_type=2, questions_per_request=1, types=list(PAPER_TYPES))
     with FakeOpenAIServer(make_faulty()) as server:
         client = client_for(server, cache)
         fused, result = run_pipeline(client, options)
@@ -418,7 +421,7 @@ def test_faults_become_dead_letters_and_the_run_completes(tmp_path):
     assert rerun.stats.cache_hits >= 4  # three fused clips and clip 3's recorded failure, at least
     assert [S.request_kind(b) for b in healthy.requests].count("fuse") == 1
     assert healthy.count == rerun.stats.requests_sent
-    assert {i.type for i in result2.items} == set(QAType)
+    assert {i.type for i in result2.items} == set(PAPER_TYPES)
 
 
 def test_a_rerun_with_the_cache_sends_zero_requests(tmp_path):
@@ -434,7 +437,7 @@ def test_a_rerun_with_the_cache_sends_zero_requests(tmp_path):
     assert rerun.stats.requests_sent == 0 and rerun.stats.cache_hits == sent
     assert fused2.descriptions == fused.descriptions
     assert [i.model_dump() for i in result2.items] == [i.model_dump() for i in result.items]
-    assert {i.type for i in result.items} == set(QAType)
+    assert {i.type for i in result.items} == set(PAPER_TYPES)
     assert_valid_items(result, fused.descriptions)
 
 
@@ -485,7 +488,10 @@ def test_the_llm_stages_run_a_batch_through_one_client(tmp_path):
         qa_counts = qa_stage.teardown()
     assert len(fused.tables["descriptions"]) == 5 and fuse_counts["requests_sent"] == 5
     assert fused.counts["from_facts"] == 0 and not fused.dead_letters
-    assert len(asked.tables["qa"]) == 5 and sum(asked.tallies["type"].values()) == 5 and asked.counts["drafts"] >= 5
+    # The profile asks every type its facts allow: the five of the paper, and what is on screen while the voice
+    # speaks (five clips give no count, no long range and no four-moment order).
+    assert set(asked.tallies["type"]) == {t.value for t in PAPER_TYPES} | {"speech_picture_link"}
+    assert len(asked.tables["qa"]) == 6 and asked.counts["drafts"] >= 6
     # The batch's counters, once: the client's totals, nothing in flight after the run.
     assert qa_counts["completed"] >= 1 and qa_counts["in_flight"] == 0
     assert qa_counts["requests_sent"] == qa_counts["completed"] + qa_counts["retries"]
@@ -502,7 +508,7 @@ def test_real_llm_fuses_every_clip_and_writes_checked_qa_of_every_allowed_type(q
     client = LLMClient(base_url=llm_server.base_url, model=llm_server.model, cache_path=tmp_path / "cache.sqlite",
                        max_concurrency=8, timeout_s=300, max_retries=2, temperature=0.2, max_tokens=448, seed=0,
                        frequency_penalty=0.5, send_seed=False)  # see LLMClient.from_settings: vLLM CPU and seeds
-    fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=3))
+    fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=3, types=list(PAPER_TYPES)))
 
     assert not fused.dead_letters, fused.dead_letters
     assert [d.clip_id for d in fused.descriptions] == C
@@ -559,13 +565,14 @@ def test_a_reply_cut_at_its_token_limit_keeps_its_lines_and_the_card_without_one
 
     with FakeOpenAIServer(responder) as server:
         client = client_for(server, None)
-        fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=3, questions_per_request=5))
+        fused, result = run_pipeline(client, qa.QAOptions(attempts_per_type=3, questions_per_request=5,
+                                                         types=list(PAPER_TYPES)))
     letters = [d for d in result.dead_letters if d.error_class == "NoLineForCard"]
     assert len(letters) == cut[0] - 2 and all("no line for the" in d.message for d in letters)
     assert not [d for d in result.dead_letters if d.error_class == "InvalidReply"]
     assert any(d.error_class.startswith("check:") and '"Which of' in d.detail for d in result.dead_letters)
     cut_type = next(QAType(json.loads(d.detail)["type"]) for d in result.dead_letters if '"Which of' in d.detail)
-    assert {i.type for i in result.items} == set(QAType) - {cut_type}  # the unphrased ones landed in round 2
+    assert {i.type for i in result.items} == set(PAPER_TYPES) - {cut_type}  # the unphrased ones landed in round 2
     assert_valid_items(result, fused.descriptions)
 
 

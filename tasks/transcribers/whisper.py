@@ -57,7 +57,10 @@ class WhisperASR:
 
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         duration = audio.shape[0] / SAMPLE_RATE
-        kwargs = dict(language=LANGUAGE, beam_size=self.cfg.beam_size, word_timestamps=self.cfg.word_timestamps)
+        # Each 30 s window decoded without the previous one's text as its prompt: with it, a wrong or unrelated
+        # sentence is carried into the next window (and from one speech region into another, VAD joins them).
+        kwargs = dict(language=LANGUAGE, beam_size=self.cfg.beam_size, word_timestamps=self.cfg.word_timestamps,
+                      condition_on_previous_text=False)
         if self.pipeline is not None:
             # The batched pipeline needs VAD chunks to batch: it is always on there. It still detects a language
             # when VAD keeps nothing (one encoder pass on a dummy frame); on the GPU it is meant for, that is cheap.
