@@ -308,6 +308,15 @@ class ClipFacts:
         """``sound`` may be heard in this clip (its keys meet what the audio stages reported)."""
         return bool(sound.keys & self.heard_words)
 
+    def may_hear(self, sound: Fact) -> bool:
+        """``sound`` may be heard here. A measured sound by its measure: a tone near 660 Hz is not one near 440 Hz,
+        a beat at 150 bpm is the beat at 149 (within ``MEASURE_TOLERANCE``); anything else by shared words."""
+        if sound.kind != "measure" or not _MEASURE_NUMBER_RE.search(sound.phrase):
+            return self.sounds_like(sound)
+        family, value = _measure_of(sound)
+        return any(s.kind == "measure" and _measure_of(s)[0] == family
+                   and abs(_measure_of(s)[1] - value) <= MEASURE_TOLERANCE * value for s in self.sounds)
+
     def has(self, sight: Fact, sound: Fact) -> bool:
         """This clip's own facts include ``sight`` and ``sound`` (the same phrases, not just shared words)."""
         return any(s.phrase == sight.phrase for s in self.sights) and any(s.phrase == sound.phrase for s in self.sounds)
@@ -316,6 +325,16 @@ class ClipFacts:
         """What tells this clip apart for a question: its main sight's and main sound's keys."""
         return (self.main_sight.keys if self.main_sight else frozenset(),
                 self.main_sound.keys if self.main_sound else frozenset())
+
+
+MEASURE_TOLERANCE = 0.03  # two measures of one sound (a beat at 149 and at 150 bpm) differ by less than this
+_MEASURE_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _measure_of(fact: Fact) -> tuple[str, float]:
+    """("a pure tone near # Hz", 660.0) for "a pure tone near 660 Hz"; the number 0 for a measure without one."""
+    m = _MEASURE_NUMBER_RE.search(fact.phrase)
+    return _MEASURE_NUMBER_RE.sub("#", fact.phrase), float(m.group()) if m else 0.0
 
 
 def facts_of(clip: ClipDescription) -> ClipFacts:

@@ -463,16 +463,17 @@ def plan_ordering(plan: VideoPlan) -> list[PlannedQuestion]:
     out = []
     if not plan.timeline:
         return out  # a clip without a description could hold an option earlier
-    events = [(f, f.main_sight, s) for f in plan.facts if f.main_sight for s in f.sounds[:1]]
-    for k, (first, sight, sound) in enumerate(events):
-        later = [(g, a, x) for g, a, x in events[k + 1:]
-                 if a.differs_from(sight) and x.differs_from(sound)
-                 and not any(h.shows(a) and h.sounds_like(x) for h in plan.timeline if h.start_s <= first.start_s)]
+    # Each clip's main sight with each of its first sounds (a voice in every clip must not leave only one moment).
+    events = [(f, f.main_sight, s) for f in plan.facts if f.main_sight for s in f.sounds[:3]]
+    for first, sight, sound in events:
+        later = [(g, a, x) for g, a, x in events if g.start_s > first.start_s
+                 and a.differs_from(sight) and x.differs_from(sound)
+                 and not any(h.shows(a) and h.may_hear(x) for h in plan.timeline if h.start_s <= first.start_s)]
         rng = plan.rng("ordering", first.clip_id)
         rng.shuffle(later)
         chosen: list[tuple[ClipFacts, Fact, Fact]] = []
         for g, a, x in later:
-            if all(a.differs_from(b) and x.differs_from(y) for _, b, y in chosen):
+            if all(g is not h and a.differs_from(b) and x.differs_from(y) for h, b, y in chosen):
                 chosen.append((g, a, x))
             if len(chosen) == 3:
                 break
@@ -480,7 +481,7 @@ def plan_ordering(plan: VideoPlan) -> list[PlannedQuestion]:
             continue
         options = (pair_option(sight, sound), *(pair_option(a, x) for _, a, x in chosen))
         evidence = tuple(sorted({first.clip_id, *(g.clip_id for g, _, _ in chosen)}, key=_index))
-        out.append(PlannedQuestion(QAType.temporal_ordering, evidence, options, key=first.clip_id,
+        out.append(PlannedQuestion(QAType.temporal_ordering, evidence, options, key=f"{first.clip_id}+{sound.phrase}",
                                    rank=_weak(sight)))
     return out
 
@@ -501,7 +502,7 @@ def plan_counting(plan: VideoPlan) -> list[PlannedQuestion]:
                     continue
                 seen.add((sight.phrase, sound.phrase))
                 sure = _runs(plan, lambda g, a=sight, x=sound: _has_sight(g, a) and _has_sound(g, x))
-                maybe = _runs(plan, lambda g, a=sight, x=sound: g.shows(a) and g.sounds_like(x))
+                maybe = _runs(plan, lambda g, a=sight, x=sound: g.shows(a) and g.may_hear(x))
                 n = len(sure)
                 # Once is not asked: in short videos nearly every pair is seen once, and "Once" would be the answer
                 # a reader learns to pick without looking.
@@ -530,7 +531,7 @@ def plan_long_range(plan: VideoPlan) -> list[PlannedQuestion]:
     out = []
     for sound in plan.sounds():
         sure = _runs(plan, lambda g, x=sound: _has_sound(g, x))
-        if len(sure) != 2 or sure != _runs(plan, lambda g, x=sound: g.sounds_like(x)):
+        if len(sure) != 2 or sure != _runs(plan, lambda g, x=sound: g.may_hear(x)):
             continue
         early, late = sure[0][0], sure[1][0]
         gap = late.start_s - sure[0][-1].end_s
@@ -538,17 +539,20 @@ def plan_long_range(plan: VideoPlan) -> list[PlannedQuestion]:
             continue
         if not (early.main_sight and late.main_sight) or not early.main_sight.differs_from(late.main_sight):
             continue
-        for which, here, there in (("first", early, late), ("second", late, early)):
-            sight, trap = here.main_sight, there.main_sight
-            if here.shows(trap) or there.shows(sight):
+        evidence = tuple(g.clip_id for run in sure for g in run)
+        for which, here, there in (("first", sure[0], sure[1]), ("second", sure[1], sure[0])):
+            # What is on screen as the sound starts again; nothing of a wrong option is shown while it is heard.
+            sight, trap = here[0].main_sight, there[0].main_sight
+            if any(h.shows(trap) for h in here) or any(t.shows(sight) for t in there):
                 continue
             rng = plan.rng("long_range", sound.phrase, which)
-            wrong = _own_then_spare(plan.sights(), plan.spare_sights(), lambda s, h=here: not h.shows(s), rng, 2,
-                                    [sight, trap], near=len(sight.phrase))
+            wrong = _own_then_spare(plan.sights(), plan.spare_sights(),
+                                    lambda s, here=here: not any(h.shows(s) for h in here), rng, 2, [sight, trap],
+                                    near=len(sight.phrase))
             if len(wrong) < 2:
                 continue
             options = (_cap(sight.phrase), _cap(trap.phrase), *(_cap(w.phrase) for w in wrong))
-            out.append(PlannedQuestion(QAType.long_range, (early.clip_id, late.clip_id), options,
+            out.append(PlannedQuestion(QAType.long_range, evidence, options,
                                        cues=(sound.phrase,), key=f"{sound.phrase}@{which}", ordinal=which,
                                        rank=_weak(sight)))
     return out
