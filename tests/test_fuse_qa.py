@@ -603,3 +603,14 @@ def test_a_verbose_caption_cannot_push_a_clips_prompt_past_the_servers_context(l
     assert not result.failed and not result.dead_letters, result.dead_letters
     assert [d.clip_id for d in result.tables["descriptions"]] == C[:3]
     assert counts["failures"] == 0 and counts["prompt_tokens"] < 3 * settings.llm.server.max_model_len
+
+
+def test_correct_letters_are_balanced_within_each_video():
+    letters = [qa.balanced_letter(V, 0, k) for k in range(12)]
+    assert all(sorted(letters[i:i + 4]) == [0, 1, 2, 3] for i in range(0, 12, 4))
+    assert letters != [qa.balanced_letter("local-other", 0, k) for k in range(12)]  # seeded per video
+    draft = QADraft(video_id=V, type=QAType.global_av_inference, question="Which?", options=["w1", "ok", "w2", "w3"],
+                    answer_index=1, evidence_clip_ids=[C[0]])
+    moved = qa.with_answer_at(draft, 3)
+    assert moved.options == ["w1", "w2", "w3", "ok"] and moved.answer_index == 3
+    assert qa.with_answer_at(draft, 0).options == ["ok", "w1", "w2", "w3"]
