@@ -3,7 +3,8 @@
 1. Held-out videos (``benchmark.split``: a hash of the video id) give the candidate items, one per QA item, in
    the QA stage's option order (item_id = qa_id).
 2. Filters (``benchmark.filters``), each recorded on the item: near_duplicate and blind drop an item; audio_only
-   and visual_only keep it out of the core set. ``core`` = every filter ran, decided, and passed.
+   and visual_only keep it out of the core set. ``core`` = every filter ran, decided, and passed; an authored
+   item the QA stage's judge found one sense answers (``QAItem.judge_verdict``) is not core either.
 3. Letters: within each set (core, other kept, dropped) items get target letters round-robin over a seeded
    permutation, so each set is balanced across A-D to within one item; the correct option is moved to its target
    letter and the distractors are shuffled by a per-item seeded RNG.
@@ -221,9 +222,21 @@ def _run_filters(candidates: list[AVBenchItem], config: BuildConfig, models: Fil
     return results, run, similarity.method
 
 
+JUDGE = "judge"  # the QA stage's judge of an authored item (QAItem.judge_verdict): core only if it needs both
+
+
+def judge_filter(qa: QAItem) -> FilterResult | None:
+    if qa.judge_verdict is None:
+        return None
+    return FilterResult(name=JUDGE, passed=qa.judge_verdict == "both",
+                        detail=f"the QA stage's judge: answered by {qa.judge_verdict}" if qa.judge_verdict != "both"
+                        else "the QA stage's judge: needs both senses")
+
+
 def _is_core(filters: list[FilterResult]) -> bool:
     by_name = {f.name: f for f in filters}
-    return all(n in by_name and by_name[n].passed and not is_undecided(by_name[n]) for n in ALL_FILTERS)
+    return all(n in by_name and by_name[n].passed and not is_undecided(by_name[n]) for n in ALL_FILTERS) and \
+        all(f.passed for f in filters if f.name == JUDGE)
 
 
 def _letter_counts(items: Sequence[AVBenchItem]) -> dict[str, int]:
@@ -257,6 +270,9 @@ def _build(inputs: _Inputs, out_dir: Path, config: BuildConfig, models: FilterMo
         candidates.append(candidate_item(qa, video.duration_s, config.version))
 
     results, filters_run, method = _run_filters(candidates, config, models, cache)
+    for qa in inputs.qa:
+        if qa.qa_id in results and (judged := judge_filter(qa)) is not None:
+            results[qa.qa_id].append(judged)
     sets: dict[str, list[str]] = {"core": [], "kept": [], "dropped": []}
     flagged = []
     for it in candidates:

@@ -18,8 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from schemas.mcq import LETTERS
 
-SCHEMA_VERSION = "1.4.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train; 1.3: DeadLetter.video_id;
-# 1.4: the fingerprints and dedup tables
+SCHEMA_VERSION = "1.5.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train; 1.3: DeadLetter.video_id;
+# 1.4: the fingerprints and dedup tables; 1.5: QAItem.judge_verdict
 
 # Ids are safe as file names by construction: they come from extractor ids or hashes, never from titles.
 VIDEO_ID_PATTERN = r"^[a-z0-9]{1,24}-[A-Za-z0-9_-]{1,64}$"
@@ -76,6 +76,9 @@ class QAType(str, Enum):
     counting = "counting"
     long_range = "long_range"
     speech_picture_link = "speech_picture_link"
+    # Written only by the LLM in the authored mode (tasks.qa_author): no code can plan them from the facts.
+    source_attribution = "source_attribution"
+    causal_inference = "causal_inference"
 
 
 PAPER_TYPES = (QAType.global_av_inference, QAType.cross_scene_transition, QAType.time_point_anchored,
@@ -92,7 +95,13 @@ KIND_OF_TYPE: dict[QAType, QAKind] = {
     QAType.counting: QAKind.av,
     QAType.long_range: QAKind.av_temporal,
     QAType.speech_picture_link: QAKind.av,
+    QAType.source_attribution: QAKind.av,
+    QAType.causal_inference: QAKind.av,
 }
+AUTHORED_ONLY_TYPES = (QAType.source_attribution, QAType.causal_inference)
+
+# An LLM judge's reading of an authored item (tasks.qa_judge): which timelines answer it.
+JudgeVerdict = Literal["both", "visual", "audio", "either"]
 
 
 class AudioAxis(str, Enum):
@@ -339,6 +348,9 @@ class QAItem(Record):
     end_s: Seconds | None = None
     generator_model: NonEmptyText
     checks_passed: list[str] = Field(default_factory=list)
+    # "both": the judge answered it from neither the visual-only nor the audio-only timeline (it needs both senses);
+    # None: no judge read it (the planned mode, whose designs need both senses by construction).
+    judge_verdict: JudgeVerdict | None = None
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -193,8 +193,23 @@ class AudioTagger(Section):
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
 
 
+class VLMEndpoint(Section):
+    """A vision-language model on an OpenAI-compatible server (vLLM serving Qwen2.5-VL / Qwen3-VL): the ``vlm``
+    visual captioner's."""
+
+    base_url: str = "http://127.0.0.1:8001/v1"
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"  # the served name
+    api_key: SecretStr = SecretStr("EMPTY")
+    max_tokens: int = Field(default=160, ge=16)  # an objective description: a few sentences
+    concurrency: int = Field(default=8, ge=1)  # keyframes in flight per worker (the server batches them)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    max_side: int = Field(default=768, ge=64)  # keyframes larger than this are scaled down before sending
+
+
 class VisualCaptioner(Section):
     kind: str = "object-detector"  # a registered visual captioner (tasks.captioners)
+    vlm: VLMEndpoint = Field(default_factory=VLMEndpoint)
     coca_model: str = "coca_ViT-L-14"
     coca_pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k"
     clip_model: str = "ViT-L-14"
@@ -210,6 +225,11 @@ class QAOptions(Section):
     # How many questions a video gets scales with what it holds: at least ``questions_per_type`` of each type its
     # facts allow, and as many in all as ``questions_per_clip`` per clip and ``questions_per_minute`` per minute ask
     # (the larger), spread over those types, at most ``max_questions_per_video``.
+    # planned: code plans every question from the facts, the LLM phrases it. authored: the LLM writes the types it
+    # can (every type without a time anchor: tasks.qa_author) from the video's timeline, code checks them and an LLM
+    # judge says which senses each needs; the anchored types stay planned, so their times are exact.
+    mode: Literal["planned", "authored"] = "planned"
+    judge: bool = True  # authored mode: the visual-only / audio-only judge (two requests per accepted item)
     questions_per_type: int = Field(default=1, ge=1)
     questions_per_clip: float = Field(default=0.5, ge=0)
     questions_per_minute: float = Field(default=2.0, ge=0)
@@ -274,6 +294,11 @@ class Demo(Section):
     # How many questions a video gets scales with what it holds: at least ``questions_per_type`` of each type its
     # facts allow, and as many in all as ``questions_per_clip`` per clip and ``questions_per_minute`` per minute ask
     # (the larger), spread over those types, at most ``max_questions_per_video``.
+    # planned: code plans every question from the facts, the LLM phrases it. authored: the LLM writes the types it
+    # can (every type without a time anchor: tasks.qa_author) from the video's timeline, code checks them and an LLM
+    # judge says which senses each needs; the anchored types stay planned, so their times are exact.
+    mode: Literal["planned", "authored"] = "planned"
+    judge: bool = True  # authored mode: the visual-only / audio-only judge (two requests per accepted item)
     questions_per_type: int = Field(default=1, ge=1)
     questions_per_clip: float = Field(default=0.5, ge=0)
     questions_per_minute: float = Field(default=2.0, ge=0)

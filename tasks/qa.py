@@ -32,7 +32,8 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.records import KIND_OF_TYPE, ClipDescription, DeadLetter, QAItem, QAType, StageName, VideoRecord, utc_now
+from schemas.records import (AUTHORED_ONLY_TYPES, KIND_OF_TYPE, ClipDescription, DeadLetter, QAItem, QAType, StageName,
+                             VideoRecord, utc_now)
 from schemas.handoff import StageResult, StageStats, VideoItem
 from schemas.settings import QAOptions
 from infra.errors import StageError
@@ -43,6 +44,8 @@ from infra.pipeline import STAGES
 from tasks.clip_facts import facts_of
 from tasks.prompts import load_prompt, quote_data
 from tasks.qa_checks import (LEADING_ANCHOR_RE, CheckOutcome, QADraft, VideoContext, question_key, run_checks)
+from tasks.qa_author import AUTHORED_TYPES, author_questions, authored_draft, timeline_rows
+from tasks.qa_judge import judge
 from tasks.qa_plan import PlannedQuestion, VideoPlan, stable_seed
 
 QA_PROMPT = "qa.v3"
@@ -225,6 +228,43 @@ def questions_wanted(options: QAOptions, n_types: int, clips: int, duration_s: f
     return max(options.questions_per_type, math.ceil(total / n_types))
 
 
+class _Acceptor:
+    """What a video's accepted questions share: the checks' context, the keys of accepted questions (duplicates),
+    the tallies, and where each accepted question's correct option goes."""
+
+    def __init__(self, result: QAResult, ctx: VideoContext, seed: int):
+        self.result, self.ctx, self.seed = result, ctx, seed
+        self.accepted: Counter[QAType] = Counter()
+        self.keys: list[str] = []
+        self.failures: Counter[str] = Counter()
+        self.placed = 0
+
+    def check(self, draft: QADraft) -> tuple[QADraft, CheckOutcome] | None:
+        """The draft with its answer placed, if it passes every check (its key then counts as accepted); else
+        None and a dead letter."""
+        outcome: CheckOutcome = run_checks(draft, replace(self.ctx, accepted_questions=tuple(self.keys)))
+        self.result.drafts += 1
+        self.failures.update(name for name, _ in outcome.failed)
+        if not outcome.ok:
+            self.result.dead_letters.append(check_dead_letter(draft, outcome.failed))
+            return None
+        self.keys.append(question_key(draft))
+        draft = with_answer_at(draft, balanced_letter(self.ctx.video_id, self.seed, self.placed))
+        self.placed += 1
+        return draft, outcome
+
+    def accept(self, draft: QADraft, outcome: CheckOutcome, model: str, verdict: str | None = None) -> None:
+        try:
+            item = to_item(draft, checks_passed=outcome.passed, model=model)
+            if verdict is not None:
+                item = QAItem.model_validate({**item.model_dump(), "judge_verdict": verdict})
+        except ValidationError as exc:  # an invariant of the record the checks did not cover
+            self.result.dead_letters.append(check_dead_letter(draft, [("qa_item_schema", str(exc))]))
+            return
+        self.accepted[draft.type] += 1
+        self.result.items.append(item)
+
+
 async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[ClipDescription],
                       options: QAOptions | None = None, *, vocabulary: frozenset[str],
                       not_asked: frozenset[str] = frozenset()) -> QAResult:
@@ -243,16 +283,28 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
     result.timeline = list(asked)
     kept, result.dropped_clip_ids = drop_redundant(asked)
     plan = VideoPlan.build(video.video_id, video.duration_s, kept, seed=client.seed, every=timeline)
-    types = [t for t in options.types if plan.candidates.get(t)]
-    per_type = questions_wanted(options, len(types), len(kept), video.duration_s)
-    result.skipped_types = {t.value: f"the timeline's {len(kept)} clip(s) give no {t.value} question with four "
-                                     f"options of which exactly one is true"
-                            for t in options.types if not plan.candidates.get(t)}
+    authored = [t for t in options.types if t in AUTHORED_TYPES] if options.mode == "authored" else []
+    planned = [t for t in options.types if t not in authored and plan.candidates.get(t)]
+    per_type = questions_wanted(options, len(planned) + len(authored), len(kept), video.duration_s)
+    result.skipped_types = {
+        t.value: (f"written only in the authored mode (qa.mode: {options.mode})" if t in AUTHORED_ONLY_TYPES else
+                  f"the timeline's {len(kept)} clip(s) give no {t.value} question with four options of which "
+                  f"exactly one is true")
+        for t in options.types if t not in authored and t not in planned}
 
     ctx = VideoContext(video.video_id, video.duration_s, tuple(timeline), vocabulary=vocabulary)
-    accepted: Counter[QAType] = Counter()
-    keys: list[str] = []
-    failures: Counter[str] = Counter()
+    acceptor = _Acceptor(result, ctx, client.seed)
+    await _ask_planned(client, video, plan, planned, per_type, acceptor, options)
+    if authored:
+        await _ask_authored(client, video, kept, authored, per_type, acceptor, options)
+    result.check_failures = dict(acceptor.failures)
+    return result
+
+
+async def _ask_planned(client: LLMClient, video: VideoRecord, plan: VideoPlan, types: list[QAType], per_type: int,
+                       acceptor: _Acceptor, options: QAOptions) -> None:
+    """The planned types: rounds of cards phrased by the model, until each type has ``per_type`` accepted."""
+    result, accepted = acceptor.result, acceptor.accepted
     for round_no in range(options.attempts_per_type):
         wanted = {t: plan.take(t, per_type - accepted[t]) for t in types if accepted[t] < per_type}
         cards = _interleaved(wanted)
@@ -272,29 +324,59 @@ async def generate_qa(client: LLMClient, video: VideoRecord, timeline: Sequence[
                     plan.give_back(planned)
                     continue
                 draft = draft_of(video.video_id, planned, stem, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE)
-                outcome: CheckOutcome = run_checks(draft, replace(ctx, accepted_questions=tuple(keys)))
-                result.drafts += 1
-                failures.update(name for name, _ in outcome.failed)
-                if not outcome.ok:
-                    result.dead_letters.append(check_dead_letter(draft, outcome.failed))
-                    continue
-                draft = with_answer_at(draft, balanced_letter(video.video_id, client.seed, len(result.items)))
-                try:
-                    item = to_item(draft, checks_passed=outcome.passed, model=client.model)
-                except ValidationError as exc:  # an invariant of the record the checks did not cover
-                    result.dead_letters.append(check_dead_letter(draft, [("qa_item_schema", str(exc))]))
-                    continue
-                keys.append(question_key(draft))
-                accepted[draft.type] += 1
-                result.items.append(item)
-    result.check_failures = dict(failures)
-    return result
+                passed = acceptor.check(draft)
+                if passed is not None:
+                    acceptor.accept(*passed, model=client.model)
+
+
+async def _ask_authored(client: LLMClient, video: VideoRecord, clips: list[ClipDescription], types: list[QAType],
+                        per_type: int, acceptor: _Acceptor, options: QAOptions) -> None:
+    """The authored types: rounds of questions the model writes from the timeline, each checked, then judged."""
+    result, accepted = acceptor.result, acceptor.accepted
+    rows = timeline_rows(clips)
+    for round_no in range(options.attempts_per_type):
+        wanted = {t: per_type - accepted[t] for t in types if accepted[t] < per_type}
+        if not wanted:
+            break
+        # Requests of at most questions_per_request questions, each with the whole timeline (a shared prefix the
+        # server caches), so a long video's many questions do not make one reply run past its token limit.
+        asks = [t for t, n in wanted.items() for _ in range(n)]
+        size = options.questions_per_request
+        chunks = [Counter(asks[i:i + size]) for i in range(0, len(asks), size)]
+        replies = await asyncio.gather(*(author_questions(client, video.video_id, rows, dict(chunk), round_no,
+                                                          options, seed=client.seed + round_no * ATTEMPT_SEED_STRIDE
+                                                          + k) for k, chunk in enumerate(chunks)))
+        written = []
+        for reply in replies:
+            if isinstance(reply, StageError):
+                result.dead_letters.append(reply.to_dead_letter())
+            else:
+                written += reply
+        passed = []
+        for q in written:
+            problem = q.problem(list(wanted))
+            if problem is not None:
+                result.dead_letters.append(DeadLetter(
+                    stage=StageName.qa, video_id=video.video_id, error_class="AuthoredItemIncomplete",
+                    message=problem, failed_at=utc_now(), detail=json.dumps(q.__dict__, ensure_ascii=False)))
+                continue
+            checked = acceptor.check(authored_draft(video.video_id, q, clips))
+            if checked is not None:
+                passed.append(checked)
+        verdicts = await asyncio.gather(*(judge(client, d, clips) for d, _ in passed)) if options.judge else \
+            [None] * len(passed)
+        for (draft, outcome), verdict in zip(passed, verdicts):
+            if isinstance(verdict, StageError):  # no verdict, no item: an unjudged item could pass for core
+                result.dead_letters.append(verdict.to_dead_letter())
+                continue
+            acceptor.accept(draft, outcome, model=client.model, verdict=verdict)
 
 
 @STAGES.register(StageName.qa)
 class QAStage(LLMStage):
-    """Questions of every paper type per video, planned from the clip facts, phrased by the LLM, checked in code.
-    A clip that repeats footage already in the dataset is described, but no question is written about it again."""
+    """Questions of every type per video: planned from the clip facts and phrased by the LLM, or (``qa.mode:
+    authored``) written by the LLM and judged; all checked in code. A clip that repeats footage already in the
+    dataset is described, but no question is written about it again."""
 
     name = StageName.qa
     title = "QA"
@@ -310,7 +392,8 @@ class QAStage(LLMStage):
         return StageResult(tables={"qa": result.items}, dead_letters=result.dead_letters,
                            counts={"drafts": result.drafts},
                            tallies={"check_failures": result.check_failures,
-                                    "type": dict(Counter(i.type.value for i in result.items))})
+                                    "type": dict(Counter(i.type.value for i in result.items)),
+                                    "judge": dict(Counter(i.judge_verdict for i in result.items if i.judge_verdict))})
 
     @classmethod
     def report_lines(cls, stats: StageStats) -> list[str]:
@@ -319,4 +402,6 @@ class QAStage(LLMStage):
                 for name, n in stats.tally("check_failures").most_common()]
         return [f"QA: {stats.rows['qa']} of {drafts:g} phrased questions accepted.",
                 table(["QA check", "drafts rejected", "pass rate"], rows or [["-", 0, "-"]]),
-                table(["QA type", "items"], sorted(stats.tally("type").items()) or [["-", 0]])]
+                table(["QA type", "items"], sorted(stats.tally("type").items()) or [["-", 0]])] + (
+                    [table(["judge: answered by", "authored items"], sorted(stats.tally("judge").items()))]
+                    if stats.tally("judge") else [])

@@ -151,6 +151,7 @@ class VideoPlan:
         whole = [by_id.get(c.clip_id) or facts_of(c) for c in sorted(every or timeline, key=lambda c: c.start_s)]
         complete = [_index(f.clip_id) for f in whole] == list(range(len(whole)))
         plan = cls(video_id, duration_s, facts, seed, whole if complete else [])
+        plan.candidates = {t: [] for t in QAType}  # a type code cannot plan (authored only) has none
         for qa_type, planner in PLANNERS.items():
             found = [_with_draft(q, plan) for q in _distinct(planner(plan))]
             random.Random(stable_seed(seed, video_id, qa_type.value)).shuffle(found)
