@@ -28,12 +28,14 @@ from schemas.records import ClipDescription, QAType, StageName, hms
 from schemas.settings import QAOptions
 from tasks.clip_facts import facts_of
 from tasks.prompts import load_prompt, quote_data
-from tasks.qa_checks import ANCHORED_TYPES, QADraft
+from tasks.qa_checks import ANCHORED_TYPES, QADraft, token_overlap
 
 AUTHOR_PROMPT = "qa_author.v1"
 AUTHORED_TYPES = tuple(t for t in QAType if t not in ANCHORED_TYPES)
 MAX_SAID_CHARS = 240  # of a clip's transcript in the timeline the author reads
 TOKENS_PER_AUTHORED_QUESTION = 110
+GUIDE_OVERLAP = 0.5  # content-word overlap of a question with its type's description that marks a copy
+GENERIC_QUESTION_TYPES = (QAType.global_av_inference, QAType.temporal_ordering)
 
 # What each type asks, as the prompt explains it.
 TYPE_GUIDES: dict[QAType, str] = {
@@ -69,6 +71,11 @@ class AuthoredQuestion:
             return f"{len(self.wrong)} wrong answers, need 3"
         if not self.clips:
             return "no evidence clips cited"
+        guide = TYPE_GUIDES.get(QAType(self.type), "")
+        # A small model copies the type's description; the pairing and ordering questions are generic by design
+        # (their options carry the sights and sounds), the others must ask about something of this video.
+        if QAType(self.type) not in GENERIC_QUESTION_TYPES and token_overlap(self.question, guide) >= GUIDE_OVERLAP:
+            return f"the question restates the type's description ({guide!r}) instead of asking about the video"
         return None
 
 
@@ -143,4 +150,4 @@ def authored_draft(video_id: str, q: AuthoredQuestion, clips: Sequence[ClipDescr
     evidence = [ordered[n - 1].clip_id if 1 <= n <= len(ordered) else f"{video_id}.c{9999:04d}" for n in q.clips]
     return QADraft(video_id=video_id, type=QAType(q.type), question=" ".join(q.question.split()),
                    options=[" ".join(o.split()) for o in (q.answer, *q.wrong)], answer_index=0,
-                   evidence_clip_ids=list(dict.fromkeys(evidence)))
+                   evidence_clip_ids=list(dict.fromkeys(evidence)), authored=True)

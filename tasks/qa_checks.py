@@ -61,6 +61,7 @@ class QADraft(BaseModel):
     start_s: float | None = None
     end_s: float | None = None
     cues: list[str] = []  # phrases of the timeline the question was asked to name (tasks.qa_plan)
+    authored: bool = False  # written whole by the LLM (tasks.qa_author): its wrong options are not known false
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,55 @@ def options_distinct(d: QADraft, ctx: VideoContext) -> str | None:
     return None
 
 
+_NEGATION_RE = re.compile(r"\b(?:not|no|never|doesn't|does not|isn't|is not|don't|do not|without)\b", re.I)
+
+
+def options_not_negations_of_each_other(d: QADraft, ctx: VideoContext) -> str | None:
+    """No two options are the same words but for a negation ("X is heard" / "X is not heard"): such options test
+    reading, not watching and listening."""
+    bare = [" ".join(re.sub(r"(?:es|s)$", "", w) for w in normalise_text(_NEGATION_RE.sub(" ", o)).split()
+                     if w not in ("do", "does", "did")) for o in d.options]
+    if len(set(bare)) < len(bare):
+        return f"options differ only by a negation: {d.options}"
+    return None
+
+
+LONG_RANGE_FRACTION = 0.25  # of the video's length between the evidence of a long-range question (tasks.qa_plan)
+
+
+def evidence_fits_the_type(d: QADraft, ctx: VideoContext) -> str | None:
+    """The evidence a type needs: an order needs two clips at least, a long-range question two stretches at least
+    a quarter of the video apart."""
+    clips = sorted((ctx.by_id[c] for c in set(d.evidence_clip_ids) if c in ctx.by_id), key=lambda c: c.start_s)
+    if d.type == QAType.temporal_ordering and len(clips) < 2:
+        return "an ordering question needs evidence in two clips at least"
+    if d.type == QAType.long_range:
+        gap = max((b.start_s - a.end_s for a, b in zip(clips, clips[1:])), default=-1.0)
+        if gap < LONG_RANGE_FRACTION * ctx.duration_s:
+            return (f"a long-range question needs evidence at least {LONG_RANGE_FRACTION:.0%} of the video apart "
+                    f"(its clips are {max(gap, 0):.1f} s apart)")
+    return None
+
+
+def authored_wrong_options_are_false(d: QADraft, ctx: VideoContext) -> str | None:
+    """An authored pairing question's wrong options pair no sight with a sound that one clip has together (its
+    words meet what the clip shows, and other words what it sounds like). Code planned the planned mode's wrong
+    options to be false; an LLM's may be true ("the bird goes with the music" where the bird's clip has music)."""
+    if not d.authored or d.type not in (QAType.global_av_inference, QAType.time_point_anchored):
+        return None
+    for i, option in enumerate(d.options):
+        if i == d.answer_index:
+            continue
+        said = keys_of(option)
+        for clip in ctx.clips:
+            seen = said & keys_of(clip.visual)
+            heard = said & keys_of(" ".join((clip.narration, clip.environment, clip.timbre, clip.event)))
+            if seen and heard and heard - seen:
+                return f"the wrong option {option!r} may be true of {clip.clip_id} (seen {sorted(seen)}, heard " \
+                       f"{sorted(heard)})"
+    return None
+
+
 def evidence_clips_known(d: QADraft, ctx: VideoContext) -> str | None:
     if not d.evidence_clip_ids:
         return "no evidence clips"
@@ -351,7 +401,10 @@ CHECKS: tuple[Check, ...] = (
     options_not_singled_out_by_length,
     answer_index_valid,
     options_distinct,
+    options_not_negations_of_each_other,
     evidence_clips_known,
+    evidence_fits_the_type,
+    authored_wrong_options_are_false,
     timestamps_in_video,
     timestamps_match_clips,
     grounding_options_are_clip_intervals,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 from schemas.records import ClipDescription, QAType, clip_index_of, hms, parse_hms
-from tasks.qa_checks import NAMELESS_OPTION_TYPES, pointing_words, singled_out_by_length
+from tasks.qa_checks import LONG_RANGE_FRACTION, NAMELESS_OPTION_TYPES, pointing_words, singled_out_by_length
 from tasks.clip_facts import POSITIONS, keys_of, SPARE_SIGHTS, SPARE_SOUNDS, ClipFacts, Fact, facts_of, spare_facts
 
 # Draft questions per type, in a few wordings (one picked per question with a seeded RNG). The model rewrites the
@@ -523,7 +523,6 @@ def plan_counting(plan: VideoPlan) -> list[PlannedQuestion]:
     return out
 
 
-LONG_RANGE_FRACTION = 0.25  # two stretches at least this share of the video apart (and one clip between them)
 
 
 def plan_long_range(plan: VideoPlan) -> list[PlannedQuestion]:

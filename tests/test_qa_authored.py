@@ -175,3 +175,41 @@ def test_real_llm_authors_checked_and_judged_questions(qa_llm_server, tmp_path):
     for item in result.items:
         assert item.judge_verdict in ("both", "visual", "audio", "either") and item.type in types
     assert client.stats.completion_tokens > 0
+
+
+def test_checks_an_authored_item_must_pass_that_code_plans_by_construction():
+    ctx = VideoContext(V, S.DURATION_S, tuple(S.descriptions()), vocabulary=VOCABULARY)
+    clip = S.descriptions()
+
+    def failed(**fields) -> set[str]:
+        draft = QADraft(video_id=V, question="Which of these goes with the barking in the park?", answer_index=0,
+                        evidence_clip_ids=[clip[0].clip_id], authored=True, **fields)
+        return {name for name, _ in run_checks(draft, ctx).failed}
+
+    negated = ["The dog barks on the grass", "The dog never barks on the grass", "The man throws a red frisbee",
+               "A woman plays the piano"]
+    assert "options_not_negations_of_each_other" in failed(type=QAType.global_av_inference, options=negated)
+    # a long-range question whose evidence is one clip
+    spread = ["The dog runs across the grass", "The man throws a frisbee", "A woman sits at the piano",
+              "A city street at night"]
+    assert "evidence_fits_the_type" in failed(type=QAType.long_range, options=spread)
+    # a wrong option that the first clip makes true: a dog is seen there while birds chirp
+    true_wrong = ["A brown dog, with dog barking", "A brown dog, with birds chirping", "A red frisbee, with piano",
+                  "A white key, with traffic"]
+    assert "authored_wrong_options_are_false" in failed(type=QAType.global_av_inference, options=true_wrong)
+    planned = QADraft(video_id=V, type=QAType.global_av_inference, question="Which of these occur together?",
+                      options=true_wrong, answer_index=0, evidence_clip_ids=[clip[0].clip_id])
+    assert "authored_wrong_options_are_false" not in {n for n, _ in run_checks(planned, ctx).failed}
+    # a question that restates its type's description
+    copied = parse_authored("type: source_attribution\nquestion: Who or what on screen makes a sound?\nanswer: a\n"
+                            "wrong: b | c | d\nclips: 1")[0]
+    assert "restates the type's description" in copied.problem([QAType.source_attribution])
+
+
+def test_negation_twins_are_found_whatever_the_verb_form():
+    ctx = VideoContext(V, S.DURATION_S, tuple(S.descriptions()), vocabulary=VOCABULARY)
+    twins = QADraft(video_id=V, type=QAType.global_av_inference, question="Which sight goes with which sound?",
+                    options=["The dark picture does not go with the silence.", "The dark picture goes with the sound.",
+                             "The dark picture goes with the silence.", "The dark picture does not go with the sound."],
+                    answer_index=2, evidence_clip_ids=[S.descriptions()[0].clip_id], authored=True)
+    assert "options_not_negations_of_each_other" in {n for n, _ in run_checks(twins, ctx).failed}
