@@ -7,7 +7,8 @@ writers would lose data: a sweep deletes the shards of any video without a marke
 writing, and two compactions both rewrite the last, still-filling compacted shard.
 
 Conditional writes are what make it safe, so each kind of store brings its own:
-- a local folder: ``O_CREAT | O_EXCL`` to create, and an ``flock`` around every read-compare-replace;
+- a local folder: a hard link of a fully written file to create (it fails when the lease exists; ``O_EXCL`` would
+  show readers an empty file for a moment), and an ``flock`` around every read-compare-replace;
 - S3 (and S3-compatible servers): ``PutObject`` with ``If-None-Match: *`` to create and ``If-Match: <etag>`` to
   renew or take over (S3's conditional writes; boto3 talks to it, with the same endpoint and credentials as the
   rest of the store).
@@ -118,18 +119,22 @@ class _LocalFile:
         return data, self._etag(data)
 
     def create(self, data: bytes) -> str:
+        # Written whole to a temporary file, then hard-linked into place (the link fails when the lease exists): a
+        # reader never sees the lease file empty, as it could between an O_EXCL create and its write.
         fd = self._locked()
+        tmp = self.path.with_name(f".{LEASE_FILE}.{uuid.uuid4().hex}.tmp")
         try:
-            try:
-                out = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                raise _Changed() from None
-            with os.fdopen(out, "wb") as f:
+            with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                raise _Changed() from None
             return self._etag(data)
         finally:
+            tmp.unlink(missing_ok=True)
             self._unlock(fd)
 
     def replace(self, data: bytes, etag: str) -> str:
