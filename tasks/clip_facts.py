@@ -317,9 +317,16 @@ class ClipFacts:
         return any(s.kind == "measure" and _measure_of(s)[0] == family
                    and abs(_measure_of(s)[1] - value) <= MEASURE_TOLERANCE * value for s in self.sounds)
 
+    def has_sight(self, sight: Fact) -> bool:
+        """This clip's own sights include ``sight`` (the same phrase, not just shared words)."""
+        return any(s.phrase == sight.phrase for s in self.sights)
+
+    def has_sound(self, sound: Fact) -> bool:
+        return any(s.phrase == sound.phrase for s in self.sounds)
+
     def has(self, sight: Fact, sound: Fact) -> bool:
         """This clip's own facts include ``sight`` and ``sound`` (the same phrases, not just shared words)."""
-        return any(s.phrase == sight.phrase for s in self.sights) and any(s.phrase == sound.phrase for s in self.sounds)
+        return self.has_sight(sight) and self.has_sound(sound)
 
     def signature(self) -> tuple[frozenset[str], frozenset[str]]:
         """What tells this clip apart for a question: its main sight's and main sound's keys."""

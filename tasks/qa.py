@@ -183,11 +183,12 @@ def missing_line_dead_letter(video_id: str, planned: PlannedQuestion) -> DeadLet
                               f"{', '.join(planned.clip_ids)}", failed_at=utc_now())
 
 
-def to_item(draft: QADraft, *, checks_passed: Sequence[str], model: str) -> QAItem:
+def to_item(draft: QADraft, *, checks_passed: Sequence[str], model: str, judge_verdict: str | None = None) -> QAItem:
     return QAItem(qa_id=qa_id_for(draft), video_id=draft.video_id,
                   kind=KIND_OF_TYPE[draft.type], type=draft.type, question=draft.question, options=draft.options,
                   answer_index=draft.answer_index, evidence_clip_ids=draft.evidence_clip_ids, start_s=draft.start_s,
-                  end_s=draft.end_s, generator_model=model, checks_passed=list(checks_passed))
+                  end_s=draft.end_s, generator_model=model, checks_passed=list(checks_passed),
+                  judge_verdict=judge_verdict)
 
 
 def _interleaved(by_type: dict[QAType, list[PlannedQuestion]]) -> list[PlannedQuestion]:
@@ -255,9 +256,7 @@ class _Acceptor:
 
     def accept(self, draft: QADraft, outcome: CheckOutcome, model: str, verdict: str | None = None) -> None:
         try:
-            item = to_item(draft, checks_passed=outcome.passed, model=model)
-            if verdict is not None:
-                item = QAItem.model_validate({**item.model_dump(), "judge_verdict": verdict})
+            item = to_item(draft, checks_passed=outcome.passed, model=model, judge_verdict=verdict)
         except ValidationError as exc:  # an invariant of the record the checks did not cover
             self.result.dead_letters.append(check_dead_letter(draft, [("qa_item_schema", str(exc))]))
             return
@@ -334,6 +333,7 @@ async def _ask_authored(client: LLMClient, video: VideoRecord, clips: list[ClipD
     """The authored types: rounds of questions the model writes from the timeline, each checked, then judged."""
     result, accepted = acceptor.result, acceptor.accepted
     rows = timeline_rows(clips)
+    halves = {senses: timeline_rows(clips, senses) for senses in ("visual", "audio")}  # what the judge reads
     for round_no in range(options.attempts_per_type):
         wanted = {t: per_type - accepted[t] for t in types if accepted[t] < per_type}
         if not wanted:
@@ -363,7 +363,7 @@ async def _ask_authored(client: LLMClient, video: VideoRecord, clips: list[ClipD
             checked = acceptor.check(authored_draft(video.video_id, q, clips))
             if checked is not None:
                 passed.append(checked)
-        verdicts = await asyncio.gather(*(judge(client, d, clips) for d, _ in passed)) if options.judge else \
+        verdicts = await asyncio.gather(*(judge(client, d, halves) for d, _ in passed)) if options.judge else \
             [None] * len(passed)
         for (draft, outcome), verdict in zip(passed, verdicts):
             if isinstance(verdict, StageError):  # no verdict, no item: an unjudged item could pass for core

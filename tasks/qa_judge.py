@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Sequence
 
 from infra.errors import StageError
 from infra.llm_client import LLMClient
 from schemas.mcq import LETTERS
-from schemas.records import ClipDescription, JudgeVerdict, StageName
+from schemas.records import JudgeVerdict, StageName
 from tasks.prompts import load_prompt, quote_data
-from tasks.qa_author import timeline_rows
 from tasks.qa_checks import QADraft
 
 JUDGE_PROMPT = "qa_judge.v1"
@@ -49,10 +47,11 @@ def verdict_of(visual: str, audio: str, correct: str) -> JudgeVerdict:
     return "either" if by_sight and by_ear else "visual" if by_sight else "audio" if by_ear else "both"
 
 
-async def judge(client: LLMClient, draft: QADraft, timeline: Sequence[ClipDescription]) -> JudgeVerdict | StageError:
-    """The verdict on ``draft`` (its options in their final order); a ``StageError`` when a request failed."""
+async def judge(client: LLMClient, draft: QADraft, halves: dict[str, list[dict]]) -> JudgeVerdict | StageError:
+    """The verdict on ``draft`` (its options in their final order) from ``halves``: the video's visual-only and
+    audio-only timelines (``timeline_rows(clips, "visual" | "audio")``); a ``StageError`` when a request failed."""
     async def ask(senses: str) -> str:
-        reply = await client.complete_text(render_messages(draft, timeline_rows(timeline, senses)), parse_letter,
+        reply = await client.complete_text(render_messages(draft, halves[senses]), parse_letter,
                                            reply_name=f"qa_judge_{senses}", stage=StageName.qa,
                                            subject=draft.video_id, max_tokens=4, temperature=0.0, accept_cut=True)
         return reply.value

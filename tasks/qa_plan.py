@@ -450,14 +450,6 @@ def _runs(plan: VideoPlan, holds) -> list[list[ClipFacts]]:
     return runs
 
 
-def _has_sight(f: ClipFacts, sight: Fact) -> bool:
-    return any(s.phrase == sight.phrase for s in f.sights)
-
-
-def _has_sound(f: ClipFacts, sound: Fact) -> bool:
-    return any(s.phrase == sound.phrase for s in f.sounds)
-
-
 def plan_ordering(plan: VideoPlan) -> list[PlannedQuestion]:
     """Which of four moments (a sight with a sound, each of a different clip) comes first. Every option is true of
     its own clip; the wrong ones are true of no clip up to the correct one's (so only the correct one is first)."""
@@ -502,7 +494,7 @@ def plan_counting(plan: VideoPlan) -> list[PlannedQuestion]:
                 if (sight.phrase, sound.phrase) in seen:
                     continue
                 seen.add((sight.phrase, sound.phrase))
-                sure = _runs(plan, lambda g, a=sight, x=sound: _has_sight(g, a) and _has_sound(g, x))
+                sure = _runs(plan, lambda g, a=sight, x=sound: g.has(a, x))
                 maybe = _runs(plan, lambda g, a=sight, x=sound: g.shows(a) and g.may_hear(x))
                 n = len(sure)
                 # Once is not asked: in short videos nearly every pair is seen once, and "Once" would be the answer
@@ -514,8 +506,8 @@ def plan_counting(plan: VideoPlan) -> list[PlannedQuestion]:
                                 key=lambda c: (abs(c - n), rng.random()))[:3]
                 options = (COUNT_WORDS[n - 1], *(COUNT_WORDS[c - 1] for c in others))
                 # Both senses: the sight alone, or the sound alone, would be counted differently.
-                alone = {len(_runs(plan, lambda g, a=sight: _has_sight(g, a))),
-                         len(_runs(plan, lambda g, x=sound: _has_sound(g, x)))}
+                alone = {len(_runs(plan, lambda g, a=sight: g.has_sight(a))),
+                         len(_runs(plan, lambda g, x=sound: g.has_sound(x)))}
                 evidence = tuple(g.clip_id for run in sure for g in run)
                 out.append(PlannedQuestion(QAType.counting, evidence, options, cues=(sight.phrase, sound.phrase),
                                            key=f"{sight.phrase}+{sound.phrase}",
@@ -530,7 +522,7 @@ def plan_long_range(plan: VideoPlan) -> list[PlannedQuestion]:
     sight is among the wrong options, so a reader must find the right occurrence by ear and then look."""
     out = []
     for sound in plan.sounds():
-        sure = _runs(plan, lambda g, x=sound: _has_sound(g, x))
+        sure = _runs(plan, lambda g, x=sound: g.has_sound(x))
         if len(sure) != 2 or sure != _runs(plan, lambda g, x=sound: g.may_hear(x)):
             continue
         early, late = sure[0][0], sure[1][0]
