@@ -18,8 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from schemas.mcq import LETTERS
 
-SCHEMA_VERSION = "1.5.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train; 1.3: DeadLetter.video_id;
-# 1.4: the fingerprints and dedup tables; 1.5: QAItem.judge_verdict
+SCHEMA_VERSION = "1.6.0"  # 1.1: DeadLetter.transient; 1.2: Stage features, train; 1.3: DeadLetter.video_id;
+# 1.4: the fingerprints and dedup tables; 1.5: QAItem.judge_verdict; 1.6: the audio_descriptions table
 
 # Ids are safe as file names by construction: they come from extractor ids or hashes, never from titles.
 VIDEO_ID_PATTERN = r"^[a-z0-9]{1,24}-[A-Za-z0-9_-]{1,64}$"
@@ -130,6 +130,7 @@ class StageName(StrEnum):
     asr = "asr"
     audio_events = "audio_events"
     visual_caption = "visual_caption"
+    audio_description = "audio_description"
     audio_caption = "audio_caption"
     fuse = "fuse"
     qa = "qa"
@@ -284,6 +285,21 @@ class AudioCaption(TimeSpan):
     event: str
     emotion: str
     sentence: NonEmptyText
+
+
+class AudioDescription(TimeSpan):
+    """What an audio-language model heard in one clip, on the paper's five axes, in its own words (empty: nothing
+    on that axis). ``speakers`` is who speaks and how, not the words: the transcriber writes those."""
+
+    key_fields = ("clip_id",)
+    video_id: VideoId
+    clip_id: ClipId
+    speakers: str
+    environment: str
+    timbre: str
+    event: str
+    emotion: str
+    describer: NonEmptyText  # e.g. "omni:Qwen/Qwen2.5-Omni-7B"
 
 
 FUSED_PREFIX_RE = re.compile(r"^From (\d{2}):(\d{2}):(\d{2})\.(\d{3}) to (\d{2}):(\d{2}):(\d{2})\.(\d{3}): \S")
@@ -465,6 +481,7 @@ VIDEO_TABLES: dict[str, type[Record]] = {
     "clips": Clip,
     "speech": SpeechSegment,
     "audio_events": AudioEvent,
+    "audio_descriptions": AudioDescription,
     "audio_captions": AudioCaption,
     "visual_captions": VisualCaption,
     "descriptions": ClipDescription,

@@ -193,18 +193,44 @@ class AudioTagger(Section):
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=1.0))
 
 
-class VLMEndpoint(Section):
-    """A vision-language model on an OpenAI-compatible server (vLLM serving Qwen2.5-VL / Qwen3-VL): the ``vlm``
-    visual captioner's."""
+class ModelEndpoint(Section):
+    """A model on an OpenAI-compatible server (vLLM) that a perception stage sends media to."""
 
     base_url: str = "http://127.0.0.1:8001/v1"
-    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"  # the served name
+    model: str = ""  # the served name
     api_key: SecretStr = SecretStr("EMPTY")
-    max_tokens: int = Field(default=160, ge=16)  # an objective description: a few sentences
-    concurrency: int = Field(default=8, ge=1)  # keyframes in flight per worker (the server batches them)
+    max_tokens: int = Field(default=160, ge=16)
+    concurrency: int = Field(default=8, ge=1)  # requests in flight per worker (the server batches them)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+
+
+class VLMEndpoint(ModelEndpoint):
+    """A vision-language model (vLLM serving Qwen2.5-VL / Qwen3-VL): the ``vlm`` visual captioner's."""
+
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    max_tokens: int = Field(default=160, ge=16)  # an objective description: a few sentences
     max_side: int = Field(default=768, ge=64)  # keyframes larger than this are scaled down before sending
+
+
+class OmniEndpoint(ModelEndpoint):
+    """An audio-language model (vLLM serving Qwen2.5-Omni / Qwen3-Omni's thinker, or Qwen2-Audio): the ``omni``
+    audio describer's."""
+
+    base_url: str = "http://127.0.0.1:8002/v1"
+    model: str = "Qwen/Qwen2.5-Omni-7B"
+    max_tokens: int = Field(default=256, ge=32)  # five short fields of JSON
+    max_clip_s: float = Field(default=30.0, gt=0)  # a longer clip is heard from its start (Qwen2.5-Omni: 30 s/part)
+
+
+class AudioDescriber(Section):
+    """The optional stage that has a model listen to each clip and describe it on the paper's five axes
+    (``tasks.audio_description``); its text replaces the tagger's labels on those axes of the audio caption."""
+
+    enabled: bool = False
+    kind: str = "omni"  # a registered audio describer (tasks.audio_describers)
+    omni: OmniEndpoint = Field(default_factory=OmniEndpoint)
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.5))
 
 
 class VisualCaptioner(Section):
@@ -308,7 +334,7 @@ class Demo(Section):
 # The built-in pipeline, in order (``infra.pipeline``): media stages in one Ray task per source, perception in
 # actors, code over their rows, then the LLM stages.
 DEFAULT_PIPELINE = ("acquire", "probe", "audio", "segment", "fingerprint", "dedup", "asr", "audio_events",
-                    "visual_caption", "audio_caption", "fuse", "qa")
+                    "visual_caption", "audio_description", "audio_caption", "fuse", "qa")
 
 
 class Settings(BaseSettings):
@@ -329,6 +355,7 @@ class Settings(BaseSettings):
     asr: ASR = Field(default_factory=ASR)
     audio_tagger: AudioTagger = Field(default_factory=AudioTagger)
     visual_captioner: VisualCaptioner = Field(default_factory=VisualCaptioner)
+    audio_describer: AudioDescriber = Field(default_factory=AudioDescriber)
     qa: QAOptions = Field(default_factory=QAOptions)
     compaction: Compaction = Field(default_factory=Compaction)
     dedup: Dedup = Field(default_factory=Dedup)

@@ -4,17 +4,23 @@ Built from records only: narration is the ASR text of the clip; the other four a
 filed under that axis, strongest first, each with the times it is heard (seconds on the source timeline). The
 ``sentence`` is a short rendering of the top item per axis, for the fusion prompt and for people.
 
+Where an audio-language model described the clip (``tasks.audio_description``, on profiles that enable it), its
+words stand on the environment, timbre, event and emotion axes instead of the tagger's labels; who speaks and how
+joins the timbre only where the transcriber heard words (a speech claim needs it to agree).
+
 A video gets audio captions only when both audio stages heard it (see ``AudioCaptionStage``).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from infra.pipeline import STAGES
 from infra.stage import Stage
 from schemas.handoff import StageResult, VideoItem
-from schemas.records import AudioAxis, AudioCaption, AudioEvent, Clip, SpeechSegment, StageName
+from infra.text_bounds import cut_at_sentence
+from schemas.records import AudioAxis, AudioCaption, AudioDescription, AudioEvent, Clip, SpeechSegment, StageName
 
 MIN_SCORE = 0.2  # weaker events are noise from the tagger, not something to tell a caption writer
 MAX_LABELS_PER_AXIS = 3
@@ -57,8 +63,24 @@ def _top_label(items: list[tuple[str, list[AudioEvent]]]) -> str:
     return best[0]
 
 
-def caption_clip(clip: Clip, speech: list[SpeechSegment], events: list[AudioEvent]) -> AudioCaption:
-    """The clip's caption from its own speech segments and events (others are ignored)."""
+def _first_sentence(text: str) -> str:
+    return cut_at_sentence(re.split(r"(?<=[.!?])\s+", text, maxsplit=1)[0], 100).rstrip(".!?")
+
+
+def _described_axes(described: AudioDescription | None, narration: str) -> dict[str, str]:
+    """The describer's words by axis (the caption's field names), where it wrote any."""
+    if described is None:
+        return {}
+    timbre = " ".join(t.strip() for t in (described.speakers if narration else "", described.timbre) if t.strip())
+    axes = {"environment": described.environment, "timbre": timbre, "event": described.event,
+            "emotion": described.emotion}
+    return {k: " ".join(v.split()) for k, v in axes.items() if v.strip()}
+
+
+def caption_clip(clip: Clip, speech: list[SpeechSegment], events: list[AudioEvent],
+                 described: AudioDescription | None = None) -> AudioCaption:
+    """The clip's caption from its own speech segments and events (others are ignored), and the describer's
+    words for it when there are any."""
     speech = sorted((s for s in speech if s.clip_id == clip.clip_id), key=lambda s: s.start_s)
     events = [e for e in events if e.clip_id == clip.clip_id]
     narration = " ".join(s.text.strip() for s in speech).strip()
@@ -69,6 +91,7 @@ def caption_clip(clip: Clip, speech: list[SpeechSegment], events: list[AudioEven
         if voiced:
             narration = f"unintelligible speech ({_times(voiced)})"
 
+    words = _described_axes(described, narration if speech else "")
     clauses = []
     if narration:
         short = narration if len(narration) <= SENTENCE_NARRATION_CHARS else \
@@ -76,25 +99,27 @@ def caption_clip(clip: Clip, speech: list[SpeechSegment], events: list[AudioEven
         clauses.append(f'speech: "{short}"' if speech else short)
     for axis, name in ((AudioAxis.environment, "environment"), (AudioAxis.event, "events"),
                        (AudioAxis.timbre, "timbre"), (AudioAxis.emotion, "mood")):
-        top = _top_label(axes[axis])
+        top = _first_sentence(words[axis.value]) if axis.value in words else _top_label(axes[axis])
         if top:
             clauses.append(f"{name}: {top}")
     sentence = "; ".join(clauses) if clauses else "no audio analysis for this clip"
     sentence = sentence[0].upper() + sentence[1:] + "."
     return AudioCaption(start_s=clip.start_s, end_s=clip.end_s, video_id=clip.video_id, clip_id=clip.clip_id,
-                        narration=narration, environment=_render_axis(axes[AudioAxis.environment]),
-                        timbre=_render_axis(axes[AudioAxis.timbre]), event=_render_axis(axes[AudioAxis.event]),
-                        emotion=_render_axis(axes[AudioAxis.emotion]), sentence=sentence)
+                        narration=narration, sentence=sentence,
+                        **{axis.value: words.get(axis.value) or _render_axis(axes[axis])
+                           for axis in (AudioAxis.environment, AudioAxis.timbre, AudioAxis.event, AudioAxis.emotion)})
 
 
-def caption_clips(clips: list[Clip], speech: list[SpeechSegment], events: list[AudioEvent]) -> list[AudioCaption]:
+def caption_clips(clips: list[Clip], speech: list[SpeechSegment], events: list[AudioEvent],
+                  described: list[AudioDescription] = ()) -> list[AudioCaption]:
     by_clip_speech: dict[str, list[SpeechSegment]] = defaultdict(list)
     by_clip_events: dict[str, list[AudioEvent]] = defaultdict(list)
     for s in speech:
         by_clip_speech[s.clip_id].append(s)
     for e in events:
         by_clip_events[e.clip_id].append(e)
-    return [caption_clip(c, by_clip_speech[c.clip_id], by_clip_events[c.clip_id])
+    by_clip_described = {d.clip_id: d for d in described}
+    return [caption_clip(c, by_clip_speech[c.clip_id], by_clip_events[c.clip_id], by_clip_described.get(c.clip_id))
             for c in sorted(clips, key=lambda c: c.start_s)]
 
 
@@ -108,9 +133,11 @@ class AudioCaptionStage(Stage):
     name = StageName.audio_caption
     title = "audio captions"
     placement = "driver"
-    reads = ("clips", "speech", "audio_events")
+    reads = ("clips", "speech", "audio_events", "audio_descriptions")
+    optional = ("audio_descriptions",)  # a pipeline without the describer: the tagger's labels on every axis
     writes = {"audio_captions": AudioCaption}
 
     def process(self, item: VideoItem) -> StageResult:
         return StageResult(tables={"audio_captions": caption_clips(item.clips, item.rows("speech"),
-                                                                   item.rows("audio_events"))})
+                                                                   item.rows("audio_events"),
+                                                                   item.rows("audio_descriptions"))})

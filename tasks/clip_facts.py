@@ -242,9 +242,10 @@ def sounds_of(clip: ClipDescription | AudioCaption, *, speech: bool = True) -> l
         if not text:
             continue
         items = _axis_items(text)
-        if not any(spans for _, spans in items) and len(items) == 1:
-            # Free text (a GPU profile's tagger or a hand-written caption): one description, taken whole.
-            free.append(Fact(_lower_first(text.rstrip(".")), keys_of(text), (), "description"))
+        if not any(spans for _, spans in items):
+            # Free text (an audio-language model's description, a hand-written caption): sentence by sentence,
+            # like a free visual caption; the tagger's labels always carry their times.
+            free.extend(Fact(_lower_first(s.rstrip(".!?")), keys_of(s), (), "description") for s in _sentences(text))
             continue
         for label, spans in items:
             said = _label_phrase(label)
