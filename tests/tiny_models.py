@@ -186,6 +186,156 @@ def siglip_so400m(folder: Path) -> None:
     SiglipImageProcessor(size={"height": 384, "width": 384}).save_pretrained(folder)
 
 
+# -- The served media models' stand-ins. vLLM's CPU build imports torchvision for Qwen2.5-VL, Qwen2.5-Omni's thinker,
+# LLaVA and most vision models, and PyPI's torchvision is a CUDA build that cannot load beside vLLM's CPU torch: the
+# closest architectures it serves without it are Qwen2-Audio (a Whisper-style encoder into a Qwen2 LLM, the same
+# input_audio path) and Idefics3 (SmolVLM's: a SigLIP-style tower into a Llama, the same image_url path).
+
+def _qwen_tokenizer_renamed(folder: Path, renamed: dict[int, str], token_attrs: dict[str, str],
+                            chat_template: str) -> None:
+    """The real Qwen2.5 tokenizer with reserved added tokens renamed (as the multimodal Qwen repos have them) and
+    the named token attributes the processors read (tokenizer.audio_token, ...)."""
+    source = model_cache.model_path("qwen2.5-0.5b-instruct")
+    tok = json.loads((source / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]  # the embedded tokenizer.json holds the added tokens in the BPE vocab too
+    for entry in tok["added_tokens"]:
+        if entry["id"] in renamed:
+            vocab.pop(entry["content"], None)
+            entry["content"] = renamed[entry["id"]]
+            vocab[entry["content"]] = entry["id"]
+    (folder / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
+    cfg = json.loads((source / "tokenizer_config.json").read_text())
+    for key in ("is_local", "local_files_only"):
+        cfg.pop(key, None)
+    cfg["extra_special_tokens"] = dict(token_attrs)
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    (folder / "chat_template.jinja").write_text(chat_template)
+    shutil.copy(source / "generation_config.json", folder / "generation_config.json")
+
+
+
+
+QWEN2_AUDIO_RENAMED = {151646: "<|AUDIO|>", 151647: "<|audio_bos|>", 151648: "<|audio_eos|>"}
+QWEN2_AUDIO_TOKEN_ATTRS = {"audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>",
+                           "audio_eos_token": "<|audio_eos|>"}
+# Qwen2-Audio-7B-Instruct's template, plus `content['type'] == 'audio'` (vLLM hands the template {"type": "audio"})
+QWEN2_AUDIO_CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content or 'input_audio' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}Audio {{ audio_count.value }}: "
+    "<|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def qwen2_audio_7b_instruct(folder: Path) -> None:
+    """Qwen2-Audio (Whisper-style audio encoder + projector + Qwen2 text model), shrunk; 128 mels, 16 kHz."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, WhisperFeatureExtractor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = Qwen2AudioConfig(
+        audio_config={"num_mel_bins": 128, "encoder_layers": 2, "encoder_attention_heads": 2,
+                      "encoder_ffn_dim": 128, "d_model": 64, "max_source_positions": 1500},
+        text_config={"model_type": "qwen2", "vocab_size": 152064, "hidden_size": 256, "intermediate_size": 512,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "max_position_embeddings": 8192, "rope_theta": 1e4, "rms_norm_eps": 1e-5,
+                     "tie_word_embeddings": False, "bos_token_id": 151643, "eos_token_id": 151645},
+        audio_token_index=151646)
+    config.architectures = ["Qwen2AudioForConditionalGeneration"]
+    _seeded()
+    model = Qwen2AudioForConditionalGeneration(config).to(torch.bfloat16)
+    # the hub checkpoint's names (transformers 5's save_pretrained writes language_model.model.model.*, which
+    # neither it nor vLLM reads back)
+    renames = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+               ("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector."))
+    state = {}
+    for name, tensor in model.state_dict().items():
+        for old, new in renames:
+            if name.startswith(old):
+                name = new + name[len(old):]
+                break
+        state[name] = tensor.contiguous()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    written = config.to_dict()
+    written["torch_dtype"] = "bfloat16"
+    (folder / "config.json").write_text(json.dumps(written, indent=2))
+    _qwen_tokenizer_renamed(folder, QWEN2_AUDIO_RENAMED, QWEN2_AUDIO_TOKEN_ATTRS, QWEN2_AUDIO_CHAT_TEMPLATE)
+    # preprocessor_config.json as the hub repo's (Whisper features, 128 mels, 30 s chunks)
+    pre = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000).to_dict()
+    pre.pop("mel_filters", None)
+    pre["processor_class"] = "Qwen2AudioProcessor"
+    (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+
+
+IDEFICS3_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}<image>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def idefics3_vlm(folder: Path) -> None:
+    """An Idefics3 (SmolVLM's architecture: SigLIP-style vision tower, pixel-shuffle connector, Llama text model),
+    shrunk, with the real Qwen2.5 tokenizer plus Idefics3's image tokens; its image processor has a PIL backend,
+    so neither transformers nor vLLM needs torchvision."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+    from transformers.models.idefics3.processing_idefics3 import Idefics3Processor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(model_cache.model_path("qwen2.5-0.5b-instruct") / name, folder / name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<fake_token_around_image>", "<image>",
+                                                                "<end_of_utterance>"]})
+    tokenizer.add_tokens(["<global-img>"] + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)],
+                         special_tokens=True)
+    image_size, patch_size, scale_factor = 64, 16, 2
+    image_seq_len = (image_size // patch_size) ** 2 // scale_factor ** 2
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessorPil(size={"longest_edge": 2 * image_size},
+                                                  max_image_size={"longest_edge": image_size}),
+        tokenizer=tokenizer, image_seq_len=image_seq_len, chat_template=IDEFICS3_CHAT_TEMPLATE)
+    processor.save_pretrained(folder)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    for key in ("is_local", "local_files_only"):
+        cfg.pop(key, None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+
+    config = Idefics3Config(
+        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": patch_size},
+        text_config={"model_type": "llama", "vocab_size": 152064, "hidden_size": 256, "intermediate_size": 512,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "max_position_embeddings": 8192, "rope_theta": 1e5, "rms_norm_eps": 1e-5,
+                     "tie_word_embeddings": False, "bos_token_id": 151643, "eos_token_id": 151645,
+                     "pad_token_id": 151643},
+        scale_factor=scale_factor, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=151643, tie_word_embeddings=False)
+    config.architectures = ["Idefics3ForConditionalGeneration"]
+    _seeded()
+    model = Idefics3ForConditionalGeneration(config).to(torch.bfloat16)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    written = config.to_dict()
+    written["torch_dtype"] = "bfloat16"
+    (folder / "config.json").write_text(json.dumps(written, indent=2))
+
+
 # repository -> builder: every repository the gpu-cluster profile pins has a twin (tests/test_cluster_models.py)
 TWINS: dict[str, Callable[[Path], None]] = {
     "Systran/faster-whisper-large-v3": faster_whisper_large_v3,
