@@ -14,6 +14,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import ray
 from prefect import flow, get_run_logger, task
@@ -49,16 +50,32 @@ def _ray_runtime_env(cfg: Settings) -> dict:
     return {"env_vars": {k: os.environ[k] for k in keep if k in os.environ}}
 
 
-def llm_replicas_in_ray(cfg: Settings) -> list[str]:
-    """The OpenAI endpoints of the LLM servers of a Ray cluster: every alive node with the ``llm`` resource, on the
-    profile's server port (deploy/ray-cluster.yaml starts one on each)."""
-    found = [f"http://{n['NodeManagerAddress']}:{cfg.llm.server.port}/v1" for n in ray.nodes()
+def llm_replicas_in_ray(cfg: Settings, port: int | None = None, serves: str = "llm") -> list[str]:
+    """The OpenAI endpoints of the model servers of a Ray cluster: every alive node with the ``llm`` resource, on
+    the server's port (deploy/ray-cluster.yaml starts the LLM's, the VLM's and the audio model's on each)."""
+    port = cfg.llm.server.port if port is None else port
+    found = [f"http://{n['NodeManagerAddress']}:{port}/v1" for n in ray.nodes()
              if n.get("Alive") and n.get("Resources", {}).get("llm")]
     if not found:
-        raise PreflightError("preflight failed, nothing was processed:\n- llm.replicas_from_ray: no alive Ray node "
-                             "has the `llm` resource (the LLM nodes of deploy/ray-cluster.yaml); nothing would answer "
-                             "fusion and QA")
+        what = "fusion and QA" if serves == "llm" else f"the {serves} requests"
+        raise PreflightError(f"preflight failed, nothing was processed:\n- {serves} replicas_from_ray: no alive Ray "
+                             "node has the `llm` resource (the LLM nodes of deploy/ray-cluster.yaml); nothing would "
+                             f"answer {what}")
     return sorted(found)
+
+
+def with_served_endpoints(cfg: Settings, pipeline: Pipeline) -> Settings:
+    """The profile with each perception model server's key resolved (none of its own: the LLM's, the node's one
+    secret) and, on a Ray cluster that says so, its replicas found on the llm nodes."""
+    for name, (stage, endpoint) in pipeline.served_endpoints(cfg).items():
+        update: dict = {}
+        if endpoint.api_key is None:
+            update["api_key"] = cfg.llm.api_key
+        if endpoint.replicas_from_ray:
+            port = endpoint.server.port if endpoint.server is not None else urlsplit(endpoint.base_url).port
+            update["replicas"] = llm_replicas_in_ray(cfg, port, name)
+        cfg = stage.with_endpoint(cfg, endpoint.model_copy(update=update))
+    return cfg
 
 
 def ensure_ray(cfg: Settings) -> bool:
@@ -199,6 +216,11 @@ def _build(sources: str, store: DatasetStore, cfg: Settings, pipeline: Pipeline,
         if cfg.llm.replicas_from_ray and pipeline.of("llm"):
             cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"replicas": llm_replicas_in_ray(cfg)})})
             logger.info("LLM replicas: %s", ", ".join(cfg.llm.endpoints))
+        cfg = with_served_endpoints(cfg, pipeline)
+        served = {name: (ep.endpoints, ep.api_key.get_secret_value())
+                  for name, (_, ep) in pipeline.served_endpoints(cfg).items()}
+        for name, (urls, _) in served.items():
+            logger.info("%s servers: %s", name, ", ".join(urls))
         # Every node can write and read the dataset and holds the models its stages load, and every LLM replica
         # answers (when the pipeline has an LLM stage), before anything is downloaded.
         models = models_by_node_type(cfg)
@@ -207,7 +229,7 @@ def _build(sources: str, store: DatasetStore, cfg: Settings, pipeline: Pipeline,
             models.pop("llm")  # the LLM servers are not the cluster's llm nodes
         preflight(dataset_dir, llm_base_url=cfg.llm.endpoints if pipeline.of("llm") else None,
                   llm_api_key=cfg.llm.api_key.get_secret_value(), models=models,
-                  pins={m.repo: m.revision for m in cfg.models})
+                  pins={m.repo: m.revision for m in cfg.models}, served=served)
         restored = llm_cache_store.restore(store, Path(cache))
         if restored:
             logger.info("LLM cache: %d replies restored from %s", restored, store.url(llm_cache_store.SHARD_DIR))

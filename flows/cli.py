@@ -84,20 +84,25 @@ def models_status() -> None:
 
 
 @llm_app.command("start")
-def llm_start() -> None:
+def llm_start(serves: str = typer.Option("llm", "--serves", help="llm (fusion and QA), or a perception stage's "
+                                                                 "model server the profile starts: vlm, omni")) -> None:
     from infra import servers
 
     cfg = settings()
-    srv = servers.start_llm_server(cfg)
-    console.print(f"[green]LLM server up[/] pid {srv.pid}: {cfg.llm.resolved_base_url} "
-                  f"(model {cfg.llm.resolved_model}; log {srv.log})")
+    srv = servers.start_llm_server(cfg, serves)
+    if serves == servers.LLM:
+        console.print(f"[green]LLM server up[/] pid {srv.pid}: {cfg.llm.resolved_base_url} "
+                      f"(model {cfg.llm.resolved_model}; log {srv.log})")
+    else:
+        console.print(f"[green]{serves} server up[/] pid {srv.pid}: health {srv.url} (log {srv.log})")
 
 
 @llm_app.command("stop")
-def llm_stop() -> None:
+def llm_stop(serves: str = typer.Option("llm", "--serves", help="which server: llm, vlm, omni")) -> None:
     from infra import servers
 
-    console.print("LLM server stopped" if servers.stop_llm_server() else "no LLM server of ours was running")
+    stopped = servers.stop_llm_server(serves=serves)
+    console.print(f"{serves} server stopped" if stopped else f"no {serves} server of ours was running")
 
 
 @prefect_app.command("start")

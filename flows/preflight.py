@@ -103,6 +103,9 @@ def models_by_node_type(cfg) -> dict[str, list[str]]:
 
     out = Pipeline.from_settings(cfg).models_by_node(cfg)
     out.setdefault("llm", []).append(cfg.llm.server.model)
+    # the perception stages' model servers that run beside it on the llm nodes (deploy/ray-cluster.yaml)
+    out["llm"] += [ep.server.model for _, ep in Pipeline.from_settings(cfg).served_endpoints(cfg).values()
+                   if ep.replicas_from_ray and ep.server is not None]
     preset = preset_config(cfg.train.preset)
     out["train"] = [m for m in (preset.vision.name_or_path, preset.audio.name_or_path, preset.llm.name_or_path)
                     if m]
@@ -115,13 +118,17 @@ def _on_node(dataset: str, models: list[str], pins: dict[str, str]) -> str | Non
 
 def preflight(dataset: str, *, llm_base_url: str | list[str] | None, llm_api_key: str = "EMPTY",
               ray_nodes: bool = True, models: dict[str, list[str]] | None = None,
-              pins: dict[str, str] | None = None) -> None:
-    """Check the flow's process (dataset and every LLM replica) and, with Ray up, every alive node that has CPUs
+              pins: dict[str, str] | None = None,
+              served: dict[str, tuple[list[str], str]] | None = None) -> None:
+    """Check the flow's process (dataset, every LLM replica, every replica of ``served``: name -> (URLs, key), the
+    perception stages' model servers) and, with Ray up, every alive node that has CPUs
     (the dataset; ``models``: Ray resource name -> model names a node with that resource must hold, "" for every
     node; ``pins``: hub repository -> the revision it must be at)."""
     problems = [check_store(dataset)]
     for url in [llm_base_url] if isinstance(llm_base_url, str) else (llm_base_url or []):
         problems.append(check_llm(url, llm_api_key))
+    for name, (urls, key) in (served or {}).items():  # the perception stages' model servers (vlm, omni)
+        problems += [p and p.replace("the LLM server", f"the {name} server") for p in (check_llm(u, key) for u in urls)]
     if ray_nodes:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -134,7 +134,9 @@ def run_markdown(stats: RunStats, dataset_dir: Path | str, settings: Settings, p
                "seconds"], stage_rows(stats, pipeline, settings)),
         "## LLM",
         "Servers (replicas, requests spread over them): "
-        + ", ".join(f"`{public_source(u)}`" for u in settings.llm.endpoints) + ".",
+        + ", ".join(f"`{public_source(u)}`" for u in settings.llm.endpoints) + "."
+        + "".join(f" {name} servers: " + ", ".join(f"`{public_source(u)}`" for u in ep.endpoints) + "."
+                  for name, (_, ep) in pipeline.served_endpoints(settings).items()),
         table(["counter", "value"], [[k, v] for k, v in sorted(stats.llm.items())] or [["-", 0]]),
         "## Cost per accepted item",
         table(["phase", "requests", "prompt tokens", "generated tokens", "LLM s", "accepted", "prompt / accepted",

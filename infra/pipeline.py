@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -132,6 +133,16 @@ class Pipeline:
             if names:
                 custom = stage.resources(settings).custom
                 out.setdefault(next(iter(custom), ""), []).extend(names)
+        return out
+
+    def served_endpoints(self, settings: Settings) -> dict[str, tuple[type[Stage], Any]]:
+        """The model servers the run's perception stages send media to, by name (``vlm``, ``omni``): the stage and
+        its ``ModelEndpoint``."""
+        out = {}
+        for stage in self.stages:
+            served = stage.served_endpoint(settings)
+            if served is not None:
+                out[served[0]] = (stage, served[1])
         return out
 
     def labels(self, settings: Settings) -> frozenset[str]:

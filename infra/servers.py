@@ -19,7 +19,7 @@ from typing import Callable
 
 import httpx
 
-from schemas.settings import PROJECT_ROOT, Settings, settings
+from schemas.settings import PROJECT_ROOT, LLMServer, Settings, settings
 from infra import model_cache
 
 
@@ -60,14 +60,42 @@ class RunningServer:
 VLLM_VENV = PROJECT_ROOT / ".venv-vllm"
 
 
-def llm_server_spec(cfg: Settings) -> ServerSpec:
-    srv = cfg.llm.server
+LLM = "llm"  # what `saven llm-server start` serves without --serves: the fusion and QA LLM
+
+
+def served_models(cfg: Settings) -> list[str]:
+    """What ``saven llm-server start --serves NAME`` can start under this profile: the LLM, and the model servers
+    its perception stages send media to (``vlm``, ``omni``) where the profile says how to start them."""
+    from infra.pipeline import Pipeline
+
+    return [LLM] + [name for name, (_, ep) in Pipeline.from_settings(cfg).served_endpoints(cfg).items()
+                    if ep.server is not None]
+
+
+def _server_of(cfg: Settings, serves: str) -> tuple[LLMServer, str, bool]:
+    """(how to start it, its API key, whether its clients find it through Ray) for the server named ``serves``."""
+    if serves == LLM:
+        return cfg.llm.server, cfg.llm.api_key.get_secret_value(), cfg.llm.replicas_from_ray
+    from infra.pipeline import Pipeline
+
+    endpoints = Pipeline.from_settings(cfg).served_endpoints(cfg)
+    if serves not in endpoints or endpoints[serves][1].server is None:
+        raise ServerError(f"this profile has no {serves!r} server to start (it can start: "
+                          f"{', '.join(served_models(cfg))})")
+    endpoint = endpoints[serves][1]
+    key = endpoint.api_key if endpoint.api_key is not None else cfg.llm.api_key  # the node's one secret
+    return endpoint.server, key.get_secret_value(), endpoint.replicas_from_ray
+
+
+def llm_server_spec(cfg: Settings, serves: str = LLM) -> ServerSpec:
+    """How to start the server ``serves`` names: the LLM's (``llm.server``), or a perception stage's model server
+    (``visual_captioner.vlm.server``, ``audio_describer.omni.server``)."""
+    srv, key, from_ray = _server_of(cfg, serves)
     if srv.kind == "external":
-        raise ServerError("llm.server.kind is 'external': this profile talks to a server it does not start")
-    key = cfg.llm.api_key.get_secret_value()
+        raise ServerError(f"the {serves} server's kind is 'external': this profile talks to a server it does not "
+                          "start")
     keyed = key not in ("", "EMPTY")
-    if srv.host not in ("127.0.0.1", "localhost", "::1") and srv.kind == "vllm-cpu" and not (
-            cfg.llm.replicas_from_ray and keyed):
+    if srv.host not in ("127.0.0.1", "localhost", "::1") and srv.kind == "vllm-cpu" and not (from_ray and keyed):
         # Beyond loopback only for a cluster profile (its clients find the servers on the nodes' addresses), and
         # only behind a key.
         raise ServerError(f"refusing to bind the embedded LLM server to {srv.host}: use 127.0.0.1 (a cluster "
@@ -92,7 +120,7 @@ def llm_server_spec(cfg: Settings) -> ServerSpec:
     else:
         # The prefetched folder (`saven models prefetch`): the server starts offline, from this node's disk.
         argv = ["vllm", "serve", model_cache.resolve(srv.model)]
-        env = {}
+        env = {"CUDA_VISIBLE_DEVICES": srv.gpus} if srv.gpus else {}
         extra = ["--tensor-parallel-size", str(srv.tensor_parallel_size),
                  "--gpu-memory-utilization", str(srv.gpu_memory_utilization)]
         if srv.data_parallel_size > 1:
@@ -103,7 +131,8 @@ def llm_server_spec(cfg: Settings) -> ServerSpec:
                 "DO_NOT_TRACK": "1"})
     if keyed:  # vLLM then refuses /v1 requests without it; in the environment, not the command line (ps, pid file)
         env["VLLM_API_KEY"] = key
-    return ServerSpec("llm-server", argv, env, f"http://{srv.host}:{srv.port}/health", srv.startup_timeout_s)
+    name = "llm-server" if serves == LLM else f"{serves}-server"
+    return ServerSpec(name, argv, env, f"http://{srv.host}:{srv.port}/health", srv.startup_timeout_s)
 
 
 def prefect_env(cfg: Settings) -> dict[str, str]:
@@ -273,9 +302,9 @@ def stop(spec: ServerSpec, run_dir: Path, timeout: float = 30.0) -> bool:
     return stopped
 
 
-def start_llm_server(cfg: Settings | None = None) -> RunningServer:
+def start_llm_server(cfg: Settings | None = None, serves: str = LLM) -> RunningServer:
     cfg = cfg or settings()
-    return start(llm_server_spec(cfg), cfg.paths.run_dir)
+    return start(llm_server_spec(cfg, serves), cfg.paths.run_dir)
 
 
 # The embedded model whose QA text passes the checks for every type (`make models`), the local-cpu profile's own
@@ -304,9 +333,9 @@ def grounded_qa_server(cfg: Settings) -> tuple[ServerSpec, str] | None:
     return side_llm_server(cfg, GROUNDED_QA_MODEL)
 
 
-def stop_llm_server(cfg: Settings | None = None) -> bool:
+def stop_llm_server(cfg: Settings | None = None, serves: str = LLM) -> bool:
     cfg = cfg or settings()
-    return stop(_spec_for_stop("llm-server", cfg), cfg.paths.run_dir)
+    return stop(_spec_for_stop("llm-server" if serves == LLM else f"{serves}-server", cfg), cfg.paths.run_dir)
 
 
 def start_prefect_server(cfg: Settings | None = None) -> RunningServer:

@@ -159,6 +159,21 @@ class Stage(ABC):
         return list(cls._declared_by_backend(settings, "models") or ())
 
     @classmethod
+    def served_endpoint(cls, settings: Settings) -> tuple[str, Any] | None:
+        """(field, ``ModelEndpoint``) when the profile's backend sends its media to model servers (the ``vlm``
+        captioner, the ``omni`` describer): the section's field its backend's ``endpoint_field`` names. What a run
+        finds replicas for and checks before it downloads, and what ``saven llm-server start --serves`` starts."""
+        field_name = cls._declared_by_backend(settings, "endpoint_field")
+        return (field_name, getattr(cls.section_of(settings), field_name)) if field_name else None
+
+    @classmethod
+    def with_endpoint(cls, settings: Settings, endpoint: Any) -> Settings:
+        """``settings`` with this stage's served endpoint replaced (its replicas found, its key resolved)."""
+        field_name, _ = cls.served_endpoint(settings)
+        section = cls.section_of(settings).model_copy(update={field_name: endpoint})
+        return settings.model_copy(update={cls.section: section})
+
+    @classmethod
     def report_lines(cls, stats: StageStats) -> list[str]:
         """Markdown this stage adds to the run report beyond its row in the stage table."""
         return []

@@ -79,6 +79,9 @@ class LLMServer(Section):
     cpu_threads_bind: str = "auto"
     extra_args: list[str] = Field(default_factory=list)
     startup_timeout_s: float = 300.0
+    # CUDA_VISIBLE_DEVICES of a vllm-gpu server: the node's GPUs it takes, where several servers share a node (the
+    # LLM, the VLM and the audio-language model of the gpu-cluster profile's llm nodes). None: every GPU.
+    gpus: str | None = None
 
 
 class LLM(Section):
@@ -194,15 +197,27 @@ class AudioTagger(Section):
 
 
 class ModelEndpoint(Section):
-    """A model on an OpenAI-compatible server (vLLM) that a perception stage sends media to."""
+    """A model on OpenAI-compatible servers (vLLM) that a perception stage sends media to: one base URL, or replicas
+    found at the start of a run (every alive Ray node with the `llm` resource, on ``server.port``), requests going
+    round them. ``server``: how ``saven llm-server start --serves NAME`` starts it on a node (NAME: the field that
+    holds this endpoint, ``vlm`` or ``omni``)."""
 
     base_url: str = "http://127.0.0.1:8001/v1"
     model: str = ""  # the served name
-    api_key: SecretStr = SecretStr("EMPTY")
+    # None: the LLM's key (``llm.api_key``): the servers of an llm node share the node's one secret.
+    api_key: SecretStr | None = None
+    replicas: list[str] = Field(default_factory=list)
+    replicas_from_ray: bool = False
+    server: LLMServer | None = None
     max_tokens: int = Field(default=160, ge=16)
-    concurrency: int = Field(default=8, ge=1)  # requests in flight per worker (the server batches them)
+    concurrency: int = Field(default=8, ge=1)  # requests in flight per worker (the servers batch them)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every server the client talks to: the replicas, or the one base URL."""
+        return list(self.replicas) or [self.base_url]
 
 
 class VLMEndpoint(ModelEndpoint):

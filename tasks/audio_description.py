@@ -16,7 +16,8 @@ from infra.stage import Stage
 from schemas.handoff import StageResult, VideoItem
 from schemas.records import AudioDescription, Clip, StageName
 from schemas.settings import Settings
-from tasks.audio_describers import AUDIO_DESCRIBERS, HeardAxes, ServerUnavailable
+from infra.endpoint_pool import ServerUnavailable
+from tasks.audio_describers import AUDIO_DESCRIBERS, HeardAxes
 
 
 def description_of(clip: Clip, heard: HeardAxes | Exception, describer: str) -> AudioDescription:

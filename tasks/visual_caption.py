@@ -11,7 +11,8 @@ from collections import Counter
 import cv2
 import numpy as np
 
-from infra.errors import PermanentError
+from infra.endpoint_pool import ServerUnavailable
+from infra.errors import PermanentError, TransientError
 from infra.markdown import top_counts
 from infra.pipeline import STAGES
 from infra.stage import Stage
@@ -36,7 +37,11 @@ def caption_clip(captioner: Captioner, media: VideoMedia, clip: Clip) -> list[Vi
     if not clip.keyframe_times:
         raise PermanentError(StageName.visual_caption, clip.video_id, "clip has no keyframes", item_id=clip.clip_id,
                              error_class="no_keyframes")
-    described = captioner.describe(read_keyframes(media, clip))
+    try:
+        described = captioner.describe(read_keyframes(media, clip))
+    except ServerUnavailable as exc:  # a served captioner's servers: a rerun may succeed
+        raise TransientError(StageName.visual_caption, clip.video_id, str(exc), item_id=clip.clip_id,
+                             error_class="server_unavailable") from exc
     return [VisualCaption(video_id=clip.video_id, clip_id=clip.clip_id, t=t, text=text, tags=tags,
                           captioner=captioner.name)
             for t, (text, tags) in zip(clip.keyframe_times, described)]

@@ -23,8 +23,9 @@ from schemas.settings import load_settings
 from tiny_models import TWINS, build_twins
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PERCEPTION = ["Systran/faster-whisper-large-v3", "MIT/ast-finetuned-audioset-10-10-0.4593",
-              "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "laion/mscoco_finetuned_CoCa-ViT-L-14-laion2B-s13B-b90k"]
+PERCEPTION = ["Systran/faster-whisper-large-v3", "MIT/ast-finetuned-audioset-10-10-0.4593"]
+# the LLM, the keyframe VLM and the audio-language model: the llm nodes serve all three
+LLM_NODE = ["Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-Omni-7B"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def cluster_cfg():
 def test_every_model_a_node_type_loads_is_pinned_and_has_a_twin(cluster_cfg):
     by_type = models_by_node_type(cluster_cfg)
     assert sorted(by_type["perception"]) == sorted(PERCEPTION)
-    assert by_type["llm"] == ["Qwen/Qwen2.5-7B-Instruct"]
+    assert by_type["llm"] == LLM_NODE
     assert "media" not in by_type  # download, decode and cuts load no model
     pins = {m.repo: m.revision for m in cluster_cfg.models}
     loaded = {m for names in by_type.values() for m in names}
@@ -76,7 +77,7 @@ def check_models_in(cache: Path, names: list[str], pins: dict[str, str] | None =
 def perception_cache(tmp_path_factory):
     """The perception and llm nodes' twins prefetched by the CLI, from a hub stand-in, into a cache of their
     own; this process then reads that cache."""
-    twins = build_twins(tmp_path_factory.mktemp("twins"), PERCEPTION + ["Qwen/Qwen2.5-7B-Instruct"])
+    twins = build_twins(tmp_path_factory.mktemp("twins"), PERCEPTION + LLM_NODE)
     cache = tmp_path_factory.mktemp("cache")
     pins = {m.repo: m.revision for m in load_settings("gpu-cluster").models}
     with FakeHub(twins, commits=pins) as hub:
@@ -95,7 +96,8 @@ def perception_cache(tmp_path_factory):
         assert proc.returncode == 0 and weights.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
 
         # a pin the hub does not have stops the prefetch, naming the repository; nothing half-written is left
-        wrong = {**env, "SAVEN_MODELS": json.dumps([{"repo": "Qwen/Qwen2.5-7B-Instruct", "revision": "1" * 40}])}
+        moved = [{"repo": r, "revision": "1" * 40 if r == "Qwen/Qwen2.5-7B-Instruct" else v} for r, v in pins.items()]
+        wrong = {**env, "SAVEN_MODELS": json.dumps(moved)}
         proc = _prefetch("llm", {**wrong, "SAVEN_MODEL_CACHE": str(tmp_path_factory.mktemp("wrong"))})
         assert proc.returncode != 0 and "Qwen/Qwen2.5-7B-Instruct" in proc.stdout + proc.stderr
     saved = os.environ.get("SAVEN_MODEL_CACHE")
@@ -109,9 +111,9 @@ def perception_cache(tmp_path_factory):
 
 def test_the_profiles_backends_load_the_prefetched_twins(perception_cache, cluster_cfg, shared_media):
     """Whisper large-v3's architecture converted for faster-whisper (batched pipeline, 128 mels), AST on 10.24 s
-    windows, open_clip CoCa and CLIP from their repositories' own configs: each loads and runs through the
-    profile's code path. The outputs are noise: this proves loading and shapes, not quality."""
-    from tasks.captioners.coca_clip import OpenClipCaptioner
+    windows: each loads and runs through the profile's code path (the keyframe VLM and the audio-language model
+    are served: tests/test_media_models_vllm.py, tests/test_cluster_rehearsal.py). The outputs are noise: this
+    proves loading and shapes, not quality."""
     from tasks.taggers.transformers_audio import AudioSetTagger
     from tasks.transcribers.whisper import WhisperASR
 
@@ -124,9 +126,6 @@ def test_the_profiles_backends_load_the_prefetched_twins(perception_cache, clust
     assert len(tagger.labels) == len(AudioSetTagger.vocabulary(cluster_cfg.audio_tagger)) > 500
     spans = tagger.tag(audio)
     assert all(0 <= s.start_s < s.end_s <= 12.0 for s in spans)
-    captioner = OpenClipCaptioner(cluster_cfg.visual_captioner)
-    (caption, tags), = captioner.describe([(rng.random((240, 320, 3)) * 255).astype(np.uint8)])
-    assert caption and all(t.label in captioner.labels for t in tags)
 
 
 def test_a_missing_file_on_a_node_is_named_with_the_command_that_fetches_it(perception_cache):
@@ -161,26 +160,43 @@ def test_the_gpu_llm_server_is_the_profiles_prefetched_model_with_one_engine_per
 
     assert flag("--served-model-name") == srv.served_name
     assert flag("--host") == "0.0.0.0" and int(flag("--port")) == srv.port  # the cluster network, by the profile
-    assert int(flag("--tensor-parallel-size")) == 1 and int(flag("--data-parallel-size")) == 4
+    assert int(flag("--tensor-parallel-size")) == 1 and int(flag("--data-parallel-size")) == 2
     assert spec.env["HF_HUB_OFFLINE"] == "1"  # it starts from the node's disk
     assert spec.startup_timeout_s >= 600
+    # beside it on the node, each on its own GPU and port: the keyframe VLM and the audio-language model
+    taken = set(spec.env["CUDA_VISIBLE_DEVICES"].split(","))
+    for serves, repo, media in (("vlm", "Qwen/Qwen2.5-VL-7B-Instruct", "image"),
+                                ("omni", "Qwen/Qwen2.5-Omni-7B", "audio")):
+        side = servers.llm_server_spec(cfg, serves)
+        assert side.name == f"{serves}-server" and side.argv[:3] == ["vllm", "serve", str(
+            perception_cache / f"hub--{repo.replace('/', '--')}")]
+        assert side.argv[side.argv.index("--limit-mm-per-prompt") + 1] == f'{{"{media}": 1}}'
+        assert side.argv[side.argv.index("--host") + 1] == "0.0.0.0"
+        assert not taken & set(side.env["CUDA_VISIBLE_DEVICES"].split(","))
+        taken |= set(side.env["CUDA_VISIBLE_DEVICES"].split(","))
+        assert side.health_url.rsplit(":", 1)[1] != spec.health_url.rsplit(":", 1)[1]
+    assert taken == {"0", "1", "2", "3"}
+    assert servers.served_models(cfg) == ["llm", "vlm", "omni"]
+    with pytest.raises(servers.ServerError, match="no 'asr' server"):
+        servers.llm_server_spec(cfg, "asr")
 
 
 def test_actor_replicas_follow_the_perception_gpus_of_the_cluster(cluster_cfg):
-    """``replicas: 0``: one ASR, tagger and captioner set per GPU of every perception node (their shares add up to
-    one GPU), none on the llm nodes' GPUs, capped by ``max_replicas``."""
+    """``replicas: 0``: one ASR and tagger set per GPU of every perception node (their shares add up to one GPU),
+    none on the llm nodes' GPUs, capped by ``max_replicas``; the served models' clients, a fixed two each."""
     stages = Pipeline.from_settings(cluster_cfg).of("actor")
     perception = {"CPU": 48, "GPU": 4, "perception": 1000}
     llm = {"CPU": 48, "GPU": 4, "llm": 1}
     media = {"CPU": 32, "media": 32}
+    clients = {"visual_caption": 2, "audio_description": 2}
     assert actor_counts(stages, cluster_cfg, [perception, perception, llm, media]) == {
-        "asr": 8, "audio_events": 8, "visual_caption": 8}
-    assert actor_counts(stages, cluster_cfg, [llm, media]) == {"asr": 1, "audio_events": 1, "visual_caption": 1}
+        "asr": 8, "audio_events": 8, **clients}
+    assert actor_counts(stages, cluster_cfg, [llm, media]) == {"asr": 1, "audio_events": 1, **clients}
     capped = cluster_cfg.model_copy(update={"asr": cluster_cfg.asr.model_copy(update={
         "resources": cluster_cfg.asr.resources.model_copy(update={"max_replicas": 3})})})
     assert actor_counts(stages, capped, [perception, perception])["asr"] == 3
     # a stage with a fixed count takes its share first: the auto sets fit in what is left
     fixed = cluster_cfg.model_copy(update={"asr": cluster_cfg.asr.model_copy(update={
         "resources": cluster_cfg.asr.resources.model_copy(update={"replicas": 4})})})
-    # (4 ASR take 2 of the 4 GPUs: the tagger + captioner sets, half a GPU each, fit 4 times in the rest, not 8)
-    assert actor_counts(stages, fixed, [perception]) == {"asr": 4, "audio_events": 4, "visual_caption": 4}
+    # (4 ASR take 2 of the 4 GPUs: the taggers, half a GPU each, fit 4 times in the rest, not 8)
+    assert actor_counts(stages, fixed, [perception]) == {"asr": 4, "audio_events": 4, **clients}

@@ -4,8 +4,10 @@ random-init twins of the very architectures the profile pins (``tests/tiny_model
 1. Each node type prefetches what its stages load with ``saven models prefetch --profile gpu-cluster --node TYPE``
    into its own model cache, from a loopback stand-in for the Hugging Face Hub (``tests/fake_hub.py``: the client,
    its requests and the checks on the files are real; the hub is not).
-2. The llm node starts its server with ``saven llm-server start`` (the real vLLM OpenAI server, CPU build) on the
-   prefetched Qwen2 folder, as deploy/ray-cluster.yaml does.
+2. The llm node starts its servers with ``saven llm-server start [--serves vlm|omni]`` (the real vLLM OpenAI server,
+   CPU build) on the prefetched folders, as deploy/ray-cluster.yaml does: the LLM, the keyframe VLM and the
+   audio-language model. vLLM's CPU build cannot serve Qwen2.5-VL or Qwen2.5-Omni (torchvision): their twins are
+   Idefics3 and Qwen2-Audio, the closest architectures it serves through the same requests (tests/tiny_models.py).
 3. A Ray cluster of three nodes whose resources mirror deploy/ray-cluster.yaml: media (the head here), perception
    (a GPU Ray counts but this machine does not have: the fractional GPU requests are placed exactly as on the
    cluster) and llm, each with its own model cache; they share nothing but Ray and a real S3 API (moto).
@@ -57,7 +59,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "gpu-cluster"
 NODE_TYPES = ("media", "perception", "llm")
 DASHBOARD_PORT = 8298
-LLM_PORT = 8012
+LLM_PORT, VLM_PORT, OMNI_PORT = 8012, 8014, 8015
 # The address Ray gives this machine's nodes: the llm node's server listens there, as a cluster's does on its node
 # (the profile's 0.0.0.0 would also listen on every other interface of this machine).
 NODE_IP = get_node_ip_address()
@@ -71,6 +73,17 @@ CPU_REHEARSAL_ENV = {
     "SAVEN_LLM__SERVER__KIND": "vllm-cpu", "SAVEN_LLM__SERVER__HOST": NODE_IP,
     "SAVEN_LLM__SERVER__PORT": str(LLM_PORT), "SAVEN_LLM__SERVER__DTYPE": "float32",
     "SAVEN_LLM__MAX_TOKENS": "256",
+    **{f"SAVEN_{section}__SERVER__{k}": v for section, port in (("VISUAL_CAPTIONER__VLM", VLM_PORT),
+                                                                ("AUDIO_DESCRIBER__OMNI", OMNI_PORT))
+       for k, v in {"KIND": "vllm-cpu", "HOST": NODE_IP, "PORT": str(port), "DTYPE": "float32",
+                    "MAX_MODEL_LEN": "2048", "KV_CACHE_SPACE_GB": "1"}.items()},
+    # The served perception models' replies are not cached like the LLM's (their clients run on the perception
+    # nodes): a resumed video is heard and seen again. One request at a time from one client each, so that the
+    # twins' noise repeats exactly on the resumed run (a server's batch changes its float sums, and noise logits
+    # are close enough to flip); short replies, so that the CPU decodes them in minutes.
+    "SAVEN_VISUAL_CAPTIONER__VLM__CONCURRENCY": "1", "SAVEN_VISUAL_CAPTIONER__RESOURCES__REPLICAS": "1",
+    "SAVEN_AUDIO_DESCRIBER__OMNI__CONCURRENCY": "1", "SAVEN_AUDIO_DESCRIBER__RESOURCES__REPLICAS": "1",
+    "SAVEN_VISUAL_CAPTIONER__VLM__MAX_TOKENS": "32", "SAVEN_AUDIO_DESCRIBER__OMNI__MAX_TOKENS": "96",
 }
 
 
@@ -106,10 +119,9 @@ def nodes(tmp_path_factory, hub):
         fetched[node] = sorted(p.name for p in (root / node / "models").glob("hub--*"))
     assert fetched == {
         "media": [],
-        "perception": ["hub--MIT--ast-finetuned-audioset-10-10-0.4593", "hub--Systran--faster-whisper-large-v3",
-                       "hub--laion--CLIP-ViT-L-14-laion2B-s32B-b82K",
-                       "hub--laion--mscoco_finetuned_CoCa-ViT-L-14-laion2B-s13B-b90k"],
-        "llm": ["hub--Qwen--Qwen2.5-7B-Instruct"]}, fetched
+        "perception": ["hub--MIT--ast-finetuned-audioset-10-10-0.4593", "hub--Systran--faster-whisper-large-v3"],
+        "llm": ["hub--Qwen--Qwen2.5-7B-Instruct", "hub--Qwen--Qwen2.5-Omni-7B", "hub--Qwen--Qwen2.5-VL-7B-Instruct"]
+    }, fetched
     # at the pinned revisions, and nothing but those: a second prefetch asks the hub for nothing
     asked = len(hub.requests)
     again = _saven(["models", "prefetch", "--node", "perception"], {**_node_env(root, "perception"),
@@ -137,7 +149,22 @@ def llm_node_server(nodes):
 
 
 @pytest.fixture(scope="module")
-def cluster(nodes, llm_node_server):
+def media_node_servers(nodes):
+    """Step 2, continued: the llm node's VLM and audio-language model servers, by the commands its node start runs."""
+    env = _node_env(nodes, "llm")
+    urls = {}
+    for serves, port in (("vlm", VLM_PORT), ("omni", OMNI_PORT)):
+        proc = _saven(["llm-server", "start", "--serves", serves], env, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        urls[serves] = f"http://{NODE_IP}:{port}/v1"
+        assert httpx.get(f"{urls[serves]}/models", timeout=10).status_code == 401  # the node's key guards it too
+    yield urls
+    for serves in urls:
+        _saven(["llm-server", "stop", "--serves", serves], env)
+
+
+@pytest.fixture(scope="module")
+def cluster(nodes, llm_node_server, media_node_servers):
     """Step 3: three Ray nodes with the cluster's node types' resources, each with its own model cache."""
     from ray.cluster_utils import Cluster
 
@@ -147,8 +174,9 @@ def cluster(nodes, llm_node_server):
     ray_cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "resources": {"media": 4}, "include_dashboard": True, "dashboard_host": "127.0.0.1",
         "dashboard_port": DASHBOARD_PORT, **node("media")})
-    # ASR 0.5 + tagger 0.25 + captioner 0.25 GPU and 2 CPUs each: one set fits this node, all on GPU 0
-    perception = ray_cluster.add_node(num_cpus=6, num_gpus=1, resources={"perception": 1000}, **node("perception"))
+    # ASR 0.5 + tagger 0.5 GPU and 2 CPUs each: one set fits this node, on GPU 0; and the served models' clients,
+    # a CPU apiece
+    perception = ray_cluster.add_node(num_cpus=8, num_gpus=1, resources={"perception": 1000}, **node("perception"))
     llm = ray_cluster.add_node(num_cpus=1, resources={"llm": 1}, **node("llm"))
     ray_cluster.wait_for_nodes()
     ray_cluster.node_types = {ray_cluster.head_node.node_id[:12]: "media", perception.node_id[:12]: "perception",
@@ -158,7 +186,7 @@ def cluster(nodes, llm_node_server):
 
 
 def test_the_gpu_cluster_profile_runs_on_three_node_types_and_a_killed_run_resumes(
-        cluster, llm_node_server, s3, prefect_server, shared_media, tmp_path):
+        cluster, llm_node_server, media_node_servers, s3, prefect_server, shared_media, tmp_path):
     from ray.job_submission import JobSubmissionClient
     from ray.util.state import list_tasks
 
@@ -171,6 +199,7 @@ def test_the_gpu_cluster_profile_runs_on_three_node_types_and_a_killed_run_resum
     scratch = {"SAVEN_PATHS__SCRATCH_DIR": str(tmp_path / "scratch")}  # /scratch is the cluster's instance disk
     overrides = [a for k, v in {**CPU_REHEARSAL_ENV, **scratch}.items() for a in ("--env", f"{k}={v}")]
     tokens_before = prompt_tokens(llm_node_server)
+    media_before = {name: prompt_tokens(url) for name, url in media_node_servers.items()}
 
     # Step 4: the job, as the runbook submits it.
     proc = submit_when_agent_ready([
@@ -188,6 +217,10 @@ def test_the_gpu_cluster_profile_runs_on_three_node_types_and_a_killed_run_resum
     # fusion's requests reached it.
     assert f"Servers (replicas, requests spread over them): `{llm_node_server}`" in logs, logs[-4000:]
     assert prompt_tokens(llm_node_server) > tokens_before, logs[-6000:]
+    # so were the keyframe VLM's and the audio-language model's, and the keyframes and clips reached them
+    for name, url in media_node_servers.items():
+        assert f"{name} servers: `{url}`" in " ".join(logs.split()), logs[-4000:]  # the report, wrapped
+        assert prompt_tokens(url) > media_before[name], (name, logs[-6000:])
 
     # Every stage ran on the node type the profile puts it on: media tasks on media, perception actors on the
     # perception node's GPU (shares of GPU 0), the driver stages in the job's driver on the head.
@@ -196,8 +229,10 @@ def test_the_gpu_cluster_profile_runs_on_three_node_types_and_a_killed_run_resum
                    if t.name == "media_task" and t.node_id}
     assert media_nodes == {"media"}, media_nodes
     placed = {w["stage"]: (types.get(w["node"]), w["gpus"], w["node_type"]) for w in summary["workers"]}
-    for stage in ("asr", "audio_events", "visual_caption"):
+    for stage in ("asr", "audio_events"):
         assert placed[stage] == ("perception", ["0"], "perception"), placed
+    for stage in ("visual_caption", "audio_description"):  # clients of the llm node's servers: no GPU of their own
+        assert placed[stage] == ("perception", [], "perception"), placed
     for stage in ("dedup", "audio_caption"):  # and the LLM stages' clients, which have no worker of their own
         assert placed[stage][0] == "media", placed  # the head, where the job's driver runs
     assert "## Workers" in logs and "perception (" in logs  # the run report says where each stage ran
@@ -210,11 +245,16 @@ def test_the_gpu_cluster_profile_runs_on_three_node_types_and_a_killed_run_resum
     rows = {table: read_records(uri, table, ALL_RECORDS[table]) for table in VIDEO_TABLES}
     for table in ("videos", "clips", "audio_events", "visual_captions", "audio_captions", "fingerprints"):
         assert rows[table], f"no {table} row landed"
+    # every clip heard by the audio-language model: five axes, or the clip's dead letter saying why not (the twin's
+    # noise under the JSON schema may run to its token limit); none transient, so both videos committed
+    store = DatasetStore.of(uri)
+    dead = pq.read_table(pa.BufferReader(store.read_bytes("dead_letter.parquet"))).to_pylist()
+    described = {r.clip_id for r in rows["audio_descriptions"]}
+    unheard = {d["item_id"] for d in dead if d["stage"] == "audio_description"}
+    assert described | unheard == {c.clip_id for c in rows["clips"]}, (described, unheard)
     assert all(w["videos"] == 2 for w in summary["workers"] if w["stage"] == "asr")
     assert sorted(d.clip_id for d in rows["descriptions"]) == sorted(c.clip_id for c in rows["clips"])
     assert {d.model for d in rows["descriptions"]} == {fuse.FACTS_MODEL}, rows["descriptions"]
-    store = DatasetStore.of(uri)
-    dead = pq.read_table(pa.BufferReader(store.read_bytes("dead_letter.parquet"))).to_pylist()
     assert "no_video_stream" in {d["error_class"] for d in dead}
     assert all(d["stage"] and d["error_class"] and d["message"] for d in dead), dead
     assert store.list_files(SHARD_DIR, suffix=".parquet")

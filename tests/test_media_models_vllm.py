@@ -78,7 +78,7 @@ def _prompt_tokens(url: str, model: str, messages: list[dict]) -> int:
 
 
 def test_the_omni_describers_audio_reaches_the_model(omni_server):
-    tone = lambda s: (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(s * SAMPLE_RATE)) / SAMPLE_RATE))  # noqa: E731
+    tone = lambda s: (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(s * SAMPLE_RATE)) / SAMPLE_RATE))
     one, four = (_prompt_tokens(omni_server, "tiny-omni", omni.messages_for(tone(s))) for s in (1.0, 4.0))
     # Qwen2-Audio hears 25 audio tokens per second: three more seconds, about 75 more prompt tokens
     assert 60 <= four - one <= 90, (one, four)

@@ -6,12 +6,17 @@ its real repository holds (the names the project's loaders open) so that the clu
   preprocessor_config.json);
 - ``MIT/ast-finetuned-audioset-...``: an Audio Spectrogram Transformer with AST's input (128 mels x 1024 frames) and
   an AudioSet label head (the class names of the embedded YAMNet, AudioSet's ontology);
-- ``laion/...CoCa-ViT-L-14...`` and ``laion/CLIP-ViT-L-14...``: open_clip CoCa and CLIP with the repositories'
-  ``open_clip_config.json`` layout (shrunk towers, the real 49408-token vocabulary);
 - ``Qwen/Qwen2.5-7B-Instruct``: a Qwen2 with the 7B's vocabulary, grouped-query attention and rope base, two layers,
   and the real Qwen2.5 tokenizer and chat template (from the embedded Qwen2.5-0.5B-Instruct);
+- ``Qwen/Qwen2.5-VL-7B-Instruct`` and ``Qwen/Qwen2.5-Omni-7B``, served by vLLM: NOT their architectures. vLLM's CPU
+  build cannot serve them here (both import torchvision, whose PyPI build needs CUDA torch), so their twins are the
+  closest ones it serves through the same requests: Idefics3 (SmolVLM's: ``image_url``) and Qwen2-Audio
+  (``input_audio``), with the real Qwen2.5 tokenizer. They prove the serving, placement and requests of the
+  cluster's path, not that vLLM loads Qwen2.5-VL or Qwen2.5-Omni (a GPU machine's check);
 - ``google/siglip-so400m-patch14-384`` and ``openai/whisper-large-v3``: the 7b model preset's frozen encoders,
   shrunk (same model types, image size, patch size and mel bins).
+
+TINY_COCA and TINY_CLIP: the ``open-clip`` captioner's shrunk towers (tests/test_visual_caption.py).
 
 What a twin proves: the files are where the loaders look, the architectures load and run through the same calls as
 the real weights. What it cannot: anything about quality or speed (its outputs are noise).
@@ -102,8 +107,6 @@ def ast_audioset(folder: Path) -> None:
     ASTFeatureExtractor(num_mel_bins=128, max_length=1024, sampling_rate=16000).save_pretrained(folder)
 
 
-OPEN_CLIP_PREPROCESS = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
-                        "interpolation": "bicubic", "resize_mode": "shortest"}
 TINY_COCA = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16, "head_width": 16,
@@ -119,39 +122,6 @@ TINY_CLIP = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16, "head_width": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
-
-
-def _open_clip(folder: Path, model_cfg: dict, weights: str) -> None:
-    import torch
-    from open_clip.coca_model import CoCa
-    from open_clip.model import CLIP
-
-    folder.mkdir(parents=True, exist_ok=True)
-    _seeded()
-    kwargs = {k: v for k, v in model_cfg.items() if k != "custom_text"}  # create_model's switch, not an argument
-    model = CoCa(**kwargs) if "multimodal_cfg" in kwargs else CLIP(**kwargs)
-    state = model.state_dict()
-    for name, tensor in state.items():
-        # open_clip leaves some projections as torch.empty (pretrained weights fill them): never write uninitialised
-        # memory, which can hold NaN
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            state[name] = torch.randn_like(tensor) * 0.02
-    if weights.endswith(".safetensors"):
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / weights))
-    else:  # the CoCa repository ships a torch pickle; open_clip loads it with weights_only
-        torch.save(state, folder / weights)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg,
-                                                               "preprocess_cfg": OPEN_CLIP_PREPROCESS}))
-
-
-def coca_vit_l_14(folder: Path) -> None:
-    _open_clip(folder, TINY_COCA, "open_clip_pytorch_model.bin")
-
-
-def clip_vit_l_14(folder: Path) -> None:
-    _open_clip(folder, TINY_CLIP, "open_clip_model.safetensors")
 
 
 QWEN_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
@@ -340,9 +310,10 @@ def idefics3_vlm(folder: Path) -> None:
 TWINS: dict[str, Callable[[Path], None]] = {
     "Systran/faster-whisper-large-v3": faster_whisper_large_v3,
     "MIT/ast-finetuned-audioset-10-10-0.4593": ast_audioset,
-    "laion/mscoco_finetuned_CoCa-ViT-L-14-laion2B-s13B-b90k": coca_vit_l_14,
-    "laion/CLIP-ViT-L-14-laion2B-s32B-b82K": clip_vit_l_14,
     "Qwen/Qwen2.5-7B-Instruct": qwen2_5_7b_instruct,
+    # served by vLLM's CPU build in the rehearsal: the closest architectures it serves (see above)
+    "Qwen/Qwen2.5-VL-7B-Instruct": idefics3_vlm,
+    "Qwen/Qwen2.5-Omni-7B": qwen2_audio_7b_instruct,
     "google/siglip-so400m-patch14-384": siglip_so400m,
     "openai/whisper-large-v3": openai_whisper_large_v3,
 }

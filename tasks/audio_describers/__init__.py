@@ -28,11 +28,6 @@ class HeardAxes(BaseModel):
     emotion: str = Field(description="the mood the sound conveys")
 
 
-class ServerUnavailable(RuntimeError):
-    """The model's server did not answer (down, overloaded, timed out) after the client's retries: a rerun may
-    succeed, so the clip's dead letter is transient and the video is not committed with the hole."""
-
-
 class AudioDescriber(Protocol):
     name: str
 

@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from infra.audio_io import SAMPLE_RATE
+from infra.endpoint_pool import EndpointPool
 from infra.llm_client import strict_json_schema
 from infra.text_bounds import cut_at_sentence
 from schemas.settings import AudioDescriber
-from tasks.audio_describers import AUDIO_DESCRIBERS, HeardAxes, ServerUnavailable
+from tasks.audio_describers import AUDIO_DESCRIBERS, HeardAxes
 from tasks.prompts import load_prompt
 
 PROMPT = "omni_audio.v1"
@@ -68,12 +69,11 @@ class OmniDescriber:
     def models(cfg: AudioDescriber) -> list[str]:
         return []  # served by its own vLLM server, which prefetches its weights on its node
 
-    def __init__(self, cfg: AudioDescriber):
-        from openai import OpenAI
+    endpoint_field = "omni"  # the section's field holding its servers (``saven llm-server start --serves omni``)
 
+    def __init__(self, cfg: AudioDescriber):
         self.cfg = cfg.omni
-        self.client = OpenAI(base_url=self.cfg.base_url, api_key=self.cfg.api_key.get_secret_value(),
-                             timeout=self.cfg.timeout_s, max_retries=self.cfg.max_retries)
+        self.servers = EndpointPool(self.cfg)
         self.pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="omni")
         self.name = f"omni:{self.cfg.model}"
         schema = strict_json_schema(HeardAxes)
@@ -82,9 +82,8 @@ class OmniDescriber:
 
     def _describe_one(self, wave_16k: np.ndarray) -> HeardAxes:
         heard = wave_16k[:int(self.cfg.max_clip_s * SAMPLE_RATE)]
-        reply = self.client.chat.completions.create(model=self.cfg.model, messages=messages_for(heard),
-                                                    max_tokens=self.cfg.max_tokens, temperature=0.0,
-                                                    response_format=self.response_format)
+        reply = self.servers.chat(messages=messages_for(heard), max_tokens=self.cfg.max_tokens, temperature=0.0,
+                                  response_format=self.response_format)
         text = reply.choices[0].message.content or ""
         try:
             axes = HeardAxes.model_validate_json(text)
@@ -94,13 +93,8 @@ class OmniDescriber:
         return HeardAxes(**{k: _tidy(v) for k, v in axes.model_dump().items()})
 
     def _attempt(self, wave_16k: np.ndarray) -> HeardAxes | Exception:
-        import openai
-
         try:
             return self._describe_one(wave_16k)
-        except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-            return ServerUnavailable(f"{self.cfg.base_url} did not answer after {self.cfg.max_retries + 1} tries: "
-                                     f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 — the clip's own error, made its dead letter by the stage
             return exc
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
+from infra.endpoint_pool import EndpointPool
 from infra.text_bounds import cut_at_sentence
 from schemas.records import Tag
 from schemas.settings import VisualCaptioner
@@ -68,19 +69,17 @@ class VLMCaptioner:
         that saw one)."""
         return coco_names()
 
-    def __init__(self, cfg: VisualCaptioner):
-        from openai import OpenAI
+    endpoint_field = "vlm"  # the section's field holding its servers (``saven llm-server start --serves vlm``)
 
+    def __init__(self, cfg: VisualCaptioner):
         self.cfg = cfg.vlm
-        self.client = OpenAI(base_url=self.cfg.base_url, api_key=self.cfg.api_key.get_secret_value(),
-                             timeout=self.cfg.timeout_s, max_retries=self.cfg.max_retries)
+        self.servers = EndpointPool(self.cfg)
         self.pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="vlm")
         self.name = f"vlm:{self.cfg.model}"
 
     def _describe_one(self, frame: np.ndarray) -> tuple[str, list[Tag]]:
-        reply = self.client.chat.completions.create(model=self.cfg.model, messages=messages_for(frame,
-                                                                                                 self.cfg.max_side),
-                                                    max_tokens=self.cfg.max_tokens, temperature=0.0)
+        reply = self.servers.chat(messages=messages_for(frame, self.cfg.max_side), max_tokens=self.cfg.max_tokens,
+                                  temperature=0.0)
         text = " ".join((reply.choices[0].message.content or "").split())
         if not text:
             raise EmptyDescription(f"{self.cfg.model} returned no description")
