@@ -19,7 +19,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help rehearse setup apt models models-qwen-1.5b llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
-        train avbench perf fault samples demo image-lock lint test test-flow test-fast clean-run
+        train avbench perf authored-qa fault samples demo image-lock lint test test-flow test-fast clean-run
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -88,6 +88,9 @@ avbench: setup  ## build AVBench from the demo dataset, score the models, write 
 perf: setup  ## every benchmark (ratios against a baseline measured in the same run) -> out/perf/summary.{json,md}
 	$(SAVEN) llm-server start
 	OMP_WAIT_POLICY=PASSIVE $(PY) tests/perf/run_all.py
+
+authored-qa: setup  ## the authored QA mode with Qwen2.5-1.5B on the demo's timelines (make demo, make models-qwen-1.5b) -> out/perf/authored_qa.md
+	OMP_WAIT_POLICY=PASSIVE $(PY) tests/perf/authored_qa.py
 
 fault: setup  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs, Ray worker kill -> out/fault/summary.json
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m tests.fault.run

@@ -65,16 +65,16 @@ def llm_replicas_in_ray(cfg: Settings, port: int | None = None, serves: str = "l
 
 
 def with_served_endpoints(cfg: Settings, pipeline: Pipeline) -> Settings:
-    """The profile with each perception model server's key resolved (none of its own: the LLM's, the node's one
-    secret) and, on a Ray cluster that says so, its replicas found on the llm nodes."""
+    """The profile with each perception model server's replicas found on the llm nodes of the Ray cluster, where
+    its endpoint says so (on the port its ``server`` serves, else its base URL's)."""
     for name, (stage, endpoint) in pipeline.served_endpoints(cfg).items():
-        update: dict = {}
-        if endpoint.api_key is None:
-            update["api_key"] = cfg.llm.api_key
         if endpoint.replicas_from_ray:
             port = endpoint.server.port if endpoint.server is not None else urlsplit(endpoint.base_url).port
-            update["replicas"] = llm_replicas_in_ray(cfg, port, name)
-        cfg = stage.with_endpoint(cfg, endpoint.model_copy(update=update))
+            if port is None:
+                raise PreflightError(f"preflight failed, nothing was processed:\n- {name}: replicas_from_ray needs "
+                                     "the port its servers listen on (a server section, or a port in base_url)")
+            found = llm_replicas_in_ray(cfg, port, name)
+            cfg = stage.with_endpoint(cfg, endpoint.model_copy(update={"replicas": found}))
     return cfg
 
 

@@ -27,8 +27,8 @@ def media_resources(pipeline: Pipeline, settings: Settings) -> Resources:
 
 def actor_counts(stages: list[type[Stage]], settings: Settings, nodes: list[dict[str, float]]) -> dict[str, int]:
     """Actors per actor stage: its ``replicas`` when set; for ``replicas: 0``, as many sets of the auto stages as
-    the alive ``nodes`` (each one's Ray resources) hold, node by node (one ASR, tagger and captioner per GPU share
-    of a perception node), at least one and at most each stage's ``max_replicas``. Ray places each actor where its
+    the alive ``nodes`` (each one's Ray resources) hold, node by node (one ASR and tagger per GPU share of a
+    perception node), at least one and at most each stage's ``max_replicas``. Ray places each actor where its
     resources are free; a set that fits nowhere would wait, so none is asked for."""
     fixed = {s.name: s.resources(settings).replicas for s in stages if s.resources(settings).replicas > 0}
     auto = [s for s in stages if s.name not in fixed]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from infra.errors import TransientError
 from schemas.settings import ModelEndpoint
 
 
@@ -25,8 +26,11 @@ class EndpointPool:
 
         key = endpoint.api_key.get_secret_value() if endpoint.api_key is not None else "EMPTY"
         self.endpoint = endpoint
-        self.clients = [OpenAI(base_url=url, api_key=key, timeout=endpoint.timeout_s,
-                               max_retries=endpoint.max_retries) for url in endpoint.endpoints]
+        urls = endpoint.endpoints
+        # With several replicas the next one is the retry: a hung node costs one timeout, not every retry's.
+        retries = endpoint.max_retries if len(urls) == 1 else min(1, endpoint.max_retries)
+        self.clients = [OpenAI(base_url=url, api_key=key, timeout=endpoint.timeout_s, max_retries=retries)
+                        for url in urls]
         self._turn = itertools.count()  # next() on a count is atomic under the GIL: threads take distinct turns
 
     def chat(self, **request: Any):
@@ -41,5 +45,10 @@ class EndpointPool:
                 return client.chat.completions.create(model=self.endpoint.model, **request)
             except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as exc:
                 failure = exc  # this replica is down or overloaded: the next one may answer
-        raise ServerUnavailable(f"no server of {', '.join(self.endpoint.endpoints)} answered after "
-                                f"{self.endpoint.max_retries + 1} tries each: {type(failure).__name__}: {failure}")
+        raise ServerUnavailable(f"no server of {', '.join(self.endpoint.endpoints)} answered: "
+                                f"{type(failure).__name__}: {failure}")
+
+
+def unavailable_as_transient(exc: ServerUnavailable, stage: str, video_id: str, item_id: str) -> TransientError:
+    """The item's transient error for a stage whose model servers did not answer."""
+    return TransientError(stage, video_id, str(exc), item_id=item_id, error_class="server_unavailable")

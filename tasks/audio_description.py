@@ -10,20 +10,19 @@ from __future__ import annotations
 from collections import Counter
 
 from infra.audio_io import load_audio
-from infra.errors import PermanentError, TransientError
+from infra.errors import PermanentError
 from infra.pipeline import STAGES
 from infra.stage import Stage
 from schemas.handoff import StageResult, VideoItem
 from schemas.records import AudioDescription, Clip, StageName
 from schemas.settings import Settings
-from infra.endpoint_pool import ServerUnavailable
+from infra.endpoint_pool import ServerUnavailable, unavailable_as_transient
 from tasks.audio_describers import AUDIO_DESCRIBERS, HeardAxes
 
 
 def description_of(clip: Clip, heard: HeardAxes | Exception, describer: str) -> AudioDescription:
     if isinstance(heard, ServerUnavailable):
-        raise TransientError(StageName.audio_description, clip.video_id, str(heard), item_id=clip.clip_id,
-                             error_class="server_unavailable")
+        raise unavailable_as_transient(heard, StageName.audio_description, clip.video_id, clip.clip_id)
     if isinstance(heard, Exception):
         raise heard
     return AudioDescription(start_s=clip.start_s, end_s=clip.end_s, video_id=clip.video_id, clip_id=clip.clip_id,

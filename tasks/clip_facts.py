@@ -17,8 +17,8 @@ facts it gets are the parts a person would say, and nothing else:
 
 Each fact also carries its **keys** (stemmed content words): two facts with disjoint keys are different things, and
 a fact whose keys meet a clip's words may be true of that clip. The planner uses keys to make every wrong option
-false and the correct one true (``tasks.qa_plan``). Free-text captions and audio axes (a CoCa caption, a GPU
-profile's tagger) have no clause structure to read; their sentences are taken whole.
+false and the correct one true (``tasks.qa_plan``). Free-text captions and audio axes (a VLM's or CoCa's caption, an
+audio-language model's description) have no clause structure to read: each of their sentences is one fact.
 """
 
 from __future__ import annotations

@@ -26,28 +26,38 @@ from infra.errors import StageError
 from infra.llm_client import LLMClient
 from schemas.records import ClipDescription, QAType, StageName, hms
 from schemas.settings import QAOptions
-from tasks.clip_facts import facts_of
+from tasks.clip_facts import facts_of, keys_of
 from tasks.prompts import load_prompt, quote_data
-from tasks.qa_checks import ANCHORED_TYPES, QADraft, token_overlap
+from tasks.qa_checks import ANCHORED_TYPES, QADraft, content_words, token_overlap
 
-AUTHOR_PROMPT = "qa_author.v1"
+AUTHOR_PROMPT = "qa_author.v2"
 AUTHORED_TYPES = tuple(t for t in QAType if t not in ANCHORED_TYPES)
 MAX_SAID_CHARS = 240  # of a clip's transcript in the timeline the author reads
 TOKENS_PER_AUTHORED_QUESTION = 110
 GUIDE_OVERLAP = 0.5  # content-word overlap of a question with its type's description that marks a copy
 GENERIC_QUESTION_TYPES = (QAType.global_av_inference, QAType.temporal_ordering)
 
-# What each type asks, as the prompt explains it.
+# How to write each type, as the prompt tells it: an instruction naming the timeline's fields, not a question (a 1.5B
+# model copied v1's question-like descriptions ("how many separate times something is seen ...") as its questions).
 TYPE_GUIDES: dict[QAType, str] = {
-    QAType.global_av_inference: "which sight goes with which sound somewhere in the video",
-    QAType.cross_scene_transition: "how the sound changes where the picture cuts from one named sight to the next",
-    QAType.temporal_ordering: "which of four moments (each a sight with a sound) comes first, or last",
-    QAType.counting: "how many separate times something is seen while something is heard",
-    QAType.long_range: "what links two moments far apart (the same sound or sight at two times) and what differs",
-    QAType.speech_picture_link: "what is on screen while a voice says a quoted phrase",
-    QAType.source_attribution: "who or what on screen makes a sound, or which speaker on screen says something",
-    QAType.causal_inference: "why something seen or heard happens, or what a sound suggests about what is seen",
+    QAType.global_av_inference: "pick one clip and ask which of four sight-and-sound pairs happens in the video; each "
+                                "wrong pair joins a sight and a sound that are never in the same clip",
+    QAType.cross_scene_transition: "pick two neighbouring clips with different sights, name both sights, and ask how "
+                                   "the sound changes when the picture changes from the first to the second",
+    QAType.temporal_ordering: "pick four clips and ask which of their sight-with-sound moments comes first (or last)",
+    QAType.counting: "pick a sight and a sound that are together in two or more separate clips and ask how many "
+                     "times they are",
+    QAType.long_range: "pick a sound heard in two clips far apart and ask what is on screen the first (or the "
+                       "second) time it is heard",
+    QAType.speech_picture_link: "quote a phrase from one clip's said text and ask what is on screen while it is said",
+    QAType.source_attribution: "pick a sound and ask which thing on screen makes it, or quote a phrase and ask which "
+                               "person on screen says it",
+    QAType.causal_inference: "ask why something seen or heard happens, or what a sound suggests about what is seen",
 }
+# Words any question of a type may use: a question made of only these asks about nothing of this video.
+_GENERIC_QUESTION_WORDS = frozenset(content_words(
+    "who what which why how many times time screen makes make made sound sounds heard hear seen see shown show "
+    "happens happen something someone person thing things video clip picture moment first last second"))
 _FIELD_RE = re.compile(r"^\s*(?:[-*]\s*)?(?:\*\*)?(type|question|answer|wrong|clips)(?:\*\*)?\s*[:：]\s*(.*\S)?\s*$",
                        re.IGNORECASE)
 
@@ -69,13 +79,13 @@ class AuthoredQuestion:
             return "no question or no correct answer"
         if len(self.wrong) != 3:
             return f"{len(self.wrong)} wrong answers, need 3"
-        if not self.clips:
-            return "no evidence clips cited"
         guide = TYPE_GUIDES.get(QAType(self.type), "")
         # A small model copies the type's description; the pairing and ordering questions are generic by design
         # (their options carry the sights and sounds), the others must ask about something of this video.
-        if QAType(self.type) not in GENERIC_QUESTION_TYPES and token_overlap(self.question, guide) >= GUIDE_OVERLAP:
-            return f"the question restates the type's description ({guide!r}) instead of asking about the video"
+        if QAType(self.type) not in GENERIC_QUESTION_TYPES:
+            specific = content_words(self.question) - content_words(guide) - _GENERIC_QUESTION_WORDS
+            if token_overlap(self.question, guide) >= GUIDE_OVERLAP or not specific:
+                return f"the question restates the type's description ({guide!r}) instead of asking about the video"
         return None
 
 
@@ -106,7 +116,9 @@ def parse_authored(text: str) -> list[AuthoredQuestion]:
         m = _FIELD_RE.match(line)
         if not m:
             continue
-        key, value = m.group(1).lower(), (m.group(2) or "").strip("*` ").strip('"').strip()
+        key, value = m.group(1).lower(), (m.group(2) or "").strip("*` ")
+        if len(value) > 1 and value[0] == value[-1] == '"' and value.count('"') == 2:
+            value = value[1:-1].strip()  # wholly quoted; a quote inside (on-screen text "X") is the value's own
         if key == "type":
             out.append(AuthoredQuestion(type=value.lower().replace(" ", "_")))
         elif not out:
@@ -125,7 +137,7 @@ def parse_authored(text: str) -> list[AuthoredQuestion]:
 
 
 def render_messages(rows: list[dict], wanted: dict[QAType, int]) -> list[dict[str, str]]:
-    asks = [{"type": t.value, "asks": TYPE_GUIDES[t], "how_many": n} for t, n in wanted.items()]
+    asks = [{"type": t.value, "how_to_write": TYPE_GUIDES[t], "how_many": n} for t, n in wanted.items()]
     return load_prompt(AUTHOR_PROMPT).messages(timeline_json=quote_data(rows), types_json=quote_data(asks),
                                                count=sum(wanted.values()))
 
@@ -143,11 +155,31 @@ async def author_questions(client: LLMClient, video_id: str, rows: list[dict], w
     return reply.value
 
 
+MAX_INFERRED_EVIDENCE = 3
+
+
+def inferred_evidence(q: AuthoredQuestion, ordered: Sequence[ClipDescription]) -> list[str]:
+    """The clips a question without a ``clips:`` line is about: those whose reported sights and sounds share the
+    most words with its correct answer (at most ``MAX_INFERRED_EVIDENCE``; none when no clip shares one). A small
+    model often leaves the line out; the checks then hold the inferred clips to the same rules as cited ones (an
+    ordering or long-range question needs two clips, and one clip is not inferred as two)."""
+    said = keys_of(q.answer)
+    scored = []
+    for clip in ordered:
+        facts = facts_of(clip)
+        scored.append((len(said & (facts.seen_words | facts.heard_words)), clip.clip_id))
+    best = max((n for n, _ in scored), default=0)
+    hits = [c for n, c in scored if n == best and best > 0]
+    return hits if len(hits) <= MAX_INFERRED_EVIDENCE else []
+
+
 def authored_draft(video_id: str, q: AuthoredQuestion, clips: Sequence[ClipDescription]) -> QADraft:
     """The question as a draft for the checks: the correct answer first (``tasks.qa`` places it), evidence clips by
-    number (a number outside the timeline is kept as it is, and the evidence check names it)."""
+    number (a number outside the timeline is kept as it is, and the evidence check names it), or inferred from the
+    correct answer where the model cited none."""
     ordered = sorted(clips, key=lambda c: c.start_s)
-    evidence = [ordered[n - 1].clip_id if 1 <= n <= len(ordered) else f"{video_id}.c{9999:04d}" for n in q.clips]
+    evidence = [ordered[n - 1].clip_id if 1 <= n <= len(ordered) else f"{video_id}.c{9999:04d}" for n in q.clips] \
+        if q.clips else inferred_evidence(q, ordered)
     return QADraft(video_id=video_id, type=QAType(q.type), question=" ".join(q.question.split()),
                    options=[" ".join(o.split()) for o in (q.answer, *q.wrong)], answer_index=0,
                    evidence_clip_ids=list(dict.fromkeys(evidence)), authored=True)

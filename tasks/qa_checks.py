@@ -14,7 +14,7 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict
 
 from schemas.records import ClipDescription, QAType, hms, parse_hms
-from tasks.clip_facts import keys_of
+from tasks.clip_facts import facts_of, keys_of
 from tasks.grounding import TIMESTAMP_RE, ungrounded_names, words
 
 TIME_TOLERANCE_S = 0.0015  # timestamps are printed to the millisecond
@@ -249,22 +249,96 @@ def evidence_fits_the_type(d: QADraft, ctx: VideoContext) -> str | None:
     return None
 
 
+# Words that relate a sight to a sound in an option ("X goes with Y", "X while Y is heard"), not things reported.
+_RELATION_WORDS = frozenset(content_words("goes go with while when heard hears hear seen sees see shown shows show "
+                                          "plays playing makes making sound sounds is are"))
+_QUOTED_RE = re.compile(r'"([^"]{3,})"')
+
+
+def _reported_words(clip: ClipDescription) -> set[str]:
+    """The content words of a clip's timeline row: its sights' and sounds' phrases and its transcript."""
+    facts = facts_of(clip)
+    return content_words(" ".join([*(f.phrase for f in facts.sights), *(f.phrase for f in facts.sounds),
+                                   clip.narration]))
+
+
+CORRECT_OPTION_COVERAGE = 0.75  # of a correct option's words in its clip's row ("running" where the row says "runs")
+
+
+def _share_of_option_reported(option: str, clip: ClipDescription) -> float:
+    """The share of the option's words that the clip's row reports (a word matches one it starts or is started by,
+    three letters at least: the crude stems of "runs" and "running" differ)."""
+    said = content_words(option) - _RELATION_WORDS
+    row = _reported_words(clip)
+    found = [w for w in said if w in row or any(min(len(w), len(r)) >= 3 and (w.startswith(r) or r.startswith(w))
+                                                 for r in row)]
+    return len(found) / len(said) if said else 0.0
+
+
+def _may_be_true_of(option: str, clip: ClipDescription) -> bool:
+    """Every word the option reports is in the clip's row: nothing in it says the clip lacks what it names."""
+    return _share_of_option_reported(option, clip) == 1.0
+
+
+def _said_in(clip: ClipDescription, question: str) -> bool:
+    """A phrase the question quotes is in the clip's transcript."""
+    spoken = normalise_text(clip.narration)
+    return any(normalise_text(q) in spoken for q in _QUOTED_RE.findall(question) if normalise_text(q))
+
+
+_IS_RE = re.compile(r"\s+(?:is|are|was|were)\s+", re.IGNORECASE)
+
+
+def options_not_tautologies(d: QADraft, ctx: VideoContext) -> str | None:
+    """No option says a thing is itself ("the bird in the centre is a bird in the centre"): true of anything, it
+    answers nothing."""
+    for option in d.options:
+        halves = _IS_RE.split(option.rstrip(".!? "), maxsplit=1)
+        if len(halves) == 2 and content_words(halves[0]) and content_words(halves[0]) == content_words(halves[1]):
+            return f"the option {option!r} says a thing is itself"
+    return None
+
+
 def authored_wrong_options_are_false(d: QADraft, ctx: VideoContext) -> str | None:
     """An authored pairing question's wrong options pair no sight with a sound that one clip has together (its
-    words meet what the clip shows, and other words what it sounds like). Code planned the planned mode's wrong
-    options to be false; an LLM's may be true ("the bird goes with the music" where the bird's clip has music)."""
-    if not d.authored or d.type not in (QAType.global_av_inference, QAType.time_point_anchored):
+    words meet what the clip shows, and other words what it sounds like; or every word of it is in the clip's row:
+    "the dark, black-and-white picture goes with the music" where that picture's clip has music); an authored
+    speech-picture link's wrong options are not shown where the phrase is said. Code planned the planned mode's
+    wrong options to be false; an LLM's may be true."""
+    if not d.authored or d.type not in (QAType.global_av_inference, QAType.time_point_anchored,
+                                        QAType.speech_picture_link):
         return None
+    clips = [c for c in ctx.clips if _said_in(c, d.question)] if d.type == QAType.speech_picture_link else ctx.clips
     for i, option in enumerate(d.options):
         if i == d.answer_index:
             continue
         said = keys_of(option)
-        for clip in ctx.clips:
+        for clip in clips:
             seen = said & keys_of(clip.visual)
             heard = said & keys_of(" ".join((clip.narration, clip.environment, clip.timbre, clip.event)))
-            if seen and heard and heard - seen:
-                return f"the wrong option {option!r} may be true of {clip.clip_id} (seen {sorted(seen)}, heard " \
-                       f"{sorted(heard)})"
+            if (seen and heard and heard - seen) or _may_be_true_of(option, clip):
+                return f"the wrong option {option!r} may be true of {clip.clip_id} (its row reports " \
+                       f"{sorted(content_words(option) & _reported_words(clip))})"
+    return None
+
+
+def authored_correct_option_is_reported(d: QADraft, ctx: VideoContext) -> str | None:
+    """An authored pairing, speech-picture, attribution or cause question's correct option is in the timeline: most
+    words it reports are in one evidence clip's row (for a speech-picture link, the clip where the quoted phrase is
+    said). A small model's "correct" option may belong to another clip than the one its question is about ("why does
+    the team finish early?" -> "the tv makes the sound of a busy signal", heard elsewhere). A cause is an inference,
+    but one from what the clip shows and sounds like, so its words are still the clip's."""
+    if not d.authored or d.type not in (QAType.global_av_inference, QAType.speech_picture_link,
+                                        QAType.source_attribution, QAType.causal_inference):
+        return None
+    evidence = [ctx.by_id[c] for c in d.evidence_clip_ids if c in ctx.by_id]
+    if d.type == QAType.speech_picture_link:
+        evidence = [c for c in ctx.clips if _said_in(c, d.question)]
+        if not evidence:
+            return "the quoted phrase is said in no clip's transcript"
+    correct = d.options[d.answer_index]
+    if not any(_share_of_option_reported(correct, c) >= CORRECT_OPTION_COVERAGE for c in evidence):
+        return f"the correct option {correct!r} is not what the evidence clips report"
     return None
 
 
@@ -405,6 +479,8 @@ CHECKS: tuple[Check, ...] = (
     evidence_clips_known,
     evidence_fits_the_type,
     authored_wrong_options_are_false,
+    authored_correct_option_is_reported,
+    options_not_tautologies,
     timestamps_in_video,
     timestamps_match_clips,
     grounding_options_are_clip_intervals,

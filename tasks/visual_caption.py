@@ -1,7 +1,8 @@
 """The keyframe-caption stage: one ``VisualCaption`` per keyframe, with the keyframe's time on the source timeline.
 
-``settings.visual_captioner.kind`` picks the captioner from ``tasks.captioners``: ``opencv-describer`` (colours,
-brightness, motion, faces, OCR) on the embedded profile, ``open-clip`` (CoCa + CLIP) on the GPU profile.
+``settings.visual_captioner.kind`` picks the captioner from ``tasks.captioners``: ``object-detector`` (COCO objects,
+ImageNet hints, OCR, faces, colours) on the embedded profile, ``vlm`` (a served VLM) on the GPU profile;
+``open-clip`` (CoCa + CLIP) and ``opencv-describer`` stay registered.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections import Counter
 import cv2
 import numpy as np
 
-from infra.endpoint_pool import ServerUnavailable
-from infra.errors import PermanentError, TransientError
+from infra.endpoint_pool import ServerUnavailable, unavailable_as_transient
+from infra.errors import PermanentError
 from infra.markdown import top_counts
 from infra.pipeline import STAGES
 from infra.stage import Stage
@@ -40,8 +41,7 @@ def caption_clip(captioner: Captioner, media: VideoMedia, clip: Clip) -> list[Vi
     try:
         described = captioner.describe(read_keyframes(media, clip))
     except ServerUnavailable as exc:  # a served captioner's servers: a rerun may succeed
-        raise TransientError(StageName.visual_caption, clip.video_id, str(exc), item_id=clip.clip_id,
-                             error_class="server_unavailable") from exc
+        raise unavailable_as_transient(exc, StageName.visual_caption, clip.video_id, clip.clip_id) from exc
     return [VisualCaption(video_id=clip.video_id, clip_id=clip.clip_id, t=t, text=text, tags=tags,
                           captioner=captioner.name)
             for t, (text, tags) in zip(clip.keyframe_times, described)]

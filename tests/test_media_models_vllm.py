@@ -32,7 +32,7 @@ from tiny_models import idefics3_vlm, qwen2_audio_7b_instruct
 
 pytestmark = pytest.mark.llm
 
-OMNI_PORT, VLM_PORT = 8012, 8013
+OMNI_PORT, VLM_PORT = 8016, 8017  # clear of the cluster rehearsal's servers
 
 
 def _served(folder, name: str, port: int, media: str):

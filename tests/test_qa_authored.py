@@ -19,7 +19,7 @@ from schemas.records import FilterResult, QAType
 from schemas.settings import QAOptions, load_settings
 from tasks import qa
 from tasks.grounding import run_vocabulary
-from tasks.qa_author import AUTHORED_TYPES, parse_authored, timeline_rows
+from tasks.qa_author import AUTHORED_TYPES, authored_draft, parse_authored, timeline_rows
 from tasks.qa_checks import ANCHORED_TYPES, QADraft, VideoContext, run_checks
 from tasks.qa_judge import parse_letter, verdict_of
 
@@ -103,6 +103,11 @@ def test_the_reply_is_read_field_by_field():
     loose = parse_authored("**Type:** counting\n- question: How many?\n- answer: Twice\nwrong: Once\nwrong: Three "
                            "times\nwrong: Four times\nclips: 1, 3")
     assert loose[0].type == "counting" and len(loose[0].wrong) == 3 and loose[0].clips == [1, 3]
+    # a value's own closing quote stays (on-screen text); a wholly quoted value loses its wrapping quotes
+    quoted = parse_authored('type: speech_picture_link\nquestion: "What is shown?"\nanswer: The on-screen text '
+                            '"HAPPY CLOUD"\nwrong: "A dog"')[0]
+    assert quoted.answer == 'The on-screen text "HAPPY CLOUD"' and quoted.question == "What is shown?"
+    assert quoted.wrong == ["A dog"]
     with pytest.raises(ValueError):
         parse_authored("I cannot write questions about this video.")
 
@@ -135,7 +140,9 @@ def test_authored_questions_are_checked_and_judged_and_anchored_types_stay_plann
     # What failed is a dead letter with its reason: an instrument perception never reported, a clip that does not
     # exist, a question without wrong answers.
     reasons = {d.error_class: d.message for d in result.dead_letters}
-    assert "violin" in reasons["check:names_only_what_the_timeline_has"]
+    violin = reasons["check:authored_correct_option_is_reported"]  # its first failed check; the invented name too
+    assert "'A violin held under her chin' is not what the evidence clips report" in violin
+    assert "names_only_what_the_timeline_has" in violin and "violin" in violin.split("names_only", 1)[1]
     assert "c9999" in reasons["check:evidence_clips_known"]
     assert reasons["AuthoredItemIncomplete"] == "0 wrong answers, need 3"
     ctx = VideoContext(V, S.DURATION_S, tuple(S.descriptions()), vocabulary=VOCABULARY)
@@ -213,3 +220,50 @@ def test_negation_twins_are_found_whatever_the_verb_form():
                              "The dark picture goes with the silence.", "The dark picture does not go with the sound."],
                     answer_index=2, evidence_clip_ids=[S.descriptions()[0].clip_id], authored=True)
     assert "options_not_negations_of_each_other" in {n for n, _ in run_checks(twins, ctx).failed}
+
+
+def test_an_authored_correct_option_must_be_what_its_clip_reports_and_a_wrong_one_must_not():
+    """Measured with Qwen2.5-1.5B: a speech-picture answer from another clip than the one where the phrase is said,
+    and a pairing whose wrong options (a picture with music) were each true of a clip, both passed the checks."""
+    ctx = VideoContext(V, S.DURATION_S, tuple(S.descriptions()), vocabulary=VOCABULARY)
+
+    def failed(text: str) -> dict:
+        (q,) = parse_authored(text)
+        return dict(run_checks(authored_draft(V, q, S.descriptions()), ctx).failed)
+
+    said_elsewhere = failed('type: speech_picture_link\nquestion: What is on screen when a voice says "Good boy, '
+                            'catch it"?\nanswer: A woman at a black piano\nwrong: A city street at night | A brown '
+                            'dog near a tree | Hands on white piano keys\nclips: 2')
+    assert "is not what the evidence clips report" in said_elsewhere["authored_correct_option_is_reported"]
+    right = failed('type: speech_picture_link\nquestion: What is on screen when a voice says "Good boy, catch '
+                   'it"?\nanswer: A man throws a red frisbee\nwrong: A city street at night | A woman at a black '
+                   'piano | Hands on white piano keys\nclips: 2')
+    assert "authored_correct_option_is_reported" not in right and "authored_wrong_options_are_false" not in right
+    all_true = failed("type: global_av_inference\nquestion: Which sight goes with which sound in the video?\n"
+                      "answer: The black piano goes with the piano melody\nwrong: The city street goes with "
+                      "traffic noise | The frisbee goes with the piano melody | The piano keys go with the traffic"
+                      "\nclips: 3")
+    assert "'The city street goes with traffic noise' may be true of" in all_true["authored_wrong_options_are_false"]
+    # and two causes it wrote, accepted before these checks: a sound from another clip, and a thing that is itself
+    elsewhere = failed("type: causal_inference\nquestion: Why does the man shout in the park?\nanswer: The piano "
+                       "makes the sound of traffic\nwrong: The dog makes the sound of a bell | The street makes the "
+                       "sound of a piano | The tree makes the sound of rain\nclips: 2")
+    assert "is not what the evidence clips report" in elsewhere["authored_correct_option_is_reported"]
+    itself = failed("type: causal_inference\nquestion: Why does the dog run in the park?\nanswer: the dog on the "
+                    "grass is a dog on the grass\nwrong: the man is a woman | the park is a street | the tree is a "
+                    "piano\nclips: 1")
+    assert "says a thing is itself" in itself["options_not_tautologies"]
+
+
+def test_evidence_a_model_did_not_cite_is_inferred_from_the_correct_answer():
+    (piano,) = parse_authored("type: source_attribution\nquestion: What makes the melody heard in the room?\n"
+                              "answer: The woman at the black piano\nwrong: The man with the frisbee | The brown dog "
+                              "| The cars on the street")
+    assert piano.problem(list(QAType)) is None and piano.clips == []
+    draft = authored_draft(V, piano, S.descriptions())
+    assert draft.evidence_clip_ids == [S.clip_id(V, 2)]  # the only clip that shows a woman at a black piano
+    (vague,) = parse_authored("type: causal_inference\nquestion: Why?\nanswer: Because it happens\n"
+                              "wrong: One | Two | Three")
+    assert authored_draft(V, vague, S.descriptions()).evidence_clip_ids == []  # no clip shares a word: none cited
+    ctx = VideoContext(V, S.DURATION_S, tuple(S.descriptions()), vocabulary=VOCABULARY)
+    assert "evidence_clips_known" in dict(run_checks(authored_draft(V, vague, S.descriptions()), ctx).failed)

@@ -78,7 +78,9 @@ def test_the_card_names_the_real_models_and_what_the_rows_say(tmp_path):
     assert rows["fusion"][2] == rows["QA"][2] == "`qwen2.5-0.5b-instruct`" and rows["scene cuts"][1] == "`adaptive`"
     gpu_cfg = load_settings("gpu-cluster")
     gpu = {r[0]: r for r in models_table(tmp_path, gpu_cfg, Pipeline.from_settings(gpu_cfg))}
-    assert "MIT/ast-finetuned-audioset" in gpu["audio events"][2] and "CoCa" in gpu["keyframe captions"][2]
+    assert "MIT/ast-finetuned-audioset" in gpu["audio events"][2]
+    assert "VLM `qwen2.5-vl-7b-instruct`" in gpu["keyframe captions"][2]
+    assert "audio-language model `qwen2.5-omni-7b`" in gpu["audio descriptions"][2]
 
 
 def test_cost_per_accepted_item_and_check_pass_rates():
