@@ -151,6 +151,8 @@ def test_a_run_processes_one_video_once_however_it_is_listed(prefect_server, llm
     dead = pq.read_table(tmp_path / "ds" / "dead_letter.parquet").to_pylist()
     dups = {d["source_id"]: d for d in dead if d["error_class"] == "duplicate"}
     assert set(dups) == set(spellings[1:]) | {other}
-    assert all(d["message"].startswith(f"duplicate_of={marker.video_id}") for d in dups.values())
+    original = marker.video_id if marker.source == spellings[0] else dups[spellings[0]]["video_id"]
+    assert all(dups[s]["message"].startswith(f"duplicate_of={original}") for s in spellings[1:])  # before download
+    assert dups[other]["message"].startswith(f"duplicate_of={marker.video_id}")
     after = json.loads(dups[other]["detail"])  # the decision after download: method and distance kept
     assert after["kind"] == "perceptual" and after["kept_id"] == marker.video_id and after["distance"] <= 6
