@@ -9,7 +9,8 @@ perception backends call from worker threads, so a turn taken in order spreads t
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
 from infra.errors import TransientError
 from schemas.settings import ModelEndpoint
@@ -47,6 +48,24 @@ class EndpointPool:
                 failure = exc  # this replica is down or overloaded: the next one may answer
         raise ServerUnavailable(f"no server of {', '.join(self.endpoint.endpoints)} answered: "
                                 f"{type(failure).__name__}: {failure}")
+
+
+class ServedModelBackend:
+    """A backend whose model runs on its own servers (the ``vlm`` captioner, the ``omni`` describer): its section's
+    ``endpoint_field`` holds the endpoint; it loads nothing itself, and sends ``endpoint.concurrency`` requests at
+    once through one pool of the servers."""
+
+    endpoint_field: ClassVar[str]  # also its name's prefix ("vlm:<served model>")
+
+    @staticmethod
+    def models(cfg: Any) -> list[str]:
+        return []  # served by its own vLLM server, which prefetches its weights on its node
+
+    def __init__(self, cfg: Any):
+        self.cfg = getattr(cfg, self.endpoint_field)
+        self.servers = EndpointPool(self.cfg)
+        self.pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix=self.endpoint_field)
+        self.name = f"{self.endpoint_field}:{self.cfg.model}"
 
 
 def unavailable_as_transient(exc: ServerUnavailable, stage: str, video_id: str, item_id: str) -> TransientError:

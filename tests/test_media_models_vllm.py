@@ -51,24 +51,24 @@ def sample(tmp_path_factory):
     return prepared_sample(tmp_path_factory.getbasetemp() / "perception-sample")
 
 
-@pytest.fixture(scope="module")
-def omni_server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-qwen2-audio")
-    qwen2_audio_7b_instruct(folder)
-    spec, run_dir, url = _served(folder, "tiny-omni", OMNI_PORT, "audio")
+def _serving(tmp_path_factory, build, name: str, port: int, media: str):
+    """A tiny model built by ``build`` and served for the module: yields its base URL."""
+    folder = tmp_path_factory.mktemp(name)
+    build(folder)
+    spec, run_dir, url = _served(folder, name, port, media)
     servers.start(spec, run_dir)
     yield url
     servers.stop(spec, run_dir)
+
+
+@pytest.fixture(scope="module")
+def omni_server(tmp_path_factory):
+    yield from _serving(tmp_path_factory, qwen2_audio_7b_instruct, "tiny-omni", OMNI_PORT, "audio")
 
 
 @pytest.fixture(scope="module")
 def vlm_server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-idefics3")
-    idefics3_vlm(folder)
-    spec, run_dir, url = _served(folder, "tiny-vl", VLM_PORT, "image")
-    servers.start(spec, run_dir)
-    yield url
-    servers.stop(spec, run_dir)
+    yield from _serving(tmp_path_factory, idefics3_vlm, "tiny-vl", VLM_PORT, "image")
 
 
 def _prompt_tokens(url: str, model: str, messages: list[dict]) -> int:

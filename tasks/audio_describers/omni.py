@@ -13,12 +13,11 @@ from __future__ import annotations
 import base64
 import io
 import wave
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from infra.audio_io import SAMPLE_RATE
-from infra.endpoint_pool import EndpointPool
+from infra.endpoint_pool import ServedModelBackend
 from infra.llm_client import strict_json_schema
 from infra.text_bounds import cut_at_sentence
 from schemas.settings import AudioDescriber
@@ -58,24 +57,17 @@ def _tidy(text: str) -> str:
 
 
 @AUDIO_DESCRIBERS.register("omni")
-class OmniDescriber:
+class OmniDescriber(ServedModelBackend):
     """Five-axis descriptions from an audio-language model server."""
+
+    endpoint_field = "omni"  # the section's field holding its servers (``saven llm-server start --serves omni``)
 
     @staticmethod
     def model_card(cfg: AudioDescriber) -> str:
         return f"audio-language model `{cfg.omni.model}` through the OpenAI API (prompt {PROMPT})"
 
-    @staticmethod
-    def models(cfg: AudioDescriber) -> list[str]:
-        return []  # served by its own vLLM server, which prefetches its weights on its node
-
-    endpoint_field = "omni"  # the section's field holding its servers (``saven llm-server start --serves omni``)
-
     def __init__(self, cfg: AudioDescriber):
-        self.cfg = cfg.omni
-        self.servers = EndpointPool(self.cfg)
-        self.pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="omni")
-        self.name = f"omni:{self.cfg.model}"
+        super().__init__(cfg)
         schema = strict_json_schema(HeardAxes)
         self.response_format = {"type": "json_schema",
                                 "json_schema": {"name": "heard_axes", "schema": schema, "strict": True}}

@@ -11,12 +11,11 @@ and QA checks what it names like any other caption.
 from __future__ import annotations
 
 import base64
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
-from infra.endpoint_pool import EndpointPool
+from infra.endpoint_pool import ServedModelBackend
 from infra.text_bounds import cut_at_sentence
 from schemas.records import Tag
 from schemas.settings import VisualCaptioner
@@ -52,30 +51,20 @@ def messages_for(frame: np.ndarray, max_side: int) -> list[dict]:
 
 
 @CAPTIONERS.register("vlm")
-class VLMCaptioner:
+class VLMCaptioner(ServedModelBackend):
     """Keyframe descriptions from a VLM server; one tag, ``vlm``, marks where they came from."""
+
+    endpoint_field = "vlm"  # the section's field holding its servers (``saven llm-server start --serves vlm``)
 
     @staticmethod
     def model_card(cfg: VisualCaptioner) -> str:
         return f"VLM `{cfg.vlm.model}` through the OpenAI API (prompt {PROMPT})"
 
     @staticmethod
-    def models(cfg: VisualCaptioner) -> list[str]:
-        return []  # served by its own vLLM server, which prefetches its weights on its node
-
-    @staticmethod
     def vocabulary(cfg: VisualCaptioner) -> list[str]:
         """A VLM can name anything; COCO's classes at least are checked (a question naming a dog needs a caption
         that saw one)."""
         return coco_names()
-
-    endpoint_field = "vlm"  # the section's field holding its servers (``saven llm-server start --serves vlm``)
-
-    def __init__(self, cfg: VisualCaptioner):
-        self.cfg = cfg.vlm
-        self.servers = EndpointPool(self.cfg)
-        self.pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="vlm")
-        self.name = f"vlm:{self.cfg.model}"
 
     def _describe_one(self, frame: np.ndarray) -> tuple[str, list[Tag]]:
         reply = self.servers.chat(messages=messages_for(frame, self.cfg.max_side), max_tokens=self.cfg.max_tokens,
