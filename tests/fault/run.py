@@ -120,8 +120,8 @@ def kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
-def kill_ray_worker(proc: subprocess.Popen, rng: random.Random) -> str | None:
-    """SIGKILL one Ray worker of this flow: a perception actor when one is up, else any task worker."""
+def ray_workers(proc: subprocess.Popen) -> list[tuple[str, psutil.Process]]:
+    """This flow's busy Ray workers, titled ``ray::<what it runs>``."""
     workers = []
     for p in _descendants(proc.pid):
         try:
@@ -131,6 +131,11 @@ def kill_ray_worker(proc: subprocess.Popen, rng: random.Random) -> str | None:
         if title.startswith("ray::") and not title.startswith(("ray::IDLE", "ray::DashboardAgent",
                                                                "ray::RuntimeEnvAgent")):
             workers.append((title, p))
+    return workers
+
+
+def kill_ray_worker(workers: list[tuple[str, psutil.Process]], rng: random.Random) -> str | None:
+    """SIGKILL one Ray worker of this flow: a perception actor when one is up, else any task worker."""
     actors = [w for w in workers if w[0].startswith(PERCEPTION_ACTORS)]
     pick = rng.choice(actors or workers) if workers else None
     if pick is None:
@@ -174,8 +179,11 @@ def run_once(build: Build, record: RunRecord, media: MediaServer, rng: random.Ra
     started = time.monotonic()
     proc = build.start(record.n)
     kill_at: float | None = started + kill_after_s if kill_after_s is not None else None
-    # The worker dies while the run is busy (models loaded, media being decoded), early enough for the run to go on.
-    worker_at = started + rng.uniform(30.0, 60.0) if kill_worker else None
+    # The worker dies while the run is busy: a few seconds after the first perception actor is up (models loading or
+    # loaded, media being decoded), early enough for the run to go on. Tied to what the run is doing, not to a clock:
+    # a fixed time missed a fast run (CI: a run ended at 33 s, before a kill drawn between 30 and 60 s).
+    worker_at: float | None = None
+    worker_deadline = started + 120.0  # no actor by then: any busy worker will do
     worker_done_before = 0
     next_report = started + 120.0
     try:
@@ -186,12 +194,19 @@ def run_once(build: Build, record: RunRecord, media: MediaServer, rng: random.Ra
                 next_report += 120.0
                 console.print(f"  {record.role} run {record.n}: {time.monotonic() - started:.0f} s, {done} new commits"
                               + (f"; {status()}" if status else ""))
-            if worker_at is not None and record.ray_worker_killed is None and time.monotonic() >= worker_at:
-                record.ray_worker_killed = kill_ray_worker(proc, rng)
-                worker_done_before = done
+            worker_pending = kill_worker and record.ray_worker_killed is None
+            if worker_pending:
+                workers = ray_workers(proc)
+                if worker_at is None and any(w[0].startswith(PERCEPTION_ACTORS) for w in workers):
+                    worker_at = time.monotonic() + rng.uniform(2.0, 8.0)
+                if workers and time.monotonic() >= (worker_at or worker_deadline):
+                    record.ray_worker_killed = kill_ray_worker(workers, rng)
+                    worker_done_before = done
             if kill_after is not None and kill_at is None and done >= kill_after:
                 kill_at = time.monotonic() + rng.uniform(0.0, 8.0)
-            if kill_at is not None and time.monotonic() >= kill_at:
+            # The run that kills a worker is not SIGKILLed before it has (the flow's kill would take the worker too).
+            if kill_at is not None and time.monotonic() >= kill_at and not (
+                    kill_worker and record.ray_worker_killed is None and time.monotonic() < worker_deadline):
                 kill_tree(proc)
                 record.killed = True
                 break
