@@ -20,7 +20,7 @@ from benchmark.adapters.openai_chat import OpenAIAdapter
 from benchmark.build import BuildConfig, BuiltBench, FilterModels, ensure_avbench, is_kept
 from benchmark.counterfactual import (COLUMNS, COUNTERFACTUALS, CounterfactualRow, as_table, audio_donors, drop_rows,
                                       not_measuring_listening)
-from benchmark.export import export_lmms_eval_task
+from benchmark.export import export_lmms_eval_task, export_note
 from benchmark.report import ModelRun, ScoringSetup, fmt_score, group_order, write_report
 from benchmark.score import PredictionCache, PredictionRow, item_outcomes, predict_sheets, score_items
 from schemas.records import AVBenchItem
@@ -205,7 +205,8 @@ def viewer_or_none(dataset_dir: Path, console) -> Path | None:
 def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("random",), *,
                 config: BuildConfig | None = None, filters: FilterModels | Literal["llm", "none"] = "llm",
                 subset: Subset = "kept", circular: bool = False, rebuild: bool = False, seed: int = 0,
-                export: bool = True, counterfactual: bool = True, viewer: bool = True, console=None) -> Path:
+                export: bool = True, link_media: bool = False, counterfactual: bool = True, viewer: bool = True,
+                console=None) -> Path:
     """Build (if needed), score ``models`` (registry specs, e.g. "random", "openai:modality=av",
     "saven-vid:checkpoint=out/ckpt"), write the report; returns the HTML report's path."""
     console = console or table_console()
@@ -240,7 +241,9 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
         page = write_report(out_dir / "report", bench, items, runs, setup,
                             viewer_dir=viewer_or_none(dataset_dir, console) if viewer else None)
         if export:
-            export_lmms_eval_task(bench, context, out_dir / "lmms_eval_task")
+            task = export_lmms_eval_task(bench, context, out_dir / "lmms_eval_task", link_media=link_media)
+            console.print(f"lmms-eval tasks avbench, avbench_core, avbench_blind: {task} ({export_note(task)})",
+                          markup=False)
     finally:
         cache.close()
     print_table(runs, setup, console)
@@ -265,6 +268,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--min-heldout-items", type=int, default=0,
                    help="hold out more videos of a small dataset until this many questions are held out")
     p.add_argument("--filter-rotations", type=int, default=BuildConfig().filter_rotations)
+    p.add_argument("--link-media", action="store_true",
+                   help="hard-link the lmms-eval export's videos that are already H.264/AAC MP4 instead of copying")
     p.add_argument("--no-counterfactual", action="store_true",
                    help="skip the silenced- and swapped-audio runs of the models that take audio")
     args = p.parse_args(argv)
@@ -273,7 +278,7 @@ def main(argv: list[str] | None = None) -> Path:
     return run_avbench(args.dataset_dir, args.out_dir, args.models or ["random"], config=config,
                        filters="none" if args.no_llm_filters else "llm", subset=args.subset,
                        circular=args.circular, rebuild=args.rebuild, seed=args.seed,
-                       counterfactual=not args.no_counterfactual)
+                       link_media=args.link_media, counterfactual=not args.no_counterfactual)
 
 
 if __name__ == "__main__":

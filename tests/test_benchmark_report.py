@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import struct
 import sys
@@ -120,24 +121,46 @@ def test_lmms_eval_export_scores_with_the_same_rules(run):
     config = yaml.load((task / "avbench.yaml").read_text(), Loader=_FunctionLoader)
     assert config["task"] == "avbench" and config["output_type"] == "generate_until"
     assert config["process_results"] == ("function", "utils.avbench_process_results")
-    docs_path = Path(config["dataset_kwargs"]["data_files"]["test"])
-    docs = [json.loads(line) for line in docs_path.read_text().splitlines()]
+    assert config["doc_to_messages"] == ("function", "utils.avbench_doc_to_messages")
+    docs_name = config["dataset_kwargs"]["data_files"]["test"]
+    assert docs_name == "kept_docs.jsonl"  # relative: lmms-eval resolves it against the YAML's folder
+    docs = [json.loads(line) for line in (task / docs_name).read_text().splitlines()]
     assert len(docs) == 120
     assert config["metadata"]["content_hash"] == json.loads(
         (out / "avbench-v1" / "manifest.json").read_text())["content_hash"]
+    blind = yaml.load((task / "avbench_blind.yaml").read_text(), Loader=_FunctionLoader)
+    assert blind["doc_to_messages"] == ("function", "utils.avbench_blind_doc_to_messages")
+    assert blind["dataset_kwargs"]["data_files"]["test"] == docs_name
 
     utils = _load(task / "utils.py", "exported_avbench_utils")
     doc = docs[0]
     assert utils.avbench_doc_to_text(doc) == mcq_text(doc["question"], doc["options"])
     assert utils.avbench_doc_to_target(doc) == doc["answer"]
-    assert utils.avbench_doc_to_visual(doc) == [str((ds / "media" / f"{doc['video_id']}.mp4").resolve())]
-    answers = [f"The answer is ({doc['answer']}).", "I think B or C", "", doc["options"][0]]
+    # This dataset has records but no media files: the export says so, and the video tasks refuse such an item
+    # with the reason instead of sending the question without the video.
+    summary = json.loads((task / "export.json").read_text())
+    assert len(summary["videos_without_media"]) == summary["videos"] > 0
+    assert doc["video"] is None and doc["audio"] is None
+    with pytest.raises(FileNotFoundError, match="avbench_blind"):
+        utils.avbench_doc_to_messages(doc)
+    assert utils.avbench_blind_doc_to_messages(doc) == [
+        {"role": "user", "content": [{"type": "text", "text": mcq_text(doc["question"], doc["options"])}]}]
+    assert utils.avbench_blind_doc_to_visual(doc) == []
+
+    answers = [f"The answer is ({doc['answer']}).", "I think B or C", "", doc["options"][0],
+               "[LMMS_EVAL_REQUEST_FAILED after 2 retries] Error code: 400", "[LMMS_EVAL_BUDGET_EXCEEDED]"]
     results = [utils.avbench_process_results(doc, [a])["avbench_accuracy"] for a in answers]
-    for answer, record in zip(answers, results):
-        assert record["parsed"] == extract(answer, doc["options"]).letter
+    for answer, record in zip(answers[:4], results):
+        assert record["parsed"] == extract(answer, doc["options"]).letter and not record["request_failed"]
     assert results[0]["correct"] and results[1]["parsed"] is None and not results[1]["correct"]
+    assert all(r["request_failed"] and not r["correct"] and r["parsed"] is None for r in results[4:])
     assert utils.avbench_aggregate_accuracy(results[:2]) == 50.0
     assert utils.avbench_aggregate_parse_failures(results[:3]) == pytest.approx(200 / 3)
+    # Failed requests are not answers: left out of accuracy and parse failures, counted on their own.
+    assert utils.avbench_aggregate_accuracy(results[:2] + results[4:]) == 50.0
+    assert utils.avbench_aggregate_parse_failures(results[:3] + results[4:]) == pytest.approx(200 / 3)
+    assert utils.avbench_aggregate_request_failures(results) == pytest.approx(200 / 6)
+    assert math.isnan(utils.avbench_aggregate_accuracy(results[4:]))  # an outage has no accuracy
 
 
 def test_cli_without_llm_filters(tmp_path, capsys):
