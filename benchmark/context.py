@@ -99,12 +99,58 @@ def _fit(lines: list[str], budget: int) -> list[str]:
     return [line if len(line) <= per_line else line[: per_line - 3].rstrip() + "..." for line in lines]
 
 
-def video_context(context: BenchContext, video_id: str, modality: Modality, max_chars: int = 6000, *,
+View = Literal["description", "facts"]
+VIEWS: tuple[str, ...] = ("description", "facts")
+
+
+def _facts_line(row: dict, heard_row: dict | None, modality: Modality) -> str:
+    """One clip of the facts view: its bounds, then what was seen, heard and said (each as perception reported it,
+    in the planner's words), as far as ``modality`` allows; ``heard_row`` supplies the heard part and speech (the
+    clip's own, another video's when swapped, None when silenced)."""
+    parts = []
+    if modality in ("visual", "av"):
+        parts.append("seen: " + ("; ".join(row.get("seen", [])) or "nothing reported"))
+    if modality in ("audio", "av"):
+        heard = heard_row.get("heard", []) if heard_row else []
+        parts.append("heard: " + ("; ".join(heard) or "no notable sound"))
+        if heard_row and heard_row.get("said"):
+            parts.append(f"said: \"{heard_row['said']}\"")
+    return f"From {row['from']} to {row['to']}: " + " | ".join(parts)
+
+
+def facts_context(context: BenchContext, video_id: str, modality: Modality, max_chars: int = 6000, *,
                   audio: str = "original", donor: str | None = None) -> str:
+    """The timeline the questions were planned from (``tasks.qa_author.timeline_rows``: each clip's sights, sounds
+    and words with its bounds), for a reader of ``modality``; the counterfactual ``audio`` conditions as in
+    ``video_context``."""
+    from tasks.qa_author import timeline_rows
+
+    if modality == "none":
+        return ""
+    rows = timeline_rows(context.descriptions(video_id))
+    heard_rows: list[dict | None] = list(rows)
+    if audio == "silence":
+        heard_rows = [None] * len(rows)
+    elif audio == "swapped":
+        if donor is None:
+            raise ValueError("a swapped-audio context needs a donor video")
+        donor_rows = timeline_rows(context.descriptions(donor))
+        heard_rows = [donor_rows[i % len(donor_rows)] if donor_rows else None for i in range(len(rows))]
+    lines = _fit([_facts_line(r, h, modality) for r, h in zip(rows, heard_rows)], max_chars)
+    return ("Clips:\n" + "\n".join(lines)) if lines else "(no description of this video)"
+
+
+def video_context(context: BenchContext, video_id: str, modality: Modality, max_chars: int = 6000, *,
+                  audio: str = "original", donor: str | None = None, view: View = "description") -> str:
     """The clip timeline (and transcript, when the modality includes sound) the model reads instead of the video.
     ``audio``: "own" lays out this video's pictures and heard part as the counterfactuals do (not the fused text);
     "silence" drops the heard part and the transcript; "swapped" puts ``donor``'s in their place (its clips' heard
-    parts in order, cycled over this video's clips; its transcript with its own times)."""
+    parts in order, cycled over this video's clips; its transcript with its own times). ``view="facts"`` gives the
+    planner's per-clip facts instead of the describer's text (``facts_context``)."""
+    if view == "facts":
+        return facts_context(context, video_id, modality, max_chars, audio=audio, donor=donor)
+    if view != "description":
+        raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
     if modality == "none":
         return ""
     descriptions = context.descriptions(video_id)

@@ -101,6 +101,8 @@ class TrainConfig(_Cfg):
     seed: int = 0
     log_every: int = 1
     save_every: int = 0  # 0: only at the end
+    eval_every: int = 0  # held-out loss (and AVBench accuracy, given a bench) every N steps; 0: only at the end
+    eval_examples: int = 64  # held-out examples the loss is measured on (the first N; a fixed set across steps)
     keep_last: int = 2
     min_lr_ratio: float = 0.1
     stage1: StageTrainConfig = Field(default_factory=StageTrainConfig)

@@ -66,8 +66,10 @@ def stage2_examples(items: list[QAItem], durations: dict[str, float]) -> list[Ex
             for q in items if q.video_id in durations]
 
 
-def load_examples(dataset_dir: Path, stage: int, *, include_heldout: bool = False) -> list[Example]:
-    """Training examples; AVBench's held-out videos (schemas.split, fraction and salt from settings) are left out."""
+def load_examples(dataset_dir: Path, stage: int, *, include_heldout: bool = False,
+                  heldout_only: bool = False) -> list[Example]:
+    """Training examples; AVBench's held-out videos (schemas.split, fraction and salt from settings) are left out.
+    ``heldout_only``: the examples of those videos instead (evaluation during training; may be empty)."""
     from schemas.settings import settings
     from schemas.shards import read_records
     from schemas.split import HeldOut
@@ -78,6 +80,8 @@ def load_examples(dataset_dir: Path, stage: int, *, include_heldout: bool = Fals
                       bench.min_heldout_items)
 
     def keep(video_id: str) -> bool:
+        if heldout_only:
+            return held(video_id)
         return include_heldout or not held(video_id)
 
     if stage == 1:
@@ -89,7 +93,7 @@ def load_examples(dataset_dir: Path, stage: int, *, include_heldout: bool = Fals
         examples = stage2_examples(items, durations)
     else:
         raise ValueError(f"stage must be 1 or 2, not {stage!r}")
-    if not examples:
+    if not examples and not heldout_only:
         table = "descriptions" if stage == 1 else "qa"
         raise ValueError(f"{dataset_dir}: no {table} records outside the AVBench held-out videos, nothing to train "
                          f"stage {stage} on")

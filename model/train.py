@@ -7,7 +7,8 @@ so a resumed run sees the same batches), forward under bf16 autocast where the G
 AdamW, warmup + cosine schedule. Checkpoints (``checkpoint-<step>/``) hold the model folder
 (``SavenVid.save_pretrained``) plus ``optimizer.safetensors``, ``rng.safetensors`` and ``train_state.json``:
 resuming restores every trainable (LoRA and non-LoRA), the optimizer, the scheduler, the step and every RNG, so the
-next step's loss equals the uninterrupted run's. Metrics go to ``metrics.jsonl`` and TensorBoard (``tb/``).
+next step's loss equals the uninterrupted run's. Metrics go to ``metrics.jsonl`` and TensorBoard (``tb/``);
+evaluations (``model.evaluate``: held-out loss, AVBench accuracy) to ``eval.jsonl`` and TensorBoard.
 Under torchrun each rank takes its own slice of every global batch (DDP over the trainable parameters only).
 """
 
@@ -30,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, preset_config
 from model.data import FeatureStore, SavenVidDataset, collate, load_examples
+from model.evaluate import Evaluator, bench_items
 from model.features import cached_fingerprints, compute_features, features_path
 from model.modeling import SavenVid, set_trainable
 
@@ -37,6 +39,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
 STATE_FILE = "train_state.json"
 METRICS_FILE = "metrics.jsonl"
+EVAL_FILE = "eval.jsonl"  # one row per evaluation: {"step": ..., "eval": {"heldout_loss": ..., "bench_...": ...}}
 
 
 # --- small pieces -------------------------------------------------------------------------------------------
@@ -224,18 +227,20 @@ def _feature_fingerprints(dataset_dir: Path, config: ModelConfig, video_ids: set
 
 def train(dataset_dir: Path, out_dir: Path, preset: str = "smol", stage: int | str = 1, steps: int | None = None,
           *, config: ModelConfig | None = None, init_from: Path | None = None, resume: bool = True,
-          stop_at: int | None = None) -> Path:
+          stop_at: int | None = None, bench: Path | None = None) -> Path:
     """Train ``stage`` (1, 2, or "both": 1 then 2 from its result) and return the last checkpoint folder.
 
     ``steps`` defaults to the preset's; ``stop_at`` ends the run early at that global step (as an interruption
     would) while the schedule still spans ``steps``; ``resume`` continues from the newest checkpoint in out_dir.
+    Every ``train.eval_every`` steps and at the end: the loss on the held-out videos' examples and, with ``bench``
+    (a built AVBench folder over this dataset's held-out videos), its accuracy with own and silenced audio.
     """
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if stage == "both":
         first = train(dataset_dir, out_dir / "stage1", preset, 1, steps, config=config, init_from=init_from,
-                      resume=resume, stop_at=stop_at)  # every rank gets stage 1's checkpoint (rank 0 wrote it)
+                      resume=resume, stop_at=stop_at, bench=bench)  # every rank gets stage 1's checkpoint
         return train(dataset_dir, out_dir / "stage2", preset, 2, steps, config=config, init_from=first, resume=resume,
-                     stop_at=stop_at)
+                     stop_at=stop_at, bench=bench)
     stage = int(stage)
     config = config or preset_config(preset)
     tcfg, scfg = config.train, config.train.stage(stage)
@@ -246,8 +251,12 @@ def train(dataset_dir: Path, out_dir: Path, preset: str = "smol", stage: int | s
     np.random.seed(tcfg.seed)
 
     examples = load_examples(dataset_dir, stage)
-    fingerprints = _feature_fingerprints(dataset_dir, config, {e.video_id for e in examples}, device, rank, world)
+    heldout = load_examples(dataset_dir, stage, heldout_only=True)[: tcfg.eval_examples] if rank == 0 else []
+    items = bench_items(bench) if bench is not None and rank == 0 else []
+    videos = {e.video_id for e in examples} | {e.video_id for e in heldout} | {it.video_id for it in items}
+    fingerprints = _feature_fingerprints(dataset_dir, config, videos, device, rank, world)
     examples = [e for e in examples if features_path(dataset_dir, config.preset, e.video_id).is_file()]
+    heldout = [e for e in heldout if features_path(dataset_dir, config.preset, e.video_id).is_file()]
     if not examples:
         raise ValueError(f"{dataset_dir}: no example has cached features; see the dead letters of the feature step")
 
@@ -259,6 +268,12 @@ def train(dataset_dir: Path, out_dir: Path, preset: str = "smol", stage: int | s
     model.to(device)
     dataset = SavenVidDataset(examples, FeatureStore(dataset_dir, config.preset, fingerprints), model.tokenizer,
                               config)
+    evaluator = None
+    if rank == 0:
+        from benchmark.context import BenchContext
+
+        evaluator = Evaluator(SavenVidDataset(heldout, dataset.store, model.tokenizer, config) if heldout else None,
+                              tcfg.batch_size, items or None, BenchContext(dataset_dir) if items else None)
     optimizer, names = make_optimizer(model, scfg.lr, tcfg.weight_decay)
     assert set(names) == set(names_trainable)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(scfg.warmup_steps, total,
@@ -299,6 +314,15 @@ def train(dataset_dir: Path, out_dir: Path, preset: str = "smol", stage: int | s
                 print(f"stage {stage} step {step + 1}/{total} loss {stats['loss']:.4f} lr {stats['lr']:.2e} "
                       f"({stats['seconds']:.2f}s)")
         done = step + 1
+        if rank == 0 and (done == end or (tcfg.eval_every and done % tcfg.eval_every == 0)):
+            measured = evaluator(model, device, lambda: autocast_for(device, tcfg.precision))
+            with open(out_dir / EVAL_FILE, "a") as fh:
+                fh.write(json.dumps({"step": step, "eval": measured}) + "\n")
+            for key, value in measured.items():
+                writer.add_scalar(f"stage{stage}/eval/{key}", value, step)
+            if measured:
+                print(f"stage {stage} step {done} eval " + " ".join(
+                    f"{k} {v:.3f}" for k, v in measured.items() if not k.startswith("bench_type/")))
         if rank == 0 and (done == end or (tcfg.save_every and done % tcfg.save_every == 0)):
             last = save_checkpoint(out_dir, model, optimizer, names, scheduler, done, stage, fingerprints,
                                    tcfg.keep_last)
@@ -323,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-from", type=Path, default=None)
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--stop-at", type=int, default=None, help="end each stage early at this step (an interruption)")
+    p.add_argument("--bench", type=Path, default=None,
+                   help="a built AVBench folder (avbench-<version>/) of this dataset: its accuracy at each evaluation")
     args = p.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
@@ -330,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     stage = args.stage if args.stage == "both" else int(args.stage)
     try:
         path = train(args.dataset_dir, args.out_dir, args.preset, stage, args.steps, init_from=args.init_from,
-                     resume=not args.no_resume, stop_at=args.stop_at)
+                     resume=not args.no_resume, stop_at=args.stop_at, bench=args.bench)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -118,6 +118,36 @@ def test_silence_and_swap_change_only_the_heard_part_of_the_context(bench):
         video_context(context, own, "av", audio="swapped")
 
 
+def test_facts_view_reads_the_planners_timeline_per_sense(bench):
+    """The text oracle's view: each clip's sights, sounds and words as the planner saw them, one sense at a time."""
+    from tasks.clip_facts import facts_of
+
+    ds, _ = bench
+    context = BenchContext(ds)
+    own, donor = video_id(0), video_id(1)
+    clips, donor_clips = context.descriptions(own), context.descriptions(donor)
+    full = video_context(context, own, "av", view="facts")
+    seen = [s.phrase for s in facts_of(clips[0]).sights]
+    heard = [s.phrase for s in facts_of(clips[0]).sounds if s.kind != "speech"]
+    assert seen and heard
+    first = full.splitlines()[1]
+    assert first.startswith("From 00:00:00.000 to ") and all(p in first for p in seen + heard)
+    assert f'said: "{clips[0].narration}"' in first
+    assert len(full.splitlines()) == len(clips) + 1  # every clip keeps its line
+    visual = video_context(context, own, "visual", view="facts")
+    audio = video_context(context, own, "audio", view="facts")
+    assert all(p in visual for p in seen) and not any(p in visual for p in heard) and "said:" not in visual
+    assert all(p in audio for p in heard) and not any(p in audio for p in seen) and "said:" in audio
+    silent = video_context(context, own, "av", view="facts", audio="silence")
+    assert all(p in silent for p in seen) and not any(p in silent for p in heard) and "said:" not in silent
+    swapped = video_context(context, own, "av", view="facts", audio="swapped", donor=donor)
+    donor_heard = [s.phrase for s in facts_of(donor_clips[0]).sounds if s.kind != "speech"]
+    assert all(p in swapped.splitlines()[1] for p in seen + donor_heard)
+    assert video_context(context, own, "none", view="facts") == ""
+    with pytest.raises(ValueError, match="view"):
+        video_context(context, own, "av", view="captions")
+
+
 def test_the_drop_is_computed_right_and_a_deaf_model_is_flagged(bench):
     ds, items = bench
     context = BenchContext(ds)

@@ -164,3 +164,50 @@ def test_both_stages_chain(dataset, tmp_path):
     # stage 2 started from stage 1's TLP + AVTS (they moved on from there, LoRA B left zero only in stage 1)
     assert all(not s1[k].any() for k in s1 if "lora_B" in k)
     assert any(s2[k].any() for k in s2 if "lora_B" in k)
+
+
+@pytest.fixture()
+def heldout_split(monkeypatch):
+    """The profile's split (the test session trains on every video: SAVEN_BENCHMARK__HELDOUT_FRACTION=0)."""
+    from schemas.settings import settings
+
+    monkeypatch.setenv("SAVEN_BENCHMARK__HELDOUT_FRACTION", "0.1")
+    monkeypatch.setenv("SAVEN_BENCHMARK__MIN_HELDOUT_ITEMS", "0")
+    settings.cache_clear()
+    yield settings().benchmark
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
+def test_evaluation_during_training_writes_heldout_loss_and_bench_curves(dataset, tmp_path, heldout_split):
+    """Every eval_every steps and at the end: the held-out videos' loss and AVBench accuracy (own audio, silenced,
+    per type), in eval.jsonl and TensorBoard beside the training curves."""
+    from benchmark.build import BuildConfig, build_avbench
+    from model.train import EVAL_FILE
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    split = heldout_split
+    bench = build_avbench(dataset, tmp_path / "bench", BuildConfig(
+        heldout_fraction=split.heldout_fraction, split_salt=split.split_salt, min_heldout_items=split.min_heldout_items,
+        similarity="token_overlap"))
+    assert bench.items and load_examples(dataset, 2, heldout_only=True)
+    assert {it.video_id for it in bench.items}.isdisjoint(
+        {e.video_id for e in load_examples(dataset, 2)})  # the bench is over videos training never sees
+    cfg = preset_config("tiny")
+    cfg.train.eval_every = 2
+    train(dataset, tmp_path / "out", "tiny", 2, 4, config=cfg, bench=bench.folder)
+    rows = [json.loads(line) for line in (tmp_path / "out" / EVAL_FILE).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 3]
+    for r in rows:
+        e = r["eval"]
+        assert 0 < e["heldout_loss"] < 50
+        assert 0 <= e["bench_accuracy_own"] <= 100 and 0 <= e["bench_accuracy_silenced"] <= 100
+        assert e["bench_silence_drop"] == pytest.approx(e["bench_accuracy_own"] - e["bench_accuracy_silenced"])
+        assert {k for k in e if k.startswith("bench_type/")} == {f"bench_type/{it.type.value}" for it in bench.items}
+    assert rows[0]["eval"]["heldout_loss"] != rows[1]["eval"]["heldout_loss"]  # the model moved between them
+    events = EventAccumulator(str(tmp_path / "out" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"stage2/loss", "stage2/eval/heldout_loss", "stage2/eval/bench_accuracy_own",
+            "stage2/eval/bench_silence_drop"} <= tags
+    assert [e.step for e in events.Scalars("stage2/eval/heldout_loss")] == [1, 3]

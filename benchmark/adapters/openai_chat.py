@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from benchmark.adapters.base import ModelAdapter, register
-from benchmark.context import SYSTEM_PROMPTS, BenchContext, Modality, video_context
+from benchmark.context import SYSTEM_PROMPTS, VIEWS, BenchContext, Modality, View, video_context
 from infra.llm_client import run_sync
 from schemas.mcq import mcq_text
 from schemas.records import AVBenchItem, StageName
@@ -42,8 +42,12 @@ class OpenAIAdapter(ModelAdapter):
                  model: str | None = None, api_key: str | None = None, modality: Modality = "av",
                  reply: Literal["letter", "letter-json", "text"] = "letter", max_tokens: int | str | None = None,
                  temperature: float | str = 0.0, seed: int | str = 0, max_context_chars: int | str = 6000,
-                 max_concurrency: int | str | None = None, name: str | None = None, client: Any = None):
+                 max_concurrency: int | str | None = None, name: str | None = None, client: Any = None,
+                 view: View = "description"):
         super().__init__(context)
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
+        self.view = view
         if modality not in SYSTEM_PROMPTS:
             raise ValueError(f"modality must be one of {sorted(SYSTEM_PROMPTS)}, not {modality!r}")
         if reply not in ("letter", "letter-json", "text"):
@@ -71,7 +75,9 @@ class OpenAIAdapter(ModelAdapter):
     def model_name(self) -> str:
         if self._name:
             return self._name
-        return f"{self.client.model}[{self.modality}]" if self.modality != "none" else f"{self.client.model}[blind]"
+        if self.modality == "none":
+            return f"{self.client.model}[blind]"
+        return f"{self.client.model}[{self.modality}{' facts' if self.view == 'facts' else ''}]"
 
     @property
     def takes_audio(self) -> bool:
@@ -84,13 +90,13 @@ class OpenAIAdapter(ModelAdapter):
     def fingerprint(self) -> str:
         return (f"openai:{self.client.model}:modality={self.modality}:reply={self.reply}:"
                 f"max_tokens={self.max_tokens}:temperature={self.client.temperature}:seed={self.client.seed}"
-                + self._audio_suffix())
+                + (f":view={self.view}" if self.view != "description" else "") + self._audio_suffix())
 
     def messages(self, item: AVBenchItem) -> list[dict[str, str]]:
         question = mcq_text(item.question, item.options)
         donor = self.donor_of(item.video_id) if self.audio_condition == "swapped" else None
         ctx = video_context(self.context, item.video_id, self.modality, self.max_context_chars,
-                            audio=self.audio_condition, donor=donor)
+                            audio=self.audio_condition, donor=donor, view=self.view)
         user = f"{ctx}\n\n{question}" if ctx else question
         return [{"role": "system", "content": SYSTEM_PROMPTS[self.modality]}, {"role": "user", "content": user}]
 

@@ -33,18 +33,24 @@ class SavenVidAdapter(ModelAdapter):
     Features missing from the cache are computed with the checkpoint's own encoders and cached.
     """
 
-    def __init__(self, context: BenchContext | None = None, *, checkpoint: str | Path, device: str | None = None,
-                 batch_size: int | str = 4, max_new_tokens: int | str = 32, name: str | None = None):
+    def __init__(self, context: BenchContext | None = None, *, checkpoint: str | Path | None = None,
+                 device: str | None = None, batch_size: int | str = 4, max_new_tokens: int | str = 32,
+                 name: str | None = None, predictor: Any = None):
+        """``checkpoint``: a saved checkpoint folder; or ``predictor``: a ``SavenVidPredictor`` over a model in
+        memory (evaluation during training; its answers are not cached, the weights change every step)."""
         super().__init__(context)
-        self.checkpoint = Path(checkpoint)
+        if (checkpoint is None) == (predictor is None):
+            raise ValueError("the saven-vid adapter needs a checkpoint or a predictor, not both")
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.device, self.batch_size, self.max_new_tokens = device, int(batch_size), int(max_new_tokens)
-        self._digest = _checkpoint_digest(self.checkpoint)
+        self._digest = _checkpoint_digest(self.checkpoint) if self.checkpoint else f"in-memory-{id(predictor):x}"
         self._name = name
-        self._loaded: dict[str, Any] = {}  # shared with ``with_audio`` twins: the checkpoint is loaded once
+        # Shared with ``with_audio`` twins: the checkpoint is loaded once.
+        self._loaded: dict[str, Any] = {"predictor": predictor} if predictor is not None else {}
 
     @property
     def model_name(self) -> str:
-        return self._name or f"saven-vid:{self.checkpoint.name}"
+        return self._name or (f"saven-vid:{self.checkpoint.name}" if self.checkpoint else "saven-vid")
 
     def fingerprint(self) -> str:
         return f"saven-vid:{self._digest}:max_new_tokens={self.max_new_tokens}" + self._audio_suffix()
