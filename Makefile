@@ -21,7 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help rehearse setup apt models models-qwen-1.5b llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
-        train avbench check-lmms perf authored-qa fault samples demo image-lock lint test test-flow test-fast clean-run
+        train avbench check-lmms text-oracle perf authored-qa fault samples demo image-lock lint test test-flow test-fast clean-run
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -108,6 +108,9 @@ perf: setup  ## every benchmark (ratios against a baseline measured in the same 
 
 authored-qa: setup  ## the authored QA mode with Qwen2.5-1.5B on the demo's timelines (make demo, make models-qwen-1.5b) -> out/perf/authored_qa.md
 	OMP_WAIT_POLICY=PASSIVE $(PY) tests/perf/authored_qa.py
+
+text-oracle: setup  ## AVBench's validity: Qwen2.5-1.5B (make models-qwen-1.5b) answers the demo's AVBench from the full, visual-only and audio-only timelines and blind -> out/perf/text_oracle/
+	OMP_WAIT_POLICY=PASSIVE $(PY) tests/perf/text_oracle.py
 
 fault: setup  ## fault injection: 200 sources (25% broken), LLM chaos, SIGKILLs, Ray worker kill -> out/fault/summary.json
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m tests.fault.run

@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from rich.console import Console
 
 from schemas.commit import committed_sources, sweep_uncommitted
-from flows.report import RunStats, dataset_card, run_markdown
+from flows.report import RunStats, dataset_card, run_markdown, write_run_record
 from schemas.commit import record_source_failure
 from flows.sources import dedup_sources, read_sources
 from schemas.commit import source_key
@@ -280,6 +280,7 @@ def _build(sources: str, store: DatasetStore, cfg: Settings, pipeline: Pipeline,
                "cost_per_accepted": stats.cost_rows(),
                "stages": {name: s.model_dump(mode="json") for name, s in stats.stages.items()},
                "workers": stats.workers}
+    summary["run_record"] = write_run_record(store, summary, utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"))
     console.print(markdown)
     logger.info("cost per accepted item: %s", stats.cost_line())
     return summary

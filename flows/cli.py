@@ -282,8 +282,12 @@ def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/dem
               preset: Optional[str] = typer.Option(None, help="default: the profile's train.preset"),
               nproc: Optional[int] = typer.Option(None, help="processes (GPUs) on this machine; default: the "
                                                              "profile's train.nproc_per_node"),
-              stage: str = typer.Option("both", help="1, 2 or both"), steps: Optional[int] = None) -> None:
-    """Train SAVEn-Vid (stage 1 alignment, then stage 2 instruction tuning) and print the checkpoint path."""
+              stage: str = typer.Option("both", help="1, 2 or both"), steps: Optional[int] = None,
+              bench: Optional[Path] = typer.Option(None, help="a built AVBench folder (avbench-<version>/) of this "
+                                                              "dataset, scored at each evaluation")) -> None:
+    """Train SAVEn-Vid (stage 1 alignment, then stage 2 instruction tuning) and print the checkpoint path. Each
+    evaluation (every train.eval_every steps and at each stage's end) measures the held-out videos' loss, and with
+    --bench the AVBench accuracy with own and silenced audio (eval.jsonl, TensorBoard)."""
     import subprocess
     import sys
 
@@ -300,6 +304,8 @@ def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/dem
                 "-m", "model.train", str(dataset), str(out), "--preset", preset, "--stage", stage]
         if steps:
             args += ["--steps", str(steps)]
+        if bench:
+            args += ["--bench", str(bench)]
         done = subprocess.run(args, check=False)  # its progress goes straight to this terminal
         if done.returncode != 0:
             raise typer.Exit(done.returncode)
@@ -309,7 +315,8 @@ def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/dem
     else:
         from model.train import train
 
-        ckpt = train(dataset, out, preset=preset, stage=stage if stage == "both" else int(stage), steps=steps)
+        ckpt = train(dataset, out, preset=preset, stage=stage if stage == "both" else int(stage), steps=steps,
+                     bench=bench)
     console.print(f"[bold green]checkpoint:[/] {ckpt}")
     print(ckpt)
 

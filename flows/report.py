@@ -271,3 +271,19 @@ def dataset_card(dataset_dir: DatasetLike, manifest: Manifest, cfg: Settings, pi
         "# or validated records:\nfrom schemas.shards import read_records\nfrom schemas.records import QAItem\n"
         "items = read_records('.', 'qa', QAItem)\n```",
     ]) + "\n"
+
+
+RUNS_DIR = "_runs"  # one JSON per build-dataset run: what each stage did and how long it took (tests/perf/cost_model)
+
+
+def write_run_record(store: DatasetStore, summary: dict, finished_at: str) -> str:
+    """The run's summary (counts, seconds and LLM tokens per stage, workers) as ``_runs/run-<UTC time>.json`` in
+    the dataset, for the per-stage throughput and cost figures; returns the path written, relative to the dataset.
+    The markdown report is left out (it is the same numbers, for people)."""
+    import json
+
+    rel = f"{RUNS_DIR}/run-{finished_at.replace(':', '').replace('-', '')}.json"
+    record = {"finished_at": finished_at, **{k: v for k, v in summary.items() if k != "report"}}
+    store.write_bytes(rel, (json.dumps(record, indent=1, sort_keys=True, default=str) + "\n").encode())
+    return rel
+

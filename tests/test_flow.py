@@ -102,6 +102,12 @@ def test_good_videos_land_and_bad_sources_are_dead_lettered(first_run):
                "no such file" in d["message"].lower() for d in dead), reasons
     assert not verify_manifest(dataset)
     assert "\n# SAVEn-Vid dataset" in (dataset / "README.md").read_text()
+    # The run's record, for per-stage throughput and cost: each stage's videos, seconds and (LLM stages) tokens.
+    [record] = [json.loads(p.read_text()) for p in (dataset / "_runs").glob("run-*.json")]
+    assert record["videos_ok"] == 2 and record["wall_s"] > 0
+    assert record["stages"]["segment"]["videos"] >= 2 and record["stages"]["segment"]["seconds"] > 0
+    assert record["stages"]["qa"]["counts"]["completion_tokens"] > 0
+    assert "report" not in record and "api_key" not in json.dumps(record).lower()
 
 
 def test_every_table_validates_and_qa_passes_its_checks(first_run):

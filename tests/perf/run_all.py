@@ -37,6 +37,7 @@ BENCHES = {
     "memory_1h": "tests/perf/bench_memory_1h.py",
     "flow": "tests/perf/bench_flow.py",
     "backends": "tests/perf/bench_backends.py",
+    "cost_model": "tests/perf/cost_model.py",
 }
 
 
