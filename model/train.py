@@ -251,8 +251,9 @@ def train(dataset_dir: Path, out_dir: Path, preset: str = "smol", stage: int | s
     np.random.seed(tcfg.seed)
 
     examples = load_examples(dataset_dir, stage)
-    heldout = load_examples(dataset_dir, stage, heldout_only=True)[: tcfg.eval_examples] if rank == 0 else []
-    items = bench_items(bench) if bench is not None and rank == 0 else []
+    # Every rank lists the same videos (each encodes its share of the missing ones); only rank 0 evaluates.
+    heldout = load_examples(dataset_dir, stage, heldout_only=True)[: tcfg.eval_examples]
+    items = bench_items(bench) if bench is not None else []
     videos = {e.video_id for e in examples} | {e.video_id for e in heldout} | {it.video_id for it in items}
     fingerprints = _feature_fingerprints(dataset_dir, config, videos, device, rank, world)
     examples = [e for e in examples if features_path(dataset_dir, config.preset, e.video_id).is_file()]
