@@ -136,6 +136,17 @@ def question_is_a_question(d: QADraft, ctx: VideoContext) -> str | None:
     return None
 
 
+def quotes_are_whole(d: QADraft, ctx: VideoContext) -> str | None:
+    """Quoted speech opens and closes, and no escape character is left in the text (a model may copy a cue's
+    backslash-escaped quote, or drop the closing quote of a cut phrase: 'saying "Please watch the sun ...?')."""
+    for text in (d.question, *d.options):
+        if "\\" in text:
+            return f"a backslash in the text: {text[:100]!r}"
+        if text.count('"') % 2 or text.count("\u201c") != text.count("\u201d"):
+            return f"a quote that does not close: {text[:100]!r}"
+    return None
+
+
 _MOMENT_RE = re.compile(r"\b(?:this|that|a given|the given) (?:moment|instant|time|point)\b|\bright now\b", re.I)
 
 
@@ -469,6 +480,7 @@ def _numbers(text: str) -> list[str]:
 CHECKS: tuple[Check, ...] = (
     question_is_substantive,
     question_is_a_question,
+    quotes_are_whole,
     question_is_anchored_as_its_type,
     question_names_its_cues,
     question_does_not_point_to_answer,

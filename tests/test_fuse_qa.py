@@ -23,7 +23,8 @@ from tasks.qa_checks import (CHECK_NAMES, QADraft, VideoContext, answer_index_va
                              names_only_what_the_timeline_has, no_duplicate_question, options_distinct,
                              question_does_not_point_to_answer, question_is_a_question,
                              question_is_anchored_as_its_type, question_is_substantive, question_key,
-                             question_names_its_cues, run_checks, timestamps_in_video, timestamps_match_clips)
+                             question_names_its_cues, quotes_are_whole, run_checks, timestamps_in_video,
+                             timestamps_match_clips)
 
 V = S.VIDEO_ID
 C = [f"{V}.c{i:04d}" for i in range(5)]
@@ -68,6 +69,20 @@ def test_the_reference_drafts_pass_every_check():
         outcome = run_checks(d, ctx())
         assert outcome.ok, outcome.failed
         assert outcome.passed == CHECK_NAMES
+
+
+def test_quotes_are_whole():
+    """Both defects read in a demo's items (2026-12-07): a cue's escaped quote copied with its backslash, and a cut
+    speech cue whose closing quote was dropped."""
+    said = 'At 00:00:06.200, what is on screen while a voice says "good dog"?'
+    assert quotes_are_whole(draft(question=said), ctx()) is None
+    escaped = 'At 00:00:06.200, when a voice says "good dog ...\\" what is on screen?'
+    assert "backslash" in quotes_are_whole(draft(question=escaped), ctx())
+    cut = 'At 00:00:06.200, what is on screen while a voice says "Please watch the garden plants before the sun ...?'
+    assert "does not close" in quotes_are_whole(draft(question=cut), ctx())
+    options = ["It barks while a voice says \u201cgood dog", "It whines at a piano", "It stays silent in the rain",
+               "It howls at passing cars"]
+    assert "does not close" in quotes_are_whole(draft(options=options), ctx())
 
 
 def test_question_is_substantive():
