@@ -118,6 +118,20 @@ def _facts_line(row: dict, heard_row: dict | None, modality: Modality) -> str:
     return f"From {row['from']} to {row['to']}: " + " | ".join(parts)
 
 
+def _heard_from(context: BenchContext, video_id: str, audio: str, donor: str | None) -> list[ClipDescription | None]:
+    """Whose heard part each clip of ``video_id`` gets under an ``audio`` condition: its own, none ("silence"), or
+    ``donor``'s clips in order, cycled over this video's clips ("swapped")."""
+    descriptions = context.descriptions(video_id)
+    if audio == "silence":
+        return [None] * len(descriptions)
+    if audio == "swapped":
+        if donor is None:
+            raise ValueError("a swapped-audio context needs a donor video")
+        donor_clips = context.descriptions(donor)
+        return [donor_clips[i % len(donor_clips)] if donor_clips else None for i in range(len(descriptions))]
+    return list(descriptions)
+
+
 def facts_context(context: BenchContext, video_id: str, modality: Modality, max_chars: int = 6000, *,
                   audio: str = "original", donor: str | None = None) -> str:
     """The timeline the questions were planned from (``tasks.qa_author.timeline_rows``: each clip's sights, sounds
@@ -128,14 +142,8 @@ def facts_context(context: BenchContext, video_id: str, modality: Modality, max_
     if modality == "none":
         return ""
     rows = timeline_rows(context.descriptions(video_id))
-    heard_rows: list[dict | None] = list(rows)
-    if audio == "silence":
-        heard_rows = [None] * len(rows)
-    elif audio == "swapped":
-        if donor is None:
-            raise ValueError("a swapped-audio context needs a donor video")
-        donor_rows = timeline_rows(context.descriptions(donor))
-        heard_rows = [donor_rows[i % len(donor_rows)] if donor_rows else None for i in range(len(rows))]
+    heard_rows = [timeline_rows([h])[0] if h is not None else None
+                  for h in _heard_from(context, video_id, audio, donor)]
     lines = _fit([_facts_line(r, h, modality) for r, h in zip(rows, heard_rows)], max_chars)
     return ("Clips:\n" + "\n".join(lines)) if lines else "(no description of this video)"
 
@@ -154,16 +162,8 @@ def video_context(context: BenchContext, video_id: str, modality: Modality, max_
     if modality == "none":
         return ""
     descriptions = context.descriptions(video_id)
-    heard_from: list[ClipDescription | None] = list(descriptions)
-    speech = context.speech(video_id)
-    if audio == "silence":
-        heard_from, speech = [None] * len(descriptions), []
-    elif audio == "swapped":
-        if donor is None:
-            raise ValueError("a swapped-audio context needs a donor video")
-        donor_clips = context.descriptions(donor)
-        heard_from = [donor_clips[i % len(donor_clips)] if donor_clips else None for i in range(len(descriptions))]
-        speech = context.speech(donor)
+    heard_from = _heard_from(context, video_id, audio, donor)
+    speech = [] if audio == "silence" else context.speech(donor if audio == "swapped" else video_id)
     sections = []
     clips = _fit([_clip_line(d, modality, h, audio) for d, h in zip(descriptions, heard_from)],
                  max_chars if modality == "visual" else max_chars * 2 // 3)
