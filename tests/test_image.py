@@ -1,7 +1,10 @@
 """The GPU image's dependency set resolves for the image's Python and platform (no registry of images is reachable
 here, so the image itself is not built): the project's dependencies, vLLM 0.33.0 (the base image's), Ray and the
 CUDA 12 libraries of CTranslate2, for CPython 3.12 on manylinux x86_64, resolve to exactly the pinned lock that the
-Dockerfile installs. An unsatisfiable set, or a lock that no longer matches what the set resolves to, fails here."""
+Dockerfile installs. The set is resolved with the lock as constraints: the registry publishes new releases every day
+(even ones dated before `--exclude-newer`'s day reach a mirror late), and a lock that newer releases could replace is
+still a valid lock; `make image-lock` refreshes it on purpose. What fails here: a set that is unsatisfiable with the
+locked versions, or a dependency the lock lacks or no longer needs."""
 
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ def test_the_image_dependency_set_resolves_to_its_lock(tmp_path):
     args = resolve.replace("\\\n", " ").split()
     out = tmp_path / "lock.txt"
     done = subprocess.run([str(Path(sys.executable).with_name("uv")), "pip", "compile", "pyproject.toml",
-                           "deploy/requirements-image.in", *args, "-o", str(out)], cwd=REPO, capture_output=True,
+                           "deploy/requirements-image.in", "-c", "deploy/requirements-image.txt", *args,
+                           "-o", str(out)], cwd=REPO, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]  # e.g. "No solution found when resolving dependencies"
     resolved, locked = pins(out.read_text()), pins((REPO / "deploy" / "requirements-image.txt").read_text())
