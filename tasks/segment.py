@@ -131,7 +131,7 @@ def _segment_video(media_path: Path, probe: ProbeResult, video_id: str, dataset_
     store = CandidateStore()
     reader = FrameReader(media_path, width=aw, height=ah, fps_fraction=probe.fps_fraction, source_id=video_id,
                          stream_index=probe.video_stream_index, side=SideOutput(kw, kh, every, store.add),
-                         threads=decode_threads(cfg))
+                         threads=decode_threads(cfg), scaler=cfg.analysis_scaler)
     rate = Fraction(probe.fps_fraction)
     detector = DETECTORS.get(cfg.detector)(cfg)
     policy = ClipPolicy(cfg.min_clip_s, cfg.max_clip_s, fps)

@@ -177,6 +177,28 @@ def test_candidate_store_picks_distinct_frames_inside_the_span():
     assert store.times[0] >= 2.0
 
 
+def test_candidate_store_encodes_only_the_picks_and_stays_under_its_raw_budget():
+    frame = np.full((36, 64, 3), 128, np.uint8)
+    store = CandidateStore()
+    for n in range(10):
+        store.add(n / 4, frame)
+    store.pick(0.0, 2.5, 3)
+    assert store.encoded_total == 3  # the other seven stay raw until dropped
+    store.drop_before(2.5)
+    assert store.times == [] and store._raw_bytes == 0
+
+    bounded = CandidateStore(raw_budget=4 * frame.nbytes)
+    for n in range(10):
+        frame[:] = n  # the reader reuses its buffer: the store must have copied every candidate
+        bounded.add(n / 4, frame)
+    assert bounded._raw_bytes <= 4 * frame.nbytes and bounded.encoded_total == 6  # the six oldest, in order
+    assert all(isinstance(f, bytes) for f in bounded.frames[:6])
+    assert [int(np.asarray(f).mean()) for f in bounded.frames[6:]] == [6, 7, 8, 9]
+    picked = bounded.pick(0.0, 2.5, 3)
+    assert [t for t, _ in picked] == [0.5, 1.25, 2.0] and all(j[:2] == b"\xff\xd8" for _, j in picked)
+    assert abs(cv2.imdecode(np.frombuffer(picked[0][1], np.uint8), cv2.IMREAD_COLOR).mean() - 2) < 1  # frame 2
+
+
 def test_clip_records_are_valid_schema_records(segmented):
     for _, _, result, _ in segmented:
         for clip in result.clips:

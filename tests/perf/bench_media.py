@@ -89,10 +89,10 @@ def plain_decode(path: Path, facts) -> None:
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
 
 
-def scaled_decode(path: Path, facts, width: int, height: int) -> None:
-    """The frames a detector reads: every frame scaled by ffmpeg to the analysis size, as BGR."""
+def scaled_decode(path: Path, facts, width: int, height: int, scaler: str) -> None:
+    """The frames a detector reads: every frame scaled by ffmpeg to the analysis size (the profile's scaler), as BGR."""
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-filter_complex",
-           f"[0:{facts.video_stream_index}]fps={facts.fps_fraction},scale={width}:{height}:flags=bilinear,"
+           f"[0:{facts.video_stream_index}]fps={facts.fps_fraction},scale={width}:{height}:flags={scaler},"
            "format=bgr24[v]", "-map", "[v]", "-f", "rawvideo", "-y", "/dev/null"]
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
 
@@ -119,7 +119,7 @@ def bench_video(name: str, path: Path, work: Path, repeat: int) -> dict:
         return audio
 
     timed = interleaved_best(repeat, {"plain": lambda: plain_decode(path, facts),
-                                      "scaled": lambda: scaled_decode(path, facts, aw, ah),
+                                      "scaled": lambda: scaled_decode(path, facts, aw, ah, seg_cfg.analysis_scaler),
                                       "segment": segment, "audio": audio_decode})
     (plain_s, plain_cpu, _), (scaled_s, scaled_cpu, _) = timed["plain"], timed["scaled"]
     (seg_s, seg_cpu, result), (audio_s, _, audio) = timed["segment"], timed["audio"]
