@@ -32,6 +32,7 @@ from benchmark.filters import (AUDIO_ONLY, BLIND, NEAR_DUPLICATE, VISUAL_ONLY, a
 from schemas.mcq import LETTERS
 from benchmark.score import PredictionCache
 from benchmark.split import DEFAULT_FRACTION, DEFAULT_SALT, HeldOut
+from benchmark.timings import PhaseTimer
 from schemas.records import (SCHEMA_VERSION, AVBenchItem, ClipDescription, DeadLetter, FilterResult, QAItem,
                              SpeechSegment, StageName, UtcDatetime, VideoRecord, utc_now)
 
@@ -200,24 +201,28 @@ def items_jsonl(items: Sequence[AVBenchItem]) -> bytes:
 
 
 def _run_filters(candidates: list[AVBenchItem], config: BuildConfig, models: FilterModels,
-                 cache: PredictionCache | None) -> tuple[dict[str, list[FilterResult]], list[str], str]:
+                 cache: PredictionCache | None, timer: PhaseTimer
+                 ) -> tuple[dict[str, list[FilterResult]], list[str], str]:
     results: dict[str, list[FilterResult]] = {it.item_id: [] for it in candidates}
-    similarity = make_similarity(config.similarity)
-    for item_id, r in near_duplicate_filter(candidates, similarity, config.duplicate_threshold,
-                                            config.duplicate_scope).items():
-        results[item_id].append(r)
+    with timer.phase(f"build: {NEAR_DUPLICATE} filter"):
+        similarity = make_similarity(config.similarity)
+        for item_id, r in near_duplicate_filter(candidates, similarity, config.duplicate_threshold,
+                                                config.duplicate_scope).items():
+            results[item_id].append(r)
     run = [NEAR_DUPLICATE]
     alive = [it for it in candidates if all(r.passed for r in results[it.item_id])]
     if models.blind_models:
-        for item_id, r in all_answer_filter(BLIND, models.blind_models, alive, config.filter_rotations,
-                                            cache).items():
-            results[item_id].append(r)
+        with timer.phase(f"build: {BLIND} filter ({len(models.blind_models)} models)"):
+            for item_id, r in all_answer_filter(BLIND, models.blind_models, alive, config.filter_rotations,
+                                                cache).items():
+                results[item_id].append(r)
         run.append(BLIND)
         alive = [it for it in alive if all(r.passed for r in results[it.item_id])]
     for name, model in ((AUDIO_ONLY, models.audio_only), (VISUAL_ONLY, models.visual_only)):
         if model is not None:
-            for item_id, r in model_filter(name, model, alive, config.filter_rotations, cache).items():
-                results[item_id].append(r)
+            with timer.phase(f"build: {name} filter"):
+                for item_id, r in model_filter(name, model, alive, config.filter_rotations, cache).items():
+                    results[item_id].append(r)
             run.append(name)
     return results, run, similarity.method
 
@@ -254,7 +259,7 @@ def build_avbench(dataset_dir: Path, out_dir: Path, config: BuildConfig | None =
 
 
 def _build(inputs: _Inputs, out_dir: Path, config: BuildConfig, models: FilterModels,
-           cache: PredictionCache | None, in_hash: str) -> BuiltBench:
+           cache: PredictionCache | None, in_hash: str, timer: PhaseTimer | None = None) -> BuiltBench:
     from schemas.shards import write_bytes_atomic, write_dead_letters, write_shard
 
     dead: list[DeadLetter] = []
@@ -269,7 +274,7 @@ def _build(inputs: _Inputs, out_dir: Path, config: BuildConfig, models: FilterMo
             continue
         candidates.append(candidate_item(qa, video.duration_s, config.version))
 
-    results, filters_run, method = _run_filters(candidates, config, models, cache)
+    results, filters_run, method = _run_filters(candidates, config, models, cache, timer or PhaseTimer())
     for qa in inputs.qa:
         if qa.qa_id in results and (judged := judge_filter(qa)) is not None:
             results[qa.qa_id].append(judged)
@@ -328,8 +333,8 @@ def load_avbench(folder: Path) -> BuiltBench:
 
 def ensure_avbench(dataset_dir: Path, out_dir: Path, config: BuildConfig | None = None,
                    filter_models: FilterModels | None = None, cache: PredictionCache | None = None,
-                   rebuild: bool = False, before_build: Callable[[], None] | None = None
-                   ) -> tuple[BuiltBench, bool]:
+                   rebuild: bool = False, before_build: Callable[[], None] | None = None,
+                   timer: PhaseTimer | None = None) -> tuple[BuiltBench, bool]:
     """The benchmark for these inputs: the existing build when its inputs hash matches, else a new build
     (``before_build`` runs first, e.g. to check that the filter models' server is up).
 
@@ -348,4 +353,4 @@ def ensure_avbench(dataset_dir: Path, out_dir: Path, config: BuildConfig | None 
             return bench, False
     if before_build is not None:
         before_build()
-    return _build(inputs, Path(out_dir), config, models, cache, in_hash), True
+    return _build(inputs, Path(out_dir), config, models, cache, in_hash, timer), True

@@ -23,6 +23,7 @@ from benchmark.counterfactual import (COLUMNS, COUNTERFACTUALS, CounterfactualRo
 from benchmark.export import export_lmms_eval_task, export_note
 from benchmark.report import ModelRun, ScoringSetup, fmt_score, group_order, write_report
 from benchmark.score import PredictionCache, PredictionRow, item_outcomes, predict_sheets, score_items
+from benchmark.timings import PhaseTimer
 from schemas.records import AVBenchItem
 
 Subset = Literal["kept", "core", "all"]
@@ -85,21 +86,23 @@ def donor_pool(context: BenchContext, items: Sequence[AVBenchItem]) -> dict[str,
 
 
 def score_counterfactuals(adapter, name: str, items: Sequence[AVBenchItem], rows, cache: PredictionCache,
-                          setup: ScoringSetup, donors: dict[str, str]
+                          setup: ScoringSetup, donors: dict[str, str], timer: PhaseTimer, spec: str
                           ) -> tuple[list[CounterfactualRow], list[PredictionRow]]:
     """The same items with the audio removed and swapped, against the model hearing its own audio in the same
     form; the drop per type (``benchmark.counterfactual``) and every answer given under a condition."""
     out: list[CounterfactualRow] = []
     answers: list[PredictionRow] = []
     if adapter.baseline_condition != "original":
-        rows = predict_sheets(adapter.with_audio(adapter.baseline_condition, donors), items, range(setup.rotations),
-                              cache)
+        with timer.phase(f"score: {spec} [audio={adapter.baseline_condition}]"):
+            rows = predict_sheets(adapter.with_audio(adapter.baseline_condition, donors), items,
+                                  range(setup.rotations), cache)
         answers += [tag(r, adapter.baseline_condition) for r in rows]
     for condition in COUNTERFACTUALS:
         asked = [it for it in items if condition != "swapped" or it.video_id in donors]
         if not asked:
             continue
-        cf_rows = predict_sheets(adapter.with_audio(condition, donors), asked, range(setup.rotations), cache)
+        with timer.phase(f"score: {spec} [audio={condition}]"):
+            cf_rows = predict_sheets(adapter.with_audio(condition, donors), asked, range(setup.rotations), cache)
         answers += [tag(r, condition) for r in cf_rows]
         ids = {it.item_id for it in asked}
         out += drop_rows(name, condition, asked, [r for r in rows if r.prediction.item_id in ids], cf_rows,
@@ -114,12 +117,14 @@ def tag(row: PredictionRow, condition: str) -> PredictionRow:
 
 
 def score_model(spec: str, items: Sequence[AVBenchItem], context: BenchContext, cache: PredictionCache,
-                setup: ScoringSetup) -> ModelRun:
-    adapter = make_adapter(spec, context)
-    rows = predict_sheets(adapter, items, range(setup.rotations), cache)
+                setup: ScoringSetup, timer: PhaseTimer | None = None) -> ModelRun:
+    timer = timer or PhaseTimer()
+    with timer.phase(f"score: {spec}"):
+        adapter = make_adapter(spec, context)
+        rows = predict_sheets(adapter, items, range(setup.rotations), cache)
     name = adapter.run_name(len(items))
     counterfactual, cf_answers = (
-        score_counterfactuals(adapter, name, items, rows, cache, setup, donor_pool(context, items))
+        score_counterfactuals(adapter, name, items, rows, cache, setup, donor_pool(context, items), timer, spec)
         if setup.counterfactual and adapter.takes_audio else ([], []))
     return ModelRun(name=name, spec=spec, fingerprint=adapter.fingerprint(),
                     scores=score_items(name, items, rows, seed=setup.seed,
@@ -210,6 +215,7 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
     """Build (if needed), score ``models`` (registry specs, e.g. "random", "openai:modality=av",
     "saven-vid:checkpoint=out/ckpt"), write the report; returns the HTML report's path."""
     console = console or table_console()
+    timer = PhaseTimer()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     config = config or BuildConfig()
     context = BenchContext(dataset_dir, cache_dir=out_dir / "cache")
@@ -223,7 +229,7 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
 
             preflight = lambda: check_llm_endpoint(settings().llm.resolved_base_url)
         bench, built = ensure_avbench(dataset_dir, out_dir, config, filter_models, cache, rebuild=rebuild,
-                                      before_build=preflight)
+                                      before_build=preflight, timer=timer)
         console.print(f"AVBench {bench.manifest.version}: {'built' if built else 'up to date'} at {bench.folder} "
                       f"({bench.manifest.counts['kept']} kept, {bench.manifest.counts['core']} core; "
                       f"hash {bench.manifest.content_hash[:12]})")
@@ -236,17 +242,21 @@ def run_avbench(dataset_dir: Path, out_dir: Path, models: Sequence[str] = ("rand
             raise ValueError(f"AVBench has no {subset} items ({bench.manifest.counts}): {why}")
         setup = ScoringSetup(subset=subset, circular=circular, rotations=4 if circular else 1, seed=seed,
                              counterfactual=counterfactual)
-        runs = [score_model(spec, items, context, cache, setup) for spec in models]
+        runs = [score_model(spec, items, context, cache, setup, timer) for spec in models]
         _unique_names(runs)
-        page = write_report(out_dir / "report", bench, items, runs, setup,
-                            viewer_dir=viewer_or_none(dataset_dir, console) if viewer else None)
+        with timer.phase("report"):
+            page = write_report(out_dir / "report", bench, items, runs, setup,
+                                viewer_dir=viewer_or_none(dataset_dir, console) if viewer else None)
         if export:
-            task = export_lmms_eval_task(bench, context, out_dir / "lmms_eval_task", link_media=link_media)
+            with timer.phase("lmms-eval export"):
+                task = export_lmms_eval_task(bench, context, out_dir / "lmms_eval_task", link_media=link_media)
             console.print(f"lmms-eval tasks avbench, avbench_core, avbench_blind: {task} ({export_note(task)})",
                           markup=False)
     finally:
         cache.close()
     print_table(runs, setup, console)
+    timer.write(out_dir / "report" / "timings.json")
+    console.print(f"AVBench's {timer.as_dict()['total_wall_s']:.0f} s: {timer.line()}", markup=False)
     console.print(f"report: {page}")
     return page
 

@@ -277,6 +277,7 @@ def _build(sources: str, store: DatasetStore, cfg: Settings, pipeline: Pipeline,
                "duplicates": stats.duplicates,
                "qa_by_type": dict(stats.qa_by_type), "dead_letters_by_stage": dict(stats.dead_letters_by_stage),
                "llm": dict(stats.llm), "seconds_by_stage": dict(stats.seconds_by_stage), "wall_s": stats.wall_s,
+               "cpu_seconds_by_stage": dict(stats.cpu_seconds_by_stage), "video_seconds": stats.video_seconds,
                "cost_per_accepted": stats.cost_rows(),
                "stages": {name: s.model_dump(mode="json") for name, s in stats.stages.items()},
                "workers": stats.workers}

@@ -325,7 +325,8 @@ def train_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/dem
 def avbench_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/demo/dataset"),
                 out: Path = typer.Option(None, help="default: <output_dir>/avbench"),
                 model: list[str] = typer.Option(None, help="adapter specs; default: random, blind-llm, blind-hf, "
-                                                "openai:modality=av, and saven-vid on the newest checkpoint"),
+                                                "openai:modality=av,view=facts, and saven-vid on the newest "
+                                                "checkpoint"),
                 checkpoint: Optional[Path] = typer.Option(None, help="default: the newest under <output_dir>/train"),
                 circular: bool = False, llm_filters: bool = True,
                 counterfactual: bool = typer.Option(True, help="also score the models that take audio with it "
@@ -335,7 +336,7 @@ def avbench_cmd(dataset: Path = typer.Option(None, help="default: <output_dir>/d
     from benchmark.run import run_avbench
 
     cfg = settings()
-    models = list(model or ["random", "blind-llm", "blind-hf", "openai:modality=av"])
+    models = list(model or ["random", "blind-llm", "blind-hf", "openai:modality=av,view=facts"])
     if not model:
         out_dir = cfg.paths.output_dir
         ckpt = checkpoint or _newest_checkpoint(out_dir / "train", out_dir / "demo" / "train")

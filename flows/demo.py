@@ -2,8 +2,8 @@
 
 samples -> servers up (Prefect, vLLM, the build-dataset deployment) -> `prefect deployment run build-dataset/local`
 -> a validated dataset (checked through the Prefect API and the manifest) -> SAVEn-Vid trained on it (smol preset)
--> AVBench built from its held-out videos and scored (random, blind LLM, LLM with descriptions, SAVEn-Vid)
--> servers stopped.
+-> AVBench built from its held-out videos and scored (random, two blind LLMs, the LLM reading the clip timeline,
+SAVEn-Vid) -> servers stopped.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def run_demo(out: Path) -> None:
         console.rule("5. AVBench")
         bench = cfg.benchmark
         report = run_avbench(dataset, out / "avbench",
-                             ["random", "blind-llm", "blind-hf", "openai:modality=av",
+                             ["random", "blind-llm", "blind-hf", "openai:modality=av,view=facts",
                               f"saven-vid:checkpoint={checkpoint}"],
                              config=BuildConfig(heldout_fraction=bench.heldout_fraction, split_salt=bench.split_salt,
                                                 min_heldout_items=bench.min_heldout_items))

@@ -35,6 +35,7 @@ class RunStats(BaseModel):
     videos_ok: int = 0
     videos_failed: int = 0
     clips: int = 0  # of committed videos
+    video_seconds: float = 0.0  # of committed videos: what per-stage throughput is counted against
     dead_letters_by_stage: Counter = Field(default_factory=Counter)  # dead letters filed into the dataset
     stages: dict[str, StageStats] = Field(default_factory=dict)
     workers: list[dict] = Field(default_factory=list)  # WorkerStats of the run's actors and driver stages
@@ -45,7 +46,7 @@ class RunStats(BaseModel):
 
     def add_batch(self, batch: "RunStats") -> None:
         """Add what one batch counted (batches run concurrently, each with its own stats)."""
-        for name in ("videos_ok", "videos_failed", "duplicates", "clips"):
+        for name in ("videos_ok", "videos_failed", "duplicates", "clips", "video_seconds"):
             setattr(self, name, getattr(self, name) + getattr(batch, name))
         self.dead_letters_by_stage.update(batch.dead_letters_by_stage)
         for name, stats in batch.stages.items():
@@ -54,6 +55,10 @@ class RunStats(BaseModel):
     @property
     def seconds_by_stage(self) -> Counter:
         return Counter({name: s.seconds for name, s in self.stages.items()})
+
+    @property
+    def cpu_seconds_by_stage(self) -> Counter:
+        return Counter({name: s.cpu_seconds for name, s in self.stages.items()})
 
     @property
     def llm(self) -> Counter:

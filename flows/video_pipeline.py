@@ -32,7 +32,7 @@ from flows.report import RunStats
 from infra.pipeline import Pipeline
 from flows.placement import actor_counts, media_resources, node_types, placed_vocabulary
 from infra.ray_stage import in_ray
-from infra.stage import Stage, StageContext
+from infra.stage import Stage, StageContext, process_cpu_s
 from schemas.commit import commit_video, record_source_failure
 from schemas.handoff import StageResult, VideoItem, WorkerStats
 from schemas.lease import DatasetLease
@@ -266,13 +266,14 @@ class _Batch:
                 for item in items:
                     self.take(stage, item, self.run.drivers[stage.name].run(item))
             else:  # llm (Pipeline.check keeps actor stages before the first LLM stage: they need the media)
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), process_cpu_s()
                 instance = stage(self.run.context)  # setup: this batch's client
                 try:
                     results = instance.run_many(items)
                 finally:  # the client's tokens are spent whatever becomes of the batch
                     self.stats.stage(stage.name).add_counts(instance.teardown())
                     self.stats.stage(stage.name).seconds += time.perf_counter() - started
+                    self.stats.stage(stage.name).cpu_seconds += process_cpu_s() - cpu_started
                 for item, result in zip(items, results):
                     self.take(stage, item, result, seconds=0.0)
 
@@ -292,6 +293,7 @@ class _Batch:
             self.count(item, landed=True)
             self.stats.videos_ok += 1
             self.stats.clips += len(item.clips)
+            self.stats.video_seconds += sum(v.duration_s for v in item.rows("videos"))
             self.stats.dead_letters_by_stage.update(d.stage for d in item.dead_letters)
             self.report.committed.append(vid)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import sys
 import time
 from abc import ABC
@@ -55,6 +56,14 @@ class StageContext:
     llm_cache: Path | None = None  # the LLM request cache of the run
     # What a generated text may name: the vocabulary of the backends this run's perception stages use.
     vocabulary: frozenset[str] = field(default_factory=frozenset)
+
+
+def process_cpu_s() -> float:
+    """CPU seconds of this process (every thread: a model's intra-op pool counts) and of the children it has waited
+    for (ffmpeg, ffprobe). A stage's CPU is the difference over its ``process``: exact in a Ray worker, which runs
+    one task at a time; a driver-placed stage also counts what the driver's other threads did meanwhile."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 class Stage(ABC):
@@ -188,15 +197,17 @@ class Stage(ABC):
 
     def run(self, item: VideoItem) -> StageResult:
         """``process`` timed and counted; an exception becomes the video's dead letter (never raised)."""
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), process_cpu_s()
         try:
             outcome: StageResult | Exception = self.process(item)
         except Exception as exc:  # noqa: BLE001 — the contract: one bad video is a dead letter, never a crash
             outcome = exc
         result = self.result_of(item, outcome, started)
+        result.cpu_seconds = process_cpu_s() - cpu_started
         self._worker.videos += 1
         self._worker.clips += len(item.clips)
         self._worker.seconds += result.seconds
+        self._worker.cpu_seconds += result.cpu_seconds
         return result
 
     def result_of(self, item: VideoItem, outcome: StageResult | Exception, started: float) -> StageResult:

@@ -187,6 +187,7 @@ class StageResult(BaseModel):
     counts: dict[str, float] = Field(default_factory=dict)
     tallies: dict[str, dict[str, int]] = Field(default_factory=dict)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the process's CPU over process(), ffmpeg children included (infra.stage)
 
     @property
     def failed(self) -> bool:
@@ -211,6 +212,7 @@ class WorkerStats(BaseModel):
     videos: int = 0
     clips: int = 0
     seconds: float = 0.0  # inside process(), summed
+    cpu_seconds: float = 0.0  # the process's CPU inside process(), summed
 
 
 class StageStats(BaseModel):
@@ -224,6 +226,9 @@ class StageStats(BaseModel):
     rows: Counter = Field(default_factory=Counter)  # table -> rows written
     dead_letters: int = 0
     seconds: float = 0.0  # summed over videos, or the wall time of a batch for a stage that runs a batch at once
+    # CPU seconds of the process that ran it (its ffmpeg children included); an LLM stage's are the client's: the
+    # server's CPU is in its own processes (tests/perf/bench_flow.py measures them)
+    cpu_seconds: float = 0.0
     counts: dict[str, float] = Field(default_factory=dict)  # a stage's own numbers (seconds of audio, tokens)
     tallies: dict[str, Counter] = Field(default_factory=dict)
 
@@ -238,6 +243,7 @@ class StageStats(BaseModel):
         figures are those of its dataset. ``failure``: its dead letters are failures (not: a duplicate)."""
         self.videos += 1
         self.seconds += result.seconds if seconds is None else seconds
+        self.cpu_seconds += result.cpu_seconds
         if failure:
             self.failed += int(result.failed)
             self.dead_letters += len(result.dead_letters)
@@ -255,6 +261,7 @@ class StageStats(BaseModel):
         self.rows.update(other.rows)
         self.dead_letters += other.dead_letters
         self.seconds += other.seconds
+        self.cpu_seconds += other.cpu_seconds
         self.add_counts(other.counts)
         for name, tally in other.tallies.items():
             self.tallies.setdefault(name, Counter()).update(tally)

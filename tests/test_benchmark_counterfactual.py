@@ -214,6 +214,10 @@ def test_the_llm_is_compared_with_its_own_audio_in_the_counterfactual_layout(ben
     one = llm.with_audio("swapped", {items[0].video_id: video_id(1)})
     other = llm.with_audio("swapped", {items[0].video_id: video_id(2)})
     assert len({llm.fingerprint(), one.fingerprint(), other.fingerprint(), llm.with_audio("own").fingerprint()}) == 4
+    # the facts view's ordinary input is already the counterfactual layout: its own run is the baseline
+    facts = OpenAIAdapter(BenchContext(ds), base_url="http://127.0.0.1:9/v1", model="m", view="facts")
+    assert facts.baseline_condition == "original"
+    assert facts.prompt(items[0]) == facts.with_audio("own").prompt(items[0])
 
 
 def test_run_avbench_reports_the_counterfactual_rows_and_the_flag(bench, tmp_path, capsys):
@@ -258,7 +262,9 @@ def test_an_item_is_dropped_as_blind_only_when_both_blind_models_answer_it(bench
     results = all_answer_filter(BLIND, [first, second], [a, b, c], rotations=2)
     assert not results[b.item_id].passed  # both answer b in every rotation: text-answerable
     assert results[a.item_id].passed and results[c.item_id].passed  # one model alone drops nothing
-    assert "first: 2/2 rotations right; second: 0/2" in results[a.item_id].detail
+    assert "first: 2/2 rotations right; second: 0/1" in results[a.item_id].detail  # second stops at its miss
+    # c: the first model's miss settles it, so the second (which knows c) is never asked it
+    assert "not answerable by all" in results[c.item_id].detail and "second" not in results[c.item_id].detail
 
     from test_benchmark_support import Failing
 
@@ -269,6 +275,16 @@ def test_an_item_is_dropped_as_blind_only_when_both_blind_models_answer_it(bench
     assert unsure[a.item_id].passed and unsure[a.item_id].detail.startswith("undecided")
     with pytest.raises(ValueError):
         all_answer_filter(BLIND, [], [a], rotations=1)
+
+    # rotation by rotation: a model wrong in rotation 0 is asked nothing more (the verdict needs every rotation right)
+    from benchmark.filters import model_filter
+
+    wrong = KnowsAnswers({it.qa_id: it.options[(it.answer_index + 1) % 4] for it in (a, b, c)}, "always-wrong")
+    verdicts = model_filter(BLIND, wrong, [a, b, c], rotations=4)
+    assert wrong.calls == 3 and all(v.passed and "0/1 rotations right" in v.detail for v in verdicts.values())
+    knows_all = KnowsAnswers({it.qa_id: it.options[it.answer_index] for it in (a, b, c)}, "knows-all")
+    assert not any(v.passed for v in model_filter(BLIND, knows_all, [a, b, c], rotations=4).values())
+    assert knows_all.calls == 12
 
 
 def test_the_second_blind_model_answers_by_option_likelihood(bench):

@@ -107,6 +107,12 @@ def test_good_videos_land_and_bad_sources_are_dead_lettered(first_run):
     assert record["videos_ok"] == 2 and record["wall_s"] > 0
     assert record["stages"]["segment"]["videos"] >= 2 and record["stages"]["segment"]["seconds"] > 0
     assert record["stages"]["qa"]["counts"]["completion_tokens"] > 0
+    # what per-stage throughput is counted from: the committed videos' seconds and each stage's CPU (a media
+    # stage's ffmpeg children included: segmentation is mostly ffmpeg's decode)
+    assert record["video_seconds"] == pytest.approx(sum(v.duration_s for v in read_records(dataset, "videos")))
+    cpu = record["cpu_seconds_by_stage"]
+    assert all(cpu[s] > 0 for s in ("acquire", "segment", "asr", "fuse", "qa"))
+    assert cpu["segment"] == record["stages"]["segment"]["cpu_seconds"]
     assert "report" not in record and "api_key" not in json.dumps(record).lower()
 
 

@@ -27,13 +27,15 @@ def test_batches_add_up_into_the_run():
     a = RunStats(videos_ok=2, clips=7, stages=stage_stats(
         asr=[StageResult(seconds=1.5)],
         qa=[StageResult(tallies={"type": {"global_av_inference": 2}}, counts={"requests_sent": 9}, seconds=2.0)]))
-    b = RunStats(videos_ok=1, videos_failed=1, clips=3, dead_letters_by_stage=Counter(probe=1), stages=stage_stats(
-        asr=[StageResult(seconds=0.5)], fuse=[StageResult(counts={"requests_sent": 4, "cache_hits": 2})]))
+    b = RunStats(videos_ok=1, videos_failed=1, clips=3, video_seconds=30.0, dead_letters_by_stage=Counter(probe=1),
+                 stages=stage_stats(asr=[StageResult(seconds=0.5, cpu_seconds=0.9)],
+                                    fuse=[StageResult(counts={"requests_sent": 4, "cache_hits": 2})]))
     run.add_batch(a)
     run.add_batch(b)
     assert (run.sources, run.skipped_committed, run.videos_ok, run.videos_failed, run.clips) == (5, 1, 3, 1, 10)
     assert run.llm == Counter(requests_sent=13, cache_hits=2)
     assert run.seconds_by_stage == Counter(asr=2.0, qa=2.0, fuse=0.0)
+    assert run.cpu_seconds_by_stage == Counter(asr=0.9, qa=0.0, fuse=0.0) and run.video_seconds == 30.0
     assert run.dead_letters_by_stage == Counter(probe=1) and run.qa_by_type == Counter(global_av_inference=2)
     md = run_markdown(run, Path("out/x"), CFG, PIPELINE)
     assert "| 5 | 1 | 0 | 3 | 1 | 10 |" in md  # duplicates: 0
@@ -106,3 +108,23 @@ def test_cost_per_accepted_item_and_check_pass_rates():
     assert run.cost_line().startswith("fuse: 8 accepted, 1000 prompt + 100 generated tokens and 5.0 s each")
     empty = RunStats()
     assert empty.cost_line() == "; no QA drafts" or "no QA drafts" in empty.cost_line()
+
+
+def test_the_base_counts_a_stages_cpu_with_the_ffmpeg_it_waited_for():
+    """A stage's CPU is its process's and its children's over ``process``: most of segmentation's is ffmpeg's."""
+    import subprocess
+
+    from infra.stage import Stage
+    from schemas.handoff import VideoItem
+
+    class DecodeStage(Stage):
+        name, placement = "decode_test", "driver"
+
+        def process(self, item: VideoItem) -> StageResult:
+            subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=4",
+                            "-f", "null", "-"], check=True)
+            return StageResult()
+
+    stage = DecodeStage.standalone(settings=CFG)
+    result = stage.run(VideoItem(source="x", work_dir=Path(".")))
+    assert result.cpu_seconds > 0.05 and stage.worker_stats().cpu_seconds == result.cpu_seconds

@@ -85,7 +85,9 @@ class OpenAIAdapter(ModelAdapter):
 
     @property
     def baseline_condition(self) -> str:
-        return "own"  # its ordinary "av" input is the fused text; the counterfactuals lay out pictures and sound
+        # The description view's ordinary "av" input is the fused text, the counterfactuals lay out pictures and
+        # sound apart: its baseline is its own audio in that layout. The facts view already is that layout.
+        return "own" if self.view == "description" else "original"
 
     def fingerprint(self) -> str:
         return (f"openai:{self.client.model}:modality={self.modality}:reply={self.reply}:"

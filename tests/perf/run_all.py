@@ -38,6 +38,7 @@ BENCHES = {
     "flow": "tests/perf/bench_flow.py",
     "backends": "tests/perf/bench_backends.py",
     "cost_model": "tests/perf/cost_model.py",
+    "avbench_breakdown": "tests/perf/avbench_breakdown.py",
 }
 
 
