@@ -86,14 +86,14 @@ def donor_pool(context: BenchContext, items: Sequence[AVBenchItem]) -> dict[str,
 
 
 def score_counterfactuals(adapter, name: str, items: Sequence[AVBenchItem], rows, cache: PredictionCache,
-                          setup: ScoringSetup, donors: dict[str, str], timer: PhaseTimer, spec: str
+                          setup: ScoringSetup, donors: dict[str, str], timer: PhaseTimer, label: str
                           ) -> tuple[list[CounterfactualRow], list[PredictionRow]]:
     """The same items with the audio removed and swapped, against the model hearing its own audio in the same
     form; the drop per type (``benchmark.counterfactual``) and every answer given under a condition."""
     out: list[CounterfactualRow] = []
     answers: list[PredictionRow] = []
     if adapter.baseline_condition != "original":
-        with timer.phase(f"score: {spec} [audio={adapter.baseline_condition}]"):
+        with timer.phase(f"score: {label} [audio={adapter.baseline_condition}]"):
             rows = predict_sheets(adapter.with_audio(adapter.baseline_condition, donors), items,
                                   range(setup.rotations), cache)
         answers += [tag(r, adapter.baseline_condition) for r in rows]
@@ -101,7 +101,7 @@ def score_counterfactuals(adapter, name: str, items: Sequence[AVBenchItem], rows
         asked = [it for it in items if condition != "swapped" or it.video_id in donors]
         if not asked:
             continue
-        with timer.phase(f"score: {spec} [audio={condition}]"):
+        with timer.phase(f"score: {label} [audio={condition}]"):
             cf_rows = predict_sheets(adapter.with_audio(condition, donors), asked, range(setup.rotations), cache)
         answers += [tag(r, condition) for r in cf_rows]
         ids = {it.item_id for it in asked}
@@ -119,12 +119,13 @@ def tag(row: PredictionRow, condition: str) -> PredictionRow:
 def score_model(spec: str, items: Sequence[AVBenchItem], context: BenchContext, cache: PredictionCache,
                 setup: ScoringSetup, timer: PhaseTimer | None = None) -> ModelRun:
     timer = timer or PhaseTimer()
-    with timer.phase(f"score: {spec}"):
-        adapter = make_adapter(spec, context)
+    adapter = make_adapter(spec, context)  # models load lazily, on their first answer: inside the phase
+    label = adapter.model_name
+    with timer.phase(f"score: {label}"):
         rows = predict_sheets(adapter, items, range(setup.rotations), cache)
     name = adapter.run_name(len(items))
     counterfactual, cf_answers = (
-        score_counterfactuals(adapter, name, items, rows, cache, setup, donor_pool(context, items), timer, spec)
+        score_counterfactuals(adapter, name, items, rows, cache, setup, donor_pool(context, items), timer, label)
         if setup.counterfactual and adapter.takes_audio else ([], []))
     return ModelRun(name=name, spec=spec, fingerprint=adapter.fingerprint(),
                     scores=score_items(name, items, rows, seed=setup.seed,

@@ -40,9 +40,13 @@ class SavenVid(nn.Module):
         super().__init__()
         self.config, self.tokenizer, self.base_fingerprint = config, tokenizer, base_fingerprint
         self.encoder_fingerprints: dict[str, str] = {}
-        d = llm.get_input_embeddings().weight.shape[1]
+        embeddings = llm.get_input_embeddings().weight
+        d = embeddings.shape[1]
         self.tlp = TemporalLinearProjection(d, config.resampler.time_norm_s)
-        self.avts = AVTSResampler(config.resampler, config.vision.feature_dim, config.audio.feature_dim, d)
+        with torch.no_grad():  # the interleaved tokens come out as long as the LLM's own token embeddings
+            text_norm = float(embeddings.float().norm(dim=-1).mean())
+        self.avts = AVTSResampler(config.resampler, config.vision.feature_dim, config.audio.feature_dim, d,
+                                  out_norm=text_norm)
         self.llm = llm
         self.placeholder_id = tokenizer.convert_tokens_to_ids(config.llm.placeholder_token)
 

@@ -53,17 +53,18 @@ def test_interleaving_order_per_time_step():
     model, x = resampler(), inputs()
     base = blocks(model(*x))
     k_v, k_a = CFG.video_queries, CFG.audio_queries
-    # time_t is the window's time token, passed through as it is, last in every block
-    assert torch.equal(base[:, :, k_v + k_a], x[4])
+    # time_t is the window's time token, passed through (normalised like every output token), last in every block
+    assert torch.allclose(base[:, :, k_v + k_a], model.norm_out(x[4]) * model.out_scale)
     # video queries feed only the first k_v slots of every block; audio queries only the next k_a
+    shift = torch.linspace(-1.0, 1.0, D)  # not a constant: the output LayerNorm would take a constant away
     with torch.no_grad():
-        model.queries[:k_v] += 1.0
+        model.queries[:k_v] += shift
     moved = blocks(model(*x))
     assert not torch.allclose(moved[:, :, :k_v], base[:, :, :k_v])
     assert torch.equal(moved[:, :, k_v:], base[:, :, k_v:])
     model = resampler()
     with torch.no_grad():
-        model.queries[k_v:] += 1.0
+        model.queries[k_v:] += shift
     moved = blocks(model(*x))
     assert torch.equal(moved[:, :, :k_v], base[:, :, :k_v])
     assert not torch.allclose(moved[:, :, k_v:k_v + k_a], base[:, :, k_v:k_v + k_a])
@@ -137,3 +138,13 @@ def test_pack_windows_pools_audio_over_budget_and_handles_no_audio():
     silent = VideoFeatures("local-x", 9.0, feats.vision, feats.vision_t, torch.zeros(0, 2), torch.zeros(0), {})
     w = pack_windows(silent, (0.0, 9.0), CFG)
     assert not w["audio_mask"].any() and w["video_mask"].any()
+
+
+def test_output_tokens_are_as_long_as_out_norm():
+    """Every interleaved token leaves at the length it is told (the LLM's embedding length, in SavenVid)."""
+    torch.manual_seed(0)
+    model = AVTSResampler(CFG, DV, DA, D, out_norm=0.7).eval()
+    x = list(inputs())
+    x[0] = x[0] * 50  # however large the features
+    lengths = model(*x).norm(dim=-1)
+    assert torch.allclose(lengths, torch.full_like(lengths, 0.7), rtol=1e-3)

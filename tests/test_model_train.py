@@ -211,3 +211,26 @@ def test_evaluation_during_training_writes_heldout_loss_and_bench_curves(dataset
     assert {"stage2/loss", "stage2/eval/heldout_loss", "stage2/eval/bench_accuracy_own",
             "stage2/eval/bench_silence_drop"} <= tags
     assert [e.step for e in events.Scalars("stage2/eval/heldout_loss")] == [1, 3]
+
+
+def test_diagnosis_compares_the_checkpoint_with_its_initialisation(dataset, tmp_path, heldout_split):
+    """model.diagnose on the held-out examples: a checkpoint trained 30 steps has learned the answer format (its
+    answer loss below the initial model's), each ablation changes what the LLM reads, attention shares are shares."""
+    from model.diagnose import ABLATIONS, diagnose, verdicts
+
+    cfg = preset_config("tiny")
+    cfg.train.batch_size = 4
+    ckpt = train(dataset, tmp_path / "out", "tiny", 2, 30, config=cfg)
+    report = diagnose(ckpt, dataset)
+    trained, initial = report["trained"], report["initial"]
+    assert report["examples"] == trained["examples"] == len(load_examples(dataset, 2, heldout_only=True)) > 0
+    assert trained["answer_loss"] < initial["answer_loss"]
+    for suffix in ABLATIONS:
+        assert 0 < trained[f"letter_loss{suffix}"] < 50
+    # zeroing the encoders' features changes the multimodal tokens, so the letter's logits move
+    assert trained["letter_loss_without_both"] != trained["letter_loss"]
+    for m in (trained, initial):
+        assert 0 < m["attention_on_multimodal"] < 1 and 0 < m["multimodal_share_of_sequence"] < 1
+        assert 0 < m["top_letter_share"] <= 1 and 0 <= m["letter_accuracy"] <= 1 and m["multimodal_norm_ratio"] > 0
+    said = verdicts(report)
+    assert said[0].startswith("answer loss") and any("attention on the multimodal tokens" in s for s in said)
