@@ -163,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             row("CPU utilisation of the run (all its processes + LLM server)", cpu_s, baseline=wall * cores,
                 unit="cpu-s", baseline_name="wall x cores", note=f"{utilisation:.0%}"),
             *throughput["rows"],
+            row("CPU inside the stages' process() (+ the LLM server's) / all the run's CPU",
+                sum(t["cpu_s"] for t in throughput["stages"].values()), baseline=cpu_s, unit="cpu-s",
+                baseline_name="the run's CPU s", target="none",
+                note="the rest: actors starting and loading models (setup), Ray, Prefect and the flow's driver"),
         ],
         "throughput": throughput["stages"], "video_seconds": summary["video_seconds"],
     }
