@@ -52,9 +52,11 @@ def answerability(adapter: ModelAdapter, items: Sequence[AVBenchItem], rotations
                   ) -> dict[str, Answerability]:
     """How many of the first ``rotations`` rotations of each item ``adapter`` answers right, asked rotation by
     rotation: an item leaves once its verdict is settled (a wrong answer: not answerable; a failed request:
-    undecided), so only the items right in every rotation so far are asked the next one. The verdicts are those of
-    asking every rotation, for about a third of the requests (a model at chance is wrong in rotation 0 three times
-    in four). ``ask``: the items to ask (default: all); the others are reported as asked nothing."""
+    undecided), so only the items right in every rotation so far are asked the next one: about a third of the
+    requests (a model at chance is wrong in rotation 0 three times in four). The verdicts are those of asking every
+    rotation but one case: a wrong answer before a failed request now settles the item as not answerable, where a
+    failure anywhere used to leave it undecided (the rule ``all_answer_filter`` already applies across models: one
+    decided "no" settles it). ``ask``: the items to ask (default: all); the others are reported as asked nothing."""
     if not 1 <= rotations <= 4:
         raise ValueError(f"rotations must be 1..4, not {rotations}")
     by_item: dict[str, list] = {it.item_id: [] for it in items}

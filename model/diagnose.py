@@ -21,7 +21,8 @@ multiple-choice examples (the videos AVBench is built from; never trained on):
   learned the answer format (a letter first), not the answer.
 
 ``python -m model.diagnose CHECKPOINT DATASET [--json OUT]``; ``saven train`` does not run it (it re-reads every
-held-out example several times: seconds at the smol preset, minutes at 7b).
+held-out example five times with two models in memory, eager attention included: minutes at the smol preset on
+2 cores; at 7b, a GPU machine's job: two fp32 copies of the LLM).
 """
 
 from __future__ import annotations
@@ -126,11 +127,16 @@ def diagnose(checkpoint: Path, dataset_dir: Path, *, batch_size: int = 4, attent
 
     trained = SavenVid.from_pretrained(checkpoint)
     config = ModelConfig.load(Path(checkpoint))
+    from model.features import features_path
+
     examples = load_examples(Path(dataset_dir), 2, heldout_only=True)
+    # Training caches the features of the held-out videos it evaluates on; any other held-out video is left out.
+    examples = [e for e in examples if features_path(Path(dataset_dir), config.preset, e.video_id).is_file()]
     if not examples:
-        raise ValueError(f"{dataset_dir}: AVBench holds out no video with questions: nothing to diagnose on")
+        raise ValueError(f"{dataset_dir}: no held-out video with questions and cached {config.preset} features: "
+                         "nothing to diagnose on (`saven train` caches them)")
     store = FeatureStore(Path(dataset_dir), config.preset, trained.encoder_fingerprints or None)
-    torch.manual_seed(0)
+    torch.manual_seed(config.train.seed)  # as training seeds the model it builds
     initial = SavenVid.build(config, tokenizer=trained.tokenizer)
     report = {"checkpoint": str(checkpoint), "examples": len(examples)}
     for name, model in (("trained", trained), ("initial", initial)):

@@ -44,7 +44,7 @@ class SavenVid(nn.Module):
         d = embeddings.shape[1]
         self.tlp = TemporalLinearProjection(d, config.resampler.time_norm_s)
         with torch.no_grad():  # the interleaved tokens come out as long as the LLM's own token embeddings
-            text_norm = float(embeddings.float().norm(dim=-1).mean())
+            text_norm = float(torch.linalg.vector_norm(embeddings, dim=-1, dtype=torch.float32).mean())
         self.avts = AVTSResampler(config.resampler, config.vision.feature_dim, config.audio.feature_dim, d,
                                   out_norm=text_norm)
         self.llm = llm
@@ -118,7 +118,10 @@ class SavenVid(nn.Module):
         own = self.trainable_state()
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ValueError(f"{folder}: trainable tensors differ; missing {missing[:5]}, unexpected {unexpected[:5]}")
+            why = (" (a checkpoint from before the resampler normalised its output, 2026-12-07: train it again)"
+                   if any(n.startswith("avts.norm_out.") for n in missing) else "")
+            raise ValueError(f"{folder}: trainable tensors differ; missing {missing[:5]}, unexpected "
+                             f"{unexpected[:5]}{why}")
         with torch.no_grad():
             for name, param in own.items():
                 param.copy_(state[name].to(param.dtype))

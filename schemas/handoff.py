@@ -226,8 +226,10 @@ class StageStats(BaseModel):
     rows: Counter = Field(default_factory=Counter)  # table -> rows written
     dead_letters: int = 0
     seconds: float = 0.0  # summed over videos, or the wall time of a batch for a stage that runs a batch at once
-    # CPU seconds of the process that ran it (its ffmpeg children included); an LLM stage's are the client's: the
-    # server's CPU is in its own processes (tests/perf/bench_flow.py measures them)
+    # CPU seconds of the process that ran it (its ffmpeg children included). An LLM or driver stage runs in the
+    # flow's process: its figure is that process's CPU over the call, which, with batches in flight, also holds what
+    # the other batch did meanwhile (an upper bound). The LLM server's CPU is in its own processes
+    # (tests/perf/bench_flow.py measures them).
     cpu_seconds: float = 0.0
     counts: dict[str, float] = Field(default_factory=dict)  # a stage's own numbers (seconds of audio, tokens)
     tallies: dict[str, Counter] = Field(default_factory=dict)

@@ -57,7 +57,7 @@ class CandidateStore:
     pass ``raw_budget`` bytes, oldest first).
 
     Filled from the decode's side thread (``add``) while the segmentation thread picks and drops: a lock guards
-    the lists.
+    the lists, and the encoding of an entry (so a frame is never encoded twice or while it is dropped).
     """
 
     def __init__(self, quality: int = JPEG_QUALITY, raw_budget: int = RAW_CANDIDATE_BYTES):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from tasks.audio import decode_audio
 from tasks.probe import probe
 from devdata.samples import make_samples
 from infra.frame_reader import scaled_size
+from infra.stage import process_cpu_s as cpu_seconds  # this process and the ffmpeg it waited for
 from tasks.segment import segment_video
 
 TARGET_RATIO = 1.3
@@ -62,11 +62,6 @@ def count_processes():
     finally:
         subprocess.Popen.__init__ = original
 
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (ffmpeg): less disturbed by a busy machine than wall."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def interleaved_best(repeat: int, fns: dict) -> dict[str, tuple[float, float, object]]:

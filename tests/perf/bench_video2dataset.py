@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from infra.stage import process_cpu_s as cpu_seconds  # this process and the ffmpeg it waited for
 from perf_rows import row
 from schemas.settings import load_settings
 from tasks.probe import probe
@@ -68,11 +68,6 @@ def ensure_venv(venv: Path) -> Path:
     marker.write_text(wanted)
     return python
 
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (ffmpeg): steadier than wall on a shared machine."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def match_cuts(found: list[float], truth: list[float], tolerance_s: float) -> int:
