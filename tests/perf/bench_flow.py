@@ -110,11 +110,24 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra import servers
     from schemas.settings import settings
-    from devdata.samples import make_samples
 
     cfg = settings()
-    servers.start_prefect_server(cfg)
-    servers.start_llm_server(cfg)
+    # The servers this benchmark starts, it stops (one left on 127.0.0.1:4200 makes the next `make test` refuse it).
+    started = [stop for spec, start, stop in (
+        (servers.prefect_server_spec(cfg), servers.start_prefect_server, servers.stop_prefect_server),
+        (servers.llm_server_spec(cfg), servers.start_llm_server, servers.stop_llm_server))
+        if not servers.is_running(spec, cfg.paths.run_dir) and start(cfg)]
+    try:
+        return run(args, cfg)
+    finally:
+        for stop in started:
+            stop(cfg)
+
+
+def run(args: argparse.Namespace, cfg) -> int:
+    from infra import servers
+    from devdata.samples import make_samples
+
     os.environ.update(servers.prefect_env(cfg))
     from flows.build_dataset import build_dataset  # after PREFECT_API_URL: the flow reports to our server
 
