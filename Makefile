@@ -19,6 +19,9 @@ RAPIDOCR_VERSION := 1.4.4
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
+# A native crash (one fresh clone's test pass ended in a segfault after every test had passed, 2026-12-07, and did
+# not recur) prints every thread's Python stack instead of make's bare "Segmentation fault".
+export PYTHONFAULTHANDLER := 1
 
 .PHONY: help rehearse setup apt models models-qwen-1.5b llm-server llm-server-stop prefect-server prefect-server-stop serve serve-stop \
         train avbench check-lmms text-oracle perf authored-qa fault samples demo image-lock lint test test-flow test-fast clean-run
