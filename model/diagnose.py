@@ -49,17 +49,15 @@ def letter_ids(tokenizer) -> list[int]:
     return ids
 
 
-def _attention_on(model: SavenVid, emb: torch.Tensor, batch: dict, where: torch.Tensor) -> tuple[float, float]:
-    """Mean share of attention (heads, layers) from each sample's ``where`` position onto its placeholder positions,
-    and the placeholders' share of the positions it can attend to."""
-    out = model.llm(inputs_embeds=emb, attention_mask=batch["attention_mask"], output_attentions=True)
-    slots = batch["input_ids"] == model.placeholder_id
+def _attention_on(attentions: tuple[torch.Tensor, ...], slots: torch.Tensor, attention_mask: torch.Tensor,
+                  where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: the mean share of attention (heads, layers) from its ``where`` position onto its placeholder
+    positions (``slots``), and the placeholders' share of the positions it can attend to."""
     rows = torch.arange(len(where))
-    mass = torch.stack([a[rows, :, where, :] for a in out.attentions])  # [layers, B, heads, seq]
+    mass = torch.stack([a[rows, :, where, :] for a in attentions])  # [layers, B, heads, seq]
     on_mm = (mass * slots[None, :, None, :]).sum(-1).mean(dim=(0, 2))  # [B]
-    visible = batch["attention_mask"].bool() & (torch.arange(slots.shape[1])[None] <= where[:, None])
-    share = (slots & visible).sum(1) / visible.sum(1)
-    return float(on_mm.mean()), float(share.float().mean())
+    visible = attention_mask.bool() & (torch.arange(slots.shape[1])[None] <= where[:, None])
+    return on_mm, (slots & visible).sum(1) / visible.sum(1)
 
 
 @torch.no_grad()
@@ -70,7 +68,6 @@ def measure(model: SavenVid, dataset: SavenVidDataset, batch_size: int = 4, atte
     sums: Counter = Counter()
     top: Counter = Counter()
     n = tokens = 0
-    attn, share = [], []
     for lo in range(0, len(dataset), batch_size):
         batch = collate([dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))],
                         model.tokenizer.pad_token_id)
@@ -79,38 +76,37 @@ def measure(model: SavenVid, dataset: SavenVidDataset, batch_size: int = 4, atte
         where = first - 1  # the position whose logits predict it
         rows = torch.arange(len(first))
         gold = labels[rows, first]
+        slots = batch["input_ids"] == model.placeholder_id
         for suffix, zeroed in ABLATIONS.items():
             b = {**batch, **{k: torch.zeros_like(batch[k]) for k in zeroed}}
             mm, counts = model.multimodal_tokens(b)
             emb = model.embed(b["input_ids"], mm, counts)
-            if not suffix:
-                slots = b["input_ids"] == model.placeholder_id
-                text = b["attention_mask"].bool() & ~slots
-                sums["multimodal_norm_ratio"] += len(first) * float(
-                    emb[slots].norm(dim=-1).mean() / emb[text].norm(dim=-1).mean())
-            logits = model.llm(inputs_embeds=emb, attention_mask=b["attention_mask"]).logits
-            at = logits[rows, where]
+            # One forward per condition; the own-features one also returns the attention weights when asked.
+            out = model.llm(inputs_embeds=emb, attention_mask=b["attention_mask"],
+                            output_attentions=attention and not suffix)
+            at = out.logits[rows, where]
             sums[f"letter_loss{suffix}"] += float(torch.nn.functional.cross_entropy(at, gold, reduction="sum"))
-            if not suffix:
-                shifted, target = logits[:, :-1], labels[:, 1:]
-                mask = target != IGNORE
-                sums["answer_loss"] += float(torch.nn.functional.cross_entropy(
-                    shifted[mask], target[mask], reduction="sum"))
-                tokens += int(mask.sum())
-                picked = at[:, letters].argmax(1)
-                sums["letter_accuracy"] += float((letters[picked] == gold).sum())
-                top.update(picked.tolist())
-                if attention:
-                    a, s = _attention_on(model, emb, b, where)
-                    attn.append(a * len(first))
-                    share.append(s * len(first))
+            if suffix:
+                continue
+            text = b["attention_mask"].bool() & ~slots
+            sums["multimodal_norm_ratio"] += len(first) * float(
+                emb[slots].norm(dim=-1).mean() / emb[text].norm(dim=-1).mean())
+            shifted, target = out.logits[:, :-1], labels[:, 1:]
+            mask = target != IGNORE
+            sums["answer_loss"] += float(torch.nn.functional.cross_entropy(
+                shifted[mask], target[mask], reduction="sum"))
+            tokens += int(mask.sum())
+            picked = at[:, letters].argmax(1)
+            sums["letter_accuracy"] += float((letters[picked] == gold).sum())
+            top.update(picked.tolist())
+            if attention:
+                on_mm, share = _attention_on(out.attentions, slots, b["attention_mask"], where)
+                sums["attention_on_multimodal"] += float(on_mm.sum())
+                sums["multimodal_share_of_sequence"] += float(share.sum())
         n += len(first)
     out = {k: v / n for k, v in sums.items() if k != "answer_loss"}
     out["answer_loss"] = sums["answer_loss"] / max(tokens, 1)
     out["top_letter_share"] = max(top.values()) / n if top else None
-    if attention:
-        out["attention_on_multimodal"] = sum(attn) / n
-        out["multimodal_share_of_sequence"] = sum(share) / n
     out["examples"] = n
     return out
 

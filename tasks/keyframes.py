@@ -67,7 +67,6 @@ class CandidateStore:
         self.kept_total = 0
         self.encoded_total = 0
         self._raw_bytes = 0
-        self._first_raw = 0  # entries before it are all encoded (encoding goes oldest first)
         self._lock = threading.Lock()
 
     def add(self, t: float, frame: np.ndarray) -> None:
@@ -77,9 +76,10 @@ class CandidateStore:
             self.frames.append(copy)
             self.kept_total += 1
             self._raw_bytes += copy.nbytes
-            while self._raw_bytes > self.raw_budget and self._first_raw < len(self.frames):
-                self._encode(self._first_raw)
-                self._first_raw += 1
+            oldest = 0
+            while self._raw_bytes > self.raw_budget:  # some entry is still raw: encoding it lowers the count
+                self._encode(oldest)
+                oldest += 1
 
     def _encode(self, i: int) -> bytes:
         entry = self.frames[i]
@@ -114,7 +114,6 @@ class CandidateStore:
             self._raw_bytes -= sum(f.nbytes for f in self.frames[:cut] if isinstance(f, np.ndarray))
             del self.times[:cut]
             del self.frames[:cut]
-            self._first_raw = max(0, self._first_raw - cut)
 
 
 def write_clip_keyframes(store: CandidateStore, dataset_dir: Path, video_id: str, clip_id: str,

@@ -156,7 +156,8 @@ def run(args: argparse.Namespace, cfg) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     seconds = summary["seconds_by_stage"]
-    stage_work = sum(v for k, v in seconds.items() if k not in llm_stages())
+    on_server = llm_stages()
+    stage_work = sum(v for k, v in seconds.items() if k not in on_server)
     ideal = (stage_work + llm_cpu.cpu_s) / cores
     cpu_s = run_cpu.cpu_s + llm_cpu.cpu_s
     utilisation = cpu_s / (wall * cores)
@@ -199,7 +200,8 @@ def stage_throughput(summary: dict, llm_server_cpu_s: float) -> dict:
     """Video-minutes per CPU-minute per stage and for the whole pipeline (see the module's docstring)."""
     video_min = summary["video_seconds"] / 60
     cpu = dict(summary["cpu_seconds_by_stage"])
-    llm_wall = {k: v for k, v in summary["seconds_by_stage"].items() if k in llm_stages()}
+    on_server = llm_stages()
+    llm_wall = {k: v for k, v in summary["seconds_by_stage"].items() if k in on_server}
     for stage, wall in llm_wall.items():
         cpu[stage] = cpu.get(stage, 0.0) + llm_server_cpu_s * wall / (sum(llm_wall.values()) or 1.0)
     total = sum(cpu.values())
